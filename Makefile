@@ -1,0 +1,89 @@
+# The two commands that matter: `make run` (the whole system, in the foreground)
+# and `make test` (lint, type-check, every test). Everything else is a step of those.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+UV_VERSION := 0.9.0
+BUF_VERSION := v1.75.0
+TOOLS := $(CURDIR)/.stack/tools
+UV := $(TOOLS)/bin/uv
+BUF := $(TOOLS)/bin/buf
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PROTOS := $(shell find protos -name '*.proto')
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+# --- installation: a venv pinned by uv.lock, generated stubs, the infrastructure ---------
+
+$(UV):
+	$(PYTHON_BOOT) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --quiet
+	@# The repo root and the generated stubs are importable from every entry point.
+	@printf '%s\n%s\n' "$(CURDIR)" "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/shop.pth"
+	@touch $@
+
+gen/.stamp: $(VENV)/.synced $(PROTOS)
+	rm -rf gen && mkdir -p gen
+	PATH="$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+	  --python_out=gen --grpc_python_out=gen --mypy_out=quiet:gen --mypy_grpc_out=quiet:gen $(PROTOS)
+	@touch $@
+
+.PHONY: deps
+deps: $(VENV)/.synced gen/.stamp ## Python venv (from uv.lock) and generated gRPC stubs
+
+.PHONY: install
+install: deps ## deps, plus PostgreSQL, etcd and Kafka if missing
+	$(PY) -m devstack install
+
+$(BUF):
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+# --- the main job -------------------------------------------------------------------------
+
+.PHONY: run
+run: install ## Everything up: infrastructure, migrations, demo data, five services; Ctrl-C stops
+	$(PY) -m tools.run
+
+.PHONY: down
+down: deps ## Stop a dev stack left running (e.g. after a crash)
+	$(PY) -m devstack down --profile dev
+
+.PHONY: demo-order
+demo-order: deps ## Place an order as the demo customer against `make run`
+	$(PY) -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
+
+# --- checks -------------------------------------------------------------------------------
+
+.PHONY: lint
+lint: deps $(BUF) ## ruff, and buf lint on the protos
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	cd protos && $(BUF) lint
+
+.PHONY: typecheck
+typecheck: deps ## mypy over the whole project
+	$(VENV)/bin/mypy .
+
+.PHONY: test-unit
+test-unit: deps
+	$(VENV)/bin/pytest tests/unit -q
+
+.PHONY: test-integration
+test-integration: install
+	$(VENV)/bin/pytest tests/integration tests/e2e -q
+
+.PHONY: test
+test: install lint typecheck ## Lint, type-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+	$(VENV)/bin/pytest -q
+
+.PHONY: clean
+clean: ## Remove generated code and the venv (keeps .stack data)
+	rm -rf gen .venv .mypy_cache .ruff_cache .pytest_cache

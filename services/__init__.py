@@ -1,0 +1,1 @@
+"""The five services; each folder reads the same way (see README)."""

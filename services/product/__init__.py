@@ -1,0 +1,1 @@
+"""product: the catalog. SKU, title, price, status; only admins write."""

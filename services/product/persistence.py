@@ -1,0 +1,103 @@
+"""The product repository and unit of work over asyncpg."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.product.domain import Product, ProductStatus
+from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.errors import AlreadyExists
+from shared.money import Money
+
+_COLUMNS = (
+    "product_id, sku, title, description, price_minor, currency, status, created_at, updated_at"
+)
+
+
+def _product(row: asyncpg.Record) -> Product:
+    return Product(
+        product_id=row["product_id"],
+        sku=row["sku"],
+        title=row["title"],
+        description=row["description"],
+        price=Money(row["price_minor"], row["currency"]),
+        status=ProductStatus(row["status"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class ProductRepository:
+    def __init__(self, conn: PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    async def add(self, product: Product) -> None:
+        try:
+            await self._conn.execute(
+                f"INSERT INTO products ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                *_values(product),
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(f"a product with sku {product.sku!r} already exists") from None
+
+    async def get(self, product_id: uuid.UUID, *, for_update: bool = False) -> Product | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = await self._conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id = $1{lock}", product_id
+        )
+        return _product(row) if row else None
+
+    async def get_many(self, product_ids: list[uuid.UUID]) -> list[Product]:
+        rows = await self._conn.fetch(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id = ANY($1::uuid[])", product_ids
+        )
+        return [_product(r) for r in rows]
+
+    async def save(self, product: Product) -> None:
+        await self._conn.execute(
+            "UPDATE products SET title=$2, description=$3, price_minor=$4, currency=$5,"
+            " status=$6, updated_at=$7 WHERE product_id=$1",
+            product.product_id, product.title, product.description, product.price.amount_minor,
+            product.price.currency, product.status.value, product.updated_at,
+        )
+
+    async def list_page(
+        self,
+        *,
+        limit: int,
+        status: ProductStatus | None,
+        after: tuple[datetime, uuid.UUID] | None,
+    ) -> list[Product]:
+        """Keyset pagination in (created_at, product_id) order: stable under inserts."""
+        where, args = [], list[Any]()
+        if status is not None:
+            args.append(status.value)
+            where.append(f"status = ${len(args)}")
+        if after is not None:
+            args.extend(after)
+            where.append(f"(created_at, product_id) > (${len(args) - 1}, ${len(args)})")
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        args.append(limit)
+        rows = await self._conn.fetch(
+            f"SELECT {_COLUMNS} FROM products {clause}"
+            f" ORDER BY created_at, product_id LIMIT ${len(args)}",
+            *args,
+        )
+        return [_product(r) for r in rows]
+
+
+def _values(p: Product) -> tuple[Any, ...]:
+    return (p.product_id, p.sku, p.title, p.description, p.price.amount_minor, p.price.currency,
+            p.status.value, p.created_at, p.updated_at)
+
+
+class ProductUnitOfWork(PostgresUnitOfWork):
+    products: ProductRepository
+
+    def bind(self, connection: PoolConnectionProxy) -> None:
+        self.products = ProductRepository(connection)

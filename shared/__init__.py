@@ -1,0 +1,1 @@
+"""The project's kit: only what at least two services use."""

@@ -1,0 +1,1 @@
+"""Identity from JWTs: issued by the user service, verified by every service."""

@@ -1,0 +1,1 @@
+"""PostgreSQL access through asyncpg: pools, migrations, units of work."""

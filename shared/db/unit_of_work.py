@@ -1,0 +1,54 @@
+"""A unit of work: one connection, one transaction, committed only on success.
+
+Each service subclasses it to hang its repositories on the connection, so a
+handler writes everything it changes (and, later, its outbox events) in one
+transaction or not at all.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+
+class PostgresUnitOfWork:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._conn: PoolConnectionProxy | None = None
+        self._transaction: asyncpg.transaction.Transaction | None = None
+
+    @property
+    def connection(self) -> PoolConnectionProxy:
+        if self._conn is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._conn
+
+    def bind(self, connection: PoolConnectionProxy) -> None:
+        """Hook for subclasses: build repositories on the connection."""
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._pool.acquire()
+        self._transaction = self._conn.transaction()
+        await self._transaction.start()
+        self.bind(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._transaction is not None and self._conn is not None
+        try:
+            if exc_type is None:
+                await self._transaction.commit()
+            else:
+                await self._transaction.rollback()
+        finally:
+            await self._pool.release(self._conn)
+            self._conn = None
+            self._transaction = None

@@ -1,0 +1,182 @@
+"""A local cache of live instances, fed by one etcd watch.
+
+List the prefix once, then watch from the next revision; every PUT adds or
+updates an instance, every DELETE (lease expiry or revoke) drops it at once.
+When the watch breaks (etcd restart, compaction), the cache is kept as it is
+(stale beats empty while etcd is away) and rebuilt from a fresh listing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aetcd
+import grpc
+from aetcd.rtypes import EventKind
+
+from shared.errors import DomainError
+from shared.registry.etcd import PREFIX
+
+log = logging.getLogger(__name__)
+
+
+class NoInstanceAvailable(DomainError):
+    """No live instance of a service is registered."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    service: str
+    instance_id: str
+    address: str
+    version: str
+    lease_id: int
+
+
+def parse_instance(key: bytes, value: bytes, lease_id: int) -> Instance | None:
+    """None for keys that are not well-formed instance records."""
+    parts = key.decode().removeprefix(PREFIX).split("/")
+    if len(parts) != 2:
+        return None
+    try:
+        record = json.loads(value)
+        return Instance(parts[0], parts[1], str(record["address"]), str(record.get("version", "")),
+                        lease_id)
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class InstanceCache:
+    """Pure bookkeeping of instances per service, with round-robin picking."""
+
+    def __init__(self) -> None:
+        self._by_service: dict[str, dict[str, Instance]] = {}
+        self._counters: dict[str, itertools.count[int]] = {}
+        # Instances a caller found dead before etcd noticed, skipped until the deadline.
+        self._ejected: dict[str, float] = {}
+        self.listeners: list[Callable[[Instance, bool], None]] = []
+
+    def replace_all(self, instances: list[Instance]) -> None:
+        old = {i.address: i for s in self._by_service.values() for i in s.values()}
+        self._by_service = {}
+        for instance in instances:
+            self._by_service.setdefault(instance.service, {})[instance.instance_id] = instance
+        new_addresses = {i.address for i in instances}
+        for address, instance in old.items():
+            if address not in new_addresses:
+                self._notify(instance, False)
+
+    def upsert(self, instance: Instance) -> None:
+        self._by_service.setdefault(instance.service, {})[instance.instance_id] = instance
+        self._notify(instance, True)
+
+    def remove(self, service: str, instance_id: str) -> None:
+        instance = self._by_service.get(service, {}).pop(instance_id, None)
+        if instance is not None:
+            self._notify(instance, False)
+
+    def instances(self, service: str) -> list[Instance]:
+        return sorted(self._by_service.get(service, {}).values(), key=lambda i: i.instance_id)
+
+    def eject(self, instance: Instance, seconds: float) -> None:
+        self._ejected[instance.address] = time.monotonic() + seconds
+
+    def pick(self, service: str) -> Instance:
+        instances = self.instances(service)
+        now = time.monotonic()
+        healthy = [i for i in instances if self._ejected.get(i.address, 0.0) <= now]
+        candidates = healthy or instances
+        if not candidates:
+            raise NoInstanceAvailable(f"no live instance of {service} is registered")
+        counter = self._counters.setdefault(service, itertools.count())
+        return candidates[next(counter) % len(candidates)]
+
+    def _notify(self, instance: Instance, alive: bool) -> None:
+        for listener in self.listeners:
+            listener(instance, alive)
+
+
+class ServiceDirectory:
+    """Watches every service under /services/ and answers from memory."""
+
+    def __init__(self, client: aetcd.Client, *, resync_delay: float = 0.5) -> None:
+        self._client = client
+        self.cache = InstanceCache()
+        self._resync_delay = resync_delay
+        self._task: asyncio.Task[None] | None = None
+        self._synced = asyncio.Event()
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="service directory")
+        await self._synced.wait()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def pick(self, service: str) -> Instance:
+        return self.cache.pick(service)
+
+    def instances(self, service: str) -> list[Instance]:
+        return self.cache.instances(service)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Waits until the cache satisfies ``predicate`` (e.g. 2 product instances)."""
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._list_and_watch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # aetcd raises many kinds; all mean "resync"
+                log.warning("service watch broke (%s); resyncing", exc)
+            await asyncio.sleep(self._resync_delay)
+
+    async def _list_and_watch(self) -> None:
+        listing = await self._client.get_prefix(PREFIX.encode())
+        instances = [
+            instance
+            for kv in listing
+            if (instance := parse_instance(kv.key, kv.value, kv.lease)) is not None
+        ]
+        self.cache.replace_all(instances)
+        await self._notify_changed()
+        self._synced.set()
+        watch = await self._client.watch_prefix(
+            PREFIX.encode(), start_revision=listing.header.revision + 1
+        )
+        try:
+            async for event in watch:
+                key = event.kv.key
+                if event.kind == EventKind.PUT:
+                    instance = parse_instance(key, event.kv.value, event.kv.lease)
+                    if instance is not None:
+                        self.cache.upsert(instance)
+                elif event.kind == EventKind.DELETE:
+                    parts = key.decode().removeprefix(PREFIX).split("/")
+                    if len(parts) == 2:
+                        self.cache.remove(parts[0], parts[1])
+                await self._notify_changed()
+        finally:
+            with contextlib.suppress(Exception):
+                await watch.cancel()
+        raise ConnectionError("watch stream ended")
+
+    async def _notify_changed(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()

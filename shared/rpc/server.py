@@ -1,0 +1,121 @@
+"""Runs one service instance: gRPC server, health, reflection, registry, shutdown.
+
+Start-up order: serve, then register (so nobody is sent to a port that is not
+listening), then report SERVING. Shutdown order is the reverse, and the lease
+goes first: revoke (peers drop us from their caches), NOT_SERVING, then drain
+in-flight RPCs for up to the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer as AsyncHealthServicer  # health.aio, typed
+from grpc_reflection.v1alpha import reflection
+
+from shared.auth.keys import load_public_key
+from shared.auth.tokens import TokenVerifier
+from shared.registry.etcd import etcd_client
+from shared.registry.registration import ServiceRegistration
+from shared.rpc.interceptors import AccessPolicy, default_chain
+from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One gRPC service to host: its full name and how to add its servicer."""
+
+    full_name: str  # e.g. "shop.product.v1.ProductService"
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+
+
+def token_verifier(settings: ServiceSettings) -> TokenVerifier:
+    return TokenVerifier(
+        [load_public_key(settings.jwt_public_key_file)],
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+
+
+class ServiceHost:
+    """The running server of one instance; ``serve_until_stopped`` is the whole lifecycle."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        bindings: Sequence[ServiceBinding],
+        policy: AccessPolicy,
+    ) -> None:
+        self.settings = settings
+        self._bindings = bindings
+        self._server = grpc.aio.server(
+            interceptors=default_chain(token_verifier(settings), policy),
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self._health = AsyncHealthServicer()
+        self._stopping = asyncio.Event()
+        self.port = 0
+        self.registration: ServiceRegistration | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.settings.advertise_host or self.settings.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        for binding in self._bindings:
+            binding.add_to_server(binding.servicer, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        names = [b.full_name for b in self._bindings]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME,
+                                             health.SERVICE_NAME], self._server)
+        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        await self._server.start()
+        s = self.settings
+        self._etcd = etcd_client(s.etcd_endpoint)
+        self.registration = ServiceRegistration(
+            self._etcd,
+            service=s.service_name,
+            instance_id=s.instance_id,
+            address=self.address,
+            version=s.version,
+            ttl_seconds=s.registry_ttl_seconds,
+        )
+        await self.registration.start()
+        for name in ["", *names]:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("%s %s serving on %s", s.service_name, s.instance_id, self.address)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def wait_for_stop_signal(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self._stopping.wait()
+
+    async def stop(self) -> None:
+        if self.registration is not None:
+            await self.registration.stop()
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.shutdown_grace_seconds)
+        await self._etcd.close()
+        log.info("%s %s stopped", self.settings.service_name, self.settings.instance_id)
+
+    async def serve_until_stopped(self) -> None:
+        await self.start()
+        try:
+            await self.wait_for_stop_signal()
+        finally:
+            await self.stop()

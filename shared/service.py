@@ -1,0 +1,66 @@
+"""What a service is, to the kit: settings, migrations, access rules, servicers.
+
+Each service's ``main.py`` declares one ``ServiceDefinition``; the command line,
+``make run``, the tests and the Kubernetes manifests all start a service
+through it, so every service starts, migrates and stops the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import typer
+
+from shared.db.migrations import apply_migrations
+from shared.logs import configure_logging
+from shared.rpc.interceptors import AccessPolicy
+from shared.rpc.server import ServiceBinding, ServiceHost
+from shared.settings import ServiceSettings
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+@dataclass(frozen=True)
+class ServiceDefinition(Generic[SettingsT]):
+    settings_type: type[SettingsT]
+    migrations: Path
+    access: AccessPolicy
+    # Opens the service's resources (pool, clients) and yields its gRPC bindings.
+    bindings: Callable[[SettingsT], AbstractAsyncContextManager[list[ServiceBinding]]]
+
+    @property
+    def name(self) -> str:
+        return self.settings_type.service_name
+
+    async def migrate(self, settings: SettingsT) -> list[str]:
+        return await apply_migrations(settings.pg_dsn, self.migrations)
+
+    async def serve(self, settings: SettingsT) -> None:
+        """Migrate, then serve until SIGINT/SIGTERM."""
+        await self.migrate(settings)
+        async with self.bindings(settings) as bindings:
+            await ServiceHost(settings, bindings, self.access).serve_until_stopped()
+
+    def cli(self) -> None:
+        app = typer.Typer(add_completion=False, help=f"The {self.name} service.")
+
+        @app.command("serve")
+        def serve_command() -> None:
+            """Apply pending migrations, then serve until SIGINT/SIGTERM."""
+            settings = self.settings_type()
+            configure_logging(settings.log_level)
+            asyncio.run(self.serve(settings))
+
+        @app.command("migrate")
+        def migrate_command() -> None:
+            """Apply pending migrations and exit (a Kubernetes init container runs this)."""
+            settings = self.settings_type()
+            configure_logging(settings.log_level)
+            asyncio.run(self.migrate(settings))
+
+        app()

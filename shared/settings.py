@@ -1,0 +1,61 @@
+"""Typed settings every service shares; each service adds its own env prefix.
+
+A service's settings class sets ``env_prefix`` (e.g. ``SHOP_PRODUCT_``), so
+``SHOP_PRODUCT_ETCD_ENDPOINT`` configures the product service's etcd. The only
+address of the outside world a service needs is etcd's: peers are discovered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_JWT_DIR = REPO_ROOT / ".stack" / "dev" / "jwt"
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
+
+    # The service's registry name: /services/<service_name>/<instance_id>.
+    service_name: ClassVar[str] = ""
+
+    host: str = "127.0.0.1"
+    # 0 picks a free port; the real one is what gets registered.
+    port: int = 0
+    # The host peers should dial, when it differs from the bind host (k8s pod IP).
+    advertise_host: str = ""
+    instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    version: str = "0.1.0"
+
+    etcd_endpoint: str = "127.0.0.1:12379"
+    registry_ttl_seconds: int = Field(default=5, ge=1, le=300)
+
+    pg_dsn: str = ""
+    pg_pool_min_size: int = 2
+    pg_pool_max_size: int = 10
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+
+    jwt_public_key_file: Path = DEV_JWT_DIR / "public.pem"
+    jwt_issuer: str = "shop-user"
+    jwt_audience: str = "shop"
+
+    log_level: str = "INFO"
+    # How long in-flight RPCs may run after shutdown begins.
+    shutdown_grace_seconds: float = 5.0
+
+    @model_validator(mode="after")
+    def _default_dsn(self) -> ServiceSettings:
+        if not self.pg_dsn:
+            self.pg_dsn = f"postgresql://shop@127.0.0.1:15432/shop_{self.service_name}"
+        return self
+
+    @property
+    def etcd_host_port(self) -> tuple[str, int]:
+        host, _, port = self.etcd_endpoint.rpartition(":")
+        return host, int(port)

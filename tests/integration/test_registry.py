@@ -1,0 +1,157 @@
+"""Registration and discovery against the real etcd of the test stack."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+import aetcd
+import pytest
+import pytest_asyncio
+
+from devstack.stack import Stack
+from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client, instance_key
+from shared.registry.registration import ServiceRegistration
+
+pytestmark = pytest.mark.integration
+TTL = 2
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
+    client = etcd_client(stack.etcd_endpoint)
+    yield client
+    await client.close()
+
+
+def registration(client: aetcd.Client, service: str, instance_id: str | None = None,
+                 address: str = "127.0.0.1:1") -> ServiceRegistration:
+    return ServiceRegistration(client, service=service, instance_id=instance_id or uuid.uuid4().hex,
+                               address=address, version="test", ttl_seconds=TTL)
+
+
+async def wait_for_key(client: aetcd.Client, key: str, present: bool, timeout: float) -> float:
+    """Seconds until the key is present (or absent); fails after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < timeout:
+        try:
+            found = await client.get(key.encode()) is not None
+        except aetcd.exceptions.ClientError:
+            found = not present  # etcd still starting: not yet the state we wait for
+        if found == present:
+            return loop.time() - start
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{key} still {'absent' if present else 'present'} after {timeout}s")
+
+
+async def test_key_lives_while_keepalive_runs_and_goes_after_ttl_once_it_stops(
+    etcd: aetcd.Client,
+) -> None:
+    reg = registration(etcd, "reg-expiry")
+    await reg.start()
+    await asyncio.sleep(TTL * 2)  # well past one TTL: only keepalive can explain survival
+    assert await etcd.get(reg.key.encode()) is not None
+    await reg.abandon()
+    elapsed = await wait_for_key(etcd, reg.key, present=False, timeout=TTL + 1.5)
+    assert elapsed <= TTL + 1.5
+
+
+async def test_stop_revokes_the_lease_at_once(etcd: aetcd.Client) -> None:
+    reg = registration(etcd, "reg-revoke")
+    await reg.start()
+    await reg.stop()
+    assert await etcd.get(reg.key.encode()) is None
+
+
+async def test_lost_lease_is_replaced_and_the_key_written_again(etcd: aetcd.Client) -> None:
+    reg = registration(etcd, "reg-lost")
+    await reg.start()
+    first_lease = reg.lease_id
+    assert first_lease is not None
+    await etcd.revoke_lease(first_lease)  # as if the process had been paused past the TTL
+    await wait_for_key(etcd, reg.key, present=True, timeout=TTL * 2)
+    stored = await etcd.get(reg.key.encode())
+    assert stored is not None and stored.lease != first_lease
+    assert reg.registrations == 2
+    await reg.stop()
+
+
+async def test_instance_registers_again_after_etcd_restarts_empty(stack: Stack) -> None:
+    """etcd comes back with no state at all: the instance must heal on its own."""
+    client = etcd_client(stack.etcd_endpoint)
+    reg = registration(client, "reg-restart")
+    await reg.start()
+    try:
+        await asyncio.to_thread(stack.stop, "etcd")
+        shutil.rmtree(stack.etcd.data_dir)
+        await asyncio.to_thread(stack.start, "etcd")
+        await wait_for_key(client, reg.key, present=True, timeout=TTL * 4)
+        assert reg.registrations >= 2
+    finally:
+        await reg.stop()
+        await client.close()
+
+
+async def test_instance_survives_an_etcd_restart_that_keeps_its_data(stack: Stack) -> None:
+    client = etcd_client(stack.etcd_endpoint)
+    reg = registration(client, "reg-bounce")
+    await reg.start()
+    try:
+        await asyncio.to_thread(stack.stop, "etcd")
+        await asyncio.to_thread(stack.start, "etcd")
+        await asyncio.sleep(TTL * 2)
+        await wait_for_key(client, reg.key, present=True, timeout=TTL * 2)
+    finally:
+        await reg.stop()
+        await client.close()
+
+
+async def test_discovery_sees_instances_come_and_go(etcd: aetcd.Client) -> None:
+    directory = ServiceDirectory(etcd)
+    await directory.start()
+    service = f"disc-{uuid.uuid4().hex[:6]}"
+    one = registration(etcd, service, "one", "127.0.0.1:1001")
+    two = registration(etcd, service, "two", "127.0.0.1:1002")
+    try:
+        await one.start()
+        await two.start()
+        async with asyncio.timeout(3):
+            await directory.wait_until(lambda: len(directory.instances(service)) == 2)
+        picks = {directory.pick(service).address for _ in range(4)}
+        assert picks == {"127.0.0.1:1001", "127.0.0.1:1002"}
+        await one.stop()
+        async with asyncio.timeout(1):  # a revoke is seen through the watch, not after a TTL
+            await directory.wait_until(lambda: len(directory.instances(service)) == 1)
+        assert {directory.pick(service).instance_id for _ in range(3)} == {"two"}
+        await two.abandon()
+        async with asyncio.timeout(TTL + 1.5):  # expiry is seen as soon as etcd deletes the key
+            await directory.wait_until(lambda: not directory.instances(service))
+    finally:
+        await one.stop()
+        await two.stop()
+        await directory.stop()
+
+
+async def test_discovery_resyncs_after_etcd_restarts(stack: Stack) -> None:
+    client = etcd_client(stack.etcd_endpoint)
+    directory = ServiceDirectory(client)
+    await directory.start()
+    writer = etcd_client(stack.etcd_endpoint)
+    service = f"resync-{uuid.uuid4().hex[:6]}"
+    try:
+        await asyncio.to_thread(stack.stop, "etcd")
+        await asyncio.to_thread(stack.start, "etcd")
+        lease = await writer.lease(30)
+        await writer.put(instance_key(service, "late").encode(),
+                         b'{"address": "127.0.0.1:1003"}', lease=lease)
+        async with asyncio.timeout(10):
+            await directory.wait_until(lambda: bool(directory.instances(service)))
+        await lease.revoke()
+    finally:
+        await directory.stop()
+        await client.close()
+        await writer.close()

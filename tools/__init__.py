@@ -1,0 +1,1 @@
+"""Operator tools: the local launcher (`make run`), the demo seeder and the shop CLI."""

@@ -1,0 +1,121 @@
+"""`make run`: the whole system on this machine, in the foreground.
+
+Brings up PostgreSQL, etcd and Kafka (dev profile), applies every service's
+migrations, starts one instance of each service, waits until all are
+registered and SERVING, seeds the demo data, prints where everything is, then
+streams the services' logs until Ctrl-C or SIGTERM, and stops it all in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from devstack.stack import Stack
+from services.inventory.main import SERVICE as INVENTORY
+from services.order.main import SERVICE as ORDER
+from services.payment.main import SERVICE as PAYMENT
+from services.product.main import SERVICE as PRODUCT
+from services.user.main import SERVICE as USER
+from shared.auth.keys import generate_keypair
+from shared.logs import configure_logging
+from shared.registry.discovery import ServiceDirectory
+from shared.rpc.client import ServiceClients
+from tools.launcher import SERVICES, SystemLauncher, open_directory
+from tools.seed import seed
+
+DEFINITIONS = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+def claim_run_lock(path: Path) -> None:
+    """One `make run` per checkout: a second one would fight over ports and data."""
+    if path.exists():
+        with contextlib.suppress(ValueError):
+            pid = int(path.read_text().strip())
+            if Path(f"/proc/{pid}").exists() and pid != os.getpid():
+                raise AlreadyRunning(
+                    f"`make run` is already running (pid {pid}); use that one, or stop it with "
+                    f"Ctrl-C in its terminal (or `kill {pid}`) before starting another."
+                )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(os.getpid()))
+
+
+def print_table(stack: Stack, directory: ServiceDirectory) -> None:
+    rows = [("SERVICE", "INSTANCE", "ADDRESS", "LEASE")]
+    for service in SERVICES:
+        for i in directory.instances(service):
+            rows.append((service, i.instance_id, i.address, f"{i.lease_id:x}"))
+    rows.append(("postgresql", "-", stack.postgres.endpoint, "-"))
+    rows.append(("etcd", "-", stack.etcd_endpoint, "-"))
+    rows.append(("kafka", "-", stack.kafka_bootstrap, "-"))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)), flush=True)
+
+
+async def run() -> int:
+    started = time.monotonic()
+    stack = Stack("dev")
+    lock = stack.profile_dir / "run.pid"
+    claim_run_lock(lock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    launcher: SystemLauncher | None = None
+    try:
+        print("starting PostgreSQL, etcd and Kafka ...", flush=True)
+        await asyncio.to_thread(stack.up)
+        jwt_dir = stack.profile_dir / "jwt"
+        generate_keypair(jwt_dir)
+        for definition in DEFINITIONS:
+            settings = definition.settings_type(pg_dsn=stack.pg_dsn(f"shop_{definition.name}"))
+            await definition.migrate(settings)
+        launcher = SystemLauncher(stack, jwt_dir, fixed_ports=True)
+        async with open_directory(stack) as directory:
+            await launcher.start_all()
+            await launcher.wait_ready(directory, timeout=90)
+            clients = ServiceClients(directory)
+            try:
+                await seed(clients, stack.pg_dsn("shop_user"))
+            finally:
+                await clients.close()
+            print_table(stack, directory)
+            count = sum(len(directory.instances(s)) for s in SERVICES)
+            print(f"ready: {count}/{len(SERVICES)} services registered "
+                  f"({time.monotonic() - started:.1f}s); Ctrl-C stops everything", flush=True)
+            await stop.wait()
+        print("stopping services ...", flush=True)
+        await launcher.stop_all()
+        launcher = None
+        print("stopping PostgreSQL, etcd and Kafka ...", flush=True)
+        await asyncio.to_thread(stack.down)
+        print("stopped", flush=True)
+        return 0
+    finally:
+        if launcher is not None:
+            await launcher.stop_all()
+        lock.unlink(missing_ok=True)
+
+
+def main() -> None:
+    configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
+    try:
+        sys.exit(asyncio.run(run()))
+    except AlreadyRunning as error:
+        print(error, file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""A small client of the whole shop, finding every service through etcd.
+
+The seeder, the `shopctl` CLI and the e2e tests use it; it is also the
+shortest example of how a caller outside the cluster talks to the system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from shop.common.v1 import money_pb2
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.payment.v1 import payment_pb2, payment_pb2_grpc
+from shop.product.v1 import product_pb2, product_pb2_grpc
+from shop.user.v1 import user_pb2, user_pb2_grpc
+
+from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
+from shared.rpc.client import ServiceClients
+
+DEADLINE = 5.0
+
+
+@dataclass
+class ShopClient:
+    clients: ServiceClients
+    token: str = ""
+
+    @property
+    def _auth(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else ()
+
+    async def register(self, email: str, password: str) -> user_pb2.User:
+        reply = await self.clients.call(
+            "user", user_pb2_grpc.UserServiceStub,
+            lambda s: s.Register(user_pb2.RegisterRequest(email=email, password=password),
+                                 timeout=DEADLINE),
+        )
+        return reply.user
+
+    async def login(self, email: str, password: str) -> user_pb2.LoginResponse:
+        reply = await self.clients.call(
+            "user", user_pb2_grpc.UserServiceStub,
+            lambda s: s.Login(user_pb2.LoginRequest(email=email, password=password),
+                              timeout=DEADLINE),
+        )
+        self.token = reply.access_token
+        return reply
+
+    async def register_or_login(self, email: str, password: str) -> user_pb2.LoginResponse:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self.register(email, password)
+        return await self.login(email, password)
+
+    async def create_product(
+        self, sku: str, title: str, price_minor: int, currency: str = "USD"
+    ) -> product_pb2.Product:
+        request = product_pb2.CreateProductRequest(
+            sku=sku, title=title,
+            price=money_pb2.Money(amount_minor=price_minor, currency=currency),
+            status=product_pb2.PRODUCT_STATUS_ACTIVE,
+        )
+        reply = await self.clients.call(
+            "product", product_pb2_grpc.ProductServiceStub,
+            lambda s: s.CreateProduct(request, timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.product
+
+    async def get_product(self, product_id: str) -> product_pb2.Product:
+        reply = await self.clients.call(
+            "product", product_pb2_grpc.ProductServiceStub,
+            lambda s: s.GetProduct(product_pb2.GetProductRequest(product_id=product_id),
+                                   timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.product
+
+    async def all_products(self) -> list[product_pb2.Product]:
+        products: list[product_pb2.Product] = []
+        token = ""
+        while True:
+            request = product_pb2.ListProductsRequest(page_size=100, page_token=token)
+            reply = await self.clients.call(
+                "product", product_pb2_grpc.ProductServiceStub,
+                lambda s, r=request: s.ListProducts(r, timeout=DEADLINE, metadata=self._auth),
+            )
+            products.extend(reply.products)
+            token = reply.next_page_token
+            if not token:
+                return products
+
+    async def set_stock(self, sku: str, available: int) -> inventory_pb2.Stock:
+        reply = await self.clients.call(
+            "inventory", inventory_pb2_grpc.InventoryServiceStub,
+            lambda s: s.SetStock(inventory_pb2.SetStockRequest(sku=sku, available=available),
+                                 timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.stock
+
+    async def get_stock(self, sku: str) -> inventory_pb2.Stock:
+        reply = await self.clients.call(
+            "inventory", inventory_pb2_grpc.InventoryServiceStub,
+            lambda s: s.GetStock(inventory_pb2.GetStockRequest(sku=sku),
+                                 timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.stock
+
+    async def top_up(self, amount_minor: int, idempotency_key: str,
+                     currency: str = "USD") -> payment_pb2.Wallet:
+        request = payment_pb2.TopUpRequest(
+            amount=money_pb2.Money(amount_minor=amount_minor, currency=currency),
+            idempotency_key=idempotency_key,
+        )
+        reply = await self.clients.call(
+            "payment", payment_pb2_grpc.PaymentServiceStub,
+            lambda s: s.TopUp(request, timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.wallet
+
+    async def balance(self) -> payment_pb2.Wallet:
+        reply = await self.clients.call(
+            "payment", payment_pb2_grpc.PaymentServiceStub,
+            lambda s: s.GetBalance(payment_pb2.GetBalanceRequest(),
+                                   timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.wallet
+
+    async def place_order(
+        self, items: list[tuple[str, int]], idempotency_key: str
+    ) -> order_pb2.Order:
+        request = order_pb2.PlaceOrderRequest(
+            items=[order_pb2.PlaceOrderItem(product_id=p, quantity=q) for p, q in items],
+            idempotency_key=idempotency_key,
+        )
+        reply = await self.clients.call(
+            "order", order_pb2_grpc.OrderServiceStub,
+            lambda s: s.PlaceOrder(request, timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.order
+
+    async def get_order(self, order_id: str) -> order_pb2.Order:
+        reply = await self.clients.call(
+            "order", order_pb2_grpc.OrderServiceStub,
+            lambda s: s.GetOrder(order_pb2.GetOrderRequest(order_id=order_id),
+                                 timeout=DEADLINE, metadata=self._auth),
+        )
+        return reply.order
+
+    async def list_orders(self, page_size: int = 20) -> list[order_pb2.Order]:
+        reply = await self.clients.call(
+            "order", order_pb2_grpc.OrderServiceStub,
+            lambda s: s.ListOrders(order_pb2.ListOrdersRequest(page_size=page_size),
+                                   timeout=DEADLINE, metadata=self._auth),
+        )
+        return list(reply.orders)
+
+
+@contextlib.asynccontextmanager
+async def connect(etcd_endpoint: str) -> AsyncIterator[ServiceClients]:
+    """Discovery plus channels, for as many ShopClients (users) as the caller wants."""
+    etcd = etcd_client(etcd_endpoint)
+    directory = ServiceDirectory(etcd)
+    await directory.start()
+    clients = ServiceClients(directory)
+    try:
+        yield clients
+    finally:
+        await clients.close()
+        await directory.stop()
+        await etcd.close()
