@@ -15,6 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from devstack.stack import Stack
 from services.inventory.main import SERVICE as INVENTORY
@@ -26,10 +27,11 @@ from shared.auth.keys import generate_keypair
 from shared.logs import configure_logging
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
+from shared.service import ServiceDefinition
 from tools.launcher import SERVICES, SystemLauncher, open_directory
 from tools.seed import seed
 
-DEFINITIONS = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
+DEFINITIONS: list[ServiceDefinition[Any]] = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
 
 
 class AlreadyRunning(RuntimeError):

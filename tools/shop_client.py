@@ -7,20 +7,21 @@ shortest example of how a caller outside the cluster talks to the system.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
+
+from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
+from shared.rpc.client import ServiceClients
 from shop.common.v1 import money_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from shop.user.v1 import user_pb2, user_pb2_grpc
-
-from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client
-from shared.rpc.client import ServiceClients
 
 DEADLINE = 5.0
 
@@ -83,10 +84,16 @@ class ShopClient:
         token = ""
         while True:
             request = product_pb2.ListProductsRequest(page_size=100, page_token=token)
-            reply = await self.clients.call(
-                "product", product_pb2_grpc.ProductServiceStub,
-                lambda s, r=request: s.ListProducts(r, timeout=DEADLINE, metadata=self._auth),
-            )
+
+            def list_page(
+                stub: Any, request: product_pb2.ListProductsRequest = request
+            ) -> Awaitable[product_pb2.ListProductsResponse]:
+                # grpc's stub types describe the sync API; on an aio channel it is awaitable.
+                return cast(Awaitable[product_pb2.ListProductsResponse],
+                            stub.ListProducts(request, timeout=DEADLINE, metadata=self._auth))
+
+            reply = await self.clients.call("product", product_pb2_grpc.ProductServiceStub,
+                                            list_page)
             products.extend(reply.products)
             token = reply.next_page_token
             if not token:

@@ -73,7 +73,7 @@ def _description(value: str) -> str:
 def new_product(
     *, sku: str, title: str, description: str, price: Money, status: ProductStatus
 ) -> Product:
-    if not SKU_PATTERN.match(sku):
+    if not SKU_PATTERN.fullmatch(sku):
         raise InvalidArgument(
             "sku", "must be 2-64 characters of A-Z, 0-9 and '-', starting with a letter or digit"
         )

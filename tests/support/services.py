@@ -72,5 +72,5 @@ async def run_service(
         try:
             yield RunningService(host, channel, dsn)
         finally:
-            await channel.close()
+            await channel.close(grace=None)
             await host.stop()

@@ -23,7 +23,9 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def issuer(key_dir: Path, ttl: timedelta = timedelta(minutes=5), audience: str = "shop") -> TokenIssuer:
+def issuer(
+    key_dir: Path, ttl: timedelta = timedelta(minutes=5), audience: str = "shop"
+) -> TokenIssuer:
     return TokenIssuer(load_private_key(key_dir / "private.pem"), "shop-user", audience, ttl)
 
 
@@ -68,7 +70,7 @@ def test_token_from_another_key_is_rejected(key_dir: Path, tmp_path: Path) -> No
 
 def test_tampered_token_is_rejected(key_dir: Path) -> None:
     token, _ = issuer(key_dir).issue(uuid.uuid4(), Role.CUSTOMER)
-    head, body, signature = token.split(".")
+    head, _body, signature = token.split(".")
     forged = jwt.encode({"sub": str(uuid.uuid4()), "role": "admin"}, "x" * 32, algorithm="HS256")
     with pytest.raises(Unauthenticated):
         verifier(key_dir).verify(f"{head}.{forged.split('.')[1]}.{signature}")

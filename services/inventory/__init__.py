@@ -1,0 +1,1 @@
+"""inventory: stock per SKU (available, reserved, sold) and its received-goods ledger."""

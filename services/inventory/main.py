@@ -1,0 +1,42 @@
+"""Entry point: ``python -m services.inventory.main [serve|migrate]``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from services.inventory.grpc_handlers import ACCESS, InventoryServicer, unit_of_work_factory
+from services.inventory.settings import InventorySettings
+from shared.db.pool import create_pool
+from shared.rpc.server import ServiceBinding
+from shared.service import ServiceDefinition
+from shop.inventory.v1 import inventory_pb2_grpc
+
+
+@asynccontextmanager
+async def bindings(settings: InventorySettings) -> AsyncIterator[list[ServiceBinding]]:
+    pool = await create_pool(
+        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
+    )
+    try:
+        yield [
+            ServiceBinding(
+                "shop.inventory.v1.InventoryService",
+                inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
+                InventoryServicer(unit_of_work_factory(pool)),
+            )
+        ]
+    finally:
+        await pool.close()
+
+
+SERVICE = ServiceDefinition(
+    settings_type=InventorySettings,
+    migrations=Path(__file__).parent / "migrations",
+    access=ACCESS,
+    bindings=bindings,
+)
+
+if __name__ == "__main__":
+    SERVICE.cli()

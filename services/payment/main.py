@@ -1,0 +1,42 @@
+"""Entry point: ``python -m services.payment.main [serve|migrate]``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from services.payment.grpc_handlers import ACCESS, PaymentServicer, unit_of_work_factory
+from services.payment.settings import PaymentSettings
+from shared.db.pool import create_pool
+from shared.rpc.server import ServiceBinding
+from shared.service import ServiceDefinition
+from shop.payment.v1 import payment_pb2_grpc
+
+
+@asynccontextmanager
+async def bindings(settings: PaymentSettings) -> AsyncIterator[list[ServiceBinding]]:
+    pool = await create_pool(
+        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
+    )
+    try:
+        yield [
+            ServiceBinding(
+                "shop.payment.v1.PaymentService",
+                payment_pb2_grpc.add_PaymentServiceServicer_to_server,
+                PaymentServicer(unit_of_work_factory(pool), settings.currency),
+            )
+        ]
+    finally:
+        await pool.close()
+
+
+SERVICE = ServiceDefinition(
+    settings_type=PaymentSettings,
+    migrations=Path(__file__).parent / "migrations",
+    access=ACCESS,
+    bindings=bindings,
+)
+
+if __name__ == "__main__":
+    SERVICE.cli()

@@ -1,0 +1,1 @@
+"""user: accounts, credentials (argon2 hashes), roles, and the access tokens it signs."""

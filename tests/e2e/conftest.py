@@ -1,0 +1,46 @@
+"""The whole system as separate processes on the test stack."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest_asyncio
+
+from devstack.stack import Stack
+from shared.registry.discovery import ServiceDirectory
+from shared.rpc.client import ServiceClients
+from tests.support.services import recreate_database
+from tests.support.tokens import TestKeys
+from tools.launcher import SERVICES, SystemLauncher, open_directory
+from tools.seed import seed
+
+E2E_TTL = 3
+
+
+@dataclass
+class RunningSystem:
+    launcher: SystemLauncher
+    directory: ServiceDirectory
+    clients: ServiceClients
+    products: dict[str, str]  # sku -> product id
+    logs: list[str]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
+    for service in SERVICES:
+        await recreate_database(stack, service)
+    logs: list[str] = []
+    launcher = SystemLauncher(stack, keys.directory, replicas={"product": 2},
+                              registry_ttl_seconds=E2E_TTL, log_sink=logs.append)
+    async with open_directory(stack) as directory:
+        clients = ServiceClients(directory)
+        try:
+            await launcher.start_all()
+            await launcher.wait_ready(directory, timeout=90)
+            products = await seed(clients, stack.pg_dsn("shop_user"))
+            yield RunningSystem(launcher, directory, clients, products, logs)
+        finally:
+            await clients.close()
+            await launcher.stop_all()
