@@ -19,9 +19,11 @@ from shared.errors import InvalidArgument
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 
-def parse_uuid(value: str, field: str) -> uuid.UUID:
+def parse_uuid(value: object, field: str) -> uuid.UUID:
     if not value:
         raise InvalidArgument(field, "is required")
+    if not isinstance(value, str):  # e.g. a field of a decoded page token
+        raise InvalidArgument(field, "must be a UUID string")
     try:
         return uuid.UUID(value)
     except ValueError:

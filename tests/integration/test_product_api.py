@@ -9,13 +9,13 @@ from typing import Any
 import grpc
 import pytest
 import pytest_asyncio
-from shop.common.v1 import money_pb2
-from shop.product.v1 import product_pb2 as pb
-from shop.product.v1 import product_pb2_grpc
 
 from devstack.stack import Stack
 from services.product.main import SERVICE
 from shared.auth.identity import Role
+from shop.common.v1 import money_pb2
+from shop.product.v1 import product_pb2 as pb
+from shop.product.v1 import product_pb2_grpc
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys, bearer
 

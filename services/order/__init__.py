@@ -1,0 +1,1 @@
+"""order: orders and their items, priced from the catalog, and the order saga's state."""

@@ -1,0 +1,214 @@
+"""The order's rules, in plain Python with no I/O.
+
+An order is born PENDING, priced from the catalog at that moment, and the saga
+(inventory, payment) later moves it to exactly one final status.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+
+from shared.errors import FailedPrecondition, InvalidArgument, NotFound
+from shared.money import Money
+from shared.validation import parse_uuid, require_range, require_text
+
+MAX_ITEMS = 50
+MAX_QUANTITY = 100
+MAX_IDEMPOTENCY_KEY = 64
+MAX_REASON = 500
+
+
+class OrderStatus(enum.StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+    CANCELLED = "cancelled"
+
+
+# Every outcome of the saga is final: a confirmed order is never un-confirmed,
+# a rejected one is never retried (the client places a new order instead).
+TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset(
+        {OrderStatus.CONFIRMED, OrderStatus.REJECTED, OrderStatus.CANCELLED}
+    ),
+    OrderStatus.CONFIRMED: frozenset(),
+    OrderStatus.REJECTED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+# Statuses that only make sense with a why; the others must carry none.
+_EXPLAINED = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestedItem:
+    product_id: uuid.UUID
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A validated PlaceOrder request, not yet priced."""
+
+    idempotency_key: str
+    items: tuple[RequestedItem, ...]
+
+    @property
+    def product_ids(self) -> list[uuid.UUID]:
+        return [item.product_id for item in self.items]
+
+    @property
+    def quantities(self) -> dict[uuid.UUID, int]:
+        return {item.product_id: item.quantity for item in self.items}
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogEntry:
+    """What the order needs to know of a product at the moment it is placed."""
+
+    product_id: uuid.UUID
+    sku: str
+    price: Money
+    sellable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    product_id: uuid.UUID
+    # Captured when ordered: later catalog changes do not rewrite history.
+    sku: str
+    quantity: int
+    unit_price: Money
+
+    @property
+    def subtotal(self) -> Money:
+        return self.unit_price.times(self.quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    status: OrderStatus
+    items: tuple[OrderItem, ...]
+    total: Money
+    idempotency_key: str
+    status_reason: str
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_final(self) -> bool:
+        return not TRANSITIONS[self.status]
+
+    def transition(self, to: OrderStatus, reason: str = "") -> Order:
+        """A copy in status ``to``; FailedPrecondition if the state machine forbids it."""
+        if to not in TRANSITIONS[self.status]:
+            raise FailedPrecondition(
+                f"order {self.order_id} is {self.status}; it cannot become {to}"
+            )
+        if to in _EXPLAINED:
+            reason = require_text(reason, "reason", max_len=MAX_REASON)
+        elif reason:
+            raise InvalidArgument("reason", f"a {to} order carries no reason")
+        return replace(self, status=to, status_reason=reason, updated_at=datetime.now(UTC))
+
+    def confirm(self) -> Order:
+        return self.transition(OrderStatus.CONFIRMED)
+
+    def reject(self, reason: str) -> Order:
+        return self.transition(OrderStatus.REJECTED, reason)
+
+    def cancel(self, reason: str) -> Order:
+        return self.transition(OrderStatus.CANCELLED, reason)
+
+    def answers(self, request: OrderRequest) -> bool:
+        """Whether this order is what ``request`` asks for (item order aside)."""
+        return {i.product_id: i.quantity for i in self.items} == request.quantities
+
+
+def order_request(idempotency_key: str, items: Sequence[tuple[str, int]]) -> OrderRequest:
+    """Validates raw (product_id, quantity) pairs and the key, naming the bad field."""
+    # Not stripped: the key is the client's opaque token and must round-trip exactly.
+    if not idempotency_key:
+        raise InvalidArgument("idempotency_key", "is required")
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidArgument(
+            "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
+        )
+    if not items:
+        raise InvalidArgument("items", "must hold at least one item")
+    if len(items) > MAX_ITEMS:
+        raise InvalidArgument("items", f"must hold at most {MAX_ITEMS} items, got {len(items)}")
+    seen: dict[uuid.UUID, int] = {}
+    parsed = []
+    for i, (raw_id, quantity) in enumerate(items):
+        product_id = parse_uuid(raw_id, f"items[{i}].product_id")
+        if product_id in seen:
+            raise InvalidArgument(
+                f"items[{i}].product_id",
+                f"repeats items[{seen[product_id]}]; order a larger quantity instead",
+            )
+        seen[product_id] = i
+        require_range(quantity, f"items[{i}].quantity", low=1, high=MAX_QUANTITY)
+        parsed.append(RequestedItem(product_id, quantity))
+    return OrderRequest(idempotency_key, tuple(parsed))
+
+
+def place_order(
+    *,
+    user_id: uuid.UUID,
+    request: OrderRequest,
+    catalog: Mapping[uuid.UUID, CatalogEntry],
+) -> Order:
+    """A new PENDING order, priced from ``catalog`` as it is right now."""
+    missing = [str(i) for i in request.product_ids if i not in catalog]
+    if missing:
+        raise NotFound(f"products do not exist: {', '.join(missing)}")
+    unsellable = [str(i) for i in request.product_ids if not catalog[i].sellable]
+    if unsellable:
+        raise FailedPrecondition(f"products are not for sale: {', '.join(unsellable)}")
+    currencies = sorted({catalog[i].price.currency for i in request.product_ids})
+    if len(currencies) > 1:
+        raise FailedPrecondition(
+            f"items are priced in {', '.join(currencies)}; one order takes one currency"
+        )
+    items = tuple(
+        sorted(
+            (
+                OrderItem(item.product_id, catalog[item.product_id].sku, item.quantity,
+                          catalog[item.product_id].price)
+                for item in request.items
+            ),
+            # One canonical order, so PlaceOrder and GetOrder list items alike.
+            key=lambda item: (item.sku, item.product_id),
+        )
+    )
+    total = Money(0, currencies[0])
+    for item in items:
+        total += item.subtotal
+    now = datetime.now(UTC)
+    return Order(
+        order_id=uuid.uuid4(),
+        user_id=user_id,
+        status=OrderStatus.PENDING,
+        items=items,
+        total=total,
+        idempotency_key=request.idempotency_key,
+        status_reason="",
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def replay(existing: Order, request: OrderRequest) -> Order:
+    """The answer to a retried PlaceOrder: the first order, if the retry asks for the same."""
+    if not existing.answers(request):
+        raise FailedPrecondition(
+            f"idempotency_key {request.idempotency_key!r} was already used for order "
+            f"{existing.order_id} with different items; use a new key for a new order"
+        )
+    return existing

@@ -1,0 +1,125 @@
+"""OrderService over gRPC: validate, call the domain, map back. Nothing else."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+
+import asyncpg
+import grpc
+
+from services.order.catalog import ProductCatalog
+from services.order.domain import Order, OrderItem, OrderStatus, order_request, place_order, replay
+from services.order.persistence import OrderUnitOfWork
+from shared.auth.identity import current_identity
+from shared.errors import InvalidArgument, NotFound
+from shared.rpc.convert import money_to_proto, timestamp
+from shared.rpc.interceptors import AccessPolicy
+from shared.validation import decode_page_token, encode_page_token, page_size, parse_uuid
+from shop.order.v1 import order_pb2, order_pb2_grpc
+
+# Every RPC needs a valid token; which orders a caller sees is decided per order.
+ACCESS = AccessPolicy({})
+
+_STATUS_TO_PROTO = {
+    OrderStatus.PENDING: order_pb2.ORDER_STATUS_PENDING,
+    OrderStatus.CONFIRMED: order_pb2.ORDER_STATUS_CONFIRMED,
+    OrderStatus.REJECTED: order_pb2.ORDER_STATUS_REJECTED,
+    OrderStatus.CANCELLED: order_pb2.ORDER_STATUS_CANCELLED,
+}
+
+
+def order_item_to_proto(item: OrderItem) -> order_pb2.OrderItem:
+    return order_pb2.OrderItem(
+        product_id=str(item.product_id), sku=item.sku, quantity=item.quantity,
+        unit_price=money_to_proto(item.unit_price),
+    )
+
+
+def order_to_proto(order: Order) -> order_pb2.Order:
+    return order_pb2.Order(
+        order_id=str(order.order_id), user_id=str(order.user_id),
+        status=_STATUS_TO_PROTO[order.status],
+        items=[order_item_to_proto(i) for i in order.items],
+        total=money_to_proto(order.total),
+        created_at=timestamp(order.created_at), updated_at=timestamp(order.updated_at),
+        status_reason=order.status_reason,
+    )
+
+
+def _page_cursor(token: str) -> tuple[datetime, uuid.UUID] | None:
+    cursor = decode_page_token(token)
+    if cursor is None:
+        return None
+    moment, order_id = cursor.get("t"), cursor.get("id")
+    try:
+        if not isinstance(moment, str) or not isinstance(order_id, str):
+            raise ValueError("cursor fields must be strings")
+        after = datetime.fromisoformat(moment)
+        if after.tzinfo is None:
+            raise ValueError("cursor time must carry its offset")
+        return after, uuid.UUID(order_id)
+    except ValueError:
+        raise InvalidArgument("page_token", "is not a token this service issued") from None
+
+
+class OrderServicer(order_pb2_grpc.OrderServiceServicer):
+    def __init__(
+        self, unit_of_work: Callable[[], OrderUnitOfWork], catalog: ProductCatalog
+    ) -> None:
+        self._uow = unit_of_work
+        self._catalog = catalog
+
+    async def PlaceOrder(
+        self, request: order_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext
+    ) -> order_pb2.PlaceOrderResponse:
+        user_id = current_identity().user_id
+        wanted = order_request(
+            request.idempotency_key, [(i.product_id, i.quantity) for i in request.items]
+        )
+        # A retry is answered from our own table, so it succeeds even while the catalog is down.
+        async with self._uow() as uow:
+            existing = await uow.orders.by_idempotency_key(user_id, wanted.idempotency_key)
+        if existing is not None:
+            return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(existing, wanted)))
+        catalog = await self._catalog.lookup(wanted.product_ids, context)
+        order = place_order(user_id=user_id, request=wanted, catalog=catalog)
+        async with self._uow() as uow:
+            stored = await uow.orders.add(order)
+        return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(stored, wanted)))
+
+    async def GetOrder(
+        self, request: order_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> order_pb2.GetOrderResponse:
+        caller = current_identity()
+        order_id = parse_uuid(request.order_id, "order_id")
+        async with self._uow() as uow:
+            order = await uow.orders.get(order_id)
+        # Another user's order reads exactly like a missing one: ids leak nothing.
+        if order is None or (order.user_id != caller.user_id and not caller.is_admin):
+            raise NotFound(f"order {order_id} does not exist")
+        return order_pb2.GetOrderResponse(order=order_to_proto(order))
+
+    async def ListOrders(
+        self, request: order_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> order_pb2.ListOrdersResponse:
+        user_id = current_identity().user_id
+        limit = page_size(request.page_size)
+        before = _page_cursor(request.page_token)
+        async with self._uow() as uow:
+            # One extra row tells whether another page exists.
+            orders = await uow.orders.list_page(user_id=user_id, limit=limit + 1, before=before)
+        next_token = ""
+        if len(orders) > limit:
+            orders = orders[:limit]
+            last = orders[-1]
+            next_token = encode_page_token({"t": last.created_at.isoformat(),
+                                            "id": str(last.order_id)})
+        return order_pb2.ListOrdersResponse(
+            orders=[order_to_proto(o) for o in orders], next_page_token=next_token
+        )
+
+
+def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], OrderUnitOfWork]:
+    return lambda: OrderUnitOfWork(pool)

@@ -1,0 +1,57 @@
+"""Entry point: ``python -m services.order.main [serve|migrate]``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+from services.order.catalog import ProductCatalog
+from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_factory
+from services.order.settings import OrderSettings
+from shared.db.pool import create_pool
+from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
+from shared.rpc.client import ServiceClients
+from shared.rpc.server import ServiceBinding
+from shared.service import ServiceDefinition
+from shop.order.v1 import order_pb2_grpc
+
+# The directory retries an unreachable etcd forever; at start-up, fail loudly instead.
+DIRECTORY_SYNC_SECONDS = 15.0
+
+
+@asynccontextmanager
+async def bindings(settings: OrderSettings) -> AsyncIterator[list[ServiceBinding]]:
+    async with AsyncExitStack() as resources:
+        pool = await create_pool(
+            settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
+        )
+        resources.push_async_callback(pool.close)
+        etcd = etcd_client(settings.etcd_endpoint)
+        resources.push_async_callback(etcd.close)
+        directory = ServiceDirectory(etcd)
+        resources.push_async_callback(directory.stop)
+        await asyncio.wait_for(directory.start(), DIRECTORY_SYNC_SECONDS)
+        clients = ServiceClients(directory)
+        resources.push_async_callback(clients.close)
+        catalog = ProductCatalog(clients, deadline_seconds=settings.product_deadline_seconds)
+        yield [
+            ServiceBinding(
+                "shop.order.v1.OrderService",
+                order_pb2_grpc.add_OrderServiceServicer_to_server,
+                OrderServicer(unit_of_work_factory(pool), catalog),
+            )
+        ]
+
+
+SERVICE = ServiceDefinition(
+    settings_type=OrderSettings,
+    migrations=Path(__file__).parent / "migrations",
+    access=ACCESS,
+    bindings=bindings,
+)
+
+if __name__ == "__main__":
+    SERVICE.cli()

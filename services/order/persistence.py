@@ -1,0 +1,146 @@
+"""The order repository and unit of work over asyncpg."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+from services.order.domain import Order, OrderItem, OrderStatus
+from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.errors import AlreadyExists
+from shared.money import Money
+
+_IDEMPOTENCY_CONSTRAINT = "orders_user_idempotency_key"
+_COLUMNS = (
+    "order_id, user_id, status, total_minor, currency, idempotency_key, status_reason,"
+    " created_at, updated_at"
+)
+_ITEM_COLUMNS = "order_id, product_id, sku, quantity, unit_price_minor, currency"
+
+
+def _order(row: asyncpg.Record, items: Sequence[OrderItem]) -> Order:
+    return Order(
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        status=OrderStatus(row["status"]),
+        items=tuple(items),
+        total=Money(row["total_minor"], row["currency"]),
+        idempotency_key=row["idempotency_key"],
+        status_reason=row["status_reason"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _item(row: asyncpg.Record) -> OrderItem:
+    return OrderItem(
+        product_id=row["product_id"],
+        sku=row["sku"],
+        quantity=row["quantity"],
+        unit_price=Money(row["unit_price_minor"], row["currency"]),
+    )
+
+
+class OrderRepository:
+    def __init__(self, conn: PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    async def add(self, order: Order) -> Order:
+        """Stores a new order; returns it, or the caller's order that already holds its key.
+
+        Two concurrent PlaceOrder calls with one key both get past the lookup;
+        the UNIQUE constraint lets one insert win and the other read its order.
+        """
+        try:
+            # A savepoint: the losing insert must not abort the caller's transaction.
+            async with self._conn.transaction():
+                await self._conn.execute(
+                    f"INSERT INTO orders ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                    order.order_id, order.user_id, order.status.value, order.total.amount_minor,
+                    order.total.currency, order.idempotency_key, order.status_reason,
+                    order.created_at, order.updated_at,
+                )
+                await self._conn.executemany(
+                    f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
+                    [(order.order_id, i.product_id, i.sku, i.quantity, i.unit_price.amount_minor,
+                      i.unit_price.currency) for i in order.items],
+                )
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name != _IDEMPOTENCY_CONSTRAINT:
+                raise AlreadyExists(f"order {order.order_id} already exists") from None
+            # The winner has committed (the insert waited for it), so this read sees it.
+            existing = await self.by_idempotency_key(order.user_id, order.idempotency_key)
+            if existing is None:  # only if the winner's order was deleted since
+                raise AlreadyExists("the idempotency_key is taken; retry the call") from None
+            return existing
+        return order
+
+    async def get(self, order_id: uuid.UUID, *, for_update: bool = False) -> Order | None:
+        lock = " FOR UPDATE" if for_update else ""
+        row = await self._conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM orders WHERE order_id = $1{lock}", order_id
+        )
+        return (await self._with_items([row]))[0] if row else None
+
+    async def by_idempotency_key(self, user_id: uuid.UUID, key: str) -> Order | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2",
+            user_id, key,
+        )
+        return (await self._with_items([row]))[0] if row else None
+
+    async def list_page(
+        self,
+        *,
+        user_id: uuid.UUID,
+        limit: int,
+        before: tuple[datetime, uuid.UUID] | None,
+    ) -> list[Order]:
+        """Keyset pagination, newest first: (created_at, order_id) descending."""
+        if before is None:
+            rows = await self._conn.fetch(
+                f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1"
+                " ORDER BY created_at DESC, order_id DESC LIMIT $2",
+                user_id, limit,
+            )
+        else:
+            rows = await self._conn.fetch(
+                f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1"
+                " AND (created_at, order_id) < ($2, $3)"
+                " ORDER BY created_at DESC, order_id DESC LIMIT $4",
+                user_id, *before, limit,
+            )
+        return await self._with_items(rows)
+
+    async def save(self, order: Order) -> None:
+        """Writes a status change; items and total never change after placing."""
+        await self._conn.execute(
+            "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4"
+            " WHERE order_id = $1",
+            order.order_id, order.status.value, order.status_reason, order.updated_at,
+        )
+
+    async def _with_items(self, rows: Sequence[asyncpg.Record]) -> list[Order]:
+        items: dict[uuid.UUID, list[OrderItem]] = {row["order_id"]: [] for row in rows}
+        if items:
+            # C collation sorts like Python does, so a stored order lists its items
+            # exactly as the freshly placed one did.
+            item_rows = await self._conn.fetch(
+                f"SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id = ANY($1::uuid[])"
+                ' ORDER BY sku COLLATE "C", product_id',
+                list(items),
+            )
+            for item_row in item_rows:
+                items[item_row["order_id"]].append(_item(item_row))
+        return [_order(row, items[row["order_id"]]) for row in rows]
+
+
+class OrderUnitOfWork(PostgresUnitOfWork):
+    orders: OrderRepository
+
+    def bind(self, connection: PoolConnectionProxy) -> None:
+        self.orders = OrderRepository(connection)
