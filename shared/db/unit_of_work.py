@@ -13,6 +13,8 @@ from typing import Self
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from shared.messaging.outbox import Outbox
+
 
 class PostgresUnitOfWork:
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -28,6 +30,11 @@ class PostgresUnitOfWork:
 
     def bind(self, connection: PoolConnectionProxy) -> None:
         """Hook for subclasses: build repositories on the connection."""
+
+    @property
+    def outbox(self) -> Outbox:
+        """Events staged here are published only if this unit of work commits."""
+        return Outbox(self.connection)
 
     async def __aenter__(self) -> Self:
         self._conn = await self._pool.acquire()

@@ -1,0 +1,1 @@
+"""Integration events: envelope, transactional outbox + relay, idempotent consumer, DLQ."""

@@ -1,0 +1,183 @@
+"""The idempotent consumer every service uses to react to events.
+
+For each batch of records of one partition, in one database transaction:
+record each event id in ``processed_events`` (unique per consumer group) and
+apply the handler; a redelivered event finds its id already there and changes
+nothing. Only after that transaction commits is the Kafka offset committed.
+A crash in between means redelivery, which the recorded ids absorb.
+
+Batching many events into one transaction is what lets a hot SKU go faster
+than one commit per reservation. If the batch fails, its records are retried
+one by one, so one bad record cannot hold the others back; a record that still
+fails after ``attempts`` tries, or cannot be parsed at all, goes to the
+dead-letter topic with its error, and the partition carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Generic, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging import trace_context
+from shared.messaging.dead_letter import dead_letter
+from shared.messaging.envelope import Event, MalformedEvent, unwrap
+
+log = logging.getLogger(__name__)
+
+UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
+Handler = Callable[[UowT, Event], Awaitable[None]]
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Offsets are committed after every batch, so nothing handled is lost here;
+        # anything handled but not yet committed is redelivered and deduplicated.
+        if revoked:
+            log.info("%s: partitions revoked: %s", self._name, sorted(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("%s: partitions assigned: %s", self._name, sorted(assigned))
+
+
+class IdempotentConsumer(Generic[UowT]):
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Sequence[str],
+        bootstrap: str,
+        unit_of_work: Callable[[], UowT],
+        handlers: Mapping[str, Handler[UowT]],
+        dead_letters: AIOKafkaProducer,
+        attempts: int = 3,
+        max_batch: int = 500,
+    ) -> None:
+        self.name = name  # also the consumer group id
+        self._topics = list(topics)
+        self._bootstrap = bootstrap
+        self._uow = unit_of_work
+        self._handlers = dict(handlers)
+        self._dead_letters = dead_letters
+        self._attempts = attempts
+        self._max_batch = max_batch
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.handled = 0
+        self.duplicates = 0
+        self.dead_lettered = 0
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=self.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=self._max_batch,
+        )
+        self._consumer.subscribe(self._topics, listener=_Listener(self.name))
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name=f"consumer {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200,
+                                                       max_records=self._max_batch)
+            except KafkaError as exc:
+                log.warning("%s: fetch failed (%s); retrying", self.name, exc)
+                await asyncio.sleep(1.0)
+                continue
+            if not batches:
+                continue
+            results = await asyncio.gather(
+                *(self._process_partition(records) for records in batches.values()),
+            )
+            offsets = {tp: offset for tp, offset in zip(batches, results, strict=True)}
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # A rebalance took the partitions away; their new owner re-reads these
+                # records and the processed_events table makes that harmless.
+                log.warning("%s: offset commit failed (%s); records will be redelivered",
+                            self.name, exc)
+
+    async def _process_partition(self, records: list[ConsumerRecord]) -> int:
+        """Handles the records in order; returns the next offset to commit."""
+        events: list[tuple[ConsumerRecord, Event]] = []
+        for record in records:
+            try:
+                event = unwrap(record.value or b"")
+            except MalformedEvent as exc:
+                await self._give_up(record, f"malformed: {exc}")
+                continue
+            if event.type in self._handlers:
+                events.append((record, event))
+        if events:
+            try:
+                await self._apply(events)
+            except Exception as exc:
+                log.warning("%s: batch of %d failed (%r); retrying one by one", self.name,
+                            len(events), exc)
+                for record, event in events:
+                    await self._apply_with_retries(record, event)
+        return records[-1].offset + 1
+
+    async def _apply(self, events: list[tuple[ConsumerRecord, Event]]) -> None:
+        handled = duplicates = 0
+        async with self._uow() as uow:
+            for record, event in events:
+                first_time = await uow.connection.fetchval(
+                    "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING true",
+                    self.name, event.event_id,
+                )
+                if not first_time:
+                    duplicates += 1
+                    continue
+                trace_context.set_current(_traceparent(record))
+                await self._handlers[event.type](uow, event)
+                handled += 1
+        self.handled += handled
+        self.duplicates += duplicates
+
+    async def _apply_with_retries(self, record: ConsumerRecord, event: Event) -> None:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                await self._apply([(record, event)])
+                return
+            except Exception as exc:
+                if attempt == self._attempts:
+                    await self._give_up(record, f"{event.type} failed {attempt} times: {exc!r}")
+                    return
+                await asyncio.sleep(0.1 * 2**attempt)
+
+    async def _give_up(self, record: ConsumerRecord, error: str) -> None:
+        await dead_letter(self._dead_letters, record, consumer=self.name, error=error)
+        self.dead_lettered += 1
+
+
+def _traceparent(record: ConsumerRecord) -> str | None:
+    for key, value in record.headers or ():
+        if key == trace_context.HEADER:
+            return bytes(value).decode(errors="replace")
+    return None

@@ -1,0 +1,161 @@
+"""Publishes outbox rows to Kafka, then marks them sent.
+
+At-least-once: a row is marked sent only after Kafka acknowledged it (acks=all,
+idempotent producer). A crash between the two republishes the row, and the
+consumers drop the duplicate by event id. Several relays may run against one
+database: ``FOR UPDATE SKIP LOCKED`` gives each batch of rows to exactly one of
+them at a time. The relay sleeps on LISTEN/NOTIFY (the outbox trigger) rather
+than polling, so an event leaves within milliseconds of its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.messaging.trace_context import HEADER as TRACE_HEADER
+
+log = logging.getLogger(__name__)
+
+# While the broker is down: wait 0.1 s, 0.2 s, ... up to 5 s between attempts.
+BACKOFF_START, BACKOFF_MAX = 0.1, 5.0
+IDLE_RECHECK_SECONDS = 1.0  # in case a notification was missed (reconnect)
+
+
+@dataclass(frozen=True)
+class OutboxLag:
+    pending: int
+    oldest_age_seconds: float
+
+
+async def outbox_lag(conn: asyncpg.Connection | asyncpg.Pool) -> OutboxLag:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+        " FROM outbox WHERE sent_at IS NULL"
+    )
+    assert row is not None
+    return OutboxLag(int(row["n"]), float(row["age"]))
+
+
+def kafka_producer(bootstrap: str) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        enable_idempotence=True,  # implies acks=all: no loss, no broker-side duplicates
+        acks="all",
+        linger_ms=2,
+        request_timeout_ms=10_000,
+    )
+
+
+class OutboxRelay:
+    def __init__(
+        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, dsn: str,
+        batch_size: int = 500, retention_seconds: float = 3600.0,
+    ) -> None:
+        self._pool = pool
+        self._dsn = dsn  # for the LISTEN connection, which must not go back to the pool
+        self._producer = producer
+        self._batch_size = batch_size
+        self._retention = retention_seconds
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self.published = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._unlisten()
+
+    async def _listen(self) -> None:
+        if self._listener is None or self._listener.is_closed():
+            listener = await asyncpg.connect(self._dsn)
+            await listener.add_listener("outbox", self._on_notify)
+            self._listener = listener
+
+    async def _unlisten(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+            self._listener = None
+
+    def _on_notify(self, *_: object) -> None:
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        backoff = BACKOFF_START
+        last_cleanup = 0.0
+        last_lag_log = 0.0
+        while True:
+            try:
+                await self._listen()
+                self._wakeup.clear()
+                sent = await self.publish_batch()
+                backoff = BACKOFF_START
+                if sent == self._batch_size:
+                    continue  # more are waiting: no sleep
+                now = time.monotonic()
+                if now - last_cleanup > 60:
+                    await self._delete_old_sent_rows()
+                    last_cleanup = now
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), IDLE_RECHECK_SECONDS)
+            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                now = time.monotonic()
+                if now - last_lag_log > 5:
+                    lag = await self._lag_or_none()
+                    log.warning("outbox relay cannot publish (%s); retrying in %.1fs; lag %s",
+                                exc, backoff, lag)
+                    last_lag_log = now
+                await self._unlisten()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _lag_or_none(self) -> OutboxLag | None:
+        try:
+            return await outbox_lag(self._pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return None
+
+    async def publish_batch(self) -> int:
+        """Publishes up to one batch; returns how many rows it marked sent."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, topic, key, payload, traceparent FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            # Sent in order; the idempotent producer keeps per-partition order on retries.
+            futures = [
+                await self._producer.send(
+                    row["topic"], value=row["payload"], key=row["key"].encode(),
+                    headers=[(TRACE_HEADER, (row["traceparent"] or "").encode())],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+            await conn.execute(
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+                [row["id"] for row in rows],
+            )
+        self.published += len(rows)
+        return len(rows)
+
+    async def _delete_old_sent_rows(self) -> None:
+        await self._pool.execute(
+            "DELETE FROM outbox WHERE sent_at < now() - make_interval(secs => $1)", self._retention
+        )

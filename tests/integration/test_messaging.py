@@ -1,0 +1,164 @@
+"""Outbox, relay, idempotent consumer and dead letters on the real PostgreSQL and Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from devstack.stack import Stack
+from shared.db.migrations import apply_migrations
+from shared.db.pool import create_pool
+from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.consumer import IdempotentConsumer
+from shared.messaging.envelope import Event, unwrap, wrap
+from shared.messaging.outbox import MIGRATIONS
+from shared.messaging.relay import OutboxRelay, kafka_producer, outbox_lag
+from shared.messaging.topics import DEADLETTER
+from shop.events.v1 import order_events_pb2
+from tests.support.services import recreate_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    dsn = await recreate_database(stack, "messaging_test")
+    await apply_migrations(dsn, MIGRATIONS)
+    db = await create_pool(dsn, max_size=20)
+    await db.execute("CREATE TABLE effects (event_id uuid, note text)")
+    yield db
+    await db.close()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
+    kafka = kafka_producer(stack.kafka_bootstrap)
+    await kafka.start()
+    yield kafka
+    await kafka.stop()
+
+
+async def new_topic(stack: Stack, partitions: int = 3) -> str:
+    name = f"test.messaging.{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        await admin.close()
+    return name
+
+
+def order_created(order_id: str) -> order_events_pb2.OrderCreated:
+    return order_events_pb2.OrderCreated(order_id=order_id, user_id=str(uuid.uuid4()))
+
+
+async def read_all(stack: Stack, topic: str, expected: int, timeout: float = 20.0) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
+                                auto_offset_reset="earliest", group_id=None)
+    await consumer.start()
+    records: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(records) < expected:
+                for batch in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(batch)
+        await asyncio.sleep(0.5)  # anything beyond `expected` would be a duplicate
+        for batch in (await consumer.getmany(timeout_ms=200)).values():
+            records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_only_committed_outbox_rows_are_published_once_by_two_relays(
+    stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    topic = await new_topic(stack)
+    committed: set[str] = set()
+    for i in range(300):
+        async with PostgresUnitOfWork(pool) as uow:
+            committed.add(await uow.outbox.add(topic, order_created(f"o{i}"), f"o{i}"))
+    with pytest.raises(RuntimeError):
+        async with PostgresUnitOfWork(pool) as uow:
+            await uow.outbox.add(topic, order_created("rolled-back"), "rolled-back")
+            raise RuntimeError("the state change failed, so must the event")
+    dsn = stack.pg_dsn("shop_messaging_test")
+    relays = [OutboxRelay(pool, producer, dsn=dsn, batch_size=50) for _ in range(2)]
+    for relay in relays:
+        await relay.start()
+    try:
+        records = await read_all(stack, topic, expected=300)
+    finally:
+        for relay in relays:
+            await relay.stop()
+    published = [unwrap(r.value).envelope.event_id for r in records]
+    assert sorted(published) == sorted(committed)  # all of them, none twice, no rollback
+    assert all(r.key.decode().startswith("o") for r in records)
+    assert all(dict(r.headers)["traceparent"] for r in records)
+    assert sum(relay.published for relay in relays) == 300
+    assert (await outbox_lag(pool)).pending == 0
+
+
+async def test_consumer_applies_each_event_once_and_dead_letters_poison(
+    stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    topic = await new_topic(stack, partitions=1)
+    async def record(uow: PostgresUnitOfWork, event: Event) -> None:
+        await uow.connection.execute("INSERT INTO effects VALUES ($1, $2)", event.event_id,
+                                     event.envelope.aggregate_id)
+
+    async def explode(uow: PostgresUnitOfWork, event: Event) -> None:
+        raise RuntimeError("this handler always fails")
+
+    good = wrap(order_created("a"), "a")
+    failing = wrap(order_events_pb2.OrderCancelled(order_id="b"), "b")
+    after = wrap(order_created("c"), "c")
+    await producer.send_and_wait(topic, good.SerializeToString(), key=b"a")
+    await producer.send_and_wait(topic, good.SerializeToString(), key=b"a")  # redelivery
+    await producer.send_and_wait(topic, b"\xff not an envelope", key=b"x")  # poison
+    await producer.send_and_wait(topic, failing.SerializeToString(), key=b"b")
+    await producer.send_and_wait(topic, after.SerializeToString(), key=b"c")
+
+    group = f"test-{uuid.uuid4().hex[:6]}"
+    consumer = IdempotentConsumer(
+        name=group, topics=[topic], bootstrap=stack.kafka_bootstrap,
+        unit_of_work=lambda: PostgresUnitOfWork(pool),
+        handlers={"shop.events.v1.OrderCreated": record,
+                  "shop.events.v1.OrderCancelled": explode},
+        dead_letters=producer, attempts=2,
+    )
+    dlq = AIOKafkaConsumer(DEADLETTER, bootstrap_servers=stack.kafka_bootstrap,
+                           auto_offset_reset="latest", group_id=None)
+    await dlq.start()
+    await dlq.seek_to_end()
+    await consumer.start()
+    try:
+        async with asyncio.timeout(20):
+            while consumer.handled < 2 or consumer.dead_lettered < 2:
+                await asyncio.sleep(0.1)
+        dead: list = []
+        async with asyncio.timeout(10):
+            while len(dead) < 2:
+                for batch in (await dlq.getmany(timeout_ms=200)).values():
+                    dead.extend(r for r in batch
+                                if dict(r.headers)["dlq.consumer"] == group.encode())
+    finally:
+        await consumer.stop()
+        await dlq.stop()
+
+    # The duplicate changed nothing, and the partition went on past the poison and the failure.
+    assert consumer.duplicates == 1
+    errors = sorted(dict(r.headers)["dlq.error"].decode() for r in dead)
+    assert errors[0].startswith("malformed")
+    assert "OrderCancelled failed 2 times" in errors[1]
+    effects = await pool.fetch("SELECT note FROM effects WHERE event_id = ANY($1::uuid[])",
+                               [uuid.UUID(good.event_id), uuid.UUID(after.event_id)])
+    assert sorted(r["note"] for r in effects) == ["a", "c"]
