@@ -18,6 +18,7 @@ import typer
 
 from shared.db.migrations import apply_migrations
 from shared.logs import configure_logging
+from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
 from shared.rpc.interceptors import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.settings import ServiceSettings
@@ -38,7 +39,9 @@ class ServiceDefinition(Generic[SettingsT]):
         return self.settings_type.service_name
 
     async def migrate(self, settings: SettingsT) -> list[str]:
-        return await apply_migrations(settings.pg_dsn, self.migrations)
+        """The messaging tables (outbox, processed events) first, then the service's own."""
+        applied = await apply_migrations(settings.pg_dsn, MESSAGING_MIGRATIONS)
+        return applied + await apply_migrations(settings.pg_dsn, self.migrations)
 
     async def serve(self, settings: SettingsT) -> None:
         """Migrate, then serve until SIGINT/SIGTERM."""

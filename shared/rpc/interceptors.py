@@ -18,6 +18,7 @@ import grpc
 from shared.auth.identity import Identity, Role, set_current_identity
 from shared.auth.tokens import TokenVerifier
 from shared.errors import DomainError, PermissionDenied, Unauthenticated
+from shared.messaging import trace_context
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,27 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, around, around_stream)
 
 
+class TraceContextInterceptor(grpc.aio.ServerInterceptor):
+    """Continues the caller's trace (``traceparent`` metadata) or starts one.
+
+    The saga's events carry it on, so one trace spans PlaceOrder and every event
+    it causes. (OpenTelemetry spans will hang off this same context.)
+    """
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        incoming = None
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == trace_context.HEADER:
+                incoming = str(value)
+                break
+        trace_context.set_current(trace_context.child_of(incoming))
+        return await continuation(handler_call_details)  # type: ignore[return-value]
+
+
 def default_chain(
     verifier: TokenVerifier, policy: AccessPolicy
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: auth rejects before any other work is done."""
-    return [AuthInterceptor(verifier, policy), DomainErrorInterceptor()]
+    """Outermost first: the trace starts before auth, so rejections are traced too."""
+    return [TraceContextInterceptor(), AuthInterceptor(verifier, policy), DomainErrorInterceptor()]

@@ -1,0 +1,62 @@
+"""Everything a service needs to take part in the saga, started and stopped as one.
+
+A producer (idempotent, acks=all) shared by the outbox relay and the dead-letter
+path, the relay itself, and, for services that react to events, one idempotent
+consumer whose group is the service's name, so its instances share partitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic
+
+import asyncpg
+
+from shared.messaging.consumer import Handler, IdempotentConsumer, UowT
+from shared.messaging.relay import OutboxRelay, kafka_producer
+from shared.settings import ServiceSettings
+
+
+@dataclass(frozen=True)
+class Subscriptions(Generic[UowT]):
+    topics: Sequence[str]
+    handlers: Mapping[str, Handler[UowT]] = field(default_factory=dict)
+
+
+@dataclass
+class Messaging(Generic[UowT]):
+    relay: OutboxRelay
+    consumer: IdempotentConsumer[UowT] | None
+
+
+@contextlib.asynccontextmanager
+async def run_messaging(
+    settings: ServiceSettings,
+    pool: asyncpg.Pool,
+    unit_of_work: Callable[[], UowT],
+    subscriptions: Subscriptions[UowT] | None = None,
+) -> AsyncIterator[Messaging[UowT]]:
+    producer = kafka_producer(settings.kafka_bootstrap)
+    await producer.start()
+    relay = OutboxRelay(pool, producer, dsn=settings.pg_dsn)
+    consumer: IdempotentConsumer[UowT] | None = None
+    try:
+        await relay.start()
+        if subscriptions is not None:
+            consumer = IdempotentConsumer(
+                name=settings.service_name,
+                topics=subscriptions.topics,
+                bootstrap=settings.kafka_bootstrap,
+                unit_of_work=unit_of_work,
+                handlers=subscriptions.handlers,
+                dead_letters=producer,
+            )
+            await consumer.start()
+        yield Messaging(relay, consumer)
+    finally:
+        if consumer is not None:
+            await consumer.stop()
+        await relay.stop()
+        await producer.stop()
