@@ -1,0 +1,58 @@
+"""Profiles: separate ports and data dirs so a test stack never clobbers a running dev stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+# Resolved from the package location (not CWD) so `make` targets work from any directory.
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+STACK_ROOT: Final = REPO_ROOT / ".stack"
+INFRA_DIR: Final = REPO_ROOT / "infra"
+HOST: Final = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    postgres: int
+    etcd_client: int
+    etcd_peer: int
+    kafka_broker: int
+    kafka_controller: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ports: Ports
+
+    @property
+    def dir(self) -> Path:
+        return STACK_ROOT / self.name
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.dir / "logs"
+
+    @property
+    def marker(self) -> str:
+        """Substring of every daemon's command line that proves it belongs to this profile.
+
+        The trailing slash keeps `.stack/test/` from matching a hypothetical `.stack/testing/`.
+        """
+        return f"{self.dir}/"
+
+
+PROFILES: Final[dict[str, Profile]] = {
+    "dev": Profile("dev", Ports(15432, 12379, 12380, 19092, 19093)),
+    "test": Profile("test", Ports(25432, 22379, 22380, 29092, 29093)),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(sorted(PROFILES))
+        raise ValueError(f"unknown profile {name!r} (known: {known})") from None

@@ -1,0 +1,291 @@
+"""Kafka: a single KRaft node (broker + controller in one JVM) per profile, run from Maven jars."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from devstack.component import Component, run_coro
+from devstack.config import HOST
+from devstack.install import KAFKA_LOG4J, ensure_java, ensure_kafka, find_java, kafka_libs_dir
+from devstack.process import StackError, run, spawn_detached, tail
+from devstack.topics import REPLICATION_FACTOR, TOPICS
+
+log = logging.getLogger("devstack")
+
+_SERVER_PROPERTIES = """\
+# Written by devstack on every start; change devstack/kafka.py instead.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{host}:{controller}
+listeners=PLAINTEXT://{host}:{broker},CONTROLLER://{host}:{controller}
+advertised.listeners=PLAINTEXT://{host}:{broker}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={log_dirs}
+
+num.partitions=6
+default.replication.factor=1
+min.insync.replicas=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests start consumer groups constantly; the default 3s delay would add up.
+group.initial.rebalance.delay.ms=0
+# The defaults (50 partitions each) make the first consumer group / transaction on a fresh stack
+# wait for dozens of partitions to be created, for no benefit on a single node.
+offsets.topic.num.partitions=10
+transaction.state.log.num.partitions=10
+# After a SIGKILL the controller refuses the restarted broker (DUPLICATE_BROKER_REGISTRATION)
+# until the dead incarnation's session expires: 9s by default, dominating crash-restart tests.
+broker.heartbeat.interval.ms=500
+broker.session.timeout.ms=4000
+
+# Sized for a 2-core dev box running two profiles side by side.
+num.network.threads=2
+num.io.threads=4
+log.cleaner.dedupe.buffer.size=33554432
+log.retention.hours=168
+"""
+
+# The format tool is a short-lived JVM: skip the optimising JIT and use the cheapest GC.
+_TOOL_JVM = ["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"]
+_BROKER_JVM = [
+    "-Xmx512m",
+    "-Xms256m",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+]
+
+
+def _random_cluster_id() -> str:
+    """Same shape as `kafka-storage random-uuid`: url-safe base64 of 16 random bytes, no padding."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):  # Kafka avoids these: they look like CLI flags
+            return cid
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    props = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+class Kafka(Component):
+    name = "kafka"
+    binary_hint = "kafka.Kafka"
+    stop_timeout = 45.0
+    start_timeout = 120.0
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.profile.ports.kafka_broker, self.profile.ports.kafka_controller)
+
+    @property
+    def home(self) -> Path:
+        return self.profile.dir / "kafka"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def properties_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def log4j_dir(self) -> Path:
+        return self.profile.logs_dir / "kafka"
+
+    def diagnostics(self) -> str:
+        # stdout only catches JVM-level failures; the broker itself logs through log4j.
+        server_log = self.log4j_dir / "server.log"
+        return f"{super().diagnostics()}\n--- end of {server_log}:\n{tail(server_log)}"
+
+    def install(self) -> None:
+        ensure_java()
+        ensure_kafka()
+
+    # --- on-disk state --------------------------------------------------------------------------
+
+    def _write_properties(self, path: Path, log_dirs: Path) -> None:
+        path.write_text(
+            _SERVER_PROPERTIES.format(
+                host=HOST,
+                broker=self.profile.ports.kafka_broker,
+                controller=self.profile.ports.kafka_controller,
+                log_dirs=log_dirs,
+            )
+        )
+
+    def _cluster_id(self) -> str:
+        """Persisted beside the data so a re-format after a half-done one keeps the same id."""
+        id_file = self.home / "cluster.id"
+        if id_file.is_file() and id_file.read_text().strip():
+            return id_file.read_text().strip()
+        cid = _random_cluster_id()
+        id_file.write_text(cid + "\n")
+        return cid
+
+    def prepare(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log4j_dir.mkdir(parents=True, exist_ok=True)
+        self._write_properties(self.properties_file, self.data_dir)
+        meta = self.data_dir / "meta.properties"
+        if meta.is_file():
+            # Keep cluster.id in sync with what the storage was really formatted with.
+            cid = _read_properties(meta).get("cluster.id")
+            if cid:
+                (self.home / "cluster.id").write_text(cid + "\n")
+            return
+        if self.data_dir.exists():
+            log.warning(
+                "kafka: %s has no meta.properties (half-formatted); re-formatting", self.data_dir
+            )
+            shutil.rmtree(self.data_dir)
+        self._format()
+
+    def _format(self) -> None:
+        # Format a scratch dir and rename it, so a crash mid-format never leaves something that
+        # looks formatted. meta.properties does not record its own path, so renaming is safe.
+        scratch = self.home / "data.formatting"
+        shutil.rmtree(scratch, ignore_errors=True)
+        props = self.home / "format.properties"
+        self._write_properties(props, scratch)
+        cid = self._cluster_id()
+        log.info("kafka: formatting %s (cluster id %s)", self.data_dir, cid)
+        run(
+            [
+                *self._java_prefix(_TOOL_JVM),
+                "kafka.tools.StorageTool", "format",
+                "--cluster-id", cid,
+                "--config", str(props),
+            ],
+            what="kafka storage format",
+            cwd=self.home,
+            env=_java_env(),
+            timeout=300,
+        )  # fmt: skip
+        if not (scratch / "meta.properties").is_file():
+            raise StackError(f"kafka storage format left no meta.properties in {scratch}")
+        scratch.rename(self.data_dir)
+        props.unlink()
+
+    def _java_prefix(self, jvm: list[str]) -> list[str]:
+        java = find_java()
+        if java is None:
+            raise StackError("java not found; run `python -m devstack install`")
+        return [
+            str(java),
+            *jvm,
+            f"-Dkafka.logs.dir={self.log4j_dir}",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG4J}",
+            "-cp",
+            f"{kafka_libs_dir()}/*",
+        ]
+
+    # --- process --------------------------------------------------------------------------------
+
+    def launch(self) -> int:
+        argv = [*self._java_prefix(_BROKER_JVM), "kafka.Kafka", str(self.properties_file)]
+        return spawn_detached(argv, self.log_file, cwd=self.home, env=_java_env())
+
+    def _admin(self) -> Any:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        return AIOKafkaAdminClient(
+            bootstrap_servers=self.endpoint, request_timeout_ms=5000, client_id="devstack"
+        )
+
+    def probe(self) -> bool:
+        return run_coro(self._probe())
+
+    async def _probe(self) -> bool:
+        admin = self._admin()
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            return bool(cluster.get("brokers"))
+        except Exception:  # not accepting requests yet, still loading metadata, ...
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    def provision(self) -> None:
+        for topic in run_coro(self._create_topics()):
+            log.info("kafka: created topic %s (%d partitions)", topic, TOPICS[topic])
+
+    async def _create_topics(self) -> list[str]:
+        from aiokafka.admin import NewTopic
+        from aiokafka.errors import TopicAlreadyExistsError
+
+        admin = self._admin()
+        created: list[str] = []
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [name for name in TOPICS if name not in existing]
+            if missing:
+                new = [NewTopic(name, TOPICS[name], REPLICATION_FACTOR) for name in missing]
+                try:
+                    resp = await admin.create_topics(new, timeout_ms=30000)
+                except TopicAlreadyExistsError:
+                    resp = None
+                for entry in resp.topic_errors if resp is not None else []:
+                    topic, code = entry[0], entry[1]
+                    if code == 0:
+                        created.append(topic)
+                    elif code != TopicAlreadyExistsError.errno:
+                        message = entry[2] if len(entry) > 2 else ""
+                        raise StackError(
+                            f"kafka: creating topic {topic} failed: error {code} {message}"
+                        )
+            await self._wait_for_leaders(admin)
+            return created
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+    async def _wait_for_leaders(self, admin: Any) -> None:
+        """Ready means producible: right after a (re)start or creation, partitions can be
+        leaderless for a moment and the first produce of a test would fail on that."""
+        deadline = time.monotonic() + 30
+        while True:
+            leaderless = []
+            for topic in await admin.describe_topics(list(TOPICS)):
+                parts = topic.get("partitions") or []
+                if topic.get("error_code") or not parts or any(p["leader"] < 0 for p in parts):
+                    leaderless.append(topic["topic"])
+            if not leaderless:
+                return
+            if time.monotonic() > deadline:
+                raise StackError(f"kafka: topics still without leaders after 30s: {leaderless}")
+            await asyncio.sleep(0.2)
+
+
+def _java_env() -> dict[str, str]:
+    # These would inject the caller's JVM flags (agents, huge heaps) into our broker.
+    skip = {"JAVA_TOOL_OPTIONS", "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS", "CLASSPATH"}
+    return {k: v for k, v in os.environ.items() if k not in skip}

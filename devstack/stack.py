@@ -1,0 +1,183 @@
+"""The whole local stack of one profile, as a synchronous API for the CLI, tests and run scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+from devstack.component import Component
+from devstack.config import get_profile
+from devstack.etcd import Etcd
+from devstack.install import ensure_all
+from devstack.kafka import Kafka
+from devstack.postgres import Postgres
+from devstack.process import StackError, file_lock
+
+log = logging.getLogger("devstack")
+T = TypeVar("T")
+
+COMPONENTS: Final = ("postgres", "etcd", "kafka")
+_LOCK_NAME: Final = ".devstack.lock"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    endpoint: str
+    up: bool
+
+
+class Stack:
+    """PostgreSQL + etcd + Kafka for one profile ("dev" or "test").
+
+    Every method is safe to repeat and to call while another process uses the same profile:
+    mutating calls take a per-profile file lock.
+    """
+
+    def __init__(self, profile: str = "dev") -> None:
+        self.profile = get_profile(profile)
+        self.postgres = Postgres(self.profile)
+        self.etcd = Etcd(self.profile)
+        self.kafka = Kafka(self.profile)
+        self._components: dict[str, Component] = {
+            "postgres": self.postgres,
+            "etcd": self.etcd,
+            "kafka": self.kafka,
+        }
+        self._lock_depth = 0
+        self._lock_mutex = threading.RLock()
+
+    # --- endpoints ------------------------------------------------------------------------------
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.profile.dir
+
+    def pg_dsn(self, db: str) -> str:
+        return self.postgres.dsn(db)
+
+    @property
+    def pg_dsn_base(self) -> str:
+        return self.postgres.dsn_base
+
+    @property
+    def etcd_endpoint(self) -> str:
+        return self.etcd.endpoint
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self.kafka.endpoint
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SHOP_ETCD_ENDPOINT": self.etcd_endpoint,
+            "SHOP_PG_DSN_BASE": self.pg_dsn_base,
+            "SHOP_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def component(self, name: str) -> Component:
+        try:
+            return self._components[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown component {name!r} (known: {', '.join(COMPONENTS)})"
+            ) from None
+
+    def install(self) -> None:
+        ensure_all()
+
+    def up(self) -> bool:
+        """Start whatever is not running, wait until all is usable, create databases and topics.
+
+        Returns whether anything had to be started.
+        """
+        with self._locked():
+            self.install()
+            # In parallel: the Kafka JVM dominates, the others finish while it boots.
+            started = self._each(COMPONENTS, lambda c: c.start())
+            return any(started)
+
+    def down(self) -> bool:
+        """Stop everything; returns whether anything was running."""
+        with self._locked():
+            return any(self._each(COMPONENTS, lambda c: c.stop()))
+
+    def start(self, component: str) -> bool:
+        with self._locked():
+            return self.component(component).start()
+
+    def stop(self, component: str) -> bool:
+        with self._locked():
+            return self.component(component).stop()
+
+    def kill(self, component: str) -> bool:
+        with self._locked():
+            return self.component(component).kill()
+
+    def is_up(self, component: str) -> bool:
+        return self.component(component).is_up()
+
+    def status(self) -> list[ComponentStatus]:
+        return [
+            ComponentStatus(name, c.pid(), c.endpoint, c.is_up())
+            for name, c in self._components.items()
+        ]
+
+    def reset(self) -> None:
+        """Stop and wipe this profile's data (the shared Kafka jar cache is kept)."""
+        with self._locked():
+            self.down()
+            if self.profile_dir.is_dir():
+                for child in self.profile_dir.iterdir():
+                    if child.name == _LOCK_NAME:  # still held by us
+                        continue
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+            log.info("wiped %s", self.profile_dir)
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    def _each(self, names: tuple[str, ...], op: Callable[[Component], T]) -> list[T]:
+        comps = [self._components[n] for n in names]
+        with ThreadPoolExecutor(len(comps), thread_name_prefix="devstack") as pool:
+            futures = [pool.submit(op, c) for c in comps]
+        errors = []
+        results: list[T] = []
+        for comp, fut in zip(comps, futures, strict=True):
+            exc = fut.exception()
+            if exc is None:
+                results.append(fut.result())
+            elif isinstance(exc, StackError):
+                errors.append(f"{comp.name}: {exc}")
+            else:
+                raise exc
+        if errors:
+            raise StackError("\n".join(errors))
+        return results
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # RLock: serialises threads sharing this Stack, while letting reset() call down().
+        with self._lock_mutex:
+            outer = self._lock_depth == 0
+            self._lock_depth += 1
+            try:
+                if outer:
+                    with file_lock(self.profile_dir / _LOCK_NAME):
+                        yield
+                else:
+                    yield
+            finally:
+                self._lock_depth -= 1
