@@ -60,6 +60,14 @@ down: deps ## Stop a dev stack left running (e.g. after a crash)
 demo-order: deps ## Place an order as the demo customer against `make run`
 	$(PY) -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
 
+.PHONY: audit
+audit: deps ## Check every invariant against the `make run` stack's data (exit 1 on a violation)
+	$(PY) -m tools.audit --profile dev
+
+.PHONY: demo-oversell
+demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
+	$(PY) -m tools.demo_oversell
+
 # --- checks -------------------------------------------------------------------------------
 
 .PHONY: lint
