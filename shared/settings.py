@@ -45,6 +45,11 @@ class ServiceSettings(BaseSettings):
     jwt_issuer: str = "shop-user"
     jwt_audience: str = "shop"
 
+    # False serves the gRPC API and relays the outbox, but takes no saga events from
+    # Kafka: an instance that must not join the consumer group, such as the API tests,
+    # which share the test stack's topics with every other test.
+    consume_events: bool = True
+
     log_level: str = "INFO"
     # How long in-flight RPCs may run after shutdown begins.
     shutdown_grace_seconds: float = 5.0

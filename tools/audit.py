@@ -49,8 +49,11 @@ class AuditReport:
         return all(c.ok for c in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "checks": [asdict(c) | {"ok": c.ok} for c in self.checks],
-                "info": self.info}
+        return {
+            "ok": self.ok,
+            "checks": [asdict(c) | {"ok": c.ok} for c in self.checks],
+            "info": self.info,
+        }
 
     def render(self) -> str:
         lines = []
@@ -62,9 +65,11 @@ class AuditReport:
             if len(c.violations) > MAX_LISTED:
                 lines.append(f"       ... and {len(c.violations) - MAX_LISTED} more")
         lines.append("info " + ", ".join(f"{k}={v}" for k, v in self.info.items()))
-        lines.append(f"audit: {'ok' if self.ok else 'FAILED'} "
-                     f"({sum(not c.ok for c in self.checks)} of {len(self.checks)} invariants "
-                     "violated)")
+        lines.append(
+            f"audit: {'ok' if self.ok else 'FAILED'} "
+            f"({sum(not c.ok for c in self.checks)} of {len(self.checks)} invariants "
+            "violated)"
+        )
         return "\n".join(lines)
 
 
@@ -83,24 +88,24 @@ async def collect(dsns: Mapping[str, str]) -> dict[str, list[asyncpg.Record]]:
         "inventory": {
             "stock": "SELECT sku, available, reserved, sold, total_received FROM stock",
             "reserved_lines": "SELECT l.sku, sum(l.quantity) AS q FROM reservation_lines l"
-                              " JOIN reservations r USING (order_id) WHERE r.state = 'reserved'"
-                              " GROUP BY l.sku",
+            " JOIN reservations r USING (order_id) WHERE r.state = 'reserved'"
+            " GROUP BY l.sku",
             "reservations": "SELECT order_id, state FROM reservations",
             "inventory_outbox": "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
         },
         "order": {
             "orders": "SELECT order_id, status, extract(epoch FROM now() - created_at) AS age"
-                      " FROM orders",
+            " FROM orders",
             "confirmed_lines": "SELECT i.sku, sum(i.quantity) AS q FROM order_items i"
-                               " JOIN orders o USING (order_id) WHERE o.status = 'confirmed'"
-                               " GROUP BY i.sku",
+            " JOIN orders o USING (order_id) WHERE o.status = 'confirmed'"
+            " GROUP BY i.sku",
             "order_outbox": "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
         },
         "payment": {
             "wallets": "SELECT w.user_id, w.balance_minor, coalesce(sum(CASE e.kind"
-                       " WHEN 'charge' THEN -e.amount_minor ELSE e.amount_minor END), 0) AS ledger"
-                       " FROM wallets w LEFT JOIN ledger_entries e USING (user_id)"
-                       " GROUP BY w.user_id, w.balance_minor",
+            " WHEN 'charge' THEN -e.amount_minor ELSE e.amount_minor END), 0) AS ledger"
+            " FROM wallets w LEFT JOIN ledger_entries e USING (user_id)"
+            " GROUP BY w.user_id, w.balance_minor",
             "order_entries": "SELECT order_id, kind FROM ledger_entries WHERE kind <> 'topup'",
             "payment_outbox": "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
         },
@@ -132,53 +137,119 @@ def evaluate(data: Mapping[str, list[Any]], saga_timeout: float) -> AuditReport:
     confirmed = [o for o in orders.values() if o["status"] == "confirmed"]
     ended_unsold = [o for o in orders.values() if o["status"] in ("cancelled", "rejected")]
     checks = [
-        check("stock_never_negative", "available >= 0 and reserved >= 0 per SKU", stock,
-              lambda r: None if r["available"] >= 0 and r["reserved"] >= 0
-              else f"{r['sku']}: available={r['available']} reserved={r['reserved']}"),
-        check("stock_ledger_balances", "available + reserved + sold == total received", stock,
-              lambda r: None if r["available"] + r["reserved"] + r["sold"] == r["total_received"]
-              else f"{r['sku']}: {r['available']}+{r['reserved']}+{r['sold']}"
-                   f" != {r['total_received']}"),
-        check("reserved_matches_holds", "reserved == units held by live reservations", stock,
-              lambda r: None if r["reserved"] == reserved_by_lines.get(r["sku"], 0)
-              else f"{r['sku']}: reserved={r['reserved']}"
-                   f" held={reserved_by_lines.get(r['sku'], 0)}"),
-        check("sold_matches_confirmed", "sold == units of CONFIRMED orders, per SKU", skus,
-              lambda s: None if sold.get(s, 0) == confirmed_by_sku.get(s, 0)
-              else f"{s}: sold={sold.get(s, 0)} confirmed={confirmed_by_sku.get(s, 0)}"),
-        check("confirmed_charged_once", "CONFIRMED: exactly one charge, no refund", confirmed,
-              lambda o: None if entries[str(o["order_id"])] == Counter(charge=1)
-              else f"order {o['order_id']}: {dict(entries[str(o['order_id'])])}"),
-        check("unsold_charge_refunded", "CANCELLED/REJECTED: charged => exactly one refund",
-              ended_unsold,
-              lambda o: None if entries[str(o["order_id"])]["charge"]
-              == entries[str(o["order_id"])]["refund"] <= 1
-              else f"order {o['order_id']} ({o['status']}): {dict(entries[str(o['order_id'])])}"),
-        check("no_orphan_ledger_entries", "every charge/refund belongs to a known order",
-              list(entries), lambda oid: None if oid in orders else f"order {oid} unknown"),
-        check("wallets_never_negative", "balance >= 0", data["wallets"],
-              lambda w: None if w["balance_minor"] >= 0
-              else f"wallet {w['user_id']}: {w['balance_minor']}"),
-        check("wallets_match_ledger", "balance == top-ups + refunds - charges", data["wallets"],
-              lambda w: None if w["balance_minor"] == w["ledger"]
-              else f"wallet {w['user_id']}: balance={w['balance_minor']} ledger={w['ledger']}"),
-        check("orders_terminal_in_time", f"no order PENDING longer than {saga_timeout:g}s",
-              list(orders.values()),
-              lambda o: None if o["status"] != "pending" or o["age"] <= saga_timeout
-              else f"order {o['order_id']} pending for {float(o['age']):.0f}s"),
+        check(
+            "stock_never_negative",
+            "available >= 0 and reserved >= 0 per SKU",
+            stock,
+            lambda r: (
+                None
+                if r["available"] >= 0 and r["reserved"] >= 0
+                else f"{r['sku']}: available={r['available']} reserved={r['reserved']}"
+            ),
+        ),
+        check(
+            "stock_ledger_balances",
+            "available + reserved + sold == total received",
+            stock,
+            lambda r: (
+                None
+                if r["available"] + r["reserved"] + r["sold"] == r["total_received"]
+                else f"{r['sku']}: {r['available']}+{r['reserved']}+{r['sold']}"
+                f" != {r['total_received']}"
+            ),
+        ),
+        check(
+            "reserved_matches_holds",
+            "reserved == units held by live reservations",
+            stock,
+            lambda r: (
+                None
+                if r["reserved"] == reserved_by_lines.get(r["sku"], 0)
+                else f"{r['sku']}: reserved={r['reserved']}"
+                f" held={reserved_by_lines.get(r['sku'], 0)}"
+            ),
+        ),
+        check(
+            "sold_matches_confirmed",
+            "sold == units of CONFIRMED orders, per SKU",
+            skus,
+            lambda s: (
+                None
+                if sold.get(s, 0) == confirmed_by_sku.get(s, 0)
+                else f"{s}: sold={sold.get(s, 0)} confirmed={confirmed_by_sku.get(s, 0)}"
+            ),
+        ),
+        check(
+            "confirmed_charged_once",
+            "CONFIRMED: exactly one charge, no refund",
+            confirmed,
+            lambda o: (
+                None
+                if entries[str(o["order_id"])] == Counter(charge=1)
+                else f"order {o['order_id']}: {dict(entries[str(o['order_id'])])}"
+            ),
+        ),
+        check(
+            "unsold_charge_refunded",
+            "CANCELLED/REJECTED: charged => exactly one refund",
+            ended_unsold,
+            lambda o: (
+                None
+                if entries[str(o["order_id"])]["charge"]
+                == entries[str(o["order_id"])]["refund"]
+                <= 1
+                else f"order {o['order_id']} ({o['status']}): {dict(entries[str(o['order_id'])])}"
+            ),
+        ),
+        check(
+            "no_orphan_ledger_entries",
+            "every charge/refund belongs to a known order",
+            list(entries),
+            lambda oid: None if oid in orders else f"order {oid} unknown",
+        ),
+        check(
+            "wallets_never_negative",
+            "balance >= 0",
+            data["wallets"],
+            lambda w: (
+                None if w["balance_minor"] >= 0 else f"wallet {w['user_id']}: {w['balance_minor']}"
+            ),
+        ),
+        check(
+            "wallets_match_ledger",
+            "balance == top-ups + refunds - charges",
+            data["wallets"],
+            lambda w: (
+                None
+                if w["balance_minor"] == w["ledger"]
+                else f"wallet {w['user_id']}: balance={w['balance_minor']} ledger={w['ledger']}"
+            ),
+        ),
+        check(
+            "orders_terminal_in_time",
+            f"no order PENDING longer than {saga_timeout:g}s",
+            list(orders.values()),
+            lambda o: (
+                None
+                if o["status"] != "pending" or o["age"] <= saga_timeout
+                else f"order {o['order_id']} pending for {float(o['age']):.0f}s"
+            ),
+        ),
     ]
     states = Counter(r["state"] for r in data["reservations"])
     info = {
         "orders": dict(Counter(o["status"] for o in orders.values())),
         "reservations": dict(states),
-        "outbox_unsent": sum(data[k][0]["n"] for k in
-                             ("inventory_outbox", "order_outbox", "payment_outbox")),
+        "outbox_unsent": sum(
+            data[k][0]["n"] for k in ("inventory_outbox", "order_outbox", "payment_outbox")
+        ),
     }
     return AuditReport(checks, info)
 
 
-async def audit(dsns: Mapping[str, str], *, saga_timeout: float = 40.0,
-                settle: float = 0.0) -> AuditReport:
+async def audit(
+    dsns: Mapping[str, str], *, saga_timeout: float = 40.0, settle: float = 0.0
+) -> AuditReport:
     """Runs until clean or ``settle`` seconds have passed; returns the last report."""
     deadline = time.monotonic() + settle
     while True:
@@ -199,8 +270,9 @@ def main(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead")] = False,
 ) -> None:
     """Check every invariant; exit 1 on any violation."""
-    report = asyncio.run(audit(stack_dsns(Stack(profile)), saga_timeout=saga_timeout,
-                               settle=settle))
+    report = asyncio.run(
+        audit(stack_dsns(Stack(profile)), saga_timeout=saga_timeout, settle=settle)
+    )
     print(json.dumps(report.as_dict(), indent=2, default=str) if as_json else report.render())
     sys.exit(0 if report.ok else 1)
 

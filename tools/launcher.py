@@ -71,7 +71,10 @@ class SystemLauncher:
         instance_id = f"{service}-{index + 1}-{os.urandom(2).hex()}"
         port = DEV_PORTS[service] + 100 * index if self.fixed_ports else 0
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", f"services.{service}.main", "serve",
+            sys.executable,
+            "-m",
+            f"services.{service}.main",
+            "serve",
             cwd=REPO_ROOT,
             env=self.env_for(service, instance_id, port),
             stdout=asyncio.subprocess.PIPE,

@@ -94,8 +94,11 @@ async def run() -> int:
                 await clients.close()
             print_table(stack, directory)
             count = sum(len(directory.instances(s)) for s in SERVICES)
-            print(f"ready: {count}/{len(SERVICES)} services registered "
-                  f"({time.monotonic() - started:.1f}s); Ctrl-C stops everything", flush=True)
+            print(
+                f"ready: {count}/{len(SERVICES)} services registered "
+                f"({time.monotonic() - started:.1f}s); Ctrl-C stops everything",
+                flush=True,
+            )
             await stop.wait()
         print("stopping services ...", flush=True)
         await launcher.stop_all()

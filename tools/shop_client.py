@@ -37,17 +37,21 @@ class ShopClient:
 
     async def register(self, email: str, password: str) -> user_pb2.User:
         reply = await self.clients.call(
-            "user", user_pb2_grpc.UserServiceStub,
-            lambda s: s.Register(user_pb2.RegisterRequest(email=email, password=password),
-                                 timeout=DEADLINE),
+            "user",
+            user_pb2_grpc.UserServiceStub,
+            lambda s: s.Register(
+                user_pb2.RegisterRequest(email=email, password=password), timeout=DEADLINE
+            ),
         )
         return reply.user
 
     async def login(self, email: str, password: str) -> user_pb2.LoginResponse:
         reply = await self.clients.call(
-            "user", user_pb2_grpc.UserServiceStub,
-            lambda s: s.Login(user_pb2.LoginRequest(email=email, password=password),
-                              timeout=DEADLINE),
+            "user",
+            user_pb2_grpc.UserServiceStub,
+            lambda s: s.Login(
+                user_pb2.LoginRequest(email=email, password=password), timeout=DEADLINE
+            ),
         )
         self.token = reply.access_token
         return reply
@@ -61,21 +65,27 @@ class ShopClient:
         self, sku: str, title: str, price_minor: int, currency: str = "USD"
     ) -> product_pb2.Product:
         request = product_pb2.CreateProductRequest(
-            sku=sku, title=title,
+            sku=sku,
+            title=title,
             price=money_pb2.Money(amount_minor=price_minor, currency=currency),
             status=product_pb2.PRODUCT_STATUS_ACTIVE,
         )
         reply = await self.clients.call(
-            "product", product_pb2_grpc.ProductServiceStub,
+            "product",
+            product_pb2_grpc.ProductServiceStub,
             lambda s: s.CreateProduct(request, timeout=DEADLINE, metadata=self._auth),
         )
         return reply.product
 
     async def get_product(self, product_id: str) -> product_pb2.Product:
         reply = await self.clients.call(
-            "product", product_pb2_grpc.ProductServiceStub,
-            lambda s: s.GetProduct(product_pb2.GetProductRequest(product_id=product_id),
-                                   timeout=DEADLINE, metadata=self._auth),
+            "product",
+            product_pb2_grpc.ProductServiceStub,
+            lambda s: s.GetProduct(
+                product_pb2.GetProductRequest(product_id=product_id),
+                timeout=DEADLINE,
+                metadata=self._auth,
+            ),
         )
         return reply.product
 
@@ -89,11 +99,14 @@ class ShopClient:
                 stub: Any, request: product_pb2.ListProductsRequest = request
             ) -> Awaitable[product_pb2.ListProductsResponse]:
                 # grpc's stub types describe the sync API; on an aio channel it is awaitable.
-                return cast(Awaitable[product_pb2.ListProductsResponse],
-                            stub.ListProducts(request, timeout=DEADLINE, metadata=self._auth))
+                return cast(
+                    Awaitable[product_pb2.ListProductsResponse],
+                    stub.ListProducts(request, timeout=DEADLINE, metadata=self._auth),
+                )
 
-            reply = await self.clients.call("product", product_pb2_grpc.ProductServiceStub,
-                                            list_page)
+            reply = await self.clients.call(
+                "product", product_pb2_grpc.ProductServiceStub, list_page
+            )
             products.extend(reply.products)
             token = reply.next_page_token
             if not token:
@@ -101,37 +114,47 @@ class ShopClient:
 
     async def set_stock(self, sku: str, available: int) -> inventory_pb2.Stock:
         reply = await self.clients.call(
-            "inventory", inventory_pb2_grpc.InventoryServiceStub,
-            lambda s: s.SetStock(inventory_pb2.SetStockRequest(sku=sku, available=available),
-                                 timeout=DEADLINE, metadata=self._auth),
+            "inventory",
+            inventory_pb2_grpc.InventoryServiceStub,
+            lambda s: s.SetStock(
+                inventory_pb2.SetStockRequest(sku=sku, available=available),
+                timeout=DEADLINE,
+                metadata=self._auth,
+            ),
         )
         return reply.stock
 
     async def get_stock(self, sku: str) -> inventory_pb2.Stock:
         reply = await self.clients.call(
-            "inventory", inventory_pb2_grpc.InventoryServiceStub,
-            lambda s: s.GetStock(inventory_pb2.GetStockRequest(sku=sku),
-                                 timeout=DEADLINE, metadata=self._auth),
+            "inventory",
+            inventory_pb2_grpc.InventoryServiceStub,
+            lambda s: s.GetStock(
+                inventory_pb2.GetStockRequest(sku=sku), timeout=DEADLINE, metadata=self._auth
+            ),
         )
         return reply.stock
 
-    async def top_up(self, amount_minor: int, idempotency_key: str,
-                     currency: str = "USD") -> payment_pb2.Wallet:
+    async def top_up(
+        self, amount_minor: int, idempotency_key: str, currency: str = "USD"
+    ) -> payment_pb2.Wallet:
         request = payment_pb2.TopUpRequest(
             amount=money_pb2.Money(amount_minor=amount_minor, currency=currency),
             idempotency_key=idempotency_key,
         )
         reply = await self.clients.call(
-            "payment", payment_pb2_grpc.PaymentServiceStub,
+            "payment",
+            payment_pb2_grpc.PaymentServiceStub,
             lambda s: s.TopUp(request, timeout=DEADLINE, metadata=self._auth),
         )
         return reply.wallet
 
     async def balance(self) -> payment_pb2.Wallet:
         reply = await self.clients.call(
-            "payment", payment_pb2_grpc.PaymentServiceStub,
-            lambda s: s.GetBalance(payment_pb2.GetBalanceRequest(),
-                                   timeout=DEADLINE, metadata=self._auth),
+            "payment",
+            payment_pb2_grpc.PaymentServiceStub,
+            lambda s: s.GetBalance(
+                payment_pb2.GetBalanceRequest(), timeout=DEADLINE, metadata=self._auth
+            ),
         )
         return reply.wallet
 
@@ -143,24 +166,31 @@ class ShopClient:
             idempotency_key=idempotency_key,
         )
         reply = await self.clients.call(
-            "order", order_pb2_grpc.OrderServiceStub,
+            "order",
+            order_pb2_grpc.OrderServiceStub,
             lambda s: s.PlaceOrder(request, timeout=DEADLINE, metadata=self._auth),
         )
         return reply.order
 
     async def get_order(self, order_id: str) -> order_pb2.Order:
         reply = await self.clients.call(
-            "order", order_pb2_grpc.OrderServiceStub,
-            lambda s: s.GetOrder(order_pb2.GetOrderRequest(order_id=order_id),
-                                 timeout=DEADLINE, metadata=self._auth),
+            "order",
+            order_pb2_grpc.OrderServiceStub,
+            lambda s: s.GetOrder(
+                order_pb2.GetOrderRequest(order_id=order_id), timeout=DEADLINE, metadata=self._auth
+            ),
         )
         return reply.order
 
     async def list_orders(self, page_size: int = 20) -> list[order_pb2.Order]:
         reply = await self.clients.call(
-            "order", order_pb2_grpc.OrderServiceStub,
-            lambda s: s.ListOrders(order_pb2.ListOrdersRequest(page_size=page_size),
-                                   timeout=DEADLINE, metadata=self._auth),
+            "order",
+            order_pb2_grpc.OrderServiceStub,
+            lambda s: s.ListOrders(
+                order_pb2.ListOrdersRequest(page_size=page_size),
+                timeout=DEADLINE,
+                metadata=self._auth,
+            ),
         )
         return list(reply.orders)
 

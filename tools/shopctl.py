@@ -1,9 +1,9 @@
 """shopctl: talk to a running shop from the terminal (services found through etcd).
 
-    python -m tools.shopctl products
-    python -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
-    python -m tools.shopctl orders
-    python -m tools.shopctl balance
+python -m tools.shopctl products
+python -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
+python -m tools.shopctl orders
+python -m tools.shopctl balance
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ def show(message: Message) -> None:
     typer.echo(json_format.MessageToJson(message, indent=2))
 
 
-def run(etcd: str, email: str, password: str,
-        action: Callable[[ShopClient], Awaitable[T]]) -> T:
+def run(etcd: str, email: str, password: str, action: Callable[[ShopClient], Awaitable[T]]) -> T:
     async def go() -> T:
         async with connect(etcd) as clients:
             client = ShopClient(clients)
@@ -49,12 +48,17 @@ def run(etcd: str, email: str, password: str,
 
 
 @app.command()
-def products(etcd: EtcdOption = "127.0.0.1:12379", email: EmailOption = CUSTOMER[0],
-             password: PasswordOption = CUSTOMER[1]) -> None:
+def products(
+    etcd: EtcdOption = "127.0.0.1:12379",
+    email: EmailOption = CUSTOMER[0],
+    password: PasswordOption = CUSTOMER[1],
+) -> None:
     """List the catalog."""
     for p in run(etcd, email, password, lambda c: c.all_products()):
-        typer.echo(f"{p.sku:<16} {p.product_id}  {p.price.amount_minor / 100:>9.2f} "
-                   f"{p.price.currency}  {p.title}")
+        typer.echo(
+            f"{p.sku:<16} {p.product_id}  {p.price.amount_minor / 100:>9.2f} "
+            f"{p.price.currency}  {p.title}"
+        )
 
 
 @app.command("place-order")
@@ -77,16 +81,22 @@ def place_order(
 
 
 @app.command()
-def orders(etcd: EtcdOption = "127.0.0.1:12379", email: EmailOption = CUSTOMER[0],
-           password: PasswordOption = CUSTOMER[1]) -> None:
+def orders(
+    etcd: EtcdOption = "127.0.0.1:12379",
+    email: EmailOption = CUSTOMER[0],
+    password: PasswordOption = CUSTOMER[1],
+) -> None:
     """The caller's latest orders."""
     for order in run(etcd, email, password, lambda c: c.list_orders()):
         show(order)
 
 
 @app.command()
-def balance(etcd: EtcdOption = "127.0.0.1:12379", email: EmailOption = CUSTOMER[0],
-            password: PasswordOption = CUSTOMER[1]) -> None:
+def balance(
+    etcd: EtcdOption = "127.0.0.1:12379",
+    email: EmailOption = CUSTOMER[0],
+    password: PasswordOption = CUSTOMER[1],
+) -> None:
     """The caller's wallet."""
     show(run(etcd, email, password, lambda c: c.balance()))
 

@@ -15,15 +15,21 @@ from shared.rpc.interceptors import Access, AccessPolicy
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 _SERVICE = "/shop.inventory.v1.InventoryService/"
-ACCESS = AccessPolicy({
-    _SERVICE + "SetStock": Access.ADMIN,
-})
+ACCESS = AccessPolicy(
+    {
+        _SERVICE + "SetStock": Access.ADMIN,
+    }
+)
 
 
 def stock_to_proto(s: Stock) -> inventory_pb2.Stock:
     return inventory_pb2.Stock(
-        sku=s.sku, available=s.available, reserved=s.reserved, sold=s.sold,
-        total_received=s.total_received, updated_at=timestamp(s.updated_at),
+        sku=s.sku,
+        available=s.available,
+        reserved=s.reserved,
+        sold=s.sold,
+        total_received=s.total_received,
+        updated_at=timestamp(s.updated_at),
     )
 
 

@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from services.inventory.event_handlers import SUBSCRIPTIONS
 from services.inventory.grpc_handlers import ACCESS, InventoryServicer, unit_of_work_factory
 from services.inventory.settings import InventorySettings
 from shared.db.pool import create_pool
+from shared.messaging.runtime import run_messaging
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
 from shop.inventory.v1 import inventory_pb2_grpc
@@ -19,14 +21,16 @@ async def bindings(settings: InventorySettings) -> AsyncIterator[list[ServiceBin
     pool = await create_pool(
         settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
     )
+    uow_factory = unit_of_work_factory(pool)
     try:
-        yield [
-            ServiceBinding(
-                "shop.inventory.v1.InventoryService",
-                inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
-                InventoryServicer(unit_of_work_factory(pool)),
-            )
-        ]
+        async with run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS):
+            yield [
+                ServiceBinding(
+                    "shop.inventory.v1.InventoryService",
+                    inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
+                    InventoryServicer(uow_factory),
+                )
+            ]
     finally:
         await pool.close()
 

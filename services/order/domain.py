@@ -21,6 +21,9 @@ MAX_QUANTITY = 100
 MAX_IDEMPOTENCY_KEY = 64
 MAX_REASON = 500
 
+CANCELLED_BY_CUSTOMER = "cancelled by customer"
+SAGA_TIMED_OUT = "saga timed out"
+
 
 class OrderStatus(enum.StrEnum):
     PENDING = "pending"
@@ -130,6 +133,60 @@ class Order:
         return {i.product_id: i.quantity for i in self.items} == request.quantities
 
 
+@dataclass(frozen=True, slots=True)
+class SagaOutcome:
+    """What an event of another context decides about an order."""
+
+    status: OrderStatus
+    reason: str = ""
+
+
+def _explained(prefix: str, detail: str) -> str:
+    # Built from another service's text: never let its length or emptiness make
+    # the transition raise, or the event would be retried and dead-lettered.
+    return f"{prefix}: {detail.strip() or 'unknown'}"[:MAX_REASON]
+
+
+def inventory_committed() -> SagaOutcome:
+    return SagaOutcome(OrderStatus.CONFIRMED)
+
+
+def inventory_rejected(sku: str) -> SagaOutcome:
+    return SagaOutcome(OrderStatus.REJECTED, _explained("out of stock", sku))
+
+
+def payment_failed(reason: str) -> SagaOutcome:
+    return SagaOutcome(OrderStatus.CANCELLED, _explained("payment failed", reason))
+
+
+def settle(order: Order, outcome: SagaOutcome) -> Order | None:
+    """The order after ``outcome``, or None when it is already final.
+
+    Events arrive at least once and in no order across topics, so the first
+    outcome wins and any later one (a redelivery, or the loser of a race with
+    CancelOrder or the saga timeout) changes nothing.
+    """
+    if order.is_final:
+        return None
+    return order.transition(outcome.status, outcome.reason)
+
+
+def cancel_by_customer(order: Order) -> Order:
+    """The order cancelled at its owner's request; itself if it already is (a retry)."""
+    if order.status is OrderStatus.CANCELLED:
+        return order
+    if order.status is not OrderStatus.PENDING:
+        raise FailedPrecondition(
+            f"order {order.order_id} is {order.status}; only a pending order can be cancelled"
+        )
+    return order.cancel(CANCELLED_BY_CUSTOMER)
+
+
+def time_out(order: Order) -> Order:
+    """The order cancelled because the saga did not finish within its deadline."""
+    return order.cancel(SAGA_TIMED_OUT)
+
+
 def order_request(idempotency_key: str, items: Sequence[tuple[str, int]]) -> OrderRequest:
     """Validates raw (product_id, quantity) pairs and the key, naming the bad field."""
     # Not stripped: the key is the client's opaque token and must round-trip exactly.
@@ -179,8 +236,12 @@ def place_order(
     items = tuple(
         sorted(
             (
-                OrderItem(item.product_id, catalog[item.product_id].sku, item.quantity,
-                          catalog[item.product_id].price)
+                OrderItem(
+                    item.product_id,
+                    catalog[item.product_id].sku,
+                    item.quantity,
+                    catalog[item.product_id].price,
+                )
                 for item in request.items
             ),
             # One canonical order, so PlaceOrder and GetOrder list items alike.

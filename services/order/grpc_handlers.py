@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import asyncpg
 import grpc
 
 from services.order.catalog import ProductCatalog
-from services.order.domain import Order, OrderItem, OrderStatus, order_request, place_order, replay
+from services.order.domain import (
+    Order,
+    OrderItem,
+    OrderStatus,
+    cancel_by_customer,
+    order_request,
+    place_order,
+    replay,
+)
+from services.order.events import order_cancelled, order_created
 from services.order.persistence import OrderUnitOfWork
-from shared.auth.identity import current_identity
+from services.order.watch import OrderStatusHub
+from shared.auth.identity import Identity, current_identity
 from shared.errors import InvalidArgument, NotFound
+from shared.messaging.topics import ORDERS
 from shared.rpc.convert import money_to_proto, timestamp
 from shared.rpc.interceptors import AccessPolicy
 from shared.validation import decode_page_token, encode_page_token, page_size, parse_uuid
@@ -21,6 +32,10 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 
 # Every RPC needs a valid token; which orders a caller sees is decided per order.
 ACCESS = AccessPolicy({})
+
+# A watcher re-reads its order this often even without a notification, in case
+# one was missed (the hub's listener reconnecting, say).
+WATCH_RECHECK_SECONDS = 2.0
 
 _STATUS_TO_PROTO = {
     OrderStatus.PENDING: order_pb2.ORDER_STATUS_PENDING,
@@ -32,18 +47,22 @@ _STATUS_TO_PROTO = {
 
 def order_item_to_proto(item: OrderItem) -> order_pb2.OrderItem:
     return order_pb2.OrderItem(
-        product_id=str(item.product_id), sku=item.sku, quantity=item.quantity,
+        product_id=str(item.product_id),
+        sku=item.sku,
+        quantity=item.quantity,
         unit_price=money_to_proto(item.unit_price),
     )
 
 
 def order_to_proto(order: Order) -> order_pb2.Order:
     return order_pb2.Order(
-        order_id=str(order.order_id), user_id=str(order.user_id),
+        order_id=str(order.order_id),
+        user_id=str(order.user_id),
         status=_STATUS_TO_PROTO[order.status],
         items=[order_item_to_proto(i) for i in order.items],
         total=money_to_proto(order.total),
-        created_at=timestamp(order.created_at), updated_at=timestamp(order.updated_at),
+        created_at=timestamp(order.created_at),
+        updated_at=timestamp(order.updated_at),
         status_reason=order.status_reason,
     )
 
@@ -66,10 +85,14 @@ def _page_cursor(token: str) -> tuple[datetime, uuid.UUID] | None:
 
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     def __init__(
-        self, unit_of_work: Callable[[], OrderUnitOfWork], catalog: ProductCatalog
+        self,
+        unit_of_work: Callable[[], OrderUnitOfWork],
+        catalog: ProductCatalog,
+        hub: OrderStatusHub,
     ) -> None:
         self._uow = unit_of_work
         self._catalog = catalog
+        self.hub = hub
 
     async def PlaceOrder(
         self, request: order_pb2.PlaceOrderRequest, context: grpc.aio.ServicerContext
@@ -87,6 +110,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         order = place_order(user_id=user_id, request=wanted, catalog=catalog)
         async with self._uow() as uow:
             stored = await uow.orders.add(order)
+            # Only the call that created the order starts its saga; a concurrent
+            # duplicate that lost the race got the winner's order back.
+            if stored.order_id == order.order_id:
+                await uow.outbox.add(ORDERS, order_created(stored), str(stored.order_id))
         return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(stored, wanted)))
 
     async def GetOrder(
@@ -94,12 +121,49 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     ) -> order_pb2.GetOrderResponse:
         caller = current_identity()
         order_id = parse_uuid(request.order_id, "order_id")
+        return order_pb2.GetOrderResponse(order=order_to_proto(await self._read(order_id, caller)))
+
+    async def CancelOrder(
+        self, request: order_pb2.CancelOrderRequest, context: grpc.aio.ServicerContext
+    ) -> order_pb2.CancelOrderResponse:
+        user_id = current_identity().user_id
+        order_id = parse_uuid(request.order_id, "order_id")
+        async with self._uow() as uow:
+            # Locked: an event handler or the saga timeout may be settling it right now.
+            order = await uow.orders.get(order_id, for_update=True)
+            # Only the owner cancels; to anyone else the order does not exist.
+            if order is None or order.user_id != user_id:
+                raise _not_found(order_id)
+            cancelled = cancel_by_customer(order)
+            if cancelled is not order:  # a retry of a done cancel announces nothing
+                await uow.orders.save(cancelled)
+                await uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order_id))
+        return order_pb2.CancelOrderResponse(order=order_to_proto(cancelled))
+
+    async def WatchOrder(
+        self, request: order_pb2.WatchOrderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[order_pb2.WatchOrderResponse]:
+        caller = current_identity()
+        order_id = parse_uuid(request.order_id, "order_id")
+        # Watching before the first read: a change committed in between still wakes us.
+        with self.hub.watch(order_id) as watch:
+            order = await self._read(order_id, caller)
+            yield order_pb2.WatchOrderResponse(order=order_to_proto(order))
+            while not order.is_final:
+                await watch.wait(WATCH_RECHECK_SECONDS)
+                latest = await self._read(order_id, caller)
+                if latest.status is not order.status:
+                    yield order_pb2.WatchOrderResponse(order=order_to_proto(latest))
+                order = latest
+
+    async def _read(self, order_id: uuid.UUID, caller: Identity) -> Order:
+        """The order as ``caller`` may see it: their own, or any for an admin."""
         async with self._uow() as uow:
             order = await uow.orders.get(order_id)
         # Another user's order reads exactly like a missing one: ids leak nothing.
         if order is None or (order.user_id != caller.user_id and not caller.is_admin):
-            raise NotFound(f"order {order_id} does not exist")
-        return order_pb2.GetOrderResponse(order=order_to_proto(order))
+            raise _not_found(order_id)
+        return order
 
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
@@ -114,11 +178,16 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         if len(orders) > limit:
             orders = orders[:limit]
             last = orders[-1]
-            next_token = encode_page_token({"t": last.created_at.isoformat(),
-                                            "id": str(last.order_id)})
+            next_token = encode_page_token(
+                {"t": last.created_at.isoformat(), "id": str(last.order_id)}
+            )
         return order_pb2.ListOrdersResponse(
             orders=[order_to_proto(o) for o in orders], next_page_token=next_token
         )
+
+
+def _not_found(order_id: uuid.UUID) -> NotFound:
+    return NotFound(f"order {order_id} does not exist")
 
 
 def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], OrderUnitOfWork]:

@@ -8,9 +8,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 from services.order.catalog import ProductCatalog
+from services.order.event_handlers import SUBSCRIPTIONS
 from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_factory
+from services.order.saga_timeout import SagaTimeout
 from services.order.settings import OrderSettings
+from services.order.watch import OrderStatusHub
 from shared.db.pool import create_pool
+from shared.messaging.runtime import run_messaging
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
@@ -37,11 +41,28 @@ async def bindings(settings: OrderSettings) -> AsyncIterator[list[ServiceBinding
         clients = ServiceClients(directory)
         resources.push_async_callback(clients.close)
         catalog = ProductCatalog(clients, deadline_seconds=settings.product_deadline_seconds)
+        uow_factory = unit_of_work_factory(pool)
+        hub = OrderStatusHub(settings.pg_dsn)
+        await hub.start()
+        resources.push_async_callback(hub.close)
+        timeout = SagaTimeout(
+            uow_factory,
+            timeout_seconds=settings.saga_timeout_seconds,
+            batch_size=settings.saga_timeout_batch_size,
+        )
+        await timeout.start()
+        resources.push_async_callback(timeout.stop)
+        await resources.enter_async_context(
+            run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS)
+        )
         yield [
             ServiceBinding(
                 "shop.order.v1.OrderService",
                 order_pb2_grpc.add_OrderServiceServicer_to_server,
-                OrderServicer(unit_of_work_factory(pool), catalog),
+                OrderServicer(uow_factory, catalog, hub),
+                # Before the server drains: open watches end now (UNAVAILABLE, reconnect)
+                # instead of holding the graceful stop for its whole grace period.
+                on_shutdown=[hub.close],
             )
         ]
 

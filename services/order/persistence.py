@@ -60,14 +60,29 @@ class OrderRepository:
             async with self._conn.transaction():
                 await self._conn.execute(
                     f"INSERT INTO orders ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
-                    order.order_id, order.user_id, order.status.value, order.total.amount_minor,
-                    order.total.currency, order.idempotency_key, order.status_reason,
-                    order.created_at, order.updated_at,
+                    order.order_id,
+                    order.user_id,
+                    order.status.value,
+                    order.total.amount_minor,
+                    order.total.currency,
+                    order.idempotency_key,
+                    order.status_reason,
+                    order.created_at,
+                    order.updated_at,
                 )
                 await self._conn.executemany(
                     f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
-                    [(order.order_id, i.product_id, i.sku, i.quantity, i.unit_price.amount_minor,
-                      i.unit_price.currency) for i in order.items],
+                    [
+                        (
+                            order.order_id,
+                            i.product_id,
+                            i.sku,
+                            i.quantity,
+                            i.unit_price.amount_minor,
+                            i.unit_price.currency,
+                        )
+                        for i in order.items
+                    ],
                 )
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != _IDEMPOTENCY_CONSTRAINT:
@@ -89,7 +104,8 @@ class OrderRepository:
     async def by_idempotency_key(self, user_id: uuid.UUID, key: str) -> Order | None:
         row = await self._conn.fetchrow(
             f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2",
-            user_id, key,
+            user_id,
+            key,
         )
         return (await self._with_items([row]))[0] if row else None
 
@@ -105,15 +121,34 @@ class OrderRepository:
             rows = await self._conn.fetch(
                 f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1"
                 " ORDER BY created_at DESC, order_id DESC LIMIT $2",
-                user_id, limit,
+                user_id,
+                limit,
             )
         else:
             rows = await self._conn.fetch(
                 f"SELECT {_COLUMNS} FROM orders WHERE user_id = $1"
                 " AND (created_at, order_id) < ($2, $3)"
                 " ORDER BY created_at DESC, order_id DESC LIMIT $4",
-                user_id, *before, limit,
+                user_id,
+                *before,
+                limit,
             )
+        return await self._with_items(rows)
+
+    async def lock_overdue(self, *, older_than_seconds: float, limit: int) -> list[Order]:
+        """Pending orders placed longer ago than that, locked until the transaction ends.
+
+        SKIP LOCKED: rows another instance is cancelling (or a handler is settling)
+        are left to it, so instances share the work and never both cancel one order.
+        """
+        rows = await self._conn.fetch(
+            f"SELECT {_COLUMNS} FROM orders WHERE status = $1"
+            " AND created_at < now() - make_interval(secs => $2)"
+            " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+            OrderStatus.PENDING.value,
+            older_than_seconds,
+            limit,
+        )
         return await self._with_items(rows)
 
     async def save(self, order: Order) -> None:
@@ -121,7 +156,10 @@ class OrderRepository:
         await self._conn.execute(
             "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4"
             " WHERE order_id = $1",
-            order.order_id, order.status.value, order.status_reason, order.updated_at,
+            order.order_id,
+            order.status.value,
+            order.status_reason,
+            order.updated_at,
         )
 
     async def _with_items(self, rows: Sequence[asyncpg.Record]) -> list[Order]:

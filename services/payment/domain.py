@@ -1,14 +1,16 @@
-"""Wallet and ledger rules, in plain Python with no I/O.
+"""Wallet, ledger and per-order payment rules, in plain Python with no I/O.
 
 The invariant the audit checks: a wallet's balance equals the sum of its
 top-ups and refunds minus the sum of its charges, and is never negative.
+In the saga an order is charged at most once and refunded at most once; its
+payment record's state machine (below) says which of those may still happen.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from shared.errors import FailedPrecondition, InvalidArgument
@@ -72,9 +74,7 @@ def require_wallet_currency(amount: Money, currency: str, field: str) -> Money:
 
 def new_top_up(*, user_id: uuid.UUID, amount: Money, idempotency_key: str) -> LedgerEntry:
     if not 1 <= amount.amount_minor <= MAX_AMOUNT_MINOR:
-        raise InvalidArgument(
-            "amount.amount_minor", f"must be between 1 and {MAX_AMOUNT_MINOR}"
-        )
+        raise InvalidArgument("amount.amount_minor", f"must be between 1 and {MAX_AMOUNT_MINOR}")
     return LedgerEntry(
         entry_id=uuid.uuid4(),
         user_id=user_id,
@@ -105,3 +105,154 @@ def credit_refusal(wallet: Wallet, amount: Money) -> FailedPrecondition:
     return FailedPrecondition(
         f"a balance above {MAX_BALANCE_MINOR} {wallet.balance.currency} minor units is not allowed"
     )
+
+
+# --- the order saga: one payment record per order -----------------------------------------------
+
+DECLINED_BY_PROVIDER = "declined by provider"
+INSUFFICIENT_FUNDS = "insufficient funds"
+MAX_REASON = 500
+
+
+class IllegalTransition(FailedPrecondition):
+    """A payment was asked to move where its state machine does not go: a bug, not input."""
+
+
+class PaymentState(enum.StrEnum):
+    # Claimed by the delivery that decides; settled to CHARGED or FAILED in the same
+    # transaction, so it is never committed (a deferred trigger refuses that).
+    PENDING = "pending"
+    CHARGED = "charged"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+    # A tombstone: the order was cancelled before anything was charged, so a late
+    # InventoryReserved finds the record and charges nothing.
+    CANCELLED = "cancelled"
+
+
+_NEXT: dict[PaymentState, frozenset[PaymentState]] = {
+    PaymentState.PENDING: frozenset({PaymentState.CHARGED, PaymentState.FAILED}),
+    PaymentState.CHARGED: frozenset({PaymentState.REFUNDED}),
+    PaymentState.FAILED: frozenset(),
+    PaymentState.REFUNDED: frozenset(),
+    PaymentState.CANCELLED: frozenset(),
+}
+
+
+def can_move(source: PaymentState, target: PaymentState) -> bool:
+    return target in _NEXT[source]
+
+
+def _reason(text: str) -> str | None:
+    text = text.strip()
+    return text[:MAX_REASON] if text else None
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    state: PaymentState
+    # None only for a tombstone: a cancellation does not say what the order cost.
+    amount: Money | None
+    reason: str | None
+    charge_id: uuid.UUID | None
+    refund_id: uuid.UUID | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def claim(cls, *, order_id: uuid.UUID, user_id: uuid.UUID, amount: Money) -> Payment:
+        now = datetime.now(UTC)
+        return cls(order_id, user_id, PaymentState.PENDING, amount, None, None, None, now, now)
+
+    @classmethod
+    def tombstone(cls, *, order_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> Payment:
+        now = datetime.now(UTC)
+        return cls(
+            order_id, user_id, PaymentState.CANCELLED, None, _reason(reason), None, None, now, now
+        )
+
+    def charged(self, charge_id: uuid.UUID) -> Payment:
+        self._require_move(PaymentState.CHARGED)
+        return replace(
+            self, state=PaymentState.CHARGED, charge_id=charge_id, updated_at=datetime.now(UTC)
+        )
+
+    def failed(self, reason: str) -> Payment:
+        self._require_move(PaymentState.FAILED)
+        return replace(
+            self,
+            state=PaymentState.FAILED,
+            reason=_reason(reason) or "unknown",
+            updated_at=datetime.now(UTC),
+        )
+
+    def refunded(self, refund_id: uuid.UUID, reason: str) -> Payment:
+        self._require_move(PaymentState.REFUNDED)
+        return replace(
+            self,
+            state=PaymentState.REFUNDED,
+            refund_id=refund_id,
+            reason=_reason(reason) or self.reason,
+            updated_at=datetime.now(UTC),
+        )
+
+    def _require_move(self, target: PaymentState) -> None:
+        if not can_move(self.state, target):
+            raise IllegalTransition(
+                f"payment for order {self.order_id} cannot go from {self.state.value}"
+                f" to {target.value}"
+            )
+
+
+class OnCancel(enum.Enum):
+    REFUND = "refund"
+    NOTHING = "nothing"
+
+
+def on_cancel(current: Payment) -> OnCancel:
+    """What OrderCancelled does to an order's existing payment record.
+
+    (An order without a record gets a tombstone instead; that is decided by the
+    atomic insert, not here.) Only a charge is undone; a failed, refunded or
+    already cancelled payment has nothing left to give back.
+    """
+    if current.state is PaymentState.PENDING:
+        # Another transaction's claim is invisible until it settles, and ours settles
+        # before the handler returns: seeing one means a handler forgot to.
+        raise IllegalTransition(f"payment for order {current.order_id} is still pending")
+    return OnCancel.REFUND if current.state is PaymentState.CHARGED else OnCancel.NOTHING
+
+
+def debit_refusal(wallet: Wallet | None, amount: Money) -> str:
+    """Why a conditional debit of ``amount`` took nothing, as PaymentFailed says it."""
+    if wallet is not None and wallet.balance.currency != amount.currency:
+        return f"wallet is kept in {wallet.balance.currency}, not {amount.currency}"
+    return INSUFFICIENT_FUNDS
+
+
+def _order_entry(kind: EntryKind, payment: Payment) -> LedgerEntry:
+    if payment.amount is None:
+        raise IllegalTransition(f"payment for order {payment.order_id} has no amount")
+    return LedgerEntry(
+        entry_id=uuid.uuid4(),
+        user_id=payment.user_id,
+        kind=kind,
+        amount=payment.amount,
+        idempotency_key=None,
+        order_id=payment.order_id,
+        created_at=datetime.now(UTC),
+    )
+
+
+def charge_entry(payment: Payment) -> LedgerEntry:
+    if payment.state is not PaymentState.PENDING:
+        raise IllegalTransition(f"only a pending payment is charged, not {payment.state.value}")
+    return _order_entry(EntryKind.CHARGE, payment)
+
+
+def refund_entry(payment: Payment) -> LedgerEntry:
+    if payment.state is not PaymentState.CHARGED:
+        raise IllegalTransition(f"only a charged payment is refunded, not {payment.state.value}")
+    return _order_entry(EntryKind.REFUND, payment)

@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from services.payment.event_handlers import subscriptions
 from services.payment.grpc_handlers import ACCESS, PaymentServicer, unit_of_work_factory
+from services.payment.provider import PaymentProviderSimulator
 from services.payment.settings import PaymentSettings
 from shared.db.pool import create_pool
+from shared.messaging.runtime import run_messaging
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
 from shop.payment.v1 import payment_pb2_grpc
@@ -19,14 +22,17 @@ async def bindings(settings: PaymentSettings) -> AsyncIterator[list[ServiceBindi
     pool = await create_pool(
         settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
     )
+    uow_factory = unit_of_work_factory(pool)
+    saga = subscriptions(PaymentProviderSimulator.from_settings(settings))
     try:
-        yield [
-            ServiceBinding(
-                "shop.payment.v1.PaymentService",
-                payment_pb2_grpc.add_PaymentServiceServicer_to_server,
-                PaymentServicer(unit_of_work_factory(pool), settings.currency),
-            )
-        ]
+        async with run_messaging(settings, pool, uow_factory, saga):
+            yield [
+                ServiceBinding(
+                    "shop.payment.v1.PaymentService",
+                    payment_pb2_grpc.add_PaymentServiceServicer_to_server,
+                    PaymentServicer(uow_factory, settings.currency),
+                )
+            ]
     finally:
         await pool.close()
 

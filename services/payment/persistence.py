@@ -1,4 +1,4 @@
-"""The wallet and ledger repositories and the unit of work over asyncpg."""
+"""The wallet, ledger and payment repositories and the unit of work over asyncpg."""
 
 from __future__ import annotations
 
@@ -7,13 +7,24 @@ import uuid
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.payment.domain import MAX_BALANCE_MINOR, EntryKind, LedgerEntry, Wallet
+from services.payment.domain import (
+    MAX_BALANCE_MINOR,
+    EntryKind,
+    LedgerEntry,
+    Payment,
+    PaymentState,
+    Wallet,
+)
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
 
 _WALLET_COLUMNS = "user_id, balance_minor, currency, updated_at"
 _ENTRY_COLUMNS = (
     "entry_id, user_id, kind, amount_minor, currency, idempotency_key, order_id, created_at"
+)
+_PAYMENT_COLUMNS = (
+    "order_id, user_id, state, amount_minor, currency, reason, charge_id, refund_id,"
+    " created_at, updated_at"
 )
 
 
@@ -37,6 +48,21 @@ def _entry(row: asyncpg.Record) -> LedgerEntry:
     )
 
 
+def _payment(row: asyncpg.Record) -> Payment:
+    amount_minor = row["amount_minor"]
+    return Payment(
+        order_id=row["order_id"],
+        user_id=row["user_id"],
+        state=PaymentState(row["state"]),
+        amount=Money(amount_minor, row["currency"]) if amount_minor is not None else None,
+        reason=row["reason"],
+        charge_id=row["charge_id"],
+        refund_id=row["refund_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
 class WalletRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
@@ -52,7 +78,8 @@ class WalletRepository:
         await self._conn.execute(
             "INSERT INTO wallets (user_id, balance_minor, currency, updated_at)"
             " VALUES ($1, 0, $2, now()) ON CONFLICT (user_id) DO NOTHING",
-            user_id, currency,
+            user_id,
+            currency,
         )
 
     async def credit(self, user_id: uuid.UUID, amount: Money) -> Wallet | None:
@@ -65,9 +92,43 @@ class WalletRepository:
             "UPDATE wallets SET balance_minor = balance_minor + $2::bigint, updated_at = now()"
             " WHERE user_id = $1 AND currency = $3 AND balance_minor <= $4::bigint - $2::bigint"
             f" RETURNING {_WALLET_COLUMNS}",
-            user_id, amount.amount_minor, amount.currency, MAX_BALANCE_MINOR,
+            user_id,
+            amount.amount_minor,
+            amount.currency,
+            MAX_BALANCE_MINOR,
         )
         return _wallet(row) if row else None
+
+    async def debit(self, user_id: uuid.UUID, amount: Money) -> bool:
+        """Takes ``amount`` if the wallet holds that much in that currency; False otherwise.
+
+        Check and write are one statement under the row lock, so two charges
+        can never both pass the check on one balance.
+        """
+        row = await self._conn.fetchval(
+            "UPDATE wallets SET balance_minor = balance_minor - $2::bigint, updated_at = now()"
+            " WHERE user_id = $1 AND currency = $3 AND balance_minor >= $2::bigint"
+            " RETURNING true",
+            user_id,
+            amount.amount_minor,
+            amount.currency,
+        )
+        return row is not None
+
+    async def give_back(self, user_id: uuid.UUID, amount: Money) -> bool:
+        """Returns a charged ``amount``; False only if the wallet is gone or changed currency.
+
+        Unlike a top-up this ignores the balance ceiling: the money was the
+        user's before the charge, and a refund is not optional.
+        """
+        row = await self._conn.fetchval(
+            "UPDATE wallets SET balance_minor = balance_minor + $2::bigint, updated_at = now()"
+            " WHERE user_id = $1 AND currency = $3 RETURNING true",
+            user_id,
+            amount.amount_minor,
+            amount.currency,
+        )
+        return row is not None
 
 
 class LedgerRepository:
@@ -84,8 +145,14 @@ class LedgerRepository:
             f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS})"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
             " ON CONFLICT (user_id, kind, idempotency_key) DO NOTHING RETURNING entry_id",
-            entry.entry_id, entry.user_id, entry.kind.value, entry.amount.amount_minor,
-            entry.amount.currency, entry.idempotency_key, entry.order_id, entry.created_at,
+            entry.entry_id,
+            entry.user_id,
+            entry.kind.value,
+            entry.amount.amount_minor,
+            entry.amount.currency,
+            entry.idempotency_key,
+            entry.order_id,
+            entry.created_at,
         )
         return entry_id is not None
 
@@ -95,15 +162,95 @@ class LedgerRepository:
         row = await self._conn.fetchrow(
             f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries"
             " WHERE user_id = $1 AND kind = $2 AND idempotency_key = $3",
-            user_id, kind.value, idempotency_key,
+            user_id,
+            kind.value,
+            idempotency_key,
         )
         return _entry(row) if row else None
+
+    async def add(self, entry: LedgerEntry) -> None:
+        """Books an order's charge or refund; the unique indexes refuse a second one."""
+        await self._conn.execute(
+            f"INSERT INTO ledger_entries ({_ENTRY_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            entry.entry_id,
+            entry.user_id,
+            entry.kind.value,
+            entry.amount.amount_minor,
+            entry.amount.currency,
+            entry.idempotency_key,
+            entry.order_id,
+            entry.created_at,
+        )
+
+
+class PaymentRepository:
+    def __init__(self, conn: PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    async def get(self, order_id: uuid.UUID) -> Payment | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = $1", order_id
+        )
+        return _payment(row) if row else None
+
+    async def lock(self, order_id: uuid.UUID) -> Payment | None:
+        """The record, locked until commit, so no other handler decides for this order meanwhile."""
+        row = await self._conn.fetchrow(
+            f"SELECT {_PAYMENT_COLUMNS} FROM payments WHERE order_id = $1 FOR UPDATE", order_id
+        )
+        return _payment(row) if row else None
+
+    async def claim(self, payment: Payment) -> bool:
+        """Inserts the order's first record; False if the order already has one.
+
+        A concurrent claim of the same order waits for the first transaction
+        and then inserts nothing, so exactly one delivery gets to decide.
+        """
+        amount = payment.amount
+        claimed = await self._conn.fetchval(
+            f"INSERT INTO payments ({_PAYMENT_COLUMNS})"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " ON CONFLICT (order_id) DO NOTHING RETURNING true",
+            payment.order_id,
+            payment.user_id,
+            payment.state.value,
+            amount.amount_minor if amount else None,
+            amount.currency if amount else None,
+            payment.reason,
+            payment.charge_id,
+            payment.refund_id,
+            payment.created_at,
+            payment.updated_at,
+        )
+        return claimed is not None
+
+    async def move(self, source: PaymentState, payment: Payment) -> None:
+        """Stores ``payment``'s new state over the record, which must still be in ``source``."""
+        status = await self._conn.execute(
+            "UPDATE payments SET state = $3, reason = $4, charge_id = $5, refund_id = $6,"
+            " updated_at = $7 WHERE order_id = $1 AND state = $2",
+            payment.order_id,
+            source.value,
+            payment.state.value,
+            payment.reason,
+            payment.charge_id,
+            payment.refund_id,
+            payment.updated_at,
+        )
+        if status != "UPDATE 1":
+            # The caller holds the record (claimed or locked), so this is a bug, not a race.
+            raise RuntimeError(
+                f"payment for order {payment.order_id} was not {source.value} ({status})"
+            )
 
 
 class PaymentUnitOfWork(PostgresUnitOfWork):
     wallets: WalletRepository
     ledger: LedgerRepository
+    payments: PaymentRepository
 
     def bind(self, connection: PoolConnectionProxy) -> None:
         self.wallets = WalletRepository(connection)
         self.ledger = LedgerRepository(connection)
+        self.payments = PaymentRepository(connection)

@@ -52,8 +52,7 @@ class Product:
         return replace(
             self,
             title=_title(title) if title is not None else self.title,
-            description=_description(description) if description is not None
-            else self.description,
+            description=_description(description) if description is not None else self.description,
             price=price or self.price,
             status=status or self.status,
             updated_at=datetime.now(UTC),

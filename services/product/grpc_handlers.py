@@ -23,10 +23,12 @@ from shared.validation import (
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 _SERVICE = "/shop.product.v1.ProductService/"
-ACCESS = AccessPolicy({
-    _SERVICE + "CreateProduct": Access.ADMIN,
-    _SERVICE + "UpdateProduct": Access.ADMIN,
-})
+ACCESS = AccessPolicy(
+    {
+        _SERVICE + "CreateProduct": Access.ADMIN,
+        _SERVICE + "UpdateProduct": Access.ADMIN,
+    }
+)
 
 _STATUS_FROM_PROTO = {
     product_pb2.PRODUCT_STATUS_DRAFT: ProductStatus.DRAFT,
@@ -39,9 +41,14 @@ MAX_BATCH = 100
 
 def product_to_proto(p: Product) -> product_pb2.Product:
     return product_pb2.Product(
-        product_id=str(p.product_id), sku=p.sku, title=p.title, description=p.description,
-        price=money_to_proto(p.price), status=_STATUS_TO_PROTO[p.status],
-        created_at=timestamp(p.created_at), updated_at=timestamp(p.updated_at),
+        product_id=str(p.product_id),
+        sku=p.sku,
+        title=p.title,
+        description=p.description,
+        price=money_to_proto(p.price),
+        status=_STATUS_TO_PROTO[p.status],
+        created_at=timestamp(p.created_at),
+        updated_at=timestamp(p.updated_at),
     )
 
 
@@ -123,8 +130,10 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         after = None
         if cursor is not None:
             try:
-                after = (datetime.fromisoformat(cursor["t"]),
-                         parse_uuid(cursor["id"], "page_token"))
+                after = (
+                    datetime.fromisoformat(cursor["t"]),
+                    parse_uuid(cursor["id"], "page_token"),
+                )
             except (KeyError, TypeError, ValueError):
                 raise InvalidArgument("page_token", "is not a token this service issued") from None
         async with self._uow() as uow:
@@ -134,8 +143,9 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         if len(products) > limit:
             products = products[:limit]
             last = products[-1]
-            next_token = encode_page_token({"t": last.created_at.isoformat(),
-                                            "id": str(last.product_id)})
+            next_token = encode_page_token(
+                {"t": last.created_at.isoformat(), "id": str(last.product_id)}
+            )
         return product_pb2.ListProductsResponse(
             products=[product_to_proto(p) for p in products], next_page_token=next_token
         )

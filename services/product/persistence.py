@@ -62,8 +62,13 @@ class ProductRepository:
         await self._conn.execute(
             "UPDATE products SET title=$2, description=$3, price_minor=$4, currency=$5,"
             " status=$6, updated_at=$7 WHERE product_id=$1",
-            product.product_id, product.title, product.description, product.price.amount_minor,
-            product.price.currency, product.status.value, product.updated_at,
+            product.product_id,
+            product.title,
+            product.description,
+            product.price.amount_minor,
+            product.price.currency,
+            product.status.value,
+            product.updated_at,
         )
 
     async def list_page(
@@ -92,8 +97,17 @@ class ProductRepository:
 
 
 def _values(p: Product) -> tuple[Any, ...]:
-    return (p.product_id, p.sku, p.title, p.description, p.price.amount_minor, p.price.currency,
-            p.status.value, p.created_at, p.updated_at)
+    return (
+        p.product_id,
+        p.sku,
+        p.title,
+        p.description,
+        p.price.amount_minor,
+        p.price.currency,
+        p.status.value,
+        p.created_at,
+        p.updated_at,
+    )
 
 
 class ProductUnitOfWork(PostgresUnitOfWork):

@@ -26,10 +26,12 @@ from shared.validation import parse_uuid
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
 _SERVICE = "/shop.user.v1.UserService/"
-ACCESS = AccessPolicy({
-    _SERVICE + "Register": Access.PUBLIC,
-    _SERVICE + "Login": Access.PUBLIC,
-})
+ACCESS = AccessPolicy(
+    {
+        _SERVICE + "Register": Access.PUBLIC,
+        _SERVICE + "Login": Access.PUBLIC,
+    }
+)
 
 _ROLE_TO_PROTO = {
     Role.CUSTOMER: user_pb2.ROLE_CUSTOMER,
@@ -41,7 +43,9 @@ _BAD_CREDENTIALS = "email or password is incorrect"
 
 def user_to_proto(u: User) -> user_pb2.User:
     return user_pb2.User(
-        user_id=str(u.user_id), email=u.email, role=_ROLE_TO_PROTO[u.role],
+        user_id=str(u.user_id),
+        email=u.email,
+        role=_ROLE_TO_PROTO[u.role],
         created_at=timestamp(u.created_at),
     )
 

@@ -34,8 +34,12 @@ class UserRepository:
         try:
             await self._conn.execute(
                 f"INSERT INTO users ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
-                user.user_id, user.email, user.password_hash, user.role.value,
-                user.created_at, user.updated_at,
+                user.user_id,
+                user.email,
+                user.password_hash,
+                user.role.value,
+                user.created_at,
+                user.updated_at,
             )
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"an account for {user.email} already exists") from None
@@ -59,15 +63,21 @@ class UserRepository:
         status = await self._conn.execute(
             "UPDATE users SET password_hash=$2, updated_at=$3"
             " WHERE user_id=$1 AND password_hash=$4",
-            user.user_id, user.password_hash, user.updated_at, expected_hash,
+            user.user_id,
+            user.password_hash,
+            user.updated_at,
+            expected_hash,
         )
         return status == "UPDATE 1"
 
     async def update_role(self, user: User) -> None:
         await self._conn.execute(
             "UPDATE users SET role=$2, updated_at=$3 WHERE user_id=$1",
-            user.user_id, user.role.value, user.updated_at,
+            user.user_id,
+            user.role.value,
+            user.updated_at,
         )
+
 
 class UserUnitOfWork(PostgresUnitOfWork):
     users: UserRepository

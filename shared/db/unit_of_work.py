@@ -37,10 +37,17 @@ class PostgresUnitOfWork:
         return Outbox(self.connection)
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._pool.acquire()
-        self._transaction = self._conn.transaction()
-        await self._transaction.start()
-        self.bind(self._conn)
+        conn = await self._pool.acquire()
+        try:
+            transaction = conn.transaction()
+            await transaction.start()
+        except BaseException:
+            # __aexit__ never runs when entering fails (a cancelled task, say):
+            # without this the connection would never go back and pool.close() would hang.
+            await self._pool.release(conn)
+            raise
+        self._conn, self._transaction = conn, transaction
+        self.bind(conn)
         return self
 
     async def __aexit__(

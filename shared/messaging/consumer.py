@@ -101,8 +101,7 @@ class IdempotentConsumer(Generic[UowT]):
         assert self._consumer is not None
         while True:
             try:
-                batches = await self._consumer.getmany(timeout_ms=200,
-                                                       max_records=self._max_batch)
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=self._max_batch)
             except KafkaError as exc:
                 log.warning("%s: fetch failed (%s); retrying", self.name, exc)
                 await asyncio.sleep(1.0)
@@ -118,8 +117,9 @@ class IdempotentConsumer(Generic[UowT]):
             except (CommitFailedError, KafkaError) as exc:
                 # A rebalance took the partitions away; their new owner re-reads these
                 # records and the processed_events table makes that harmless.
-                log.warning("%s: offset commit failed (%s); records will be redelivered",
-                            self.name, exc)
+                log.warning(
+                    "%s: offset commit failed (%s); records will be redelivered", self.name, exc
+                )
 
     async def _process_partition(self, records: list[ConsumerRecord]) -> int:
         """Handles the records in order; returns the next offset to commit."""
@@ -136,8 +136,9 @@ class IdempotentConsumer(Generic[UowT]):
             try:
                 await self._apply(events)
             except Exception as exc:
-                log.warning("%s: batch of %d failed (%r); retrying one by one", self.name,
-                            len(events), exc)
+                log.warning(
+                    "%s: batch of %d failed (%r); retrying one by one", self.name, len(events), exc
+                )
                 for record, event in events:
                     await self._apply_with_retries(record, event)
         return records[-1].offset + 1
@@ -149,7 +150,8 @@ class IdempotentConsumer(Generic[UowT]):
                 first_time = await uow.connection.fetchval(
                     "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
                     " ON CONFLICT DO NOTHING RETURNING true",
-                    self.name, event.event_id,
+                    self.name,
+                    event.event_id,
                 )
                 if not first_time:
                     duplicates += 1

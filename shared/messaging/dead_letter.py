@@ -26,5 +26,11 @@ async def dead_letter(
         ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
     ]
     await producer.send_and_wait(DEADLETTER, value=record.value, key=record.key, headers=headers)
-    log.error("dead-lettered %s/%s/%s for %s: %s", record.topic, record.partition, record.offset,
-              consumer, error)
+    log.error(
+        "dead-lettered %s/%s/%s for %s: %s",
+        record.topic,
+        record.partition,
+        record.offset,
+        consumer,
+        error,
+    )

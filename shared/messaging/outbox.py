@@ -23,7 +23,11 @@ class Outbox:
         await self._conn.execute(
             "INSERT INTO outbox (event_id, topic, key, event_type, payload, traceparent)"
             " VALUES ($1, $2, $3, $4, $5, $6)",
-            envelope.event_id, topic, aggregate_id, envelope.type,
-            envelope.SerializeToString(), trace_context.child_of(trace_context.current()),
+            envelope.event_id,
+            topic,
+            aggregate_id,
+            envelope.type,
+            envelope.SerializeToString(),
+            trace_context.child_of(trace_context.current()),
         )
         return envelope.event_id

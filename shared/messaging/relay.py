@@ -56,8 +56,13 @@ def kafka_producer(bootstrap: str) -> AIOKafkaProducer:
 
 class OutboxRelay:
     def __init__(
-        self, pool: asyncpg.Pool, producer: AIOKafkaProducer, *, dsn: str,
-        batch_size: int = 500, retention_seconds: float = 3600.0,
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        *,
+        dsn: str,
+        batch_size: int = 500,
+        retention_seconds: float = 3600.0,
     ) -> None:
         self._pool = pool
         self._dsn = dsn  # for the LISTEN connection, which must not go back to the pool
@@ -116,8 +121,12 @@ class OutboxRelay:
                 now = time.monotonic()
                 if now - last_lag_log > 5:
                     lag = await self._lag_or_none()
-                    log.warning("outbox relay cannot publish (%s); retrying in %.1fs; lag %s",
-                                exc, backoff, lag)
+                    log.warning(
+                        "outbox relay cannot publish (%s); retrying in %.1fs; lag %s",
+                        exc,
+                        backoff,
+                        lag,
+                    )
                     last_lag_log = now
                 await self._unlisten()
                 await asyncio.sleep(backoff)
@@ -142,7 +151,9 @@ class OutboxRelay:
             # Sent in order; the idempotent producer keeps per-partition order on retries.
             futures = [
                 await self._producer.send(
-                    row["topic"], value=row["payload"], key=row["key"].encode(),
+                    row["topic"],
+                    value=row["payload"],
+                    key=row["key"].encode(),
                     headers=[(TRACE_HEADER, (row["traceparent"] or "").encode())],
                 )
                 for row in rows

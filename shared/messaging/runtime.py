@@ -44,7 +44,7 @@ async def run_messaging(
     consumer: IdempotentConsumer[UowT] | None = None
     try:
         await relay.start()
-        if subscriptions is not None:
+        if subscriptions is not None and settings.consume_events:
             consumer = IdempotentConsumer(
                 name=settings.service_name,
                 topics=subscriptions.topics,

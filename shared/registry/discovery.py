@@ -49,8 +49,9 @@ def parse_instance(key: bytes, value: bytes, lease_id: int) -> Instance | None:
         return None
     try:
         record = json.loads(value)
-        return Instance(parts[0], parts[1], str(record["address"]), str(record.get("version", "")),
-                        lease_id)
+        return Instance(
+            parts[0], parts[1], str(record["address"]), str(record.get("version", "")), lease_id
+        )
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -74,8 +74,9 @@ class ServiceRegistration:
                     continue
                 reply = await self._lease.refresh()
                 if reply is None or reply.TTL <= 0:
-                    log.warning("lease %x of %s is gone; registering again", self._lease.id,
-                                self.key)
+                    log.warning(
+                        "lease %x of %s is gone; registering again", self._lease.id, self.key
+                    )
                     self._lease = None
                     await self._register()
             except (ClientError, OSError) as exc:
@@ -98,6 +99,7 @@ class ServiceRegistration:
                 await self._lease.revoke()
                 log.info("revoked lease %x; %s deregistered", self._lease.id, self.key)
             except (ClientError, OSError) as exc:
-                log.warning("could not revoke lease of %s (%s); it expires in %ss",
-                            self.key, exc, self._ttl)
+                log.warning(
+                    "could not revoke lease of %s (%s); it expires in %ss", self.key, exc, self._ttl
+                )
             self._lease = None

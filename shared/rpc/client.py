@@ -35,8 +35,7 @@ def forwarded_credentials(
     more authority than the user who asked it to.
     """
     return tuple(
-        (key, value) for key, value in context.invocation_metadata() or ()
-        if key == "authorization"
+        (key, value) for key, value in context.invocation_metadata() or () if key == "authorization"
     )
 
 
@@ -73,8 +72,9 @@ class ServiceClients:
             except grpc.aio.AioRpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
-                log.warning("%s at %s unavailable; trying another instance", service,
-                            instance.address)
+                log.warning(
+                    "%s at %s unavailable; trying another instance", service, instance.address
+                )
                 self._directory.cache.eject(instance, EJECT_SECONDS)
                 last_error = error
         assert last_error is not None

@@ -50,8 +50,11 @@ class AccessPolicy:
         return self._rules.get(method, Access.AUTHENTICATED)
 
 
-def _wrap(handler: Handler, around: Callable[[UnaryBehavior], UnaryBehavior],
-          around_stream: Callable[[StreamBehavior], StreamBehavior]) -> Handler:
+def _wrap(
+    handler: Handler,
+    around: Callable[[UnaryBehavior], UnaryBehavior],
+    around_stream: Callable[[StreamBehavior], StreamBehavior],
+) -> Handler:
     """Returns the handler with its behaviour wrapped (unary or server-streaming)."""
     # grpc's handler is a namedtuple; its stubs type the behaviours as sync callables.
     raw: Any = handler

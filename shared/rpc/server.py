@@ -2,8 +2,10 @@
 
 Start-up order: serve, then register (so nobody is sent to a port that is not
 listening), then report SERVING. Shutdown order is the reverse, and the lease
-goes first: revoke (peers drop us from their caches), NOT_SERVING, then drain
-in-flight RPCs for up to the grace period.
+goes first: revoke (peers drop us from their caches), run the bindings'
+``on_shutdown`` hooks (e.g. end long-lived streams, which would otherwise hold
+the drain until the grace period expires), NOT_SERVING, then drain in-flight
+RPCs for up to the grace period.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,8 @@ class ServiceBinding:
     full_name: str  # e.g. "shop.product.v1.ProductService"
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     servicer: Any
+    # Run when the instance starts to stop, right after its lease is revoked.
+    on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
 
 
 def token_verifier(settings: ServiceSettings) -> TokenVerifier:
@@ -77,8 +81,9 @@ class ServiceHost:
             binding.add_to_server(binding.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [b.full_name for b in self._bindings]
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME,
-                                             health.SERVICE_NAME], self._server)
+        reflection.enable_server_reflection(
+            [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], self._server
+        )
         self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._server.start()
         s = self.settings
@@ -108,6 +113,12 @@ class ServiceHost:
     async def stop(self) -> None:
         if self.registration is not None:
             await self.registration.stop()
+        for binding in self._bindings:
+            for hook in binding.on_shutdown:
+                try:
+                    await hook()
+                except Exception:  # the server must still stop
+                    log.exception("on_shutdown hook of %s failed", binding.full_name)
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.settings.shutdown_grace_seconds)
         await self._etcd.close()

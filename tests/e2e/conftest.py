@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import pytest_asyncio
@@ -20,6 +21,8 @@ E2E_TTL = 3
 
 @dataclass
 class RunningSystem:
+    stack: Stack
+    keys: TestKeys
     launcher: SystemLauncher
     directory: ServiceDirectory
     clients: ServiceClients
@@ -27,20 +30,40 @@ class RunningSystem:
     logs: list[str]
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
+@contextlib.asynccontextmanager
+async def running_system(
+    stack: Stack,
+    keys: TestKeys,
+    *,
+    replicas: Mapping[str, int] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[RunningSystem]:
+    """Fresh databases, every service as its own process, the demo data seeded."""
     for service in SERVICES:
         await recreate_database(stack, service)
     logs: list[str] = []
-    launcher = SystemLauncher(stack, keys.directory, replicas={"product": 2},
-                              registry_ttl_seconds=E2E_TTL, log_sink=logs.append)
+    launcher = SystemLauncher(
+        stack,
+        keys.directory,
+        replicas=replicas or {},
+        registry_ttl_seconds=E2E_TTL,
+        extra_env=extra_env or {},
+        log_sink=logs.append,
+    )
     async with open_directory(stack) as directory:
         clients = ServiceClients(directory)
         try:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)
             products = await seed(clients, stack.pg_dsn("shop_user"))
-            yield RunningSystem(launcher, directory, clients, products, logs)
+            yield RunningSystem(stack, keys, launcher, directory, clients, products, logs)
         finally:
             await clients.close()
             await launcher.stop_all()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
+    """Two product instances, so one can be killed."""
+    async with running_system(stack, keys, replicas={"product": 2}) as running:
+        yield running

@@ -57,8 +57,11 @@ async def test_sigkilled_instance_leaves_etcd_within_ttl_and_calls_keep_succeedi
     killed_at = loop.time()
     async with asyncio.timeout(E2E_TTL + 1):
         await system.directory.wait_until(
-            lambda: victim.instance_id not in
-            {i.instance_id for i in system.directory.instances("product")})
+            lambda: (
+                victim.instance_id
+                not in {i.instance_id for i in system.directory.instances("product")}
+            )
+        )
     gone_after = loop.time() - killed_at
     await asyncio.sleep(1.0)  # keep calling on the survivor alone
     stop.set()
@@ -67,5 +70,6 @@ async def test_sigkilled_instance_leaves_etcd_within_ttl_and_calls_keep_succeedi
     assert gone_after <= E2E_TTL + 1
     assert failures == [], f"{len(failures)} calls failed, first: {failures[0]!r}"
     assert successes > 20
-    assert [i.instance_id for i in system.directory.instances("product")] == \
-        [p.instance_id for p in products[1:]]
+    assert [i.instance_id for i in system.directory.instances("product")] == [
+        p.instance_id for p in products[1:]
+    ]

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("stock",)
+# Every table the service owns: the saga's tables and the outbox must not move either.
+TABLES = ("stock", "reservations", "reservation_lines", "outbox")
 # A row that exists before every bad-input call, so NOT_FOUND and writes are both observable.
 SEEDED_SKU = "SEEDED-1"
 
@@ -34,10 +35,13 @@ SEEDED_SKU = "SEEDED-1"
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningService]:
     await recreate_database(stack, "inventory")
-    async with run_service(SERVICE, stack, keys) as running:
+    # Without the consumer: saga events other tests publish on the shared topics would
+    # otherwise write reservations here while the row counts are being compared.
+    async with run_service(SERVICE, stack, keys, consume_events=False) as running:
         stub = InventoryServiceStub(running.channel)
-        await stub.SetStock(pb.SetStockRequest(sku=SEEDED_SKU, available=7),
-                            metadata=bearer(keys.token(Role.ADMIN)))
+        await stub.SetStock(
+            pb.SetStockRequest(sku=SEEDED_SKU, available=7), metadata=bearer(keys.token(Role.ADMIN))
+        )
         yield running
 
 
@@ -57,7 +61,8 @@ async def stock_row(service: RunningService, sku: str) -> asyncpg.Record:
     try:
         row = await conn.fetchrow(
             "SELECT *, available + reserved + sold = total_received AS balanced"
-            " FROM stock WHERE sku = $1", sku,
+            " FROM stock WHERE sku = $1",
+            sku,
         )
     finally:
         await conn.close()
@@ -81,7 +86,12 @@ async def test_set_stock_creates_the_row_as_received(stub, admin, service) -> No
     response = await stub.SetStock(pb.SetStockRequest(sku="NEW-1", available=10), metadata=admin)
     stock = response.stock
     assert (stock.sku, stock.available, stock.reserved, stock.sold, stock.total_received) == (
-        "NEW-1", 10, 0, 0, 10)
+        "NEW-1",
+        10,
+        0,
+        0,
+        10,
+    )
     assert stock.HasField("updated_at")
     row = await stock_row(service, "NEW-1")
     assert (row["available"], row["total_received"]) == (10, 10)
@@ -90,40 +100,46 @@ async def test_set_stock_creates_the_row_as_received(stub, admin, service) -> No
 async def test_increase_and_decrease_book_the_difference(stub, admin, service) -> None:
     await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=10), metadata=admin)
     # Stand-in for the saga: 3 units reserved and 2 sold out of the 10 received.
-    await execute(service, "UPDATE stock SET available = 5, reserved = 3, sold = 2"
-                           " WHERE sku = 'LEDGER-1'")
+    await execute(
+        service, "UPDATE stock SET available = 5, reserved = 3, sold = 2 WHERE sku = 'LEDGER-1'"
+    )
 
-    up = (await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=20),
-                              metadata=admin)).stock
+    up = (
+        await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=20), metadata=admin)
+    ).stock
     assert (up.available, up.reserved, up.sold, up.total_received) == (20, 3, 2, 25)
     row = await stock_row(service, "LEDGER-1")
-    assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (
-        20, 3, 2, 25)
+    assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (20, 3, 2, 25)
 
-    down = (await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=4),
-                                metadata=admin)).stock
+    down = (
+        await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=4), metadata=admin)
+    ).stock
     assert (down.available, down.reserved, down.sold, down.total_received) == (4, 3, 2, 9)
 
-    zero = (await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=0),
-                                metadata=admin)).stock
+    zero = (
+        await stub.SetStock(pb.SetStockRequest(sku="LEDGER-1", available=0), metadata=admin)
+    ).stock
     assert (zero.available, zero.reserved, zero.sold, zero.total_received) == (0, 3, 2, 5)
     row = await stock_row(service, "LEDGER-1")
-    assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (
-        0, 3, 2, 5)
+    assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (0, 3, 2, 5)
 
 
 async def test_set_stock_to_the_bounds(stub, admin, service) -> None:
     for value in (MAX_AVAILABLE, 0, MAX_AVAILABLE):
-        stock = (await stub.SetStock(pb.SetStockRequest(sku="BOUNDS-1", available=value),
-                                     metadata=admin)).stock
+        stock = (
+            await stub.SetStock(pb.SetStockRequest(sku="BOUNDS-1", available=value), metadata=admin)
+        ).stock
         assert stock.available == stock.total_received == value
     await stock_row(service, "BOUNDS-1")
 
 
 async def test_get_stock_for_any_valid_token(stub, keys) -> None:
     for role in (Role.CUSTOMER, Role.ADMIN):
-        stock = (await stub.GetStock(pb.GetStockRequest(sku=SEEDED_SKU),
-                                     metadata=bearer(keys.token(role)))).stock
+        stock = (
+            await stub.GetStock(
+                pb.GetStockRequest(sku=SEEDED_SKU), metadata=bearer(keys.token(role))
+            )
+        ).stock
         assert (stock.sku, stock.available, stock.total_received) == (SEEDED_SKU, 7, 7)
 
 
@@ -140,8 +156,9 @@ async def test_batch_get_stock_splits_found_and_missing(stub, admin, keys) -> No
 
 async def test_batch_get_stock_takes_a_full_batch(stub, keys) -> None:
     skus = [SEEDED_SKU, *(f"ABSENT-{i}" for i in range(MAX_BATCH - 1))]
-    response = await stub.BatchGetStock(pb.BatchGetStockRequest(skus=skus),
-                                        metadata=bearer(keys.token()))
+    response = await stub.BatchGetStock(
+        pb.BatchGetStockRequest(skus=skus), metadata=bearer(keys.token())
+    )
     assert [s.sku for s in response.stocks] == [SEEDED_SKU]
     assert len(response.missing_skus) == MAX_BATCH - 1
 
@@ -150,14 +167,15 @@ async def test_batch_get_stock_takes_a_full_batch(stub, keys) -> None:
 
 
 async def test_concurrent_first_use_of_a_sku_makes_one_balanced_row(stub, admin, service) -> None:
-    responses = await asyncio.gather(*(
-        stub.SetStock(pb.SetStockRequest(sku="RACE-NEW", available=42), metadata=admin)
-        for _ in range(50)
-    ))
+    responses = await asyncio.gather(
+        *(
+            stub.SetStock(pb.SetStockRequest(sku="RACE-NEW", available=42), metadata=admin)
+            for _ in range(50)
+        )
+    )
     assert all(r.stock.available == r.stock.total_received == 42 for r in responses)
     row = await stock_row(service, "RACE-NEW")
-    assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (
-        42, 0, 0, 42)
+    assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (42, 0, 0, 42)
 
 
 async def test_concurrent_set_stock_with_concurrent_reservations(stub, admin, service) -> None:
@@ -172,18 +190,21 @@ async def test_concurrent_set_stock_with_concurrent_reservations(stub, admin, se
     pool = await asyncpg.create_pool(service.dsn, min_size=5, max_size=10)
     assert pool is not None
     try:
+
         async def reserve_one() -> bool:
             status = await pool.execute(
                 "UPDATE stock SET available = available - 1, reserved = reserved + 1,"
-                " updated_at = now() WHERE sku = $1 AND available >= 1", sku,
+                " updated_at = now() WHERE sku = $1 AND available >= 1",
+                sku,
             )
             return status == "UPDATE 1"
 
         values = list(range(51, 101))
         calls: list[Awaitable[Any]] = []
         for value in values:
-            calls.append(stub.SetStock(pb.SetStockRequest(sku=sku, available=value),
-                                       metadata=admin))
+            calls.append(
+                stub.SetStock(pb.SetStockRequest(sku=sku, available=value), metadata=admin)
+            )
             calls.append(reserve_one())
         results = await asyncio.gather(*calls)
     finally:
@@ -203,10 +224,12 @@ async def test_concurrent_set_stock_with_concurrent_reservations(stub, admin, se
 
 async def test_concurrent_set_stock_on_many_skus(stub, admin, service) -> None:
     before = await service.count("stock")
-    await asyncio.gather(*(
-        stub.SetStock(pb.SetStockRequest(sku=f"MANY-{i}", available=i), metadata=admin)
-        for i in range(50)
-    ))
+    await asyncio.gather(
+        *(
+            stub.SetStock(pb.SetStockRequest(sku=f"MANY-{i}", available=i), metadata=admin)
+            for i in range(50)
+        )
+    )
     assert await service.count("stock") == before + 50
     for i in (0, 17, 49):
         row = await stock_row(service, f"MANY-{i}")
@@ -229,8 +252,9 @@ def _customer(k: TestKeys) -> tuple[tuple[str, str], ...]:
 
 
 def _set(sku: str, available: int, auth: Callable[[TestKeys], Any] = _admin) -> Call:
-    return lambda s, k: s.SetStock(pb.SetStockRequest(sku=sku, available=available),
-                                   metadata=auth(k))
+    return lambda s, k: s.SetStock(
+        pb.SetStockRequest(sku=sku, available=available), metadata=auth(k)
+    )
 
 
 def _get(sku: str, auth: Callable[[TestKeys], Any] = _customer) -> Call:
@@ -283,8 +307,7 @@ BAD_INPUT: list[tuple[str, Call, grpc.StatusCode]] = [
     ("get-garbage-token", _get(SEEDED_SKU, _garbage), Code.UNAUTHENTICATED),
     # BatchGetStock (any valid token; unknown SKUs are reported in missing_skus)
     ("batch-empty", _batch([]), Code.INVALID_ARGUMENT),
-    ("batch-oversized", _batch([f"SKU-{i}" for i in range(MAX_BATCH + 1)]),
-     Code.INVALID_ARGUMENT),
+    ("batch-oversized", _batch([f"SKU-{i}" for i in range(MAX_BATCH + 1)]), Code.INVALID_ARGUMENT),
     ("batch-one-empty-sku", _batch([SEEDED_SKU, ""]), Code.INVALID_ARGUMENT),
     ("batch-one-malformed-sku", _batch([SEEDED_SKU, "bad sku"]), Code.INVALID_ARGUMENT),
     ("batch-one-oversized-sku", _batch([SEEDED_SKU, "A" * 65]), Code.INVALID_ARGUMENT),
@@ -294,11 +317,15 @@ BAD_INPUT: list[tuple[str, Call, grpc.StatusCode]] = [
 ]
 
 
-@pytest.mark.parametrize(("call", "code"), [pytest.param(c, code, id=name)
-                                           for name, c, code in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("call", "code"), [pytest.param(c, code, id=name) for name, c, code in BAD_INPUT]
+)
 async def test_bad_input_is_rejected_and_writes_nothing(
-    service: RunningService, stub: InventoryServiceAsyncStub, keys: TestKeys,
-    call: Call, code: grpc.StatusCode,
+    service: RunningService,
+    stub: InventoryServiceAsyncStub,
+    keys: TestKeys,
+    call: Call,
+    code: grpc.StatusCode,
 ) -> None:
     before = {t: await service.count(t) for t in TABLES}
     seeded = await stock_row(service, SEEDED_SKU)

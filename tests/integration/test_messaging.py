@@ -61,8 +61,9 @@ def order_created(order_id: str) -> order_events_pb2.OrderCreated:
 
 
 async def read_all(stack: Stack, topic: str, expected: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.kafka_bootstrap,
-                                auto_offset_reset="earliest", group_id=None)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+    )
     await consumer.start()
     records: list = []
     try:
@@ -111,9 +112,11 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
     stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> None:
     topic = await new_topic(stack, partitions=1)
+
     async def record(uow: PostgresUnitOfWork, event: Event) -> None:
-        await uow.connection.execute("INSERT INTO effects VALUES ($1, $2)", event.event_id,
-                                     event.envelope.aggregate_id)
+        await uow.connection.execute(
+            "INSERT INTO effects VALUES ($1, $2)", event.event_id, event.envelope.aggregate_id
+        )
 
     async def explode(uow: PostgresUnitOfWork, event: Event) -> None:
         raise RuntimeError("this handler always fails")
@@ -129,14 +132,20 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
 
     group = f"test-{uuid.uuid4().hex[:6]}"
     consumer = IdempotentConsumer(
-        name=group, topics=[topic], bootstrap=stack.kafka_bootstrap,
+        name=group,
+        topics=[topic],
+        bootstrap=stack.kafka_bootstrap,
         unit_of_work=lambda: PostgresUnitOfWork(pool),
-        handlers={"shop.events.v1.OrderCreated": record,
-                  "shop.events.v1.OrderCancelled": explode},
-        dead_letters=producer, attempts=2,
+        handlers={"shop.events.v1.OrderCreated": record, "shop.events.v1.OrderCancelled": explode},
+        dead_letters=producer,
+        attempts=2,
     )
-    dlq = AIOKafkaConsumer(DEADLETTER, bootstrap_servers=stack.kafka_bootstrap,
-                           auto_offset_reset="latest", group_id=None)
+    dlq = AIOKafkaConsumer(
+        DEADLETTER,
+        bootstrap_servers=stack.kafka_bootstrap,
+        auto_offset_reset="latest",
+        group_id=None,
+    )
     await dlq.start()
     await dlq.seek_to_end()
     await consumer.start()
@@ -148,8 +157,9 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
         async with asyncio.timeout(10):
             while len(dead) < 2:
                 for batch in (await dlq.getmany(timeout_ms=200)).values():
-                    dead.extend(r for r in batch
-                                if dict(r.headers)["dlq.consumer"] == group.encode())
+                    dead.extend(
+                        r for r in batch if dict(r.headers)["dlq.consumer"] == group.encode()
+                    )
     finally:
         await consumer.stop()
         await dlq.stop()
@@ -159,6 +169,8 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
     errors = sorted(dict(r.headers)["dlq.error"].decode() for r in dead)
     assert errors[0].startswith("malformed")
     assert "OrderCancelled failed 2 times" in errors[1]
-    effects = await pool.fetch("SELECT note FROM effects WHERE event_id = ANY($1::uuid[])",
-                               [uuid.UUID(good.event_id), uuid.UUID(after.event_id)])
+    effects = await pool.fetch(
+        "SELECT note FROM effects WHERE event_id = ANY($1::uuid[])",
+        [uuid.UUID(good.event_id), uuid.UUID(after.event_id)],
+    )
     assert sorted(r["note"] for r in effects) == ["a", "c"]

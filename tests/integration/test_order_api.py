@@ -20,13 +20,17 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
+from services.order.event_handlers import on_inventory_committed, on_inventory_rejected
 from services.order.main import SERVICE as ORDER
 from services.order.persistence import OrderUnitOfWork
 from services.product.main import SERVICE as PRODUCT
 from shared.auth.identity import Role
+from shared.messaging.envelope import Event, unwrap, wrap
+from shared.messaging.topics import ORDERS
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client, instance_key
 from shop.common.v1 import money_pb2
+from shop.events.v1 import inventory_events_pb2, order_events_pb2
 from shop.order.v1 import order_pb2 as pb
 from shop.order.v1 import order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
@@ -35,7 +39,14 @@ from tests.support.tokens import TestKeys, bearer
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("orders", "order_items")
+TABLES = ("orders", "order_items", "outbox")
+# No saga timeout and no event consumer while these tests run: either would settle
+# their orders (and write outbox rows) behind their backs, e.g. when an inventory
+# service elsewhere on the shared test Kafka rejects their OrderCreated events.
+# tests/integration/test_order_saga.py covers both.
+NO_TIMEOUT = {"saga_timeout_seconds": 3600, "consume_events": False}
+
+
 C = grpc.StatusCode
 
 
@@ -48,13 +59,19 @@ def new_key() -> str:
 
 
 async def create_product(
-    products: Any, keys: TestKeys, *, price: int = 250, currency: str = "USD",
+    products: Any,
+    keys: TestKeys,
+    *,
+    price: int = 250,
+    currency: str = "USD",
     status: int = product_pb2.PRODUCT_STATUS_ACTIVE,
 ) -> product_pb2.Product:
     reply = await products.CreateProduct(
         product_pb2.CreateProductRequest(
-            sku=f"T-{uuid.uuid4().hex[:10].upper()}", title="A thing",
-            price=money(price, currency), status=status,  # type: ignore[arg-type]
+            sku=f"T-{uuid.uuid4().hex[:10].upper()}",
+            title="A thing",
+            price=money(price, currency),
+            status=status,  # type: ignore[arg-type]
         ),
         metadata=bearer(keys.token(Role.ADMIN)),
     )
@@ -93,9 +110,11 @@ async def registered_dead_product(stack: Stack) -> AsyncIterator[None]:
     client = etcd_client(stack.etcd_endpoint)
     lease = await client.lease(10)  # cleans itself up should the test die here
     try:
-        await client.put(instance_key("product", "dead").encode(),
-                         json.dumps({"address": "127.0.0.1:1", "version": "0"}).encode(),
-                         lease=lease)
+        await client.put(
+            instance_key("product", "dead").encode(),
+            json.dumps({"address": "127.0.0.1:1", "version": "0"}).encode(),
+            lease=lease,
+        )
         await wait_for_product_instances(stack, lambda n: n == 1)
         yield
     finally:
@@ -107,27 +126,30 @@ async def registered_dead_product(stack: Stack) -> AsyncIterator[None]:
 # First in this module on purpose: the module's own product instance (fixture below)
 # must not be registered yet, or the order service would simply fail over to it.
 
+
 async def test_product_outage_answers_unavailable_and_writes_nothing(
     stack: Stack, keys: TestKeys
 ) -> None:
     try:
         await wait_for_product_instances(stack, lambda n: n == 0)
     except TimeoutError:
-        pytest.fail("another product instance is registered in the test etcd; this test "
-                    "needs the only one, so that stopping it is an outage")
+        pytest.fail(
+            "another product instance is registered in the test etcd; this test "
+            "needs the only one, so that stopping it is an outage"
+        )
     await recreate_database(stack, "product")
     await recreate_database(stack, "order")
     product_cm = run_service(PRODUCT, stack, keys)
     product = await product_cm.__aenter__()
     product_running = True
     try:
-        async with run_service(ORDER, stack, keys) as order:
+        async with run_service(ORDER, stack, keys, **NO_TIMEOUT) as order:
             orders: Any = order_pb2_grpc.OrderServiceStub(order.channel)
-            item = await create_product(product_pb2_grpc.ProductServiceStub(product.channel),
-                                        keys)
+            item = await create_product(product_pb2_grpc.ProductServiceStub(product.channel), keys)
             token = bearer(keys.token())
-            first = await orders.PlaceOrder(place_request([(item.product_id, 2)], "before"),
-                                            metadata=token)
+            first = await orders.PlaceOrder(
+                place_request([(item.product_id, 2)], "before"), metadata=token
+            )
 
             await product_cm.__aexit__(None, None, None)
             product_running = False
@@ -143,8 +165,9 @@ async def test_product_outage_answers_unavailable_and_writes_nothing(
             async with registered_dead_product(stack):
                 for _ in range(100):  # until the order service's own watch has seen it
                     with pytest.raises(grpc.aio.AioRpcError) as caught:
-                        await orders.PlaceOrder(place_request([(item.product_id, 1)]),
-                                                metadata=token)
+                        await orders.PlaceOrder(
+                            place_request([(item.product_id, 1)]), metadata=token
+                        )
                     assert caught.value.code() == C.UNAVAILABLE, caught.value.details()
                     if "no live instance" not in (caught.value.details() or ""):
                         break
@@ -153,8 +176,9 @@ async def test_product_outage_answers_unavailable_and_writes_nothing(
             assert await counts(order) == before
 
             # A retry is answered from the order's own table: no product call needed.
-            retry = await orders.PlaceOrder(place_request([(item.product_id, 2)], "before"),
-                                            metadata=token)
+            retry = await orders.PlaceOrder(
+                place_request([(item.product_id, 2)], "before"), metadata=token
+            )
             assert retry.order == first.order
             assert await counts(order) == before
     finally:
@@ -163,6 +187,7 @@ async def test_product_outage_answers_unavailable_and_writes_nothing(
 
 
 # --- the module's services --------------------------------------------------------------
+
 
 @dataclass
 class World:
@@ -180,6 +205,9 @@ class World:
     user_id: uuid.UUID = field(default_factory=uuid.uuid4)
     order_id: str = ""
     order_key: str = "the-first-order"
+    # Orders of that customer the saga already settled.
+    confirmed_id: str = ""
+    rejected_id: str = ""
 
     def token(self, user_id: uuid.UUID | None = None) -> tuple[tuple[str, str], ...]:
         return bearer(self.keys.token(Role.CUSTOMER, user_id=user_id or self.user_id))
@@ -190,82 +218,162 @@ async def world(stack: Stack, keys: TestKeys) -> AsyncIterator[World]:
     await recreate_database(stack, "product")
     await recreate_database(stack, "order")
     # Product first, so the order service's directory lists it at start-up.
-    async with run_service(PRODUCT, stack, keys) as product, \
-            run_service(ORDER, stack, keys) as order:
+    async with (
+        run_service(PRODUCT, stack, keys) as product,
+        run_service(ORDER, stack, keys, **NO_TIMEOUT) as order,
+    ):
         products: Any = product_pb2_grpc.ProductServiceStub(product.channel)
         w = World(
-            stack=stack, keys=keys, product=product, order=order, products=products,
+            stack=stack,
+            keys=keys,
+            product=product,
+            order=order,
+            products=products,
             orders=order_pb2_grpc.OrderServiceStub(order.channel),
             usd=[await create_product(products, keys, price=p) for p in (250, 1999, 5)],
             eur=await create_product(products, keys, currency="EUR"),
-            archived=await create_product(products, keys,
-                                          status=product_pb2.PRODUCT_STATUS_ARCHIVED),
+            archived=await create_product(
+                products, keys, status=product_pb2.PRODUCT_STATUS_ARCHIVED
+            ),
             draft=await create_product(products, keys, status=product_pb2.PRODUCT_STATUS_DRAFT),
         )
         reply = await w.orders.PlaceOrder(
-            place_request([(w.usd[0].product_id, 1)], w.order_key), metadata=w.token())
+            place_request([(w.usd[0].product_id, 1)], w.order_key), metadata=w.token()
+        )
         w.order_id = reply.order.order_id
+        w.confirmed_id = await settled_order(
+            w, on_inventory_committed, inventory_events_pb2.InventoryCommitted()
+        )
+        w.rejected_id = await settled_order(
+            w, on_inventory_rejected, inventory_events_pb2.InventoryRejected(sku="X")
+        )
         yield w
 
 
+async def settled_order(w: World, handler: Any, payload: Any) -> str:
+    """A new order of the world's customer, settled by calling the saga's handler."""
+    reply = await w.orders.PlaceOrder(place_request([(w.usd[2].product_id, 1)]), metadata=w.token())
+    order_id = reply.order.order_id
+    pool = await asyncpg.create_pool(w.order.dsn, min_size=1, max_size=1)
+    try:
+        async with OrderUnitOfWork(pool) as uow:
+            await handler(uow, Event(envelope=wrap(payload, order_id), payload=payload))
+    finally:
+        await pool.close()
+    return order_id
+
+
 # --- PlaceOrder -------------------------------------------------------------------------
+
 
 async def test_place_order_prices_from_the_catalog(world: World) -> None:
     a, b = world.usd[0], world.usd[1]
     user = uuid.uuid4()
     before = await counts(world.order)
     reply = await world.orders.PlaceOrder(
-        place_request([(a.product_id, 3), (b.product_id, 2)]), metadata=world.token(user))
+        place_request([(a.product_id, 3), (b.product_id, 2)]), metadata=world.token(user)
+    )
     order = reply.order
     assert order.status == pb.ORDER_STATUS_PENDING
     assert order.user_id == str(user)
     assert order.status_reason == ""
     assert order.total == money(3 * 250 + 2 * 1999)
-    assert {(i.product_id, i.sku, i.quantity, i.unit_price.amount_minor) for i in order.items} \
-        == {(a.product_id, a.sku, 3, 250), (b.product_id, b.sku, 2, 1999)}
+    assert {(i.product_id, i.sku, i.quantity, i.unit_price.amount_minor) for i in order.items} == {
+        (a.product_id, a.sku, 3, 250),
+        (b.product_id, b.sku, 2, 1999),
+    }
     assert order.created_at.seconds > 0 and order.created_at == order.updated_at
-    assert await counts(world.order) == {"orders": before["orders"] + 1,
-                                         "order_items": before["order_items"] + 2}
-    got = await world.orders.GetOrder(pb.GetOrderRequest(order_id=order.order_id),
-                                      metadata=world.token(user))
+    # ... and one OrderCreated in the outbox, committed with it.
+    assert await counts(world.order) == {
+        "orders": before["orders"] + 1,
+        "order_items": before["order_items"] + 2,
+        "outbox": before["outbox"] + 1,
+    }
+    got = await world.orders.GetOrder(
+        pb.GetOrderRequest(order_id=order.order_id), metadata=world.token(user)
+    )
     assert got.order == order
 
 
 async def test_prices_are_captured_when_the_order_is_placed(world: World) -> None:
     item = await create_product(world.products, world.keys, price=1000)
-    placed = await world.orders.PlaceOrder(place_request([(item.product_id, 1)]),
-                                           metadata=world.token())
+    placed = await world.orders.PlaceOrder(
+        place_request([(item.product_id, 1)]), metadata=world.token()
+    )
     await world.products.UpdateProduct(
-        product_pb2.UpdateProductRequest(product_id=item.product_id, price=money(9999),
-                                         status=product_pb2.PRODUCT_STATUS_ARCHIVED),
+        product_pb2.UpdateProductRequest(
+            product_id=item.product_id,
+            price=money(9999),
+            status=product_pb2.PRODUCT_STATUS_ARCHIVED,
+        ),
         metadata=bearer(world.keys.token(Role.ADMIN)),
     )
-    got = await world.orders.GetOrder(pb.GetOrderRequest(order_id=placed.order.order_id),
-                                      metadata=world.token())
+    got = await world.orders.GetOrder(
+        pb.GetOrderRequest(order_id=placed.order.order_id), metadata=world.token()
+    )
     assert got.order.total == money(1000)
     assert got.order.items[0].unit_price == money(1000)
+
+
+async def test_place_order_starts_the_saga_with_order_created(world: World) -> None:
+    a, b = world.usd[0], world.usd[1]
+    user, key = uuid.uuid4(), new_key()
+    placed = (
+        await world.orders.PlaceOrder(
+            place_request([(b.product_id, 2), (a.product_id, 3)], key), metadata=world.token(user)
+        )
+    ).order
+    retried = (
+        await world.orders.PlaceOrder(
+            place_request([(a.product_id, 3), (b.product_id, 2)], key), metadata=world.token(user)
+        )
+    ).order
+    assert retried == placed
+
+    conn = await asyncpg.connect(world.order.dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT topic, event_type, payload FROM outbox WHERE key = $1", placed.order_id
+        )
+    finally:
+        await conn.close()
+    assert [(r["topic"], r["event_type"]) for r in rows] == [
+        (ORDERS, "shop.events.v1.OrderCreated")
+    ]  # one, despite the retry
+    event = unwrap(rows[0]["payload"])
+    assert event.envelope.aggregate_id == placed.order_id
+    assert event.payload == order_events_pb2.OrderCreated(
+        order_id=placed.order_id,
+        user_id=str(user),
+        lines=[order_events_pb2.OrderLine(sku=i.sku, quantity=i.quantity) for i in placed.items],
+        total=money(3 * 250 + 2 * 1999),
+    )
 
 
 async def test_retry_with_the_same_key_returns_the_first_order(world: World) -> None:
     a, b = world.usd[0], world.usd[1]
     key = new_key()
-    first = await world.orders.PlaceOrder(place_request([(a.product_id, 1), (b.product_id, 4)],
-                                                        key), metadata=world.token())
+    first = await world.orders.PlaceOrder(
+        place_request([(a.product_id, 1), (b.product_id, 4)], key), metadata=world.token()
+    )
     before = await counts(world.order)
-    again = await world.orders.PlaceOrder(place_request([(b.product_id, 4), (a.product_id, 1)],
-                                                        key), metadata=world.token())
+    again = await world.orders.PlaceOrder(
+        place_request([(b.product_id, 4), (a.product_id, 1)], key), metadata=world.token()
+    )
     assert again.order == first.order
     assert await counts(world.order) == before
 
 
 async def test_same_key_with_different_items_is_refused(world: World) -> None:
     key = new_key()
-    first = await world.orders.PlaceOrder(place_request([(world.usd[0].product_id, 1)], key),
-                                          metadata=world.token())
+    first = await world.orders.PlaceOrder(
+        place_request([(world.usd[0].product_id, 1)], key), metadata=world.token()
+    )
     before = await counts(world.order)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await world.orders.PlaceOrder(place_request([(world.usd[0].product_id, 2)], key),
-                                      metadata=world.token())
+        await world.orders.PlaceOrder(
+            place_request([(world.usd[0].product_id, 2)], key), metadata=world.token()
+        )
     assert caught.value.code() == C.FAILED_PRECONDITION
     assert first.order.order_id in (caught.value.details() or "")
     assert await counts(world.order) == before
@@ -275,8 +383,9 @@ async def test_the_key_belongs_to_one_user(world: World) -> None:
     key = new_key()
     items = [(world.usd[0].product_id, 1)]
     mine = await world.orders.PlaceOrder(place_request(items, key), metadata=world.token())
-    theirs = await world.orders.PlaceOrder(place_request(items, key),
-                                           metadata=world.token(uuid.uuid4()))
+    theirs = await world.orders.PlaceOrder(
+        place_request(items, key), metadata=world.token(uuid.uuid4())
+    )
     assert mine.order.order_id != theirs.order.order_id
 
 
@@ -284,31 +393,40 @@ async def test_concurrent_duplicates_make_one_order(world: World) -> None:
     user, key = uuid.uuid4(), new_key()
     items = [(world.usd[0].product_id, 2), (world.usd[2].product_id, 7)]
     before = await counts(world.order)
-    replies = await asyncio.gather(*(
-        world.orders.PlaceOrder(place_request(items, key), metadata=world.token(user))
-        for _ in range(10)
-    ))
+    replies = await asyncio.gather(
+        *(
+            world.orders.PlaceOrder(place_request(items, key), metadata=world.token(user))
+            for _ in range(10)
+        )
+    )
     assert len({r.order.order_id for r in replies}) == 1
     assert all(r.order == replies[0].order for r in replies)
-    assert await counts(world.order) == {"orders": before["orders"] + 1,
-                                         "order_items": before["order_items"] + 2}
+    # ... and one OrderCreated in the outbox, committed with it.
+    assert await counts(world.order) == {
+        "orders": before["orders"] + 1,
+        "order_items": before["order_items"] + 2,
+        "outbox": before["outbox"] + 1,
+    }
 
 
 async def test_product_deadline_answers_unavailable(world: World) -> None:
     # Its own order instance, whose catalog deadline passes before any answer can arrive.
-    async with run_service(ORDER, world.stack, world.keys,
-                           product_deadline_seconds=1e-6) as hurried:
+    async with run_service(
+        ORDER, world.stack, world.keys, **NO_TIMEOUT, product_deadline_seconds=1e-6
+    ) as hurried:
         orders: Any = order_pb2_grpc.OrderServiceStub(hurried.channel)
         before = await counts(hurried)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await orders.PlaceOrder(place_request([(world.usd[0].product_id, 1)]),
-                                    metadata=world.token())
+            await orders.PlaceOrder(
+                place_request([(world.usd[0].product_id, 1)]), metadata=world.token()
+            )
         assert caught.value.code() == C.UNAVAILABLE, caught.value.details()
         assert "in time" in (caught.value.details() or "")
         assert await counts(hurried) == before
 
 
 # --- GetOrder ---------------------------------------------------------------------------
+
 
 async def test_owner_and_admin_read_an_order_others_do_not(world: World) -> None:
     request = pb.GetOrderRequest(order_id=world.order_id)
@@ -329,8 +447,9 @@ async def test_owner_and_admin_read_an_order_others_do_not(world: World) -> None
 
 async def test_status_changes_persist(world: World) -> None:
     """The saga's write path: load for update, transition, save."""
-    placed = await world.orders.PlaceOrder(place_request([(world.usd[1].product_id, 1)]),
-                                           metadata=world.token())
+    placed = await world.orders.PlaceOrder(
+        place_request([(world.usd[1].product_id, 1)]), metadata=world.token()
+    )
     order_id = uuid.UUID(placed.order.order_id)
     pool = await asyncpg.create_pool(world.order.dsn, min_size=1, max_size=1)
     try:
@@ -340,8 +459,9 @@ async def test_status_changes_persist(world: World) -> None:
             await uow.orders.save(order.cancel("customer changed their mind"))
     finally:
         await pool.close()
-    got = await world.orders.GetOrder(pb.GetOrderRequest(order_id=str(order_id)),
-                                      metadata=world.token())
+    got = await world.orders.GetOrder(
+        pb.GetOrderRequest(order_id=str(order_id)), metadata=world.token()
+    )
     assert got.order.status == pb.ORDER_STATUS_CANCELLED
     assert got.order.status_reason == "customer changed their mind"
     assert got.order.updated_at.ToDatetime() > got.order.created_at.ToDatetime()
@@ -350,18 +470,21 @@ async def test_status_changes_persist(world: World) -> None:
 
 # --- ListOrders -------------------------------------------------------------------------
 
+
 async def test_list_orders_pages_newest_first(world: World) -> None:
     user = uuid.uuid4()
     placed = []
     for quantity in range(1, 6):
         reply = await world.orders.PlaceOrder(
-            place_request([(world.usd[2].product_id, quantity)]), metadata=world.token(user))
+            place_request([(world.usd[2].product_id, quantity)]), metadata=world.token(user)
+        )
         placed.append(reply.order.order_id)
     seen: list[str] = []
     token, pages = "", 0
     while True:
-        reply = await world.orders.ListOrders(pb.ListOrdersRequest(page_size=2, page_token=token),
-                                              metadata=world.token(user))
+        reply = await world.orders.ListOrders(
+            pb.ListOrdersRequest(page_size=2, page_token=token), metadata=world.token(user)
+        )
         pages += 1
         assert len(reply.orders) <= 2
         assert all(o.user_id == str(user) and len(o.items) == 1 for o in reply.orders)
@@ -371,26 +494,33 @@ async def test_list_orders_pages_newest_first(world: World) -> None:
             break
     assert seen == placed[::-1]
     assert pages == 3
-    everything = await world.orders.ListOrders(pb.ListOrdersRequest(),
-                                               metadata=world.token(user))
+    everything = await world.orders.ListOrders(pb.ListOrdersRequest(), metadata=world.token(user))
     assert [o.order_id for o in everything.orders] == placed[::-1]
     assert everything.next_page_token == ""
 
 
 async def test_list_orders_shows_only_the_callers_orders(world: World) -> None:
-    nobody = await world.orders.ListOrders(pb.ListOrdersRequest(),
-                                           metadata=world.token(uuid.uuid4()))
+    nobody = await world.orders.ListOrders(
+        pb.ListOrdersRequest(), metadata=world.token(uuid.uuid4())
+    )
     assert list(nobody.orders) == [] and nobody.next_page_token == ""
-    mine = await world.orders.ListOrders(pb.ListOrdersRequest(page_size=100),
-                                         metadata=world.token())
+    mine = await world.orders.ListOrders(
+        pb.ListOrdersRequest(page_size=100), metadata=world.token()
+    )
     assert world.order_id in {o.order_id for o in mine.orders}
     assert {o.user_id for o in mine.orders} == {str(world.user_id)}
 
 
 # --- every bad input: exact status, nothing written -------------------------------------
 
-CUSTOMER, OTHER_USER, NONE, EXPIRED, MALFORMED = (
-    "customer", "other user", "none", "expired", "malformed")
+CUSTOMER, OTHER_USER, ADMIN, NONE, EXPIRED, MALFORMED = (
+    "customer",
+    "other user",
+    "admin",
+    "none",
+    "expired",
+    "malformed",
+)
 
 
 def _page_token(cursor: str) -> str:
@@ -417,85 +547,357 @@ UNKNOWN_ID = str(uuid.uuid4())
 
 BAD_INPUTS = [
     # PlaceOrder
-    Bad("place: empty", "PlaceOrder", lambda w: pb.PlaceOrderRequest(), C.INVALID_ARGUMENT,
-        detail="idempotency_key"),
-    Bad("place: no items", "PlaceOrder", lambda w: place_request([]), C.INVALID_ARGUMENT,
-        detail="items"),
-    Bad("place: 51 items", "PlaceOrder",
+    Bad(
+        "place: empty",
+        "PlaceOrder",
+        lambda w: pb.PlaceOrderRequest(),
+        C.INVALID_ARGUMENT,
+        detail="idempotency_key",
+    ),
+    Bad(
+        "place: no items",
+        "PlaceOrder",
+        lambda w: place_request([]),
+        C.INVALID_ARGUMENT,
+        detail="items",
+    ),
+    Bad(
+        "place: 51 items",
+        "PlaceOrder",
         lambda w: place_request([(str(uuid.uuid4()), 1) for _ in range(51)]),
-        C.INVALID_ARGUMENT, detail="items"),
-    Bad("place: duplicate product", "PlaceOrder",
+        C.INVALID_ARGUMENT,
+        detail="items",
+    ),
+    Bad(
+        "place: duplicate product",
+        "PlaceOrder",
         lambda w: place_request([(_usd(w), 1), (_usd(w, 1), 1), (_usd(w), 2)]),
-        C.INVALID_ARGUMENT, detail="items[2].product_id"),
-    Bad("place: empty product id", "PlaceOrder", lambda w: place_request([("", 1)]),
-        C.INVALID_ARGUMENT, detail="items[0].product_id"),
-    Bad("place: malformed product id", "PlaceOrder",
+        C.INVALID_ARGUMENT,
+        detail="items[2].product_id",
+    ),
+    Bad(
+        "place: empty product id",
+        "PlaceOrder",
+        lambda w: place_request([("", 1)]),
+        C.INVALID_ARGUMENT,
+        detail="items[0].product_id",
+    ),
+    Bad(
+        "place: malformed product id",
+        "PlaceOrder",
         lambda w: place_request([(_usd(w), 1), ("not-a-uuid", 1)]),
-        C.INVALID_ARGUMENT, detail="items[1].product_id"),
-    Bad("place: zero quantity", "PlaceOrder", lambda w: place_request([(_usd(w), 0)]),
-        C.INVALID_ARGUMENT, detail="items[0].quantity"),
-    Bad("place: negative quantity", "PlaceOrder", lambda w: place_request([(_usd(w), -3)]),
-        C.INVALID_ARGUMENT, detail="items[0].quantity"),
-    Bad("place: oversized quantity", "PlaceOrder",
+        C.INVALID_ARGUMENT,
+        detail="items[1].product_id",
+    ),
+    Bad(
+        "place: zero quantity",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 0)]),
+        C.INVALID_ARGUMENT,
+        detail="items[0].quantity",
+    ),
+    Bad(
+        "place: negative quantity",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), -3)]),
+        C.INVALID_ARGUMENT,
+        detail="items[0].quantity",
+    ),
+    Bad(
+        "place: oversized quantity",
+        "PlaceOrder",
         lambda w: place_request([(_usd(w), 1), (_usd(w, 1), 101)]),
-        C.INVALID_ARGUMENT, detail="items[1].quantity"),
-    Bad("place: empty key", "PlaceOrder", lambda w: place_request([(_usd(w), 1)], ""),
-        C.INVALID_ARGUMENT, detail="idempotency_key"),
-    Bad("place: oversized key", "PlaceOrder", lambda w: place_request([(_usd(w), 1)], "k" * 65),
-        C.INVALID_ARGUMENT, detail="idempotency_key"),
-    Bad("place: unknown product", "PlaceOrder",
-        lambda w: place_request([(_usd(w), 1), (UNKNOWN_ID, 1)]), C.NOT_FOUND, detail=UNKNOWN_ID),
-    Bad("place: archived product", "PlaceOrder",
+        C.INVALID_ARGUMENT,
+        detail="items[1].quantity",
+    ),
+    Bad(
+        "place: empty key",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1)], ""),
+        C.INVALID_ARGUMENT,
+        detail="idempotency_key",
+    ),
+    Bad(
+        "place: oversized key",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1)], "k" * 65),
+        C.INVALID_ARGUMENT,
+        detail="idempotency_key",
+    ),
+    Bad(
+        "place: unknown product",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1), (UNKNOWN_ID, 1)]),
+        C.NOT_FOUND,
+        detail=UNKNOWN_ID,
+    ),
+    Bad(
+        "place: archived product",
+        "PlaceOrder",
         lambda w: place_request([(_usd(w), 1), (w.archived.product_id, 1)]),
-        C.FAILED_PRECONDITION),
-    Bad("place: draft product", "PlaceOrder",
-        lambda w: place_request([(w.draft.product_id, 1)]), C.FAILED_PRECONDITION),
-    Bad("place: mixed currencies", "PlaceOrder",
-        lambda w: place_request([(_usd(w), 1), (w.eur.product_id, 1)]), C.FAILED_PRECONDITION,
-        detail="EUR, USD"),
-    Bad("place: key reused for other items", "PlaceOrder",
-        lambda w: place_request([(_usd(w, 1), 1)], w.order_key), C.FAILED_PRECONDITION),
-    Bad("place: no token", "PlaceOrder", lambda w: place_request([(_usd(w), 1)]),
-        C.UNAUTHENTICATED, caller=NONE),
-    Bad("place: expired token", "PlaceOrder", lambda w: place_request([(_usd(w), 1)]),
-        C.UNAUTHENTICATED, caller=EXPIRED),
-    Bad("place: malformed authorization", "PlaceOrder", lambda w: place_request([(_usd(w), 1)]),
-        C.UNAUTHENTICATED, caller=MALFORMED),
+        C.FAILED_PRECONDITION,
+    ),
+    Bad(
+        "place: draft product",
+        "PlaceOrder",
+        lambda w: place_request([(w.draft.product_id, 1)]),
+        C.FAILED_PRECONDITION,
+    ),
+    Bad(
+        "place: mixed currencies",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1), (w.eur.product_id, 1)]),
+        C.FAILED_PRECONDITION,
+        detail="EUR, USD",
+    ),
+    Bad(
+        "place: key reused for other items",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w, 1), 1)], w.order_key),
+        C.FAILED_PRECONDITION,
+    ),
+    Bad(
+        "place: no token",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1)]),
+        C.UNAUTHENTICATED,
+        caller=NONE,
+    ),
+    Bad(
+        "place: expired token",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1)]),
+        C.UNAUTHENTICATED,
+        caller=EXPIRED,
+    ),
+    Bad(
+        "place: malformed authorization",
+        "PlaceOrder",
+        lambda w: place_request([(_usd(w), 1)]),
+        C.UNAUTHENTICATED,
+        caller=MALFORMED,
+    ),
     # GetOrder
-    Bad("get: empty", "GetOrder", lambda w: pb.GetOrderRequest(), C.INVALID_ARGUMENT,
-        detail="order_id"),
-    Bad("get: malformed id", "GetOrder", lambda w: pb.GetOrderRequest(order_id="12; DROP"),
-        C.INVALID_ARGUMENT, detail="order_id"),
-    Bad("get: unknown id", "GetOrder", lambda w: pb.GetOrderRequest(order_id=UNKNOWN_ID),
-        C.NOT_FOUND),
-    Bad("get: another user's order", "GetOrder",
-        lambda w: pb.GetOrderRequest(order_id=w.order_id), C.NOT_FOUND, caller=OTHER_USER),
-    Bad("get: no token", "GetOrder", lambda w: pb.GetOrderRequest(order_id=w.order_id),
-        C.UNAUTHENTICATED, caller=NONE),
-    Bad("get: expired token", "GetOrder", lambda w: pb.GetOrderRequest(order_id=w.order_id),
-        C.UNAUTHENTICATED, caller=EXPIRED),
+    Bad(
+        "get: empty",
+        "GetOrder",
+        lambda w: pb.GetOrderRequest(),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "get: malformed id",
+        "GetOrder",
+        lambda w: pb.GetOrderRequest(order_id="12; DROP"),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "get: unknown id",
+        "GetOrder",
+        lambda w: pb.GetOrderRequest(order_id=UNKNOWN_ID),
+        C.NOT_FOUND,
+    ),
+    Bad(
+        "get: another user's order",
+        "GetOrder",
+        lambda w: pb.GetOrderRequest(order_id=w.order_id),
+        C.NOT_FOUND,
+        caller=OTHER_USER,
+    ),
+    Bad(
+        "get: no token",
+        "GetOrder",
+        lambda w: pb.GetOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=NONE,
+    ),
+    Bad(
+        "get: expired token",
+        "GetOrder",
+        lambda w: pb.GetOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=EXPIRED,
+    ),
     # ListOrders
-    Bad("list: negative page size", "ListOrders", lambda w: pb.ListOrdersRequest(page_size=-1),
-        C.INVALID_ARGUMENT, detail="page_size"),
-    Bad("list: oversized page size", "ListOrders",
-        lambda w: pb.ListOrdersRequest(page_size=101), C.INVALID_ARGUMENT, detail="page_size"),
-    Bad("list: garbage page token", "ListOrders",
-        lambda w: pb.ListOrdersRequest(page_token="%%%not base64"), C.INVALID_ARGUMENT,
-        detail="page_token"),
-    Bad("list: page token of a list", "ListOrders",
-        lambda w: pb.ListOrdersRequest(page_token=_page_token("[1, 2]")), C.INVALID_ARGUMENT,
-        detail="page_token"),
-    Bad("list: page token with wrong types", "ListOrders",
+    Bad(
+        "list: negative page size",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(page_size=-1),
+        C.INVALID_ARGUMENT,
+        detail="page_size",
+    ),
+    Bad(
+        "list: oversized page size",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(page_size=101),
+        C.INVALID_ARGUMENT,
+        detail="page_size",
+    ),
+    Bad(
+        "list: garbage page token",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(page_token="%%%not base64"),
+        C.INVALID_ARGUMENT,
+        detail="page_token",
+    ),
+    Bad(
+        "list: page token of a list",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(page_token=_page_token("[1, 2]")),
+        C.INVALID_ARGUMENT,
+        detail="page_token",
+    ),
+    Bad(
+        "list: page token with wrong types",
+        "ListOrders",
         lambda w: pb.ListOrdersRequest(page_token=_page_token('{"t": 5, "id": 7}')),
-        C.INVALID_ARGUMENT, detail="page_token"),
-    Bad("list: page token without offset", "ListOrders",
+        C.INVALID_ARGUMENT,
+        detail="page_token",
+    ),
+    Bad(
+        "list: page token without offset",
+        "ListOrders",
         lambda w: pb.ListOrdersRequest(
-            page_token=_page_token(f'{{"t": "2024-01-01T00:00:00", "id": "{UNKNOWN_ID}"}}')),
-        C.INVALID_ARGUMENT, detail="page_token"),
-    Bad("list: no token", "ListOrders", lambda w: pb.ListOrdersRequest(), C.UNAUTHENTICATED,
-        caller=NONE),
-    Bad("list: expired token", "ListOrders", lambda w: pb.ListOrdersRequest(),
-        C.UNAUTHENTICATED, caller=EXPIRED),
+            page_token=_page_token(f'{{"t": "2024-01-01T00:00:00", "id": "{UNKNOWN_ID}"}}')
+        ),
+        C.INVALID_ARGUMENT,
+        detail="page_token",
+    ),
+    Bad(
+        "list: no token",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(),
+        C.UNAUTHENTICATED,
+        caller=NONE,
+    ),
+    Bad(
+        "list: expired token",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(),
+        C.UNAUTHENTICATED,
+        caller=EXPIRED,
+    ),
+    # CancelOrder
+    Bad(
+        "cancel: empty",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "cancel: malformed id",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id="' OR 1=1 --"),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "cancel: oversized id",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id="f" * 10_000),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "cancel: unknown id",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=UNKNOWN_ID),
+        C.NOT_FOUND,
+    ),
+    Bad(
+        "cancel: another user's order",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=w.order_id),
+        C.NOT_FOUND,
+        caller=OTHER_USER,
+        detail="does not exist",
+    ),
+    Bad(
+        "cancel: an admin is not the owner",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=w.order_id),
+        C.NOT_FOUND,
+        caller=ADMIN,
+    ),
+    Bad(
+        "cancel: confirmed order",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=w.confirmed_id),
+        C.FAILED_PRECONDITION,
+        detail="confirmed",
+    ),
+    Bad(
+        "cancel: rejected order",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=w.rejected_id),
+        C.FAILED_PRECONDITION,
+        detail="rejected",
+    ),
+    Bad(
+        "cancel: no token",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=NONE,
+    ),
+    Bad(
+        "cancel: expired token",
+        "CancelOrder",
+        lambda w: pb.CancelOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=EXPIRED,
+    ),
+    # WatchOrder (server streaming: the error ends the stream before any message)
+    Bad(
+        "watch: empty",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "watch: malformed id",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(order_id="-1"),
+        C.INVALID_ARGUMENT,
+        detail="order_id",
+    ),
+    Bad(
+        "watch: unknown id",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(order_id=UNKNOWN_ID),
+        C.NOT_FOUND,
+    ),
+    Bad(
+        "watch: another user's order",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(order_id=w.order_id),
+        C.NOT_FOUND,
+        caller=OTHER_USER,
+    ),
+    Bad(
+        "watch: no token",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=NONE,
+    ),
+    Bad(
+        "watch: expired token",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=EXPIRED,
+    ),
+    Bad(
+        "watch: malformed authorization",
+        "WatchOrder",
+        lambda w: pb.WatchOrderRequest(order_id=w.order_id),
+        C.UNAUTHENTICATED,
+        caller=MALFORMED,
+    ),
 ]
 
 
@@ -504,6 +906,8 @@ def _metadata(world: World, caller: str) -> tuple[tuple[str, str], ...]:
         return world.token()
     if caller == OTHER_USER:
         return world.token(uuid.uuid4())
+    if caller == ADMIN:
+        return bearer(world.keys.token(Role.ADMIN))
     if caller == EXPIRED:
         return bearer(world.keys.expired_token(Role.CUSTOMER))
     if caller == MALFORMED:
@@ -511,15 +915,36 @@ def _metadata(world: World, caller: str) -> tuple[tuple[str, str], ...]:
     return ()
 
 
+async def state(service: RunningService) -> tuple[dict[str, int], str]:
+    """Row counts, and a digest of every order's status: a refused call changes neither."""
+    conn = await asyncpg.connect(service.dsn)
+    try:
+        digest = await conn.fetchval(
+            "SELECT md5(coalesce(string_agg(order_id::text || status || status_reason"
+            " || updated_at::text, ',' ORDER BY order_id), '')) FROM orders"
+        )
+    finally:
+        await conn.close()
+    return await counts(service), digest
+
+
+async def call(world: World, bad: Bad) -> None:
+    rpc = getattr(world.orders, bad.rpc)(bad.request(world), metadata=_metadata(world, bad.caller))
+    if isinstance(rpc, grpc.aio.UnaryStreamCall):
+        async for _ in rpc:
+            pytest.fail("a refused watch sent a message")
+    else:
+        await rpc
+
+
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=[b.name for b in BAD_INPUTS])
 async def test_bad_input_is_refused_and_writes_nothing(world: World, bad: Bad) -> None:
-    before = await counts(world.order)
+    before = await state(world.order)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await getattr(world.orders, bad.rpc)(bad.request(world),
-                                             metadata=_metadata(world, bad.caller))
+        await call(world, bad)
     assert caught.value.code() == bad.code, caught.value.details()
     assert bad.detail in (caught.value.details() or "")
-    assert await counts(world.order) == before
+    assert await state(world.order) == before
 
 
 def test_every_rpc_has_bad_inputs() -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 
-TABLES = ("wallets", "ledger_entries")
+TABLES = ("wallets", "ledger_entries", "payments", "outbox", "processed_events")
 # A customer with a wallet and one top-up under USED_KEY before every bad-input call.
 KNOWN_USER = uuid.uuid4()
 USED_KEY = "used-key"
@@ -43,10 +43,15 @@ def usd(amount: int) -> Money:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def service(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningService]:
     await recreate_database(stack, "payment")
-    async with run_service(SERVICE, stack, keys) as running:
+    # API only: a saga consumer here would also take other tests' events from the shared
+    # topics and write payments and outbox rows in the middle of the row counts below.
+    # The saga is tested in test_payment_saga.py.
+    async with run_service(SERVICE, stack, keys, consume_events=False) as running:
         stub = PaymentServiceStub(running.channel)
-        await stub.TopUp(pb.TopUpRequest(amount=usd(USED_AMOUNT), idempotency_key=USED_KEY),
-                         metadata=bearer(keys.token(Role.CUSTOMER, user_id=KNOWN_USER)))
+        await stub.TopUp(
+            pb.TopUpRequest(amount=usd(USED_AMOUNT), idempotency_key=USED_KEY),
+            metadata=bearer(keys.token(Role.CUSTOMER, user_id=KNOWN_USER)),
+        )
         yield running
 
 
@@ -86,8 +91,9 @@ async def balance_in_db(service: RunningService, user_id: uuid.UUID) -> int | No
 
 
 async def entries_of(service: RunningService, user_id: uuid.UUID) -> int:
-    rows = await fetch(service, "SELECT count(*) AS n FROM ledger_entries WHERE user_id = $1",
-                       user_id)
+    rows = await fetch(
+        service, "SELECT count(*) AS n FROM ledger_entries WHERE user_id = $1", user_id
+    )
     return int(rows[0]["n"])
 
 
@@ -96,8 +102,11 @@ async def entries_of(service: RunningService, user_id: uuid.UUID) -> int:
 
 async def test_first_top_up_opens_the_wallet(stub, keys, service) -> None:
     user = uuid.uuid4()
-    wallet = (await stub.TopUp(pb.TopUpRequest(amount=usd(500), idempotency_key="first"),
-                               metadata=customer(keys, user))).wallet
+    wallet = (
+        await stub.TopUp(
+            pb.TopUpRequest(amount=usd(500), idempotency_key="first"), metadata=customer(keys, user)
+        )
+    ).wallet
     assert wallet.user_id == str(user)
     assert (wallet.balance.amount_minor, wallet.balance.currency) == (500, "USD")
     assert wallet.HasField("updated_at")
@@ -109,19 +118,15 @@ async def test_first_top_up_opens_the_wallet(stub, keys, service) -> None:
 async def test_top_up_is_idempotent_per_key(stub, keys, service) -> None:
     user = uuid.uuid4()
     auth = customer(keys, user)
-    first = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"),
-                             metadata=auth)
-    repeat = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"),
-                              metadata=auth)
+    first = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"), metadata=auth)
+    repeat = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"), metadata=auth)
     assert first.wallet.balance.amount_minor == repeat.wallet.balance.amount_minor == 250
     assert await entries_of(service, user) == 1
 
-    other = await stub.TopUp(pb.TopUpRequest(amount=usd(50), idempotency_key="k2"),
-                             metadata=auth)
+    other = await stub.TopUp(pb.TopUpRequest(amount=usd(50), idempotency_key="k2"), metadata=auth)
     assert other.wallet.balance.amount_minor == 300
     # A retry of the first request, after another one, still credits nothing.
-    again = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"),
-                             metadata=auth)
+    again = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"), metadata=auth)
     assert again.wallet.balance.amount_minor == 300
     assert await balance_in_db(service, user) == 300
     assert await entries_of(service, user) == 2
@@ -131,8 +136,12 @@ async def test_top_up_is_idempotent_per_key(stub, keys, service) -> None:
 async def test_keys_are_per_user(stub, keys, service) -> None:
     alice, bob = uuid.uuid4(), uuid.uuid4()
     for user, amount in ((alice, 10), (bob, 20)):
-        wallet = (await stub.TopUp(pb.TopUpRequest(amount=usd(amount), idempotency_key="same"),
-                                   metadata=customer(keys, user))).wallet
+        wallet = (
+            await stub.TopUp(
+                pb.TopUpRequest(amount=usd(amount), idempotency_key="same"),
+                metadata=customer(keys, user),
+            )
+        ).wallet
         assert wallet.balance.amount_minor == amount
     assert (await balance_in_db(service, alice), await balance_in_db(service, bob)) == (10, 20)
 
@@ -151,15 +160,19 @@ async def test_get_balance_without_a_wallet_is_zero_and_creates_nothing(
 
 async def test_get_balance_shows_the_callers_own_wallet(stub, keys) -> None:
     user = uuid.uuid4()
-    await stub.TopUp(pb.TopUpRequest(amount=usd(MAX_AMOUNT_MINOR), idempotency_key="big"),
-                     metadata=customer(keys, user))
+    await stub.TopUp(
+        pb.TopUpRequest(amount=usd(MAX_AMOUNT_MINOR), idempotency_key="big"),
+        metadata=customer(keys, user),
+    )
     mine = (await stub.GetBalance(pb.GetBalanceRequest(), metadata=customer(keys, user))).wallet
     assert (mine.user_id, mine.balance.amount_minor) == (str(user), MAX_AMOUNT_MINOR)
-    known = (await stub.GetBalance(pb.GetBalanceRequest(),
-                                   metadata=customer(keys, KNOWN_USER))).wallet
+    known = (
+        await stub.GetBalance(pb.GetBalanceRequest(), metadata=customer(keys, KNOWN_USER))
+    ).wallet
     assert (known.user_id, known.balance.amount_minor) == (str(KNOWN_USER), USED_AMOUNT)
-    admin = (await stub.GetBalance(pb.GetBalanceRequest(),
-                                   metadata=bearer(keys.token(Role.ADMIN)))).wallet
+    admin = (
+        await stub.GetBalance(pb.GetBalanceRequest(), metadata=bearer(keys.token(Role.ADMIN)))
+    ).wallet
     assert admin.balance.amount_minor == 0
 
 
@@ -167,16 +180,19 @@ async def test_balance_ceiling_refuses_and_writes_nothing(stub, keys, service) -
     user = uuid.uuid4()
     auth = customer(keys, user)
     fills = MAX_BALANCE_MINOR // MAX_AMOUNT_MINOR
-    await asyncio.gather(*(
-        stub.TopUp(pb.TopUpRequest(amount=usd(MAX_AMOUNT_MINOR), idempotency_key=f"fill-{i}"),
-                   metadata=auth)
-        for i in range(fills)
-    ))
+    await asyncio.gather(
+        *(
+            stub.TopUp(
+                pb.TopUpRequest(amount=usd(MAX_AMOUNT_MINOR), idempotency_key=f"fill-{i}"),
+                metadata=auth,
+            )
+            for i in range(fills)
+        )
+    )
     assert await balance_in_db(service, user) == MAX_BALANCE_MINOR
     before = {t: await service.count(t) for t in TABLES}
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await stub.TopUp(pb.TopUpRequest(amount=usd(1), idempotency_key="one-more"),
-                         metadata=auth)
+        await stub.TopUp(pb.TopUpRequest(amount=usd(1), idempotency_key="one-more"), metadata=auth)
     assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert {t: await service.count(t) for t in TABLES} == before
     assert await balance_in_db(service, user) == MAX_BALANCE_MINOR
@@ -189,10 +205,12 @@ async def test_balance_ceiling_refuses_and_writes_nothing(stub, keys, service) -
 async def test_concurrent_top_ups_with_distinct_keys_all_count(stub, keys, service) -> None:
     user = uuid.uuid4()
     auth = customer(keys, user)
-    await asyncio.gather(*(
-        stub.TopUp(pb.TopUpRequest(amount=usd(i), idempotency_key=f"c-{i}"), metadata=auth)
-        for i in range(1, 51)
-    ))
+    await asyncio.gather(
+        *(
+            stub.TopUp(pb.TopUpRequest(amount=usd(i), idempotency_key=f"c-{i}"), metadata=auth)
+            for i in range(1, 51)
+        )
+    )
     assert await balance_in_db(service, user) == sum(range(1, 51))
     assert await entries_of(service, user) == 50
     await assert_ledger_matches_balances(service)
@@ -201,10 +219,12 @@ async def test_concurrent_top_ups_with_distinct_keys_all_count(stub, keys, servi
 async def test_concurrent_retries_of_one_key_credit_once(stub, keys, service) -> None:
     user = uuid.uuid4()  # no wallet yet: the racers also race to open it
     auth = customer(keys, user)
-    responses = await asyncio.gather(*(
-        stub.TopUp(pb.TopUpRequest(amount=usd(700), idempotency_key="retry"), metadata=auth)
-        for _ in range(50)
-    ))
+    responses = await asyncio.gather(
+        *(
+            stub.TopUp(pb.TopUpRequest(amount=usd(700), idempotency_key="retry"), metadata=auth)
+            for _ in range(50)
+        )
+    )
     assert {r.wallet.balance.amount_minor for r in responses} == {700}
     assert await balance_in_db(service, user) == 700
     assert await entries_of(service, user) == 1
@@ -216,9 +236,9 @@ async def test_concurrent_mixed_keys_and_retries(stub, keys, service) -> None:
     auth = customer(keys, user)
     # 25 distinct keys, each sent twice at once: exactly 25 credits.
     calls = [
-        stub.TopUp(pb.TopUpRequest(amount=usd(1000 + i), idempotency_key=f"m-{i}"),
-                   metadata=auth)
-        for i in range(25) for _ in range(2)
+        stub.TopUp(pb.TopUpRequest(amount=usd(1000 + i), idempotency_key=f"m-{i}"), metadata=auth)
+        for i in range(25)
+        for _ in range(2)
     ]
     await asyncio.gather(*calls)
     assert await balance_in_db(service, user) == sum(1000 + i for i in range(25))
@@ -263,6 +283,7 @@ def _top_up(amount: Money | None, key: str = "fresh-key", auth: Auth = _new_cust
         if amount is not None:
             request.amount.CopyFrom(amount)
         return s.TopUp(request, metadata=auth(k))
+
     return call
 
 
@@ -280,23 +301,32 @@ BAD_INPUT: list[tuple[str, Call, grpc.StatusCode]] = [
     ("topup-oversized", _top_up(usd(MAX_AMOUNT_MINOR + 1)), Code.INVALID_ARGUMENT),
     ("topup-int64-max", _top_up(usd(2**63 - 1)), Code.INVALID_ARGUMENT),
     ("topup-empty-currency", _top_up(Money(amount_minor=5)), Code.INVALID_ARGUMENT),
-    ("topup-lowercase-currency", _top_up(Money(amount_minor=5, currency="usd")),
-     Code.INVALID_ARGUMENT),
-    ("topup-long-currency", _top_up(Money(amount_minor=5, currency="USDX")),
-     Code.INVALID_ARGUMENT),
-    ("topup-other-currency", _top_up(Money(amount_minor=5, currency="EUR")),
-     Code.INVALID_ARGUMENT),
-    ("topup-other-currency-known-wallet",
-     _top_up(Money(amount_minor=5, currency="EUR"), "eur-key", _known_customer),
-     Code.INVALID_ARGUMENT),
+    (
+        "topup-lowercase-currency",
+        _top_up(Money(amount_minor=5, currency="usd")),
+        Code.INVALID_ARGUMENT,
+    ),
+    ("topup-long-currency", _top_up(Money(amount_minor=5, currency="USDX")), Code.INVALID_ARGUMENT),
+    ("topup-other-currency", _top_up(Money(amount_minor=5, currency="EUR")), Code.INVALID_ARGUMENT),
+    (
+        "topup-other-currency-known-wallet",
+        _top_up(Money(amount_minor=5, currency="EUR"), "eur-key", _known_customer),
+        Code.INVALID_ARGUMENT,
+    ),
     ("topup-empty-key", _top_up(usd(5), ""), Code.INVALID_ARGUMENT),
     ("topup-blank-key", _top_up(usd(5), "   "), Code.INVALID_ARGUMENT),
-    ("topup-oversized-key", _top_up(usd(5), "k" * (MAX_IDEMPOTENCY_KEY + 1)),
-     Code.INVALID_ARGUMENT),
+    (
+        "topup-oversized-key",
+        _top_up(usd(5), "k" * (MAX_IDEMPOTENCY_KEY + 1)),
+        Code.INVALID_ARGUMENT,
+    ),
     ("topup-nul-in-key", _top_up(usd(5), "a\x00b"), Code.INVALID_ARGUMENT),
     ("topup-newline-in-key", _top_up(usd(5), "a\nb"), Code.INVALID_ARGUMENT),
-    ("topup-key-reused-other-amount", _top_up(usd(USED_AMOUNT + 1), USED_KEY, _known_customer),
-     Code.FAILED_PRECONDITION),
+    (
+        "topup-key-reused-other-amount",
+        _top_up(usd(USED_AMOUNT + 1), USED_KEY, _known_customer),
+        Code.FAILED_PRECONDITION,
+    ),
     ("topup-missing-token", _top_up(usd(5), auth=_no_token), Code.UNAUTHENTICATED),
     ("topup-expired-token", _top_up(usd(5), auth=_expired), Code.UNAUTHENTICATED),
     ("topup-not-bearer", _top_up(usd(5), auth=_not_bearer), Code.UNAUTHENTICATED),
@@ -309,11 +339,15 @@ BAD_INPUT: list[tuple[str, Call, grpc.StatusCode]] = [
 ]
 
 
-@pytest.mark.parametrize(("call", "code"), [pytest.param(c, code, id=name)
-                                           for name, c, code in BAD_INPUT])
+@pytest.mark.parametrize(
+    ("call", "code"), [pytest.param(c, code, id=name) for name, c, code in BAD_INPUT]
+)
 async def test_bad_input_is_rejected_and_writes_nothing(
-    service: RunningService, stub: PaymentServiceAsyncStub, keys: TestKeys,
-    call: Call, code: grpc.StatusCode,
+    service: RunningService,
+    stub: PaymentServiceAsyncStub,
+    keys: TestKeys,
+    call: Call,
+    code: grpc.StatusCode,
 ) -> None:
     before = {t: await service.count(t) for t in TABLES}
     known_balance = await balance_in_db(service, KNOWN_USER)

@@ -44,8 +44,11 @@ def new_sku() -> str:
 
 async def create(stub: Any, keys: TestKeys, **fields: Any) -> pb.Product:
     request = pb.CreateProductRequest(
-        sku=fields.pop("sku", new_sku()), title=fields.pop("title", "A thing"),
-        price=fields.pop("price", usd(1999)), **fields)
+        sku=fields.pop("sku", new_sku()),
+        title=fields.pop("title", "A thing"),
+        price=fields.pop("price", usd(1999)),
+        **fields,
+    )
     reply = await stub.CreateProduct(request, metadata=bearer(keys.token(Role.ADMIN)))
     return reply.product
 
@@ -53,8 +56,10 @@ async def create(stub: Any, keys: TestKeys, **fields: Any) -> pb.Product:
 async def test_admin_creates_and_anyone_signed_in_reads(stub: Any, keys: TestKeys) -> None:
     created = await create(stub, keys, description="soft")
     assert created.status == pb.PRODUCT_STATUS_ACTIVE
-    reply = await stub.GetProduct(pb.GetProductRequest(product_id=created.product_id),
-                                  metadata=bearer(keys.token(Role.CUSTOMER)))
+    reply = await stub.GetProduct(
+        pb.GetProductRequest(product_id=created.product_id),
+        metadata=bearer(keys.token(Role.CUSTOMER)),
+    )
     assert reply.product == created
     assert reply.product.price.amount_minor == 1999
 
@@ -62,8 +67,9 @@ async def test_admin_creates_and_anyone_signed_in_reads(stub: Any, keys: TestKey
 async def test_update_changes_only_the_fields_set(stub: Any, keys: TestKeys) -> None:
     created = await create(stub, keys, title="Before", description="keep me")
     reply = await stub.UpdateProduct(
-        pb.UpdateProductRequest(product_id=created.product_id, title="After",
-                                status=pb.PRODUCT_STATUS_ARCHIVED),
+        pb.UpdateProductRequest(
+            product_id=created.product_id, title="After", status=pb.PRODUCT_STATUS_ARCHIVED
+        ),
         metadata=bearer(keys.token(Role.ADMIN)),
     )
     assert (reply.product.title, reply.product.description) == ("After", "keep me")
@@ -90,17 +96,19 @@ async def test_list_pages_through_everything_once_and_filters_by_status(
     seen: list[str] = []
     token = ""
     while True:
-        reply = await stub.ListProducts(pb.ListProductsRequest(page_size=2, page_token=token),
-                                        metadata=bearer(keys.token()))
+        reply = await stub.ListProducts(
+            pb.ListProductsRequest(page_size=2, page_token=token), metadata=bearer(keys.token())
+        )
         assert len(reply.products) <= 2
         seen.extend(p.product_id for p in reply.products)
         token = reply.next_page_token
         if not token:
             break
     assert len(seen) == len(set(seen)) >= 5
-    drafts = await stub.ListProducts(pb.ListProductsRequest(page_size=100,
-                                                            status=pb.PRODUCT_STATUS_DRAFT),
-                                     metadata=bearer(keys.token()))
+    drafts = await stub.ListProducts(
+        pb.ListProductsRequest(page_size=100, status=pb.PRODUCT_STATUS_DRAFT),
+        metadata=bearer(keys.token()),
+    )
     assert len(drafts.products) >= 5
     assert all(p.status == pb.PRODUCT_STATUS_DRAFT for p in drafts.products)
 
@@ -109,7 +117,8 @@ async def test_health_and_reflection_need_no_token(product: RunningService) -> N
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     reply = await health_pb2_grpc.HealthStub(product.channel).Check(
-        health_pb2.HealthCheckRequest(service="shop.product.v1.ProductService"))
+        health_pb2.HealthCheckRequest(service="shop.product.v1.ProductService")
+    )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -120,92 +129,261 @@ C = grpc.StatusCode
 BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
     # CreateProduct
     ("create: empty", "CreateProduct", pb.CreateProductRequest(), ADMIN, C.INVALID_ARGUMENT),
-    ("create: bad sku", "CreateProduct",
-     pb.CreateProductRequest(sku="bad sku!", title="x", price=usd(1)), ADMIN, C.INVALID_ARGUMENT),
-    ("create: negative price", "CreateProduct",
-     pb.CreateProductRequest(sku="NEG-1", title="x", price=usd(-5)), ADMIN, C.INVALID_ARGUMENT),
-    ("create: zero price", "CreateProduct",
-     pb.CreateProductRequest(sku="ZERO-1", title="x", price=usd(0)), ADMIN, C.INVALID_ARGUMENT),
-    ("create: oversized price", "CreateProduct",
-     pb.CreateProductRequest(sku="BIG-1", title="x", price=usd(10**15)), ADMIN,
-     C.INVALID_ARGUMENT),
-    ("create: bad currency", "CreateProduct",
-     pb.CreateProductRequest(sku="CUR-1", title="x",
-                             price=money_pb2.Money(amount_minor=1, currency="usd")),
-     ADMIN, C.INVALID_ARGUMENT),
-    ("create: oversized title", "CreateProduct",
-     pb.CreateProductRequest(sku="LONG-1", title="x" * 201, price=usd(1)), ADMIN,
-     C.INVALID_ARGUMENT),
-    ("create: oversized sku", "CreateProduct",
-     pb.CreateProductRequest(sku="S" * 65, title="x", price=usd(1)), ADMIN, C.INVALID_ARGUMENT),
-    ("create: unknown status", "CreateProduct",
-     pb.CreateProductRequest(sku="ST-1", title="x", price=usd(1), status=99), ADMIN,  # type: ignore[arg-type]
-     C.INVALID_ARGUMENT),
-    ("create: duplicate sku", "CreateProduct",
-     pb.CreateProductRequest(sku="DUP-SKU", title="x", price=usd(1)), ADMIN, C.ALREADY_EXISTS),
-    ("create: customer", "CreateProduct",
-     pb.CreateProductRequest(sku="CUST-1", title="x", price=usd(1)), CUSTOMER,
-     C.PERMISSION_DENIED),
-    ("create: no token", "CreateProduct",
-     pb.CreateProductRequest(sku="ANON-1", title="x", price=usd(1)), NONE, C.UNAUTHENTICATED),
-    ("create: expired token", "CreateProduct",
-     pb.CreateProductRequest(sku="EXP-1", title="x", price=usd(1)), EXPIRED, C.UNAUTHENTICATED),
+    (
+        "create: bad sku",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="bad sku!", title="x", price=usd(1)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: negative price",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="NEG-1", title="x", price=usd(-5)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: zero price",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="ZERO-1", title="x", price=usd(0)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: oversized price",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="BIG-1", title="x", price=usd(10**15)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: bad currency",
+        "CreateProduct",
+        pb.CreateProductRequest(
+            sku="CUR-1", title="x", price=money_pb2.Money(amount_minor=1, currency="usd")
+        ),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: oversized title",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="LONG-1", title="x" * 201, price=usd(1)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: oversized sku",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="S" * 65, title="x", price=usd(1)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: unknown status",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="ST-1", title="x", price=usd(1), status=99),  # type: ignore[arg-type]
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "create: duplicate sku",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="DUP-SKU", title="x", price=usd(1)),
+        ADMIN,
+        C.ALREADY_EXISTS,
+    ),
+    (
+        "create: customer",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="CUST-1", title="x", price=usd(1)),
+        CUSTOMER,
+        C.PERMISSION_DENIED,
+    ),
+    (
+        "create: no token",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="ANON-1", title="x", price=usd(1)),
+        NONE,
+        C.UNAUTHENTICATED,
+    ),
+    (
+        "create: expired token",
+        "CreateProduct",
+        pb.CreateProductRequest(sku="EXP-1", title="x", price=usd(1)),
+        EXPIRED,
+        C.UNAUTHENTICATED,
+    ),
     # UpdateProduct
     ("update: empty", "UpdateProduct", pb.UpdateProductRequest(), ADMIN, C.INVALID_ARGUMENT),
-    ("update: not a uuid", "UpdateProduct", pb.UpdateProductRequest(product_id="42"), ADMIN,
-     C.INVALID_ARGUMENT),
-    ("update: unknown id", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=str(uuid.UUID(int=1)), title="x"), ADMIN, C.NOT_FOUND),
-    ("update: negative price", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING, price=usd(-1)), ADMIN, C.INVALID_ARGUMENT),
-    ("update: blank title", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING, title="  "), ADMIN, C.INVALID_ARGUMENT),
-    ("update: other currency", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING,
-                             price=money_pb2.Money(amount_minor=5, currency="EUR")),
-     ADMIN, C.INVALID_ARGUMENT),
-    ("update: oversized description", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING, description="d" * 2001), ADMIN,
-     C.INVALID_ARGUMENT),
-    ("update: customer", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING, title="x"), CUSTOMER, C.PERMISSION_DENIED),
-    ("update: no token", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING, title="x"), NONE, C.UNAUTHENTICATED),
-    ("update: expired", "UpdateProduct",
-     pb.UpdateProductRequest(product_id=EXISTING, title="x"), EXPIRED, C.UNAUTHENTICATED),
+    (
+        "update: not a uuid",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id="42"),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "update: unknown id",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=str(uuid.UUID(int=1)), title="x"),
+        ADMIN,
+        C.NOT_FOUND,
+    ),
+    (
+        "update: negative price",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=EXISTING, price=usd(-1)),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "update: blank title",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=EXISTING, title="  "),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "update: other currency",
+        "UpdateProduct",
+        pb.UpdateProductRequest(
+            product_id=EXISTING, price=money_pb2.Money(amount_minor=5, currency="EUR")
+        ),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "update: oversized description",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=EXISTING, description="d" * 2001),
+        ADMIN,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "update: customer",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=EXISTING, title="x"),
+        CUSTOMER,
+        C.PERMISSION_DENIED,
+    ),
+    (
+        "update: no token",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=EXISTING, title="x"),
+        NONE,
+        C.UNAUTHENTICATED,
+    ),
+    (
+        "update: expired",
+        "UpdateProduct",
+        pb.UpdateProductRequest(product_id=EXISTING, title="x"),
+        EXPIRED,
+        C.UNAUTHENTICATED,
+    ),
     # GetProduct
     ("get: empty", "GetProduct", pb.GetProductRequest(), CUSTOMER, C.INVALID_ARGUMENT),
-    ("get: not a uuid", "GetProduct", pb.GetProductRequest(product_id="x" * 5000), CUSTOMER,
-     C.INVALID_ARGUMENT),
-    ("get: unknown id", "GetProduct", pb.GetProductRequest(product_id=str(uuid.UUID(int=2))),
-     CUSTOMER, C.NOT_FOUND),
-    ("get: no token", "GetProduct", pb.GetProductRequest(product_id=EXISTING), NONE,
-     C.UNAUTHENTICATED),
-    ("get: expired", "GetProduct", pb.GetProductRequest(product_id=EXISTING), EXPIRED,
-     C.UNAUTHENTICATED),
+    (
+        "get: not a uuid",
+        "GetProduct",
+        pb.GetProductRequest(product_id="x" * 5000),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "get: unknown id",
+        "GetProduct",
+        pb.GetProductRequest(product_id=str(uuid.UUID(int=2))),
+        CUSTOMER,
+        C.NOT_FOUND,
+    ),
+    (
+        "get: no token",
+        "GetProduct",
+        pb.GetProductRequest(product_id=EXISTING),
+        NONE,
+        C.UNAUTHENTICATED,
+    ),
+    (
+        "get: expired",
+        "GetProduct",
+        pb.GetProductRequest(product_id=EXISTING),
+        EXPIRED,
+        C.UNAUTHENTICATED,
+    ),
     # BatchGetProducts
-    ("batch: empty", "BatchGetProducts", pb.BatchGetProductsRequest(), CUSTOMER,
-     C.INVALID_ARGUMENT),
-    ("batch: oversized", "BatchGetProducts",
-     pb.BatchGetProductsRequest(product_ids=[str(uuid.uuid4()) for _ in range(101)]), CUSTOMER,
-     C.INVALID_ARGUMENT),
-    ("batch: not a uuid", "BatchGetProducts",
-     pb.BatchGetProductsRequest(product_ids=[EXISTING, "nope"]), CUSTOMER, C.INVALID_ARGUMENT),
-    ("batch: no token", "BatchGetProducts",
-     pb.BatchGetProductsRequest(product_ids=[EXISTING]), NONE, C.UNAUTHENTICATED),
-    ("batch: expired", "BatchGetProducts",
-     pb.BatchGetProductsRequest(product_ids=[EXISTING]), EXPIRED, C.UNAUTHENTICATED),
+    (
+        "batch: empty",
+        "BatchGetProducts",
+        pb.BatchGetProductsRequest(),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "batch: oversized",
+        "BatchGetProducts",
+        pb.BatchGetProductsRequest(product_ids=[str(uuid.uuid4()) for _ in range(101)]),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "batch: not a uuid",
+        "BatchGetProducts",
+        pb.BatchGetProductsRequest(product_ids=[EXISTING, "nope"]),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "batch: no token",
+        "BatchGetProducts",
+        pb.BatchGetProductsRequest(product_ids=[EXISTING]),
+        NONE,
+        C.UNAUTHENTICATED,
+    ),
+    (
+        "batch: expired",
+        "BatchGetProducts",
+        pb.BatchGetProductsRequest(product_ids=[EXISTING]),
+        EXPIRED,
+        C.UNAUTHENTICATED,
+    ),
     # ListProducts
-    ("list: negative page size", "ListProducts", pb.ListProductsRequest(page_size=-1), CUSTOMER,
-     C.INVALID_ARGUMENT),
-    ("list: oversized page", "ListProducts", pb.ListProductsRequest(page_size=101), CUSTOMER,
-     C.INVALID_ARGUMENT),
-    ("list: forged token", "ListProducts", pb.ListProductsRequest(page_token="garbage!"),
-     CUSTOMER, C.INVALID_ARGUMENT),
-    ("list: token of wrong shape", "ListProducts",
-     pb.ListProductsRequest(page_token="eyJ0IjogMX0="), CUSTOMER, C.INVALID_ARGUMENT),
-    ("list: unknown status", "ListProducts", pb.ListProductsRequest(status=42),  # type: ignore[arg-type]
-     CUSTOMER, C.INVALID_ARGUMENT),
+    (
+        "list: negative page size",
+        "ListProducts",
+        pb.ListProductsRequest(page_size=-1),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "list: oversized page",
+        "ListProducts",
+        pb.ListProductsRequest(page_size=101),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "list: forged token",
+        "ListProducts",
+        pb.ListProductsRequest(page_token="garbage!"),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "list: token of wrong shape",
+        "ListProducts",
+        pb.ListProductsRequest(page_token="eyJ0IjogMX0="),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "list: unknown status",
+        "ListProducts",
+        pb.ListProductsRequest(status=42),  # type: ignore[arg-type]
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
     ("list: no token", "ListProducts", pb.ListProductsRequest(), NONE, C.UNAUTHENTICATED),
     ("list: expired", "ListProducts", pb.ListProductsRequest(), EXPIRED, C.UNAUTHENTICATED),
 ]
@@ -219,11 +397,18 @@ def metadata_for(who: str, keys: TestKeys) -> tuple[tuple[str, str], ...]:
     return bearer(keys.token(Role.ADMIN if who == ADMIN else Role.CUSTOMER))
 
 
-@pytest.mark.parametrize(("case", "method", "request_", "who", "code"), BAD_INPUTS,
-                         ids=[row[0] for row in BAD_INPUTS])
+@pytest.mark.parametrize(
+    ("case", "method", "request_", "who", "code"), BAD_INPUTS, ids=[row[0] for row in BAD_INPUTS]
+)
 async def test_bad_input_is_rejected_with_the_right_code_and_writes_nothing(
-    stub: Any, product: RunningService, keys: TestKeys,
-    case: str, method: str, request_: Any, who: str, code: grpc.StatusCode,
+    stub: Any,
+    product: RunningService,
+    keys: TestKeys,
+    case: str,
+    method: str,
+    request_: Any,
+    who: str,
+    code: grpc.StatusCode,
 ) -> None:
     existing = await create(stub, keys, sku="DUP-SKU") if case == "create: duplicate sku" else None
     existing = existing or await create(stub, keys)
@@ -241,6 +426,7 @@ async def test_bad_input_is_rejected_with_the_right_code_and_writes_nothing(
     assert raised.value.code() == code, raised.value.details()
     assert raised.value.details()
     assert await product.count("products") == rows_before
-    unchanged = await stub.GetProduct(pb.GetProductRequest(product_id=existing.product_id),
-                                      metadata=metadata_for(ADMIN, keys))
+    unchanged = await stub.GetProduct(
+        pb.GetProductRequest(product_id=existing.product_id), metadata=metadata_for(ADMIN, keys)
+    )
     assert unchanged.product == existing

@@ -27,10 +27,17 @@ async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
     await client.close()
 
 
-def registration(client: aetcd.Client, service: str, instance_id: str | None = None,
-                 address: str = "127.0.0.1:1") -> ServiceRegistration:
-    return ServiceRegistration(client, service=service, instance_id=instance_id or uuid.uuid4().hex,
-                               address=address, version="test", ttl_seconds=TTL)
+def registration(
+    client: aetcd.Client, service: str, instance_id: str | None = None, address: str = "127.0.0.1:1"
+) -> ServiceRegistration:
+    return ServiceRegistration(
+        client,
+        service=service,
+        instance_id=instance_id or uuid.uuid4().hex,
+        address=address,
+        version="test",
+        ttl_seconds=TTL,
+    )
 
 
 async def wait_for_key(client: aetcd.Client, key: str, present: bool, timeout: float) -> float:
@@ -146,8 +153,9 @@ async def test_discovery_resyncs_after_etcd_restarts(stack: Stack) -> None:
         await asyncio.to_thread(stack.stop, "etcd")
         await asyncio.to_thread(stack.start, "etcd")
         lease = await writer.lease(30)
-        await writer.put(instance_key(service, "late").encode(),
-                         b'{"address": "127.0.0.1:1003"}', lease=lease)
+        await writer.put(
+            instance_key(service, "late").encode(), b'{"address": "127.0.0.1:1003"}', lease=lease
+        )
         async with asyncio.timeout(10):
             await directory.wait_until(lambda: bool(directory.instances(service)))
         await lease.revoke()

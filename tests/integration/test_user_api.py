@@ -58,8 +58,9 @@ class Account:
 async def alice(service: RunningService) -> Account:
     stub = user_pb2_grpc.UserServiceStub(service.channel)
     password = "alice-secret-1"
-    reply = await stub.Register(user_pb2.RegisterRequest(email="alice@example.com",
-                                                         password=password))
+    reply = await stub.Register(
+        user_pb2.RegisterRequest(email="alice@example.com", password=password)
+    )
     return Account(reply.user.user_id, reply.user.email, password)
 
 
@@ -121,8 +122,9 @@ async def test_concurrent_registrations_of_one_email_create_one_account(stub, se
 
 
 async def test_login_token_is_accepted_by_the_verifier(stub, keys, alice) -> None:
-    reply = await stub.Login(user_pb2.LoginRequest(email="ALICE@example.com ",
-                                                   password=alice.password))
+    reply = await stub.Login(
+        user_pb2.LoginRequest(email="ALICE@example.com ", password=alice.password)
+    )
     assert reply.user.user_id == alice.user_id
     assert reply.user.role == user_pb2.ROLE_CUSTOMER
 
@@ -134,8 +136,13 @@ async def test_login_token_is_accepted_by_the_verifier(stub, keys, alice) -> Non
     header = jwt.get_unverified_header(reply.access_token)
     assert header["alg"] == "RS256"
     assert header["kid"] == key_id(public_key)
-    claims = jwt.decode(reply.access_token, public_key, algorithms=["RS256"],  # type: ignore[arg-type]
-                        issuer=ISSUER, audience=AUDIENCE)
+    claims = jwt.decode(
+        reply.access_token,
+        public_key,  # type: ignore[arg-type]
+        algorithms=["RS256"],
+        issuer=ISSUER,
+        audience=AUDIENCE,
+    )
     assert claims["sub"] == alice.user_id
     assert claims["role"] == "customer"
     assert claims["iss"] == ISSUER
@@ -146,8 +153,9 @@ async def test_login_token_is_accepted_by_the_verifier(stub, keys, alice) -> Non
 
 async def test_login_token_works_for_get_user(stub, alice) -> None:
     login = await stub.Login(user_pb2.LoginRequest(email=alice.email, password=alice.password))
-    reply = await stub.GetUser(user_pb2.GetUserRequest(user_id=alice.user_id),
-                               metadata=bearer(login.access_token))
+    reply = await stub.GetUser(
+        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(login.access_token)
+    )
     assert reply.user.user_id == alice.user_id
     assert reply.user.email == alice.email
     assert reply.user.role == user_pb2.ROLE_CUSTOMER
@@ -172,7 +180,9 @@ async def test_login_rehashes_a_hash_made_with_old_parameters(stub, service) -> 
     try:
         await conn.execute(
             "INSERT INTO users (user_id, email, password_hash, role) VALUES ($1,$2,$3,'customer')",
-            user_id, email, weak,
+            user_id,
+            email,
+            weak,
         )
         reply = await stub.Login(user_pb2.LoginRequest(email=email, password=password))
         stored = await conn.fetchval("SELECT password_hash FROM users WHERE user_id=$1", user_id)
@@ -191,15 +201,17 @@ async def test_login_rehashes_a_hash_made_with_old_parameters(stub, service) -> 
 
 
 async def test_admin_may_read_any_account(stub, keys, alice) -> None:
-    reply = await stub.GetUser(user_pb2.GetUserRequest(user_id=alice.user_id),
-                               metadata=bearer(keys.token(Role.ADMIN)))
+    reply = await stub.GetUser(
+        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(keys.token(Role.ADMIN))
+    )
     assert reply.user.email == alice.email
 
 
 async def test_customer_may_read_own_account(stub, keys, alice) -> None:
     token = keys.token(Role.CUSTOMER, user_id=uuid.UUID(alice.user_id))
-    reply = await stub.GetUser(user_pb2.GetUserRequest(user_id=alice.user_id),
-                               metadata=bearer(token))
+    reply = await stub.GetUser(
+        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(token)
+    )
     assert reply.user.user_id == alice.user_id
 
 
@@ -252,53 +264,70 @@ UNKNOWN_ID = str(uuid.uuid4())
 CASES = {
     "register-empty-email": Case("Register", reg(""), INVALID, field="email"),
     "register-blank-email": Case("Register", reg("   "), INVALID, field="email"),
-    "register-email-without-at": Case("Register", reg("alice.example.com"), INVALID,
-                                      field="email"),
-    "register-email-without-domain-dot": Case("Register", reg("alice@localhost"), INVALID,
-                                              field="email"),
+    "register-email-without-at": Case("Register", reg("alice.example.com"), INVALID, field="email"),
+    "register-email-without-domain-dot": Case(
+        "Register", reg("alice@localhost"), INVALID, field="email"
+    ),
     "register-oversized-email": Case("Register", reg(LONG_EMAIL), INVALID, field="email"),
-    "register-empty-password": Case("Register", reg("new1@example.com", ""), INVALID,
-                                    field="password"),
-    "register-short-password": Case("Register", reg("new2@example.com", "7-chars"), INVALID,
-                                    field="password"),
-    "register-oversized-password": Case("Register", reg("new3@example.com", "p" * 129), INVALID,
-                                        field="password"),
+    "register-empty-password": Case(
+        "Register", reg("new1@example.com", ""), INVALID, field="password"
+    ),
+    "register-short-password": Case(
+        "Register", reg("new2@example.com", "7-chars"), INVALID, field="password"
+    ),
+    "register-oversized-password": Case(
+        "Register", reg("new3@example.com", "p" * 129), INVALID, field="password"
+    ),
     "register-duplicate-email": Case(
-        "Register", lambda a: user_pb2.RegisterRequest(email=a.email.upper(),
-                                                       password="good-password"),
-        grpc.StatusCode.ALREADY_EXISTS),
+        "Register",
+        lambda a: user_pb2.RegisterRequest(email=a.email.upper(), password="good-password"),
+        grpc.StatusCode.ALREADY_EXISTS,
+    ),
     "login-empty-email": Case("Login", login(email=""), INVALID, field="email"),
     "login-malformed-email": Case("Login", login(email="not-an-email"), INVALID, field="email"),
     "login-oversized-email": Case("Login", login(email=LONG_EMAIL), INVALID, field="email"),
     "login-empty-password": Case("Login", login(password=""), INVALID, field="password"),
-    "login-oversized-password": Case("Login", login(password="p" * 129), INVALID,
-                                     field="password"),
-    "login-unknown-email": Case("Login", login(email="nobody@example.com"),
-                                grpc.StatusCode.UNAUTHENTICATED),
-    "login-wrong-password": Case("Login", login(password="wrong-password"),
-                                 grpc.StatusCode.UNAUTHENTICATED),
-    "login-short-wrong-password": Case("Login", login(password="x"),
-                                       grpc.StatusCode.UNAUTHENTICATED),
+    "login-oversized-password": Case("Login", login(password="p" * 129), INVALID, field="password"),
+    "login-unknown-email": Case(
+        "Login", login(email="nobody@example.com"), grpc.StatusCode.UNAUTHENTICATED
+    ),
+    "login-wrong-password": Case(
+        "Login", login(password="wrong-password"), grpc.StatusCode.UNAUTHENTICATED
+    ),
+    "login-short-wrong-password": Case(
+        "Login", login(password="x"), grpc.StatusCode.UNAUTHENTICATED
+    ),
     "get-empty-id": Case("GetUser", get(""), INVALID, _admin, field="user_id"),
     "get-malformed-id": Case("GetUser", get("not-a-uuid"), INVALID, _admin, field="user_id"),
     "get-oversized-id": Case("GetUser", get("9" * 10_000), INVALID, _admin, field="user_id"),
     "get-negative-looking-id": Case("GetUser", get("-1"), INVALID, _admin, field="user_id"),
-    "get-unknown-id-as-admin": Case("GetUser", get(UNKNOWN_ID), grpc.StatusCode.NOT_FOUND,
-                                    _admin),
+    "get-unknown-id-as-admin": Case("GetUser", get(UNKNOWN_ID), grpc.StatusCode.NOT_FOUND, _admin),
     "get-own-deleted-account": Case(
-        "GetUser", get(UNKNOWN_ID), grpc.StatusCode.NOT_FOUND,
-        lambda k, a: bearer(k.token(Role.CUSTOMER, user_id=uuid.UUID(UNKNOWN_ID)))),
+        "GetUser",
+        get(UNKNOWN_ID),
+        grpc.StatusCode.NOT_FOUND,
+        lambda k, a: bearer(k.token(Role.CUSTOMER, user_id=uuid.UUID(UNKNOWN_ID))),
+    ),
     "get-missing-token": Case("GetUser", get(), grpc.StatusCode.UNAUTHENTICATED),
-    "get-expired-token": Case("GetUser", get(), grpc.StatusCode.UNAUTHENTICATED,
-                              lambda k, a: bearer(k.expired_token(Role.ADMIN))),
-    "get-garbage-token": Case("GetUser", get(), grpc.StatusCode.UNAUTHENTICATED,
-                              lambda k, a: bearer("not.a.jwt")),
-    "get-non-bearer-scheme": Case("GetUser", get(), grpc.StatusCode.UNAUTHENTICATED,
-                                  lambda k, a: (("authorization", "Basic abc"),)),
-    "get-another-customer": Case("GetUser", get(), grpc.StatusCode.PERMISSION_DENIED,
-                                 _stranger),
-    "get-unknown-id-as-customer": Case("GetUser", get(UNKNOWN_ID),
-                                       grpc.StatusCode.PERMISSION_DENIED, _stranger),
+    "get-expired-token": Case(
+        "GetUser",
+        get(),
+        grpc.StatusCode.UNAUTHENTICATED,
+        lambda k, a: bearer(k.expired_token(Role.ADMIN)),
+    ),
+    "get-garbage-token": Case(
+        "GetUser", get(), grpc.StatusCode.UNAUTHENTICATED, lambda k, a: bearer("not.a.jwt")
+    ),
+    "get-non-bearer-scheme": Case(
+        "GetUser",
+        get(),
+        grpc.StatusCode.UNAUTHENTICATED,
+        lambda k, a: (("authorization", "Basic abc"),),
+    ),
+    "get-another-customer": Case("GetUser", get(), grpc.StatusCode.PERMISSION_DENIED, _stranger),
+    "get-unknown-id-as-customer": Case(
+        "GetUser", get(UNKNOWN_ID), grpc.StatusCode.PERMISSION_DENIED, _stranger
+    ),
 }
 
 
@@ -338,8 +367,9 @@ async def test_ensure_admin_is_idempotent(stub, service, keys, alice) -> None:
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
     # Its token is an admin's: it may read someone else's account.
-    other = await stub.GetUser(user_pb2.GetUserRequest(user_id=alice.user_id),
-                               metadata=bearer(reply.access_token))
+    other = await stub.GetUser(
+        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(reply.access_token)
+    )
     assert other.user.user_id == alice.user_id
 
 
@@ -356,16 +386,20 @@ async def test_ensure_admin_promotes_an_existing_customer(stub, service) -> None
 async def test_concurrent_ensure_admin_creates_one_account(service) -> None:
     email = unique_email("twin")
     before = await service.count("users")
-    ids = await asyncio.gather(*(ensure_admin(service.dsn, email, "twin-password")
-                                 for _ in range(3)))
+    ids = await asyncio.gather(
+        *(ensure_admin(service.dsn, email, "twin-password") for _ in range(3))
+    )
     assert len(set(ids)) == 1
     assert await service.count("users") == before + 1
 
 
-@pytest.mark.parametrize(("email", "password", "field"), [
-    ("not-an-email", "root-password", "email"),
-    ("root@example.com", "short", "password"),
-])
+@pytest.mark.parametrize(
+    ("email", "password", "field"),
+    [
+        ("not-an-email", "root-password", "email"),
+        ("root@example.com", "short", "password"),
+    ],
+)
 async def test_ensure_admin_rejects_bad_input(service, email, password, field) -> None:
     before = await service.count("users")
     with pytest.raises(InvalidArgument) as caught:
@@ -376,9 +410,14 @@ async def test_ensure_admin_rejects_bad_input(service, email, password, field) -
 
 async def _admin_cli(dsn: str, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.user.admin", *args,
-        cwd=REPO_ROOT, env={**os.environ, "SHOP_USER_PG_DSN": dsn},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "services.user.admin",
+        *args,
+        cwd=REPO_ROOT,
+        env={**os.environ, "SHOP_USER_PG_DSN": dsn},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     assert process.returncode is not None

@@ -32,8 +32,12 @@ class TestKeys:
     def issuer(self, ttl: timedelta = timedelta(minutes=30)) -> TokenIssuer:
         return TokenIssuer(load_private_key(self.private_key_file), ISSUER, AUDIENCE, ttl)
 
-    def token(self, role: Role = Role.CUSTOMER, user_id: uuid.UUID | None = None,
-              ttl: timedelta = timedelta(minutes=30)) -> str:
+    def token(
+        self,
+        role: Role = Role.CUSTOMER,
+        user_id: uuid.UUID | None = None,
+        ttl: timedelta = timedelta(minutes=30),
+    ) -> str:
         return self.issuer(ttl).issue(user_id or uuid.uuid4(), role)[0]
 
     def expired_token(self, role: Role = Role.ADMIN) -> str:

@@ -9,8 +9,11 @@ import pytest
 
 from tools.audit import evaluate
 
-O1, O2, O3 = "11111111-0000-0000-0000-000000000001", "22222222-0000-0000-0000-000000000002", \
-    "33333333-0000-0000-0000-000000000003"
+O1, O2, O3 = (
+    "11111111-0000-0000-0000-000000000001",
+    "22222222-0000-0000-0000-000000000002",
+    "33333333-0000-0000-0000-000000000003",
+)
 U = "99999999-0000-0000-0000-000000000009"
 
 
@@ -19,17 +22,25 @@ def clean() -> dict[str, list[dict[str, Any]]]:
     return {
         "stock": [{"sku": "HOT", "available": 7, "reserved": 0, "sold": 3, "total_received": 10}],
         "reserved_lines": [],
-        "reservations": [{"order_id": O1, "state": "committed"},
-                         {"order_id": O2, "state": "released"},
-                         {"order_id": O3, "state": "rejected"}],
-        "orders": [{"order_id": O1, "status": "confirmed", "age": 5.0},
-                   {"order_id": O2, "status": "cancelled", "age": 5.0},
-                   {"order_id": O3, "status": "rejected", "age": 5.0}],
+        "reservations": [
+            {"order_id": O1, "state": "committed"},
+            {"order_id": O2, "state": "released"},
+            {"order_id": O3, "state": "rejected"},
+        ],
+        "orders": [
+            {"order_id": O1, "status": "confirmed", "age": 5.0},
+            {"order_id": O2, "status": "cancelled", "age": 5.0},
+            {"order_id": O3, "status": "rejected", "age": 5.0},
+        ],
         "confirmed_lines": [{"sku": "HOT", "q": 3}],
         "wallets": [{"user_id": U, "balance_minor": 700, "ledger": 700}],
-        "order_entries": [{"order_id": O1, "kind": "charge"}, {"order_id": O2, "kind": "charge"},
-                          {"order_id": O2, "kind": "refund"}],
-        "inventory_outbox": [{"n": 0}], "order_outbox": [{"n": 0}],
+        "order_entries": [
+            {"order_id": O1, "kind": "charge"},
+            {"order_id": O2, "kind": "charge"},
+            {"order_id": O2, "kind": "refund"},
+        ],
+        "inventory_outbox": [{"n": 0}],
+        "order_outbox": [{"n": 0}],
         "payment_outbox": [{"n": 0}],
     }
 
@@ -58,11 +69,12 @@ def damage(path: str, value: Any) -> dict[str, list[dict[str, Any]]]:
         (damage("stock.0.sold", 4), {"stock_ledger_balances", "sold_matches_confirmed"}),
         (damage("stock.0.reserved", 1), {"stock_ledger_balances", "reserved_matches_holds"}),
         (damage("confirmed_lines.0.q", 2), {"sold_matches_confirmed"}),
-        (damage("order_entries.2.kind", "charge"),
-         {"unsold_charge_refunded"}),
+        (damage("order_entries.2.kind", "charge"), {"unsold_charge_refunded"}),
         (damage("order_entries.0.kind", "refund"), {"confirmed_charged_once"}),
-        (damage("order_entries.0.order_id", "00000000-0000-0000-0000-00000000dead"),
-         {"confirmed_charged_once", "no_orphan_ledger_entries"}),
+        (
+            damage("order_entries.0.order_id", "00000000-0000-0000-0000-00000000dead"),
+            {"confirmed_charged_once", "no_orphan_ledger_entries"},
+        ),
         (damage("wallets.0.balance_minor", -5), {"wallets_never_negative", "wallets_match_ledger"}),
         (damage("wallets.0.ledger", 699), {"wallets_match_ledger"}),
         (damage("orders.1.status", "pending") | {}, set()),  # young pending order: fine

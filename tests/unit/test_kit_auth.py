@@ -87,5 +87,7 @@ def test_policy_defaults_to_authenticated_and_keeps_probes_open() -> None:
     assert policy.access_for("/shop.x.v1.X/Admin") is Access.ADMIN
     assert policy.access_for("/shop.x.v1.X/Other") is Access.AUTHENTICATED
     assert policy.access_for("/grpc.health.v1.Health/Check") is Access.PUBLIC
-    assert policy.access_for(
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo") is Access.PUBLIC
+    assert (
+        policy.access_for("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        is Access.PUBLIC
+    )

@@ -68,8 +68,12 @@ def test_parse_instance_reads_the_registration_record() -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [(b"/services/product", b"{}"), (b"/services/product/x", b"not json"),
-     (b"/services/product/x", b'{"version": "1"}'), (b"/services/a/b/c", b'{"address": "h:1"}')],
+    [
+        (b"/services/product", b"{}"),
+        (b"/services/product/x", b"not json"),
+        (b"/services/product/x", b'{"version": "1"}'),
+        (b"/services/a/b/c", b'{"address": "h:1"}'),
+    ],
 )
 def test_parse_instance_ignores_malformed_records(key: bytes, value: bytes) -> None:
     assert parse_instance(key, value, 1) is None

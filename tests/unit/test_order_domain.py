@@ -24,11 +24,13 @@ from shared.money import Money
 USER = uuid.uuid4()
 
 
-def entry(price: int = 250, currency: str = "USD", *, sku: str | None = None,
-          sellable: bool = True) -> CatalogEntry:
+def entry(
+    price: int = 250, currency: str = "USD", *, sku: str | None = None, sellable: bool = True
+) -> CatalogEntry:
     product_id = uuid.uuid4()
-    return CatalogEntry(product_id, sku or f"SKU-{product_id.hex[:8].upper()}",
-                        Money(price, currency), sellable)
+    return CatalogEntry(
+        product_id, sku or f"SKU-{product_id.hex[:8].upper()}", Money(price, currency), sellable
+    )
 
 
 def catalog_of(*entries: CatalogEntry) -> dict[uuid.UUID, CatalogEntry]:
@@ -121,6 +123,7 @@ def test_confirm_carries_no_reason() -> None:
 
 # --- request validation -----------------------------------------------------------------
 
+
 def ids(n: int) -> list[str]:
     return [str(uuid.uuid4()) for _ in range(n)]
 
@@ -152,8 +155,9 @@ def test_request_bounds_are_inclusive() -> None:
         ("k", [(str(uuid.uuid4()), 1), (str(uuid.uuid4()), 101)], "items[1].quantity"),
     ],
 )
-def test_invalid_request_names_the_field(key: str, items: list[tuple[str, int]],
-                                         field: str) -> None:
+def test_invalid_request_names_the_field(
+    key: str, items: list[tuple[str, int]], field: str
+) -> None:
     with pytest.raises(InvalidArgument) as caught:
         order_request(key, items)
     assert caught.value.field == field
@@ -173,6 +177,7 @@ def test_idempotency_key_is_not_trimmed() -> None:
 
 # --- pricing ----------------------------------------------------------------------------
 
+
 def test_place_order_prices_items_and_totals() -> None:
     a, b = entry(250, sku="B-2"), entry(1999, sku="A-1")
     request = order_request("k", [(str(a.product_id), 3), (str(b.product_id), 2)])
@@ -183,7 +188,8 @@ def test_place_order_prices_items_and_totals() -> None:
     assert order.total == Money(3 * 250 + 2 * 1999, "USD")
     assert [i.sku for i in order.items] == ["A-1", "B-2"]  # canonical order, by sku
     assert [(i.quantity, i.unit_price) for i in order.items] == [
-        (2, Money(1999, "USD")), (3, Money(250, "USD"))
+        (2, Money(1999, "USD")),
+        (3, Money(250, "USD")),
     ]
     assert order.created_at == order.updated_at
 
@@ -221,6 +227,7 @@ def test_each_order_gets_its_own_id() -> None:
 
 # --- idempotent replay ------------------------------------------------------------------
 
+
 def test_replay_returns_the_first_order_for_the_same_items_in_any_order() -> None:
     a, b = entry(), entry()
     first = order_request("k", [(str(a.product_id), 1), (str(b.product_id), 2)])
@@ -232,8 +239,9 @@ def test_replay_returns_the_first_order_for_the_same_items_in_any_order() -> Non
 @pytest.mark.parametrize("change", ["quantity", "product", "extra item"])
 def test_replay_with_different_items_is_refused(change: str) -> None:
     a, b = entry(), entry()
-    order = place_order(user_id=USER, request=order_request("k", [(str(a.product_id), 1)]),
-                        catalog=catalog_of(a, b))
+    order = place_order(
+        user_id=USER, request=order_request("k", [(str(a.product_id), 1)]), catalog=catalog_of(a, b)
+    )
     items = {
         "quantity": [(str(a.product_id), 2)],
         "product": [(str(b.product_id), 1)],

@@ -110,7 +110,10 @@ def test_promotion_changes_only_role_and_updated_at() -> None:
     admin = user.promoted_to_admin()
     assert admin.role is Role.ADMIN
     assert (admin.user_id, admin.email, admin.password_hash, admin.created_at) == (
-        user.user_id, user.email, user.password_hash, user.created_at
+        user.user_id,
+        user.email,
+        user.password_hash,
+        user.created_at,
     )
     assert admin.updated_at >= user.updated_at
 

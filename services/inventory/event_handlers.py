@@ -1,0 +1,139 @@
+"""Inventory's part in the order saga: each event, through the domain's state machine.
+
+Each handler runs inside the consumer's unit of work (many events per
+transaction), claims or locks the order's reservation before deciding, and
+never raises for a stale, duplicate or out-of-order event: it logs and returns.
+It raises only for a malformed event, which the consumer retries and then
+dead-letters.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import cast
+
+from services.inventory.domain import (
+    OUT_OF_STOCK,
+    PAYMENT_FAILED,
+    ReservationState,
+    Trigger,
+    react,
+    rejection_reason,
+    release_reason,
+    requested_lines,
+)
+from services.inventory.persistence import InventoryUnitOfWork
+from shared.messaging.envelope import Event
+from shared.messaging.runtime import Subscriptions
+from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
+from shared.rpc.convert import money_from_proto
+from shared.validation import parse_uuid
+from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
+
+log = logging.getLogger(__name__)
+
+
+async def on_order_created(uow: InventoryUnitOfWork, event: Event) -> None:
+    created = cast(order_events_pb2.OrderCreated, event.payload)
+    order_id = parse_uuid(created.order_id, "order_id")
+    user_id = parse_uuid(created.user_id, "user_id")
+    total = money_from_proto(created.total, "total")
+    lines = requested_lines([(line.sku, line.quantity) for line in created.lines])
+    step = react(None, Trigger.ORDER_CREATED)
+    assert step is not None and step.if_short is not None  # the domain's table says so
+    claim = await uow.reservations.claim_and_hold(order_id, user_id, total, lines, step.to)
+    if not claim.claimed:
+        # Every existing state ignores OrderCreated, so which one it is does not matter.
+        log.debug("order %s already has a reservation; OrderCreated ignored", order_id)
+        return
+    key = str(order_id)
+    if claim.short is None:
+        await uow.outbox.add(
+            INVENTORY,
+            inventory_events_pb2.InventoryReserved(
+                order_id=key, user_id=str(user_id), total=created.total
+            ),
+            key,
+        )
+        return
+    await uow.reservations.reject(order_id, step.to, step.if_short, rejection_reason(claim.short))
+    await uow.outbox.add(
+        INVENTORY,
+        inventory_events_pb2.InventoryRejected(order_id=key, sku=claim.short, reason=OUT_OF_STOCK),
+        key,
+    )
+
+
+async def on_payment_succeeded(uow: InventoryUnitOfWork, event: Event) -> None:
+    paid = cast(payment_events_pb2.PaymentSucceeded, event.payload)
+    order_id = parse_uuid(paid.order_id, "order_id")
+    if await _advance_reserved(uow, order_id, Trigger.PAYMENT_SUCCEEDED, reason=""):
+        await uow.outbox.add(
+            INVENTORY,
+            inventory_events_pb2.InventoryCommitted(order_id=str(order_id)),
+            str(order_id),
+        )
+
+
+async def on_payment_failed(uow: InventoryUnitOfWork, event: Event) -> None:
+    failed = cast(payment_events_pb2.PaymentFailed, event.payload)
+    order_id = parse_uuid(failed.order_id, "order_id")
+    if await _advance_reserved(uow, order_id, Trigger.PAYMENT_FAILED, reason=PAYMENT_FAILED):
+        await uow.outbox.add(
+            INVENTORY,
+            inventory_events_pb2.InventoryReleased(order_id=str(order_id), reason=PAYMENT_FAILED),
+            str(order_id),
+        )
+
+
+async def _advance_reserved(
+    uow: InventoryUnitOfWork, order_id: uuid.UUID, trigger: Trigger, reason: str
+) -> bool:
+    """Applies ``trigger`` to a RESERVED reservation; False if it was in any other state.
+
+    A payment event does something only to a RESERVED reservation (the domain's
+    table), so one compare-and-set from RESERVED, which locks the row, decides.
+    """
+    step = react(ReservationState.RESERVED, trigger)
+    assert step is not None  # the domain's table says so
+    if await uow.reservations.advance(order_id, ReservationState.RESERVED, step, reason):
+        return True
+    log.debug("reservation of order %s is not reserved; %s ignored", order_id, trigger)
+    return False
+
+
+async def on_order_cancelled(uow: InventoryUnitOfWork, event: Event) -> None:
+    cancelled = cast(order_events_pb2.OrderCancelled, event.payload)
+    order_id = parse_uuid(cancelled.order_id, "order_id")
+    user_id = parse_uuid(cancelled.user_id, "user_id")
+    reason = release_reason(cancelled.reason)
+    tombstone = react(None, Trigger.ORDER_CANCELLED)
+    assert tombstone is not None  # the domain's table says so
+    state, created = await uow.reservations.lock_or_create(order_id, user_id, tombstone.to, reason)
+    if created:
+        log.debug("order %s cancelled before its reservation; tombstone written", order_id)
+        return
+    step = react(state, Trigger.ORDER_CANCELLED)
+    if step is None:
+        log.debug("reservation of order %s is %s; OrderCancelled ignored", order_id, state)
+        return
+    assert state is not None  # None always reacts, with the tombstone above
+    if not await uow.reservations.advance(order_id, state, step, reason):
+        raise RuntimeError(f"reservation {order_id} changed state while locked")
+    await uow.outbox.add(
+        INVENTORY,
+        inventory_events_pb2.InventoryReleased(order_id=str(order_id), reason=reason),
+        str(order_id),
+    )
+
+
+SUBSCRIPTIONS: Subscriptions[InventoryUnitOfWork] = Subscriptions(
+    topics=[ORDERS, PAYMENTS],
+    handlers={
+        order_events_pb2.OrderCreated.DESCRIPTOR.full_name: on_order_created,
+        order_events_pb2.OrderCancelled.DESCRIPTOR.full_name: on_order_cancelled,
+        payment_events_pb2.PaymentSucceeded.DESCRIPTOR.full_name: on_payment_succeeded,
+        payment_events_pb2.PaymentFailed.DESCRIPTOR.full_name: on_payment_failed,
+    },
+)

@@ -1,0 +1,76 @@
+"""The saga timeout: cancels orders that stayed PENDING too long.
+
+A lost event or a stuck service must not leave an order pending forever: every
+instance checks about once a second and cancels what is overdue, announcing
+OrderCancelled so inventory and payment undo their part. Instances share the
+work through ``FOR UPDATE SKIP LOCKED``; each batch is one short transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from services.order.domain import time_out
+from services.order.events import order_cancelled
+from services.order.persistence import OrderUnitOfWork
+from shared.messaging.topics import ORDERS
+
+log = logging.getLogger(__name__)
+
+CHECK_INTERVAL_SECONDS = 1.0
+
+
+class SagaTimeout:
+    def __init__(
+        self,
+        unit_of_work: Callable[[], OrderUnitOfWork],
+        *,
+        timeout_seconds: float,
+        batch_size: int,
+        interval_seconds: float = CHECK_INTERVAL_SECONDS,
+    ) -> None:
+        self._uow = unit_of_work
+        self._timeout = timeout_seconds
+        self._batch_size = batch_size
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+        self.cancelled = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="saga timeout")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def cancel_overdue_batch(self) -> int:
+        """Cancels up to one batch of overdue orders; returns how many."""
+        async with self._uow() as uow:
+            overdue = await uow.orders.lock_overdue(
+                older_than_seconds=self._timeout, limit=self._batch_size
+            )
+            for order in overdue:
+                cancelled = time_out(order)
+                await uow.orders.save(cancelled)
+                await uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order.order_id))
+        if overdue:
+            log.info("saga timeout cancelled %d orders", len(overdue))
+        self.cancelled += len(overdue)
+        return len(overdue)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                while await self.cancel_overdue_batch() == self._batch_size:
+                    pass  # a full batch: more may be waiting
+            except Exception:
+                # Whatever failed (the database is down, say), the task must live on:
+                # it is the only thing that ends a saga whose events were lost.
+                log.exception("saga timeout check failed; retrying")
+            await asyncio.sleep(self._interval)
