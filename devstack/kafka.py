@@ -237,6 +237,32 @@ class Kafka(Component):
         for topic in run_coro(self._create_topics()):
             log.info("kafka: created topic %s (%d partitions)", topic, TOPICS[topic])
 
+    def reset_topics(self) -> None:
+        """Deletes and re-creates the saga's topics: every record and committed offset goes.
+
+        The e2e tests use it so that each fresh system (fresh databases) also starts with
+        empty topics; otherwise a replay from offset 0 would bring in a previous system's
+        events, which the fresh databases have never seen.
+        """
+        run_coro(self._delete_topics())
+        self.provision()
+
+    async def _delete_topics(self) -> None:
+        admin = self._admin()
+        try:
+            await admin.start()
+            present = [t for t in TOPICS if t in set(await admin.list_topics())]
+            if present:
+                await admin.delete_topics(present, timeout_ms=30000)
+            deadline = time.monotonic() + 30
+            while set(present) & set(await admin.list_topics()):
+                if time.monotonic() > deadline:
+                    raise StackError(f"kafka: topics not deleted after 30s: {present}")
+                await asyncio.sleep(0.2)
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
     async def _create_topics(self) -> list[str]:
         from aiokafka.admin import NewTopic
         from aiokafka.errors import TopicAlreadyExistsError

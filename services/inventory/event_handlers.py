@@ -49,7 +49,7 @@ async def on_order_created(uow: InventoryUnitOfWork, event: Event) -> None:
         return
     key = str(order_id)
     if claim.short is None:
-        await uow.outbox.add(
+        uow.outbox.add(
             INVENTORY,
             inventory_events_pb2.InventoryReserved(
                 order_id=key, user_id=str(user_id), total=created.total
@@ -58,7 +58,7 @@ async def on_order_created(uow: InventoryUnitOfWork, event: Event) -> None:
         )
         return
     await uow.reservations.reject(order_id, step.to, step.if_short, rejection_reason(claim.short))
-    await uow.outbox.add(
+    uow.outbox.add(
         INVENTORY,
         inventory_events_pb2.InventoryRejected(order_id=key, sku=claim.short, reason=OUT_OF_STOCK),
         key,
@@ -69,7 +69,7 @@ async def on_payment_succeeded(uow: InventoryUnitOfWork, event: Event) -> None:
     paid = cast(payment_events_pb2.PaymentSucceeded, event.payload)
     order_id = parse_uuid(paid.order_id, "order_id")
     if await _advance_reserved(uow, order_id, Trigger.PAYMENT_SUCCEEDED, reason=""):
-        await uow.outbox.add(
+        uow.outbox.add(
             INVENTORY,
             inventory_events_pb2.InventoryCommitted(order_id=str(order_id)),
             str(order_id),
@@ -80,7 +80,7 @@ async def on_payment_failed(uow: InventoryUnitOfWork, event: Event) -> None:
     failed = cast(payment_events_pb2.PaymentFailed, event.payload)
     order_id = parse_uuid(failed.order_id, "order_id")
     if await _advance_reserved(uow, order_id, Trigger.PAYMENT_FAILED, reason=PAYMENT_FAILED):
-        await uow.outbox.add(
+        uow.outbox.add(
             INVENTORY,
             inventory_events_pb2.InventoryReleased(order_id=str(order_id), reason=PAYMENT_FAILED),
             str(order_id),
@@ -121,7 +121,7 @@ async def on_order_cancelled(uow: InventoryUnitOfWork, event: Event) -> None:
     assert state is not None  # None always reacts, with the tombstone above
     if not await uow.reservations.advance(order_id, state, step, reason):
         raise RuntimeError(f"reservation {order_id} changed state while locked")
-    await uow.outbox.add(
+    uow.outbox.add(
         INVENTORY,
         inventory_events_pb2.InventoryReleased(order_id=str(order_id), reason=reason),
         str(order_id),

@@ -113,7 +113,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             # Only the call that created the order starts its saga; a concurrent
             # duplicate that lost the race got the winner's order back.
             if stored.order_id == order.order_id:
-                await uow.outbox.add(ORDERS, order_created(stored), str(stored.order_id))
+                uow.outbox.add(ORDERS, order_created(stored), str(stored.order_id))
         return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(stored, wanted)))
 
     async def GetOrder(
@@ -137,7 +137,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             cancelled = cancel_by_customer(order)
             if cancelled is not order:  # a retry of a done cancel announces nothing
                 await uow.orders.save(cancelled)
-                await uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order_id))
+                uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order_id))
         return order_pb2.CancelOrderResponse(order=order_to_proto(cancelled))
 
     async def WatchOrder(

@@ -58,7 +58,7 @@ class SagaTimeout:
             for order in overdue:
                 cancelled = time_out(order)
                 await uow.orders.save(cancelled)
-                await uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order.order_id))
+                uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order.order_id))
         if overdue:
             log.info("saga timeout cancelled %d orders", len(overdue))
         self.cancelled += len(overdue)

@@ -94,7 +94,7 @@ async def _charge(uow: PaymentUnitOfWork, pending: Payment) -> None:
     entry = charge_entry(pending)
     await uow.ledger.add(entry)
     await uow.payments.move(PaymentState.PENDING, pending.charged(entry.entry_id))
-    await uow.outbox.add(
+    uow.outbox.add(
         PAYMENTS,
         payment_events_pb2.PaymentSucceeded(
             order_id=str(pending.order_id),
@@ -111,7 +111,7 @@ async def _charge(uow: PaymentUnitOfWork, pending: Payment) -> None:
 async def _fail(uow: PaymentUnitOfWork, pending: Payment, reason: str) -> None:
     failed = pending.failed(reason)
     await uow.payments.move(PaymentState.PENDING, failed)
-    await uow.outbox.add(
+    uow.outbox.add(
         PAYMENTS,
         payment_events_pb2.PaymentFailed(order_id=str(failed.order_id), reason=failed.reason or ""),
         str(failed.order_id),
@@ -130,7 +130,7 @@ async def _refund(uow: PaymentUnitOfWork, charged: Payment, reason: str) -> None
         )
     await uow.ledger.add(entry)
     await uow.payments.move(PaymentState.CHARGED, charged.refunded(entry.entry_id, reason))
-    await uow.outbox.add(
+    uow.outbox.add(
         PAYMENTS,
         payment_events_pb2.PaymentRefunded(
             order_id=str(charged.order_id), amount=money_to_proto(entry.amount)

@@ -1,7 +1,7 @@
 """A unit of work: one connection, one transaction, committed only on success.
 
 Each service subclasses it to hang its repositories on the connection, so a
-handler writes everything it changes (and, later, its outbox events) in one
+handler writes everything it changes, and the events that announce it, in one
 transaction or not at all.
 """
 
@@ -21,6 +21,7 @@ class PostgresUnitOfWork:
         self._pool = pool
         self._conn: PoolConnectionProxy | None = None
         self._transaction: asyncpg.transaction.Transaction | None = None
+        self._outbox: Outbox | None = None
 
     @property
     def connection(self) -> PoolConnectionProxy:
@@ -33,8 +34,10 @@ class PostgresUnitOfWork:
 
     @property
     def outbox(self) -> Outbox:
-        """Events staged here are published only if this unit of work commits."""
-        return Outbox(self.connection)
+        """Events staged here are written just before commit, and published only after it."""
+        if self._outbox is None:
+            raise RuntimeError("unit of work used outside 'async with'")
+        return self._outbox
 
     async def __aenter__(self) -> Self:
         conn = await self._pool.acquire()
@@ -47,6 +50,7 @@ class PostgresUnitOfWork:
             await self._pool.release(conn)
             raise
         self._conn, self._transaction = conn, transaction
+        self._outbox = Outbox(conn)
         self.bind(conn)
         return self
 
@@ -59,6 +63,11 @@ class PostgresUnitOfWork:
         assert self._transaction is not None and self._conn is not None
         try:
             if exc_type is None:
+                try:
+                    await self.outbox.flush()
+                except BaseException:
+                    await self._transaction.rollback()
+                    raise
                 await self._transaction.commit()
             else:
                 await self._transaction.rollback()
@@ -66,3 +75,4 @@ class PostgresUnitOfWork:
             await self._pool.release(self._conn)
             self._conn = None
             self._transaction = None
+            self._outbox = None

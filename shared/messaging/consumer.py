@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -33,6 +34,15 @@ from shared.messaging.envelope import Event, MalformedEvent, unwrap
 log = logging.getLogger(__name__)
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
+# Failures of the database connection itself: the whole batch waits and is read again.
+INFRASTRUCTURE_ERRORS = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+)
 Handler = Callable[[UowT, Event], Awaitable[None]]
 
 
@@ -110,8 +120,21 @@ class IdempotentConsumer(Generic[UowT]):
                 continue
             results = await asyncio.gather(
                 *(self._process_partition(records) for records in batches.values()),
+                return_exceptions=True,
             )
-            offsets = {tp: offset for tp, offset in zip(batches, results, strict=True)}
+            offsets: dict[TopicPartition, int] = {}
+            for (tp, records), result in zip(batches.items(), results, strict=True):
+                if isinstance(result, BaseException):
+                    # The database or the dead-letter topic is unreachable: nothing of this
+                    # batch is committed; read it again from its first record after a pause.
+                    log.warning("%s: %s failed (%r); will re-read it", self.name, tp, result)
+                    self._consumer.seek(tp, records[0].offset)
+                else:
+                    offsets[tp] = result
+            if len(offsets) < len(batches):
+                await asyncio.sleep(1.0)
+            if not offsets:
+                continue
             try:
                 await self._consumer.commit(offsets)
             except (CommitFailedError, KafkaError) as exc:
@@ -135,6 +158,8 @@ class IdempotentConsumer(Generic[UowT]):
         if events:
             try:
                 await self._apply(events)
+            except INFRASTRUCTURE_ERRORS:
+                raise
             except Exception as exc:
                 log.warning(
                     "%s: batch of %d failed (%r); retrying one by one", self.name, len(events), exc
@@ -144,29 +169,35 @@ class IdempotentConsumer(Generic[UowT]):
         return records[-1].offset + 1
 
     async def _apply(self, events: list[tuple[ConsumerRecord, Event]]) -> None:
-        handled = duplicates = 0
+        handled = 0
         async with self._uow() as uow:
-            for record, event in events:
-                first_time = await uow.connection.fetchval(
-                    "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
-                    " ON CONFLICT DO NOTHING RETURNING true",
+            # One statement records the whole batch; what it returns is what is new.
+            fresh = {
+                row["event_id"]
+                for row in await uow.connection.fetch(
+                    "INSERT INTO processed_events (consumer, event_id)"
+                    " SELECT $1, unnest($2::uuid[]) ON CONFLICT DO NOTHING RETURNING event_id",
                     self.name,
-                    event.event_id,
+                    [event.event_id for _, event in events],
                 )
-                if not first_time:
-                    duplicates += 1
-                    continue
+            }
+            for record, event in events:
+                if event.event_id not in fresh:
+                    continue  # seen before, or twice in this batch
+                fresh.discard(event.event_id)
                 trace_context.set_current(_traceparent(record))
                 await self._handlers[event.type](uow, event)
                 handled += 1
         self.handled += handled
-        self.duplicates += duplicates
+        self.duplicates += len(events) - handled
 
     async def _apply_with_retries(self, record: ConsumerRecord, event: Event) -> None:
         for attempt in range(1, self._attempts + 1):
             try:
                 await self._apply([(record, event)])
                 return
+            except INFRASTRUCTURE_ERRORS:
+                raise  # not the event's fault: never dead-letter it for an outage
             except Exception as exc:
                 if attempt == self._attempts:
                     await self._give_up(record, f"{event.type} failed {attempt} times: {exc!r}")

@@ -6,6 +6,7 @@ person can inspect it and replay it; the source partition moves on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -25,7 +26,12 @@ async def dead_letter(
         ("dlq.consumer", consumer.encode()),
         ("dlq.source", f"{record.topic}/{record.partition}/{record.offset}".encode()),
     ]
-    await producer.send_and_wait(DEADLETTER, value=record.value, key=record.key, headers=headers)
+    # Bounded: if the broker cannot take it, the consumer re-reads the record later
+    # rather than committing past a record that is in neither topic.
+    await asyncio.wait_for(
+        producer.send_and_wait(DEADLETTER, value=record.value, key=record.key, headers=headers),
+        timeout=10,
+    )
     log.error(
         "dead-lettered %s/%s/%s for %s: %s",
         record.topic,

@@ -54,19 +54,31 @@ def kafka_producer(bootstrap: str) -> AIOKafkaProducer:
     )
 
 
+class PublishTimeout(Exception):
+    """Kafka did not acknowledge a batch in time; the producer is replaced."""
+
+
 class OutboxRelay:
+    """Owns its producer: after a broker restart an idempotent producer can be left
+    waiting on acknowledgements that never come, so a batch that is not acknowledged
+    within ``publish_timeout`` is rolled back (to be published again) and the
+    producer is replaced by a fresh one."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
         *,
+        bootstrap: str,
         dsn: str,
         batch_size: int = 500,
         retention_seconds: float = 3600.0,
+        publish_timeout: float = 10.0,
     ) -> None:
         self._pool = pool
         self._dsn = dsn  # for the LISTEN connection, which must not go back to the pool
-        self._producer = producer
+        self._bootstrap = bootstrap
+        self._producer: AIOKafkaProducer | None = None
+        self._publish_timeout = publish_timeout
         self._batch_size = batch_size
         self._retention = retention_seconds
         self._wakeup = asyncio.Event()
@@ -83,6 +95,25 @@ class OutboxRelay:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._unlisten()
+        await self._drop_producer()
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = kafka_producer(self._bootstrap)
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
 
     async def _listen(self) -> None:
         if self._listener is None or self._listener.is_closed():
@@ -117,7 +148,13 @@ class OutboxRelay:
                     last_cleanup = now
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wakeup.wait(), IDLE_RECHECK_SECONDS)
-            except (KafkaError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                KafkaError,
+                PublishTimeout,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+            ) as exc:
                 now = time.monotonic()
                 if now - last_lag_log > 5:
                     lag = await self._lag_or_none()
@@ -129,6 +166,8 @@ class OutboxRelay:
                     )
                     last_lag_log = now
                 await self._unlisten()
+                if isinstance(exc, KafkaError | PublishTimeout):
+                    await self._drop_producer()  # a fresh one next time: see the class doc
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
@@ -148,17 +187,24 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            # Sent in order; the idempotent producer keeps per-partition order on retries.
-            futures = [
-                await self._producer.send(
-                    row["topic"],
-                    value=row["payload"],
-                    key=row["key"].encode(),
-                    headers=[(TRACE_HEADER, (row["traceparent"] or "").encode())],
-                )
-                for row in rows
-            ]
-            await asyncio.gather(*futures)
+            producer = await self._ensure_producer()
+            try:
+                async with asyncio.timeout(self._publish_timeout):
+                    # Sent in order; the idempotent producer keeps per-partition order.
+                    futures = [
+                        await producer.send(
+                            row["topic"],
+                            value=row["payload"],
+                            key=row["key"].encode(),
+                            headers=[(TRACE_HEADER, (row["traceparent"] or "").encode())],
+                        )
+                        for row in rows
+                    ]
+                    await asyncio.gather(*futures)
+            except TimeoutError:
+                raise PublishTimeout(
+                    f"{len(rows)} events not acknowledged within {self._publish_timeout}s"
+                ) from None
             await conn.execute(
                 "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],

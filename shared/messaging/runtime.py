@@ -1,7 +1,7 @@
 """Everything a service needs to take part in the saga, started and stopped as one.
 
-A producer (idempotent, acks=all) shared by the outbox relay and the dead-letter
-path, the relay itself, and, for services that react to events, one idempotent
+The outbox relay (with its own producer), a producer for the dead-letter path,
+and, for services that react to events, one idempotent
 consumer whose group is the service's name, so its instances share partitions.
 """
 
@@ -38,9 +38,9 @@ async def run_messaging(
     unit_of_work: Callable[[], UowT],
     subscriptions: Subscriptions[UowT] | None = None,
 ) -> AsyncIterator[Messaging[UowT]]:
-    producer = kafka_producer(settings.kafka_bootstrap)
-    await producer.start()
-    relay = OutboxRelay(pool, producer, dsn=settings.pg_dsn)
+    dead_letters = kafka_producer(settings.kafka_bootstrap)
+    await dead_letters.start()
+    relay = OutboxRelay(pool, bootstrap=settings.kafka_bootstrap, dsn=settings.pg_dsn)
     consumer: IdempotentConsumer[UowT] | None = None
     try:
         await relay.start()
@@ -51,7 +51,7 @@ async def run_messaging(
                 bootstrap=settings.kafka_bootstrap,
                 unit_of_work=unit_of_work,
                 handlers=subscriptions.handlers,
-                dead_letters=producer,
+                dead_letters=dead_letters,
             )
             await consumer.start()
         yield Messaging(relay, consumer)
@@ -59,4 +59,4 @@ async def run_messaging(
         if consumer is not None:
             await consumer.stop()
         await relay.stop()
-        await producer.stop()
+        await dead_letters.stop()

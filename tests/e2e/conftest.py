@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -38,9 +39,10 @@ async def running_system(
     replicas: Mapping[str, int] | None = None,
     extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[RunningSystem]:
-    """Fresh databases, every service as its own process, the demo data seeded."""
+    """Fresh databases and topics, every service as its own process, the demo data seeded."""
     for service in SERVICES:
         await recreate_database(stack, service)
+    await asyncio.to_thread(stack.kafka.reset_topics)
     logs: list[str] = []
     launcher = SystemLauncher(
         stack,

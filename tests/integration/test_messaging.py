@@ -86,13 +86,15 @@ async def test_only_committed_outbox_rows_are_published_once_by_two_relays(
     committed: set[str] = set()
     for i in range(300):
         async with PostgresUnitOfWork(pool) as uow:
-            committed.add(await uow.outbox.add(topic, order_created(f"o{i}"), f"o{i}"))
+            committed.add(uow.outbox.add(topic, order_created(f"o{i}"), f"o{i}"))
     with pytest.raises(RuntimeError):
         async with PostgresUnitOfWork(pool) as uow:
-            await uow.outbox.add(topic, order_created("rolled-back"), "rolled-back")
+            uow.outbox.add(topic, order_created("rolled-back"), "rolled-back")
             raise RuntimeError("the state change failed, so must the event")
     dsn = stack.pg_dsn("shop_messaging_test")
-    relays = [OutboxRelay(pool, producer, dsn=dsn, batch_size=50) for _ in range(2)]
+    relays = [
+        OutboxRelay(pool, bootstrap=stack.kafka_bootstrap, dsn=dsn, batch_size=50) for _ in range(2)
+    ]
     for relay in relays:
         await relay.start()
     try:
