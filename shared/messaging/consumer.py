@@ -25,6 +25,12 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from tenacity import (
+    AsyncRetrying,
+    retry_if_not_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.messaging import trace_context
@@ -192,17 +198,21 @@ class IdempotentConsumer(Generic[UowT]):
         self.duplicates += len(events) - handled
 
     async def _apply_with_retries(self, record: ConsumerRecord, event: Event) -> None:
-        for attempt in range(1, self._attempts + 1):
-            try:
-                await self._apply([(record, event)])
-                return
-            except INFRASTRUCTURE_ERRORS:
-                raise  # not the event's fault: never dead-letter it for an outage
-            except Exception as exc:
-                if attempt == self._attempts:
-                    await self._give_up(record, f"{event.type} failed {attempt} times: {exc!r}")
-                    return
-                await asyncio.sleep(0.1 * 2**attempt)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            # An outage is not the event's fault: never dead-letter an event for one.
+            retry=retry_if_not_exception_type(INFRASTRUCTURE_ERRORS),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await self._apply([(record, event)])
+        except INFRASTRUCTURE_ERRORS:
+            raise
+        except Exception as exc:
+            await self._give_up(record, f"{event.type} failed {self._attempts} times: {exc!r}")
 
     async def _give_up(self, record: ConsumerRecord, error: str) -> None:
         await dead_letter(self._dead_letters, record, consumer=self.name, error=error)
