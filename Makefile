@@ -64,6 +64,10 @@ demo-order: deps ## Place an order as the demo customer against `make run`
 audit: deps ## Check every invariant against the `make run` stack's data (exit 1 on a violation)
 	$(PY) -m tools.audit --profile dev
 
+.PHONY: bench
+bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgbench, saga latency
+	$(PY) -m tools.bench_saga
+
 .PHONY: demo-oversell
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
 	$(PY) -m tools.demo_oversell

@@ -1,4 +1,4 @@
-"""CLI: `python -m devstack up|down|status|start|stop|kill|reset|env|install [-p dev|test]`."""
+"""CLI: `python -m devstack up|down|status|start|stop|kill|reset|env|install [-p PROFILE]`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ app = typer.Typer(
 class ProfileName(StrEnum):
     dev = "dev"
     test = "test"
+    bench = "bench"
 
 
 assert {p.value for p in ProfileName} == set(PROFILES), "keep ProfileName in sync with config"

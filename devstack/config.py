@@ -47,6 +47,8 @@ class Profile:
 PROFILES: Final[dict[str, Profile]] = {
     "dev": Profile("dev", Ports(15432, 12379, 12380, 19092, 19093)),
     "test": Profile("test", Ports(25432, 22379, 22380, 29092, 29093)),
+    # `make bench` measures on its own stack, so figures never mix with a dev session's data.
+    "bench": Profile("bench", Ports(35432, 32379, 32380, 39092, 39093)),
 }
 
 

@@ -1,0 +1,304 @@
+"""`make bench`: how fast the saga sells one hot SKU, and how long a saga takes.
+
+Prints figures; asserts nothing about speed (a timed test would be flaky on a
+shared 2-core machine). Runs on its own stack (devstack profile "bench") with
+its own instance of every service, so a `make run` session is never touched.
+
+1. Baseline: the database's own limit on one hot row, measured with pgbench
+   itself: clients in a loop, each transaction one conditional UPDATE of the
+   same row (`... SET available = available - 1 ... WHERE available >= 1`),
+   autocommit, exactly the statement a naive reservation would run.
+2. Hot-SKU reservations/s through the real pipeline: N orders for one SKU are
+   placed while inventory is stopped (their OrderCreated events wait in Kafka),
+   then inventory starts and drains them; rate = N / time from the first to the
+   last reservation. Zero oversell is checked, and the audit must be clean.
+3. Saga latency: orders at a fixed rate (open loop), each timed from its
+   scheduled PlaceOrder to its terminal status; P50/P95/P99.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import numpy as np
+import typer
+
+from devstack.stack import Stack
+from shared.auth.identity import Role
+from shared.auth.keys import generate_keypair, load_private_key
+from shared.auth.tokens import TokenIssuer
+from shared.rpc.client import ServiceClients
+from tools.audit import audit, stack_dsns
+from tools.launcher import SERVICES, SystemLauncher, open_directory
+from tools.shop_client import ShopClient
+
+T = TypeVar("T")
+HOT_ROW_SQL = (
+    "UPDATE bench_hot_row SET available = available - 1, reserved = reserved + 1"
+    " WHERE id = 1 AND available >= 1;\n"
+)
+
+
+def pgbench_binary() -> str:
+    found = shutil.which("pgbench") or next(
+        (str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))), None
+    )
+    if found is None:
+        raise SystemExit("pgbench not found (it ships with PostgreSQL's server package)")
+    return found
+
+
+async def hot_row_baseline(stack: Stack, clients: int, seconds: int) -> float:
+    """Transactions/s of pgbench running the single conditional UPDATE on one row."""
+    dsn = stack.pg_dsn("shop_inventory")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "DROP TABLE IF EXISTS bench_hot_row;"
+            " CREATE TABLE bench_hot_row (id int PRIMARY KEY, available bigint NOT NULL"
+            " CHECK (available >= 0), reserved bigint NOT NULL);"
+            " INSERT INTO bench_hot_row VALUES (1, 1000000000, 0)"
+        )
+    finally:
+        await conn.close()
+    with tempfile.NamedTemporaryFile("w", suffix=".sql") as script:
+        script.write(HOT_ROW_SQL)
+        script.flush()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                pgbench_binary(),
+                "-n",
+                "-c",
+                str(clients),
+                "-j",
+                "2",
+                "-T",
+                str(seconds),
+                "-f",
+                script.name,
+                dsn,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    match = re.search(r"tps = ([0-9.]+)", result.stdout)
+    if match is None:
+        raise RuntimeError(f"pgbench printed no tps:\n{result.stdout}\n{result.stderr}")
+    return float(match.group(1))
+
+
+def buyers(clients: ServiceClients, issuer: TokenIssuer, count: int) -> list[ShopClient]:
+    return [
+        ShopClient(clients, token=issuer.issue(uuid.uuid4(), Role.CUSTOMER)[0])
+        for _ in range(count)
+    ]
+
+
+async def bounded(coros: list[Coroutine[Any, Any, T]], limit: int) -> list[T]:
+    gate = asyncio.Semaphore(limit)
+
+    async def run(coro: Coroutine[Any, Any, T]) -> T:
+        async with gate:
+            return await coro
+
+    return await asyncio.gather(*(run(c) for c in coros))
+
+
+async def hot_sku_throughput(
+    stack: Stack,
+    launcher: SystemLauncher,
+    clients: ServiceClients,
+    issuer: TokenIssuer,
+    orders: int,
+) -> dict[str, float]:
+    admin = ShopClient(clients, token=issuer.issue(uuid.uuid4(), Role.ADMIN)[0])
+    sku = f"HOT-{uuid.uuid4().hex[:6].upper()}"
+    product = await admin.create_product(sku, "hot item", 100)
+    await admin.set_stock(sku, orders // 2)  # half of them must be rejected, none oversold
+    shoppers = buyers(clients, issuer, orders)
+    await bounded([s.top_up(100, "bench") for s in shoppers], 64)
+    for child in [p for p in launcher.processes if p.service == "inventory"]:
+        child.process.terminate()
+        await child.process.wait()
+        launcher.processes.remove(child)
+    await bounded(
+        [s.place_order([(product.product_id, 1)], str(uuid.uuid4())) for s in shoppers], 64
+    )
+    await launcher.start_instance("inventory")
+    conn = await asyncpg.connect(stack.pg_dsn("shop_inventory"))
+    try:
+        while (
+            await conn.fetchval("SELECT count(*) FROM reservation_lines WHERE sku = $1", sku)
+            < orders
+        ):
+            await asyncio.sleep(0.2)
+        span = await conn.fetchrow(
+            "SELECT min(r.created_at), max(r.updated_at) FROM reservations r"
+            " JOIN reservation_lines l USING (order_id) WHERE l.sku = $1",
+            sku,
+        )
+        stock = await conn.fetchrow("SELECT * FROM stock WHERE sku = $1", sku)
+    finally:
+        await conn.close()
+    assert stock is not None and span is not None
+    first, last = span
+    seconds = max((last - first).total_seconds(), 1e-3)
+    return {
+        "orders": orders,
+        "seconds": seconds,
+        "per_second": orders / seconds,
+        "sold_plus_reserved": stock["sold"] + stock["reserved"],
+        "received": stock["total_received"],
+        "oversold": max(0, stock["sold"] + stock["reserved"] - stock["total_received"]),
+    }
+
+
+async def saga_latency(
+    stack: Stack, clients: ServiceClients, issuer: TokenIssuer, rate: float, seconds: float
+) -> dict[str, float]:
+    admin = ShopClient(clients, token=issuer.issue(uuid.uuid4(), Role.ADMIN)[0])
+    count = int(rate * seconds)
+    sku = f"STEADY-{uuid.uuid4().hex[:6].upper()}"
+    product = await admin.create_product(sku, "steady item", 100)
+    await admin.set_stock(sku, count)
+    shoppers = buyers(clients, issuer, count)
+    await bounded([s.top_up(100, "bench") for s in shoppers], 64)
+    started: dict[str, datetime] = {}
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+
+    async def place(i: int, shopper: ShopClient) -> None:
+        await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
+        scheduled = datetime.now(UTC)  # latency counts from the schedule (open loop)
+        order = await shopper.place_order([(product.product_id, 1)], str(uuid.uuid4()))
+        started[order.order_id] = scheduled
+
+    await asyncio.gather(*(place(i, s) for i, s in enumerate(shoppers)))
+    conn = await asyncpg.connect(stack.pg_dsn("shop_order"))
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            rows = await conn.fetch(
+                "SELECT order_id, status, updated_at FROM orders WHERE order_id = ANY($1::uuid[])",
+                list(started),
+            )
+            if all(r["status"] != "pending" for r in rows) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    latencies = np.array(
+        [
+            (r["updated_at"] - started[str(r["order_id"])]).total_seconds() * 1000
+            for r in rows
+            if r["status"] != "pending"
+        ]
+    )
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return {
+        "orders": count,
+        "rate": rate,
+        "completed": len(latencies),
+        "p50_ms": p50,
+        "p95_ms": p95,
+        "p99_ms": p99,
+        "max_ms": float(latencies.max()),
+    }
+
+
+async def run(orders: int, rate: float, seconds: float, pgbench_clients: int) -> None:
+    stack = Stack("bench")
+    print("bench: starting its own stack (profile bench) ...", flush=True)
+    await asyncio.to_thread(stack.up)
+    admin = await asyncpg.connect(stack.pg_dsn("postgres"))
+    try:
+        for service in SERVICES:
+            await admin.execute(f'DROP DATABASE IF EXISTS "shop_{service}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "shop_{service}"')
+    finally:
+        await admin.close()
+    await asyncio.to_thread(stack.kafka.reset_topics)
+    jwt_dir = stack.profile_dir / "jwt"
+    generate_keypair(jwt_dir)
+    issuer = TokenIssuer(
+        load_private_key(jwt_dir / "private.pem"),
+        "shop-user",
+        "shop",
+        ttl=timedelta(hours=1),
+    )
+    log_path = stack.profile_dir / "logs" / "services.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    service_log = log_path.open("w")
+    launcher = SystemLauncher(stack, jwt_dir, log_sink=lambda line: print(line, file=service_log))
+    print(f"bench: service logs in {log_path}", flush=True)
+    async with open_directory(stack) as directory:
+        clients = ServiceClients(directory)
+        try:
+            await launcher.start_all()
+            await launcher.wait_ready(directory, timeout=90)
+            print(
+                f"baseline: pgbench, {pgbench_clients} clients, one conditional UPDATE on one"
+                " row per transaction ...",
+                flush=True,
+            )
+            baseline = await hot_row_baseline(stack, pgbench_clients, 10)
+            print(f"  {baseline:,.0f} transactions/s", flush=True)
+            print(
+                f"hot SKU: {orders} orders for {orders // 2} units, drained by inventory ...",
+                flush=True,
+            )
+            hot = await hot_sku_throughput(stack, launcher, clients, issuer, orders)
+            print(
+                f"  {hot['per_second']:,.0f} reservations/s ({hot['orders']:.0f} in "
+                f"{hot['seconds']:.2f}s); oversold={hot['oversold']:.0f}",
+                flush=True,
+            )
+            print(f"saga latency: {rate:g} orders/s for {seconds:g}s, open loop ...", flush=True)
+            lat = await saga_latency(stack, clients, issuer, rate, seconds)
+            print(
+                f"  completed {lat['completed']:.0f}/{lat['orders']:.0f}: P50 {lat['p50_ms']:.0f}"
+                f" ms, P95 {lat['p95_ms']:.0f} ms, P99 {lat['p99_ms']:.0f} ms, max "
+                f"{lat['max_ms']:.0f} ms",
+                flush=True,
+            )
+            report = await audit(stack_dsns(stack), settle=30)
+            print(f"audit: {'ok' if report.ok else 'FAILED'}")
+            if not report.ok:
+                print(report.render())
+            ratio = hot["per_second"] / baseline
+            print(
+                f"\nhot-SKU reservations/s vs one-row UPDATE baseline: {ratio:.2f}x "
+                f"({'meets' if ratio >= 1 else 'below'} the goal of >= 1x), "
+                f"oversold={hot['oversold']:.0f}"
+            )
+        finally:
+            await clients.close()
+            await launcher.stop_all()
+            service_log.close()
+            await asyncio.to_thread(stack.down)
+
+
+def main(
+    orders: Annotated[int, typer.Option(help="orders for the hot SKU")] = 4000,
+    rate: Annotated[float, typer.Option(help="orders/s for the latency run")] = 50.0,
+    seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
+    pgbench_clients: Annotated[int, typer.Option(help="pgbench clients")] = 8,
+) -> None:
+    asyncio.run(run(orders, rate, seconds, pgbench_clients))
+
+
+if __name__ == "__main__":
+    typer.run(main)
