@@ -50,6 +50,10 @@ INFRASTRUCTURE_ERRORS = (
     asyncpg.AdminShutdownError,
 )
 Handler = Callable[[UowT, Event], Awaitable[None]]
+# Takes a run of consecutive events of one type at once, so that it can merge their
+# writes (e.g. many reservations of one hot SKU in one UPDATE). Must behave exactly
+# as the per-event handler applied to each event in order.
+BatchHandler = Callable[[UowT, list[Event]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -75,6 +79,7 @@ class IdempotentConsumer(Generic[UowT]):
         bootstrap: str,
         unit_of_work: Callable[[], UowT],
         handlers: Mapping[str, Handler[UowT]],
+        batch_handlers: Mapping[str, BatchHandler[UowT]] | None = None,
         dead_letters: AIOKafkaProducer,
         attempts: int = 3,
         max_batch: int = 500,
@@ -84,6 +89,7 @@ class IdempotentConsumer(Generic[UowT]):
         self._bootstrap = bootstrap
         self._uow = unit_of_work
         self._handlers = dict(handlers)
+        self._batch_handlers = dict(batch_handlers or {})
         self._dead_letters = dead_letters
         self._attempts = attempts
         self._max_batch = max_batch
@@ -187,13 +193,21 @@ class IdempotentConsumer(Generic[UowT]):
                     [event.event_id for _, event in events],
                 )
             }
+            todo: list[tuple[ConsumerRecord, Event]] = []
             for record, event in events:
-                if event.event_id not in fresh:
-                    continue  # seen before, or twice in this batch
-                fresh.discard(event.event_id)
-                trace_context.set_current(_traceparent(record))
-                await self._handlers[event.type](uow, event)
-                handled += 1
+                if event.event_id in fresh:  # else seen before, or twice in this batch
+                    fresh.discard(event.event_id)
+                    todo.append((record, event))
+            for run in _runs_of_one_type(todo):
+                trace_context.set_current(_traceparent(run[0][0]))
+                batch_handler = self._batch_handlers.get(run[0][1].type)
+                if batch_handler is not None:
+                    await batch_handler(uow, [event for _, event in run])
+                else:
+                    for record, event in run:
+                        trace_context.set_current(_traceparent(record))
+                        await self._handlers[event.type](uow, event)
+                handled += len(run)
         self.handled += handled
         self.duplicates += len(events) - handled
 
@@ -217,6 +231,19 @@ class IdempotentConsumer(Generic[UowT]):
     async def _give_up(self, record: ConsumerRecord, error: str) -> None:
         await dead_letter(self._dead_letters, record, consumer=self.name, error=error)
         self.dead_lettered += 1
+
+
+def _runs_of_one_type(
+    events: list[tuple[ConsumerRecord, Event]],
+) -> list[list[tuple[ConsumerRecord, Event]]]:
+    """Consecutive events of the same type, in order: [[a, a], [b], [a]]."""
+    runs: list[list[tuple[ConsumerRecord, Event]]] = []
+    for item in events:
+        if runs and runs[-1][0][1].type == item[1].type:
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def _traceparent(record: ConsumerRecord) -> str | None:

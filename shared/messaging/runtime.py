@@ -14,7 +14,7 @@ from typing import Generic
 
 import asyncpg
 
-from shared.messaging.consumer import Handler, IdempotentConsumer, UowT
+from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, UowT
 from shared.messaging.relay import OutboxRelay, kafka_producer
 from shared.settings import ServiceSettings
 
@@ -23,6 +23,8 @@ from shared.settings import ServiceSettings
 class Subscriptions(Generic[UowT]):
     topics: Sequence[str]
     handlers: Mapping[str, Handler[UowT]] = field(default_factory=dict)
+    # Optional merged handling of consecutive events of one type (see consumer.BatchHandler).
+    batch_handlers: Mapping[str, BatchHandler[UowT]] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,6 +53,7 @@ async def run_messaging(
                 bootstrap=settings.kafka_bootstrap,
                 unit_of_work=unit_of_work,
                 handlers=subscriptions.handlers,
+                batch_handlers=subscriptions.batch_handlers,
                 dead_letters=dead_letters,
             )
             await consumer.start()

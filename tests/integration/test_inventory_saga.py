@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 
 import asyncpg
 import pytest
@@ -621,3 +621,102 @@ async def test_running_service_consumes_the_saga_topics(
     assert await state(pool, order) == "committed"
     assert await stock(pool, sku) == (1, 0, 2, 3)
     assert await emitted(pool, order) == ["InventoryReserved", "InventoryCommitted"]
+
+
+# --- the merged (hot-SKU) path: many OrderCreated in one call ----------------------------------
+
+
+async def deliver_merged(pool: asyncpg.Pool, payloads: Sequence[Message]) -> None:
+    """One run of OrderCreated in one unit of work, as the consumer hands it over."""
+    async with InventoryUnitOfWork(pool) as uow:
+        await SUBSCRIPTIONS.batch_handlers["shop.events.v1.OrderCreated"](
+            uow, [event_of(p) for p in payloads]
+        )
+
+
+async def test_merged_run_sells_exactly_the_stock_first_come_first_served(
+    pool: asyncpg.Pool,
+) -> None:
+    sku = new_sku()
+    await set_stock(pool, sku, 20)
+    orders = [new_order() for _ in range(200)]
+    await deliver_merged(pool, [order_created(o, (sku, 1)) for o in orders])
+
+    assert [await state(pool, o) for o in orders[:21]] == ["reserved"] * 20 + ["rejected"]
+    assert await state_counts(pool, orders) == {"reserved": 20, "rejected": 180}
+    assert await stock(pool, sku) == (0, 20, 0, 20)
+    assert await emitted(pool, orders[0]) == ["InventoryReserved"]
+    assert await emitted(pool, orders[-1]) == ["InventoryRejected"]
+    await audit(pool, [sku])
+
+
+async def test_merged_run_is_first_fit_like_one_event_at_a_time(pool: asyncpg.Pool) -> None:
+    """available 5, asks 3, 3, 2, 1: the second does not fit, the third takes the rest."""
+    merged_sku, single_sku = new_sku(), new_sku()
+    asks = [3, 3, 2, 1]
+    await set_stock(pool, merged_sku, 5)
+    await set_stock(pool, single_sku, 5)
+    merged = [new_order() for _ in asks]
+    single = [new_order() for _ in asks]
+    await deliver_merged(
+        pool, [order_created(o, (merged_sku, q)) for o, q in zip(merged, asks, strict=True)]
+    )
+    for o, q in zip(single, asks, strict=True):
+        await deliver(pool, order_created(o, (single_sku, q)))
+
+    expected = ["reserved", "rejected", "reserved", "rejected"]
+    assert [await state(pool, o) for o in merged] == expected
+    assert [await state(pool, o) for o in single] == expected
+    assert await stock(pool, merged_sku) == await stock(pool, single_sku) == (0, 5, 0, 5)
+    await audit(pool, [merged_sku, single_sku])
+
+
+async def test_merged_run_mixes_skus_lines_tombstones_and_unknown_skus(pool: asyncpg.Pool) -> None:
+    a, b, unknown = new_sku(), new_sku(), new_sku()
+    await set_stock(pool, a, 2)
+    await set_stock(pool, b, 1)
+    tombstoned, multi, on_a, on_b, on_unknown, also_a = (new_order() for _ in range(6))
+    await deliver(pool, order_cancelled(tombstoned))
+    await deliver_merged(
+        pool,
+        [
+            order_created(tombstoned, (a, 1)),
+            order_created(multi, (a, 1), (b, 1)),
+            order_created(on_a, (a, 1)),
+            order_created(on_b, (b, 1)),
+            order_created(on_unknown, (unknown, 1)),
+            order_created(also_a, (a, 1)),
+        ],
+    )
+    assert await state(pool, tombstoned) == "cancelled"  # a cancel that came first wins
+    assert await emitted(pool, tombstoned) == []
+    assert await state(pool, multi) == "reserved"  # the per-event path, all lines held
+    assert await state(pool, on_a) == "reserved"
+    assert await state(pool, on_b) == "rejected"  # the multi-line order took b's only unit
+    assert await state(pool, on_unknown) == "rejected"
+    assert await state(pool, also_a) == "rejected"
+    assert await stock(pool, a) == (0, 2, 0, 2)
+    await audit(pool, [a, b])
+
+
+async def test_merged_run_redelivered_changes_nothing(pool: asyncpg.Pool) -> None:
+    sku = new_sku()
+    await set_stock(pool, sku, 3)
+    payloads: list[Message] = [order_created(new_order(), (sku, 1)) for _ in range(5)]
+    await deliver_merged(pool, payloads)
+    before = await stock(pool, sku)
+    outbox_rows = await pool.fetchval("SELECT count(*) FROM outbox")
+    await deliver_merged(pool, payloads)
+    assert await stock(pool, sku) == before == (0, 3, 0, 3)
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == outbox_rows
+
+
+async def test_concurrent_merged_runs_never_oversell(pool: asyncpg.Pool) -> None:
+    sku = new_sku()
+    await set_stock(pool, sku, 50)
+    runs = [[order_created(new_order(), (sku, 1)) for _ in range(40)] for _ in range(10)]
+    await asyncio.gather(*(deliver_merged(pool, run) for run in runs))
+    orders = [p.order_id for run in runs for p in run]
+    assert await state_counts(pool, orders) == {"reserved": 50, "rejected": 350}
+    assert await stock(pool, sku) == (0, 50, 0, 50)
+    await audit(pool, [sku])
