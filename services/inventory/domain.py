@@ -226,6 +226,22 @@ def first_short(lines: Sequence[Line], held: Collection[str]) -> str | None:
     return next((line.sku for line in lines if line.sku not in held), None)
 
 
+def first_fit(available: int, quantities: Sequence[int]) -> list[bool]:
+    """Which of these requests for one SKU are held, in order, from ``available`` units.
+
+    The same answer as one conditional UPDATE (``... WHERE available >= q``) per
+    request in turn: a request that does not fit is refused, and a later, smaller
+    one may still fit.
+    """
+    held = []
+    for quantity in quantities:
+        fits = 0 < quantity <= available
+        if fits:
+            available -= quantity
+        held.append(fits)
+    return held
+
+
 def rejection_reason(sku: str) -> str:
     return f"{OUT_OF_STOCK}: {sku}"
 

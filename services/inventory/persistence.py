@@ -19,6 +19,7 @@ from services.inventory.domain import (
     ReservationState,
     Step,
     Stock,
+    first_fit,
     first_short,
 )
 from shared.db.unit_of_work import PostgresUnitOfWork
@@ -104,7 +105,7 @@ class ReservationRepository:
         if_short: ReservationState,
         reason: str,
     ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
-        """Many single-line orders of one SKU in two statements: returns (claimed, held).
+        """Many single-line orders of one SKU in four statements: returns (claimed, held).
 
         The same outcome as claim_and_hold for each order in turn (first fit, in
         order), but the hot stock row is locked and updated once for all of them:
@@ -125,18 +126,36 @@ class ReservationRepository:
         in_order = [o for o in orders if o.order_id in claimed]
         if not in_order:
             return set(), set()
-        held = {
-            row["order_id"]
-            for row in await self._conn.fetch(
-                _HOLD_FIRST_FIT,
+        # The row lock is taken here and held to commit, so the units counted now are
+        # the units the UPDATE below finds; its condition is the second guard, and the
+        # CHECK (available >= 0) the third. (One statement doing both the locking read
+        # and the write is not safe: under concurrent releases PostgreSQL re-evaluates
+        # the UPDATE on a newer row than the one the read saw.)
+        available = await self._conn.fetchval(
+            "SELECT available FROM stock WHERE sku = $1 FOR UPDATE", sku
+        )
+        fits = first_fit(available or 0, [o.quantity for o in in_order])
+        held = {o.order_id for o, fit in zip(in_order, fits, strict=True) if fit}
+        units = sum(o.quantity for o, fit in zip(in_order, fits, strict=True) if fit)
+        if units:
+            moved = await self._conn.execute(
+                "UPDATE stock SET available = available - $2, reserved = reserved + $2,"
+                " updated_at = now() WHERE sku = $1 AND available >= $2",
                 sku,
-                [o.order_id for o in in_order],
-                [o.quantity for o in in_order],
-                claimed_as.value,
-                if_short.value,
-                reason,
+                units,
             )
-        }
+            if moved != "UPDATE 1":
+                raise RuntimeError(f"stock of {sku} changed under its row lock")
+        await self._conn.execute(
+            _SETTLE_SAME_SKU,
+            sku,
+            [o.order_id for o in in_order],
+            [o.quantity for o in in_order],
+            [o.order_id for o in in_order if o.order_id not in held],
+            claimed_as.value,
+            if_short.value,
+            reason,
+        )
         return claimed, held
 
     async def claim_and_hold(
@@ -326,40 +345,14 @@ FROM unnest($1::uuid[], $3::uuid[], $4::bigint[], $5::text[]) AS x (o, u, t, c)
 ON CONFLICT (order_id) DO NOTHING
 RETURNING order_id
 """
-# One statement: lock the SKU's row, walk the claimed orders in order handing out
-# what is left (first fit, like one conditional UPDATE per order would), move the
-# total from available to reserved once, settle the rest as rejected, and write
-# every order's line. The row lock is held from the first read to the write, and
-# the CHECK (available >= 0) on stock is the second guard.
-_HOLD_FIRST_FIT = """
-WITH RECURSIVE req AS (
-    SELECT order_id, qty, pos
-    FROM unnest($2::uuid[], $3::int[]) WITH ORDINALITY AS r (order_id, qty, pos)
-), cur AS (
-    SELECT available FROM stock WHERE sku = $1::text FOR UPDATE
-), alloc (pos, remaining, order_id, qty, held) AS (
-    SELECT 0::bigint, (SELECT available FROM cur), NULL::uuid, 0, false
-    UNION ALL
-    SELECT r.pos,
-           CASE WHEN r.qty <= a.remaining THEN a.remaining - r.qty ELSE a.remaining END,
-           r.order_id, r.qty, coalesce(r.qty <= a.remaining, false)
-    FROM alloc a JOIN req r ON r.pos = a.pos + 1
-), moved AS (
-    UPDATE stock
-    SET available = available - t.n, reserved = reserved + t.n, updated_at = now()
-    FROM (SELECT coalesce(sum(qty), 0) AS n FROM alloc WHERE held) t
-    WHERE sku = $1::text AND t.n > 0
-    RETURNING sku
-), rejected AS (
-    UPDATE reservations SET state = $5, reason = $6, updated_at = now()
-    WHERE order_id = ANY($2::uuid[]) AND state = $4
-      AND order_id NOT IN (SELECT order_id FROM alloc WHERE held)
-    RETURNING order_id
-), lines AS (
+# The lines of every claimed order, and the claims that got nothing settled as rejected.
+_SETTLE_SAME_SKU = """
+WITH lines AS (
     INSERT INTO reservation_lines (order_id, sku, quantity)
-    SELECT order_id, $1::text, qty FROM req
+    SELECT order_id, $1::text, qty FROM unnest($2::uuid[], $3::int[]) AS r (order_id, qty)
 )
-SELECT order_id FROM alloc WHERE held
+UPDATE reservations SET state = $6, reason = $7, updated_at = now()
+WHERE order_id = ANY($4::uuid[]) AND state = $5
 """
 _CLAIM = """
 WITH claimed AS (

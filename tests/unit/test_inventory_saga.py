@@ -19,6 +19,7 @@ from services.inventory.domain import (
     StockMove,
     Trigger,
     check_transition,
+    first_fit,
     first_short,
     react,
     rejection_reason,
@@ -191,3 +192,19 @@ def test_reasons() -> None:
     assert release_reason("  saga timeout ") == "saga timeout"
     assert release_reason("   ") == "order cancelled"
     assert release_reason("x" * (MAX_REASON + 10)) == "x" * MAX_REASON
+
+
+@pytest.mark.parametrize(
+    ("available", "asks", "held"),
+    [
+        (5, [3, 3, 2, 1], [True, False, True, False]),
+        (0, [1, 1], [False, False]),
+        (2, [1, 1, 1], [True, True, False]),
+        (10, [], []),
+        (3, [4, 1, 2], [False, True, True]),
+    ],
+)
+def test_first_fit_matches_one_conditional_update_per_request(
+    available: int, asks: list[int], held: list[bool]
+) -> None:
+    assert first_fit(available, asks) == held
