@@ -19,6 +19,7 @@ its own instance of every service, so a `make run` session is never touched.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import shutil
 import subprocess
@@ -168,7 +169,7 @@ async def hot_sku_throughput(
 
 async def saga_latency(
     stack: Stack, clients: ServiceClients, issuer: TokenIssuer, rate: float, seconds: float
-) -> dict[str, float]:
+) -> dict[str, Any]:
     admin = ShopClient(clients, token=issuer.issue(uuid.uuid4(), Role.ADMIN)[0])
     count = int(rate * seconds)
     sku = f"STEADY-{uuid.uuid4().hex[:6].upper()}"
@@ -216,10 +217,58 @@ async def saga_latency(
         "p95_ms": p95,
         "p99_ms": p99,
         "max_ms": float(latencies.max()),
+        "order_ids": list(started),
     }
 
 
-async def run(orders: int, rate: float, seconds: float, pgbench_clients: int) -> None:
+async def saga_hops(stack: Stack, order_ids: list[str]) -> dict[str, tuple[float, float]]:
+    """Where a saga's time goes: P50/P95 of each hop, from each service's own timestamps."""
+    ids = [uuid.UUID(o) for o in order_ids]
+    times: dict[str, dict[uuid.UUID, datetime]] = {}
+    in_ids = "= ANY($1::uuid[])"
+    queries = {
+        "shop_order": {
+            "placed": f"SELECT order_id AS id, created_at AS t FROM orders WHERE order_id {in_ids}",
+            "OrderCreated published": "SELECT key::uuid AS id, sent_at AS t FROM outbox"
+            f" WHERE event_type LIKE '%OrderCreated' AND key::uuid {in_ids}",
+            "terminal": "SELECT order_id AS id, updated_at AS t FROM orders"
+            f" WHERE order_id {in_ids}",
+        },
+        "shop_inventory": {
+            "reserved": f"SELECT order_id AS id, created_at AS t FROM reservations"
+            f" WHERE order_id {in_ids}",
+            "committed": f"SELECT order_id AS id, updated_at AS t FROM reservations"
+            f" WHERE order_id {in_ids}",
+        },
+        "shop_payment": {
+            "charged": "SELECT order_id AS id, created_at AS t FROM payments"
+            f" WHERE order_id {in_ids}",
+        },
+    }
+    for db, named in queries.items():
+        conn = await asyncpg.connect(stack.pg_dsn(db))
+        try:
+            for name, sql in named.items():
+                times[name] = {r["id"]: r["t"] for r in await conn.fetch(sql, ids)}
+        finally:
+            await conn.close()
+    steps = ["placed", "OrderCreated published", "reserved", "charged", "committed", "terminal"]
+    hops: dict[str, tuple[float, float]] = {}
+    for a, b in itertools.pairwise(steps):
+        gaps = [
+            (times[b][i] - times[a][i]).total_seconds() * 1000
+            for i in ids
+            if times[a].get(i) and times[b].get(i)
+        ]
+        if gaps:
+            p50, p95 = np.percentile(gaps, [50, 95])
+            hops[f"{a} -> {b}"] = (float(p50), float(p95))
+    return hops
+
+
+async def run(
+    orders: int, rate: float, seconds: float, pgbench_clients: int, hot_sku: bool = True
+) -> None:
     stack = Stack("bench")
     print("bench: starting its own stack (profile bench) ...", flush=True)
     await asyncio.to_thread(stack.up)
@@ -254,18 +303,19 @@ async def run(orders: int, rate: float, seconds: float, pgbench_clients: int) ->
                 " row per transaction ...",
                 flush=True,
             )
-            baseline = await hot_row_baseline(stack, pgbench_clients, 10)
-            print(f"  {baseline:,.0f} transactions/s", flush=True)
-            print(
-                f"hot SKU: {orders} orders for {orders // 2} units, drained by inventory ...",
-                flush=True,
-            )
-            hot = await hot_sku_throughput(stack, launcher, clients, issuer, orders)
-            print(
-                f"  {hot['per_second']:,.0f} reservations/s ({hot['orders']:.0f} in "
-                f"{hot['seconds']:.2f}s); oversold={hot['oversold']:.0f}",
-                flush=True,
-            )
+            if hot_sku:
+                baseline = await hot_row_baseline(stack, pgbench_clients, 10)
+                print(f"  {baseline:,.0f} transactions/s", flush=True)
+                print(
+                    f"hot SKU: {orders} orders for {orders // 2} units, drained by inventory ...",
+                    flush=True,
+                )
+                hot = await hot_sku_throughput(stack, launcher, clients, issuer, orders)
+                print(
+                    f"  {hot['per_second']:,.0f} reservations/s ({hot['orders']:.0f} in "
+                    f"{hot['seconds']:.2f}s); oversold={hot['oversold']:.0f}",
+                    flush=True,
+                )
             print(f"saga latency: {rate:g} orders/s for {seconds:g}s, open loop ...", flush=True)
             lat = await saga_latency(stack, clients, issuer, rate, seconds)
             print(
@@ -274,16 +324,19 @@ async def run(orders: int, rate: float, seconds: float, pgbench_clients: int) ->
                 f"{lat['max_ms']:.0f} ms",
                 flush=True,
             )
+            for hop, (p50, p95) in (await saga_hops(stack, lat["order_ids"])).items():
+                print(f"    {hop:<36} P50 {p50:6.0f} ms   P95 {p95:6.0f} ms")
             report = await audit(stack_dsns(stack), settle=30)
             print(f"audit: {'ok' if report.ok else 'FAILED'}")
             if not report.ok:
                 print(report.render())
-            ratio = hot["per_second"] / baseline
-            print(
-                f"\nhot-SKU reservations/s vs one-row UPDATE baseline: {ratio:.2f}x "
-                f"({'meets' if ratio >= 1 else 'below'} the goal of >= 1x), "
-                f"oversold={hot['oversold']:.0f}"
-            )
+            if hot_sku:
+                ratio = hot["per_second"] / baseline
+                print(
+                    f"\nhot-SKU reservations/s vs one-row UPDATE baseline: {ratio:.2f}x "
+                    f"({'meets' if ratio >= 1 else 'below'} the goal of >= 1x), "
+                    f"oversold={hot['oversold']:.0f}"
+                )
         finally:
             await clients.close()
             await launcher.stop_all()
@@ -296,8 +349,9 @@ def main(
     rate: Annotated[float, typer.Option(help="orders/s for the latency run")] = 50.0,
     seconds: Annotated[float, typer.Option(help="length of the latency run")] = 20.0,
     pgbench_clients: Annotated[int, typer.Option(help="pgbench clients")] = 8,
+    hot_sku: Annotated[bool, typer.Option(help="run the baseline and hot-SKU parts")] = True,
 ) -> None:
-    asyncio.run(run(orders, rate, seconds, pgbench_clients))
+    asyncio.run(run(orders, rate, seconds, pgbench_clients, hot_sku))
 
 
 if __name__ == "__main__":
