@@ -72,6 +72,12 @@ bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgb
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
 	$(PY) -m tools.demo_oversell
 
+PROFILE ?= smoke
+LOAD_ARGS ?=
+.PHONY: load
+load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|full
+	$(PY) -m tests.e2e.load --profile $(PROFILE) $(LOAD_ARGS)
+
 # --- checks -------------------------------------------------------------------------------
 
 .PHONY: lint

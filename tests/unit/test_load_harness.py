@@ -10,10 +10,12 @@ import pytest
 from tests.e2e.load.driver import Call, OpenLoop, Recorder, SagaOutcome
 from tests.e2e.load.scenarios import MIXED_WEIGHTS, make_plan
 from tests.e2e.load.settings import (
+    BROWSE,
     FLASH_SALE,
     MIXED,
     PROFILES,
     SCENARIOS,
+    STEADY_SAGA,
     ScenarioSettings,
     resolve,
 )
@@ -135,6 +137,11 @@ def test_plans_are_fixed_by_the_seed() -> None:
         assert kinds[kind] / 2000 == pytest.approx(weight / 100, abs=0.03)
 
 
+def test_a_browse_plan_only_reads_products() -> None:
+    plan = make_plan(ScenarioSettings(BROWSE, rate=50, duration=2, users=5))
+    assert len(plan) == 100 and {a.kind for a in plan} == {"GetProduct"}
+
+
 def test_a_flash_sale_gives_every_buyer_a_turn_before_anyone_goes_again() -> None:
     plan = make_plan(ScenarioSettings(FLASH_SALE, rate=10, duration=5, users=20))
     assert sorted(a.buyer for a in plan[:20]) == list(range(20))
@@ -144,8 +151,12 @@ def test_a_flash_sale_gives_every_buyer_a_turn_before_anyone_goes_again() -> Non
 def test_profiles_cover_every_scenario_and_overrides_apply() -> None:
     assert {s.scenario for s in PROFILES["smoke"]} == set(SCENARIOS)
     assert sum(s.duration + s.baseline_seconds for s in PROFILES["smoke"]) < 30
-    for scenario in SCENARIOS:
-        assert [s.scenario for s in PROFILES[scenario]] == [scenario]
+    for profile, scenario in [
+        *((s, s) for s in (FLASH_SALE, MIXED, STEADY_SAGA)),
+        ("browse-peak", BROWSE),
+    ]:
+        assert [s.scenario for s in PROFILES[profile]] == [scenario]
+    assert {s.scenario for s in PROFILES["full"]} == set(SCENARIOS)
     (only,) = resolve("smoke", scenario=MIXED, rate=7.0, users=None)
     assert (only.scenario, only.rate, only.users) == (MIXED, 7.0, PROFILES["smoke"][1].users)
     with pytest.raises(ValueError, match="unknown profile"):

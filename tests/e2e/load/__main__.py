@@ -1,0 +1,109 @@
+"""`make load`: ``python -m tests.e2e.load --profile smoke`` (see --help)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+
+from devstack.stack import Stack
+from shared.errors import DomainError
+from shared.logs import configure_logging
+from tests.e2e.load.buyers import TokenCache
+from tests.e2e.load.runner import ScenarioResult, run_scenarios
+from tests.e2e.load.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
+from tests.e2e.load.target import dev_target
+from tools.launcher import REPO_ROOT
+
+PROFILE_HELP = ", ".join(
+    f"{name} ({' + '.join(s.scenario for s in scenarios)})" for name, scenarios in PROFILES.items()
+)
+
+
+async def run(scenarios: tuple[ScenarioSettings, ...], profile: str, reports: Path) -> int:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dev = Stack("dev")
+    # Beside the dev stack's data: a `devstack reset` forgets the tokens with the users.
+    cache = TokenCache(dev.profile_dir / "load-buyers.json")
+    async with dev_target(reports / f"stack-{stamp}.log") as target:
+        results = await run_scenarios(
+            scenarios, target, reports, profile=profile, token_cache=cache
+        )
+    return verdict(results)
+
+
+def verdict(results: list[ScenarioResult]) -> int:
+    failed = [r.report["scenario"] for r in results if not r.ok]
+    print()
+    for r in results:
+        v = r.report["verdict"]
+        print(
+            f"{r.report['scenario']:<12} {'PASS' if r.ok else 'FAIL'}  audit "
+            f"{'ok' if v['audit_ok'] else 'FAILED'}, error rate {v['error_rate']:.2%} "
+            f"(max {v['max_error_rate']:.2%})  {r.json_path}"
+        )
+    print(f"load: {'FAILED: ' + ', '.join(failed) if failed else 'all scenarios passed'}")
+    return 1 if failed else 0
+
+
+def main(
+    profile: Annotated[str, typer.Option(help=f"one of: {PROFILE_HELP}")] = "smoke",
+    scenario: Annotated[
+        str | None, typer.Option(help=f"only this scenario of the profile ({', '.join(SCENARIOS)})")
+    ] = None,
+    rate: Annotated[float | None, typer.Option(help="arrivals per second (open loop)")] = None,
+    duration: Annotated[float | None, typer.Option(help="measured seconds")] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(help="in-flight cap; arrivals beyond it are dropped")
+    ] = None,
+    users: Annotated[int | None, typer.Option(help="buyers (real accounts)")] = None,
+    seed: Annotated[int | None, typer.Option(help="fixes each arrival's call and buyer")] = None,
+    baseline_duration: Annotated[
+        float | None, typer.Option(help="seconds of bare health Check before the measurement")
+    ] = None,
+    settle: Annotated[float | None, typer.Option(help="audit re-checks for this long")] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="fail above this share of failed/dropped arrivals")
+    ] = None,
+    stock: Annotated[int | None, typer.Option(help="flash-sale: units of the hot SKU")] = None,
+    reports: Annotated[Path, typer.Option(help="where the JSON and PNG go")] = REPO_ROOT
+    / "reports",
+) -> None:
+    """Load-test the `make run` system (started in the background if none is up)."""
+    configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
+    try:
+        scenarios = resolve(
+            profile,
+            scenario=scenario,
+            rate=rate,
+            duration=duration,
+            concurrency=concurrency,
+            users=users,
+            seed=seed,
+            baseline_duration=baseline_duration,
+            settle=settle,
+            max_error_rate=max_error_rate,
+            stock=stock,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    try:
+        code = asyncio.run(run(scenarios, profile, reports))
+    except grpc.aio.AioRpcError as error:
+        # Setup could not talk to the system (measured calls never raise).
+        print(f"load: a setup call failed: {error.code().name}: {error.details()}", file=sys.stderr)
+        code = 2
+    except (RuntimeError, TimeoutError, DomainError) as error:
+        print(f"load: could not run: {error!r}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    typer.run(main)
