@@ -103,7 +103,7 @@ async def _charge(uow: PaymentUnitOfWork, pending: Payment) -> None:
         ),
         str(pending.order_id),
     )
-    log.info(
+    log.debug(
         "order %s charged %s %s", pending.order_id, entry.amount.amount_minor, entry.amount.currency
     )
 
@@ -116,7 +116,7 @@ async def _fail(uow: PaymentUnitOfWork, pending: Payment, reason: str) -> None:
         payment_events_pb2.PaymentFailed(order_id=str(failed.order_id), reason=failed.reason or ""),
         str(failed.order_id),
     )
-    log.info("order %s not charged: %s", failed.order_id, failed.reason)
+    log.debug("order %s not charged: %s", failed.order_id, failed.reason)
 
 
 async def _refund(uow: PaymentUnitOfWork, charged: Payment, reason: str) -> None:
@@ -137,7 +137,7 @@ async def _refund(uow: PaymentUnitOfWork, charged: Payment, reason: str) -> None
         ),
         str(charged.order_id),
     )
-    log.info(
+    log.debug(
         "order %s refunded %s %s",
         charged.order_id,
         entry.amount.amount_minor,

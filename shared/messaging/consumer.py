@@ -1,16 +1,19 @@
 """The idempotent consumer every service uses to react to events.
 
-For each batch of records of one partition, in one database transaction:
-record each event id in ``processed_events`` (unique per consumer group) and
-apply the handler; a redelivered event finds its id already there and changes
-nothing. Only after that transaction commits is the Kafka offset committed.
-A crash in between means redelivery, which the recorded ids absorb.
+Each poll's records (all partitions, each partition's in order) are handled in
+one database transaction: every event id is recorded in ``processed_events``
+(unique per consumer group) and its handler applied; a redelivered event finds
+its id already there and changes nothing. Only after that transaction commits
+are the Kafka offsets committed. A crash in between means redelivery, which the
+recorded ids absorb.
 
-Batching many events into one transaction is what lets a hot SKU go faster
-than one commit per reservation. If the batch fails, its records are retried
-one by one, so one bad record cannot hold the others back; a record that still
-fails after ``attempts`` tries, or cannot be parsed at all, goes to the
-dead-letter topic with its error, and the partition carries on.
+One transaction for many events is what lets a hot SKU go faster than one
+commit per reservation (and consecutive events of one type can be merged by a
+batch handler). If the transaction fails, its records are retried one by one, so
+one bad record cannot hold the others back; a record that still fails after
+``attempts`` tries, or cannot be parsed at all, goes to the dead-letter topic
+with its error, and the partition carries on. A database outage is not a bad
+record: the poll is read again later instead.
 """
 
 from __future__ import annotations
@@ -134,23 +137,21 @@ class IdempotentConsumer(Generic[UowT]):
                 continue
             if not batches:
                 continue
-            results = await asyncio.gather(
-                *(self._process_partition(records) for records in batches.values()),
-                return_exceptions=True,
-            )
-            offsets: dict[TopicPartition, int] = {}
-            for (tp, records), result in zip(batches.items(), results, strict=True):
-                if isinstance(result, BaseException):
-                    # The database or the dead-letter topic is unreachable: nothing of this
-                    # batch is committed; read it again from its first record after a pause.
-                    log.warning("%s: %s failed (%r); will re-read it", self.name, tp, result)
+            try:
+                # Every partition's records in one pass and one transaction: partitions
+                # handled side by side in separate transactions lock the same rows (a hot
+                # SKU, a wallet) in different orders and deadlock; one pass cannot, and
+                # it merges a hot SKU's reservations across partitions too.
+                await self._process([r for records in batches.values() for r in records])
+            except Exception as exc:
+                # The database or the dead-letter topic is unreachable: nothing of this
+                # batch is committed; read it again from its first records after a pause.
+                log.warning("%s: batch failed (%r); will re-read it", self.name, exc)
+                for tp, records in batches.items():
                     self._consumer.seek(tp, records[0].offset)
-                else:
-                    offsets[tp] = result
-            if len(offsets) < len(batches):
                 await asyncio.sleep(1.0)
-            if not offsets:
                 continue
+            offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
             try:
                 await self._consumer.commit(offsets)
             except (CommitFailedError, KafkaError) as exc:
@@ -160,8 +161,8 @@ class IdempotentConsumer(Generic[UowT]):
                     "%s: offset commit failed (%s); records will be redelivered", self.name, exc
                 )
 
-    async def _process_partition(self, records: list[ConsumerRecord]) -> int:
-        """Handles the records in order; returns the next offset to commit."""
+    async def _process(self, records: list[ConsumerRecord]) -> None:
+        """Handles the records, each partition's in order."""
         events: list[tuple[ConsumerRecord, Event]] = []
         for record in records:
             try:
@@ -182,7 +183,6 @@ class IdempotentConsumer(Generic[UowT]):
                 )
                 for record, event in events:
                     await self._apply_with_retries(record, event)
-        return records[-1].offset + 1
 
     async def _apply(self, events: list[tuple[ConsumerRecord, Event]]) -> None:
         handled = 0
