@@ -41,7 +41,7 @@ from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
 from tools.audit import audit, stack_dsns
-from tools.launcher import SERVICES, SystemLauncher, open_directory
+from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 from tools.shop_client import ShopClient
 
 T = TypeVar("T")
@@ -272,14 +272,7 @@ async def run(
     stack = Stack("bench")
     print("bench: starting its own stack (profile bench) ...", flush=True)
     await asyncio.to_thread(stack.up)
-    admin = await asyncpg.connect(stack.pg_dsn("postgres"))
-    try:
-        for service in SERVICES:
-            await admin.execute(f'DROP DATABASE IF EXISTS "shop_{service}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "shop_{service}"')
-    finally:
-        await admin.close()
-    await asyncio.to_thread(stack.kafka.reset_topics)
+    await wipe_system_data(stack)
     jwt_dir = stack.profile_dir / "jwt"
     generate_keypair(jwt_dir)
     issuer = TokenIssuer(

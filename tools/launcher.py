@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -139,6 +140,28 @@ class SystemLauncher:
                 with contextlib.suppress(Exception):
                     await child.reader
         self.processes.clear()
+
+
+async def recreate_database(stack: Stack, name: str) -> str:
+    """A fresh, empty database ``name``; returns its DSN."""
+    admin = await asyncpg.connect(stack.pg_dsn("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return stack.pg_dsn(name)
+
+
+async def wipe_system_data(stack: Stack) -> None:
+    """Empty databases for every service and empty saga topics: a system from scratch.
+
+    The topics go too, or a replay from offset 0 would bring a previous system's
+    events into databases that never saw them.
+    """
+    for service in SERVICES:
+        await recreate_database(stack, f"shop_{service}")
+    await asyncio.to_thread(stack.kafka.reset_topics)
 
 
 async def is_serving(instance: Instance, timeout: float = 1.0) -> bool:

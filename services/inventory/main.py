@@ -9,7 +9,7 @@ from pathlib import Path
 from services.inventory.event_handlers import SUBSCRIPTIONS
 from services.inventory.grpc_handlers import ACCESS, InventoryServicer, unit_of_work_factory
 from services.inventory.settings import InventorySettings
-from shared.db.pool import create_pool
+from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
@@ -18,11 +18,8 @@ from shop.inventory.v1 import inventory_pb2_grpc
 
 @asynccontextmanager
 async def bindings(settings: InventorySettings) -> AsyncIterator[list[ServiceBinding]]:
-    pool = await create_pool(
-        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
-    )
-    uow_factory = unit_of_work_factory(pool)
-    try:
+    async with service_pool(settings) as pool:
+        uow_factory = unit_of_work_factory(pool)
         async with run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS):
             yield [
                 ServiceBinding(
@@ -31,8 +28,6 @@ async def bindings(settings: InventorySettings) -> AsyncIterator[list[ServiceBin
                     InventoryServicer(uow_factory),
                 )
             ]
-    finally:
-        await pool.close()
 
 
 SERVICE = ServiceDefinition(

@@ -13,7 +13,7 @@ from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_fac
 from services.order.saga_timeout import SagaTimeout
 from services.order.settings import OrderSettings
 from services.order.watch import OrderStatusHub
-from shared.db.pool import create_pool
+from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
@@ -29,10 +29,7 @@ DIRECTORY_SYNC_SECONDS = 15.0
 @asynccontextmanager
 async def bindings(settings: OrderSettings) -> AsyncIterator[list[ServiceBinding]]:
     async with AsyncExitStack() as resources:
-        pool = await create_pool(
-            settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
-        )
-        resources.push_async_callback(pool.close)
+        pool = await resources.enter_async_context(service_pool(settings))
         etcd = etcd_client(settings.etcd_endpoint)
         resources.push_async_callback(etcd.close)
         directory = ServiceDirectory(etcd)

@@ -10,7 +10,7 @@ from services.payment.event_handlers import subscriptions
 from services.payment.grpc_handlers import ACCESS, PaymentServicer, unit_of_work_factory
 from services.payment.provider import PaymentProviderSimulator
 from services.payment.settings import PaymentSettings
-from shared.db.pool import create_pool
+from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
@@ -19,12 +19,9 @@ from shop.payment.v1 import payment_pb2_grpc
 
 @asynccontextmanager
 async def bindings(settings: PaymentSettings) -> AsyncIterator[list[ServiceBinding]]:
-    pool = await create_pool(
-        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
-    )
-    uow_factory = unit_of_work_factory(pool)
-    saga = subscriptions(PaymentProviderSimulator.from_settings(settings))
-    try:
+    async with service_pool(settings) as pool:
+        uow_factory = unit_of_work_factory(pool)
+        saga = subscriptions(PaymentProviderSimulator.from_settings(settings))
         async with run_messaging(settings, pool, uow_factory, saga):
             yield [
                 ServiceBinding(
@@ -33,8 +30,6 @@ async def bindings(settings: PaymentSettings) -> AsyncIterator[list[ServiceBindi
                     PaymentServicer(uow_factory, settings.currency),
                 )
             ]
-    finally:
-        await pool.close()
 
 
 SERVICE = ServiceDefinition(

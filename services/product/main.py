@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.product.grpc_handlers import ACCESS, ProductServicer, unit_of_work_factory
 from services.product.settings import ProductSettings
-from shared.db.pool import create_pool
+from shared.db.pool import service_pool
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
 from shop.product.v1 import product_pb2_grpc
@@ -16,10 +16,7 @@ from shop.product.v1 import product_pb2_grpc
 
 @asynccontextmanager
 async def bindings(settings: ProductSettings) -> AsyncIterator[list[ServiceBinding]]:
-    pool = await create_pool(
-        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
-    )
-    try:
+    async with service_pool(settings) as pool:
         yield [
             ServiceBinding(
                 "shop.product.v1.ProductService",
@@ -27,8 +24,6 @@ async def bindings(settings: ProductSettings) -> AsyncIterator[list[ServiceBindi
                 ProductServicer(unit_of_work_factory(pool)),
             )
         ]
-    finally:
-        await pool.close()
 
 
 SERVICE = ServiceDefinition(

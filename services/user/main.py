@@ -15,7 +15,7 @@ from services.user.grpc_handlers import ACCESS, UserServicer, unit_of_work_facto
 from services.user.settings import UserSettings
 from shared.auth.keys import key_id, load_private_key, load_public_key
 from shared.auth.tokens import TokenIssuer
-from shared.db.pool import create_pool
+from shared.db.pool import service_pool
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
 from shop.user.v1 import user_pb2_grpc
@@ -46,10 +46,7 @@ async def bindings(settings: UserSettings) -> AsyncIterator[list[ServiceBinding]
     issuer = token_issuer(settings)
     # Passwords hashes its decoy on creation: keep that off the event loop too.
     passwords = await asyncio.to_thread(Passwords)
-    pool = await create_pool(
-        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
-    )
-    try:
+    async with service_pool(settings) as pool:
         yield [
             ServiceBinding(
                 "shop.user.v1.UserService",
@@ -57,8 +54,6 @@ async def bindings(settings: UserSettings) -> AsyncIterator[list[ServiceBinding]
                 UserServicer(unit_of_work_factory(pool), issuer, passwords),
             )
         ]
-    finally:
-        await pool.close()
 
 
 SERVICE = ServiceDefinition(

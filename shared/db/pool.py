@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import asyncpg
+
+from shared.settings import ServiceSettings
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
@@ -10,3 +15,15 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     if pool is None:  # only when a pool is created with no connections at all
         raise RuntimeError("asyncpg returned no pool")
     return pool
+
+
+@contextlib.asynccontextmanager
+async def service_pool(settings: ServiceSettings) -> AsyncIterator[asyncpg.Pool]:
+    """The service's own database pool, sized by its settings, closed on exit."""
+    pool = await create_pool(
+        settings.pg_dsn, min_size=settings.pg_pool_min_size, max_size=settings.pg_pool_max_size
+    )
+    try:
+        yield pool
+    finally:
+        await pool.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -12,9 +11,8 @@ import pytest_asyncio
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
-from tests.support.services import recreate_database
 from tests.support.tokens import TestKeys
-from tools.launcher import SERVICES, SystemLauncher, open_directory
+from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 from tools.seed import seed
 
 E2E_TTL = 3
@@ -40,9 +38,7 @@ async def running_system(
     extra_env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[RunningSystem]:
     """Fresh databases and topics, every service as its own process, the demo data seeded."""
-    for service in SERVICES:
-        await recreate_database(stack, service)
-    await asyncio.to_thread(stack.kafka.reset_topics)
+    await wipe_system_data(stack)
     logs: list[str] = []
     launcher = SystemLauncher(
         stack,

@@ -14,6 +14,7 @@ from devstack.stack import Stack
 from shared.rpc.server import ServiceHost
 from shared.service import ServiceDefinition
 from tests.support.tokens import TestKeys
+from tools import launcher
 
 
 def database_name(service: str) -> str:
@@ -22,14 +23,7 @@ def database_name(service: str) -> str:
 
 async def recreate_database(stack: Stack, service: str) -> str:
     """A fresh, empty database for the service; returns its DSN."""
-    name = database_name(service)
-    admin = await asyncpg.connect(stack.pg_dsn("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return stack.pg_dsn(name)
+    return await launcher.recreate_database(stack, database_name(service))
 
 
 @dataclass
