@@ -6,9 +6,13 @@ SHELL := /bin/bash
 PYTHON_BOOT ?= python3
 UV_VERSION := 0.9.0
 BUF_VERSION := v1.75.0
+GRPCURL_VERSION := v1.9.4
+GHZ_VERSION := v0.93.0
 TOOLS := $(CURDIR)/.stack/tools
 UV := $(TOOLS)/bin/uv
 BUF := $(TOOLS)/bin/buf
+GRPCURL := $(TOOLS)/bin/grpcurl
+GHZ := $(TOOLS)/bin/ghz
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
@@ -45,6 +49,16 @@ install: deps ## deps, plus PostgreSQL, etcd and Kafka if missing
 
 $(BUF):
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+# The real gRPC clients the README's commands use; the tests drive them through reflection.
+$(GRPCURL):
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+
+$(GHZ):
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+.PHONY: grpc-tools
+grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the Go module proxy)
 
 # --- the main job -------------------------------------------------------------------------
 
@@ -95,11 +109,11 @@ test-unit: deps
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: install
+test-integration: install grpc-tools
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
-test: install lint typecheck ## Lint, type-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools lint typecheck ## Lint, type-check, unit, integration and e2e tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q
 
 .PHONY: clean

@@ -30,6 +30,10 @@ class ProfileName(StrEnum):
     dev = "dev"
     test = "test"
     bench = "bench"
+    fuzz = "fuzz"
+    test2 = "test2"
+    test3 = "test3"
+    test4 = "test4"
 
 
 assert {p.value for p in ProfileName} == set(PROFILES), "keep ProfileName in sync with config"

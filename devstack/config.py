@@ -49,6 +49,12 @@ PROFILES: Final[dict[str, Profile]] = {
     "test": Profile("test", Ports(25432, 22379, 22380, 29092, 29093)),
     # `make bench` measures on its own stack, so figures never mix with a dev session's data.
     "bench": Profile("bench", Ports(35432, 32379, 32380, 39092, 39093)),
+    # `make fuzz` too, so a long fuzz run never shares data with tests or a dev session.
+    "fuzz": Profile("fuzz", Ports(45432, 42379, 42380, 49092, 49093)),
+    # Spare test stacks (SHOP_TEST_PROFILE=test2 ...), so two test runs can go side by side.
+    "test2": Profile("test2", Ports(46432, 43379, 43380, 46092, 46093)),
+    "test3": Profile("test3", Ports(47432, 44379, 44380, 47092, 47093)),
+    "test4": Profile("test4", Ports(48432, 41379, 41380, 48092, 48093)),
 }
 
 

@@ -19,7 +19,7 @@ from tests.support.tokens import TestKeys, make_keys
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    test_stack = Stack("test")
+    test_stack = Stack(os.environ.get("SHOP_TEST_PROFILE", "test"))
     was_up = all(test_stack.is_up(c) for c in COMPONENTS)
     test_stack.up()
     yield test_stack

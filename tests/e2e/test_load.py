@@ -50,7 +50,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def loaded(stack: Stack, keys: TestKeys) -> AsyncIterator[tuple[Target, list[Buyer]]]:
     async with running_system(stack, keys) as system:
-        target = Target("test", system.clients, system.directory, stack_dsns(stack))
+        target = Target(stack.profile.name, system.clients, system.directory, stack_dsns(stack))
         yield target, await sign_in_buyers(system.clients, USERS)
 
 
