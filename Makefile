@@ -59,6 +59,8 @@ $(GHZ):
 
 .PHONY: grpc-tools
 grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the Go module proxy)
+	@# The README's grpcurl lines pipe into jq.
+	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
 # --- the main job -------------------------------------------------------------------------
 

@@ -1,18 +1,20 @@
-"""Domain errors, each of which maps to one gRPC status code.
+"""Domain errors: what went wrong, in the domain's words, with no transport in sight.
 
-Domain code raises these; the server's error interceptor turns them into a
-status with the message, so a handler never chooses status codes itself.
+Domain code raises these; the gRPC edge (``shared.rpc.status``) maps each class
+to one status code and sends its ``reason`` in the trailing metadata, so a
+handler never chooses status codes itself and a client can branch on a stable
+reason rather than on message text (kratos's "error reasons are contract").
 """
 
 from __future__ import annotations
 
-import grpc
+from typing import ClassVar
 
 
 class DomainError(Exception):
     """Base of every error a caller is meant to see."""
 
-    code: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION
+    reason: ClassVar[str] = "FAILED_PRECONDITION"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -22,7 +24,7 @@ class DomainError(Exception):
 class InvalidArgument(DomainError):
     """The request is malformed; the message names the field."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -30,20 +32,32 @@ class InvalidArgument(DomainError):
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
+    reason = "NOT_FOUND"
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    reason = "FAILED_PRECONDITION"
 
 
 class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
 
 
 class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
+
+
+class Unavailable(DomainError):
+    """Something this call needs is down or overloaded; the same call may succeed later."""
+
+    reason = "UNAVAILABLE"
+
+
+class Conflict(DomainError):
+    """A concurrent transaction won (serialization failure, deadlock); retry the call."""
+
+    reason = "CONFLICT"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import grpc
 
 from services.order.domain import CatalogEntry
-from shared.errors import DomainError, PermissionDenied, Unauthenticated
+from shared.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
 from shared.money import Money
 from shared.rpc.client import ServiceClients, forwarded_credentials
 from shop.product.v1 import product_pb2, product_pb2_grpc
@@ -25,10 +25,10 @@ log = logging.getLogger(__name__)
 PRODUCT_SERVICE = "product"
 
 
-class CatalogUnavailable(DomainError):
+class CatalogUnavailable(Unavailable):
     """The product service could not answer in time; the caller may retry."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    reason = "CATALOG_UNAVAILABLE"
 
 
 def catalog_error(error: grpc.aio.AioRpcError) -> DomainError:

@@ -14,11 +14,10 @@ from datetime import UTC, datetime
 
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.money import Money
-from shared.validation import parse_uuid, require_range, require_text
+from shared.validation import parse_uuid, require_idempotency_key, require_range, require_text
 
 MAX_ITEMS = 50
 MAX_QUANTITY = 100
-MAX_IDEMPOTENCY_KEY = 64
 MAX_REASON = 500
 
 CANCELLED_BY_CUSTOMER = "cancelled by customer"
@@ -189,13 +188,7 @@ def time_out(order: Order) -> Order:
 
 def order_request(idempotency_key: str, items: Sequence[tuple[str, int]]) -> OrderRequest:
     """Validates raw (product_id, quantity) pairs and the key, naming the bad field."""
-    # Not stripped: the key is the client's opaque token and must round-trip exactly.
-    if not idempotency_key:
-        raise InvalidArgument("idempotency_key", "is required")
-    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
-        raise InvalidArgument(
-            "idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters"
-        )
+    require_idempotency_key(idempotency_key)
     if not items:
         raise InvalidArgument("items", "must hold at least one item")
     if len(items) > MAX_ITEMS:

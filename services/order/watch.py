@@ -16,9 +16,8 @@ import uuid
 from collections.abc import Iterator
 
 import asyncpg
-import grpc
 
-from shared.errors import DomainError
+from shared.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +25,10 @@ CHANNEL = "order_status"
 RECONNECT_CHECK_SECONDS = 1.0
 
 
-class ShuttingDown(DomainError):
+class ShuttingDown(Unavailable):
     """This instance is stopping; the client should call again (another instance answers)."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    reason = "SHUTTING_DOWN"
 
 
 class Watch:

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from shared.errors import FailedPrecondition, InvalidArgument
 from shared.money import MAX_AMOUNT_MINOR, Money
+from shared.validation import require_idempotency_key
 
-MAX_IDEMPOTENCY_KEY = 64
 # A ceiling on one wallet, so that balances and ledger sums stay far inside BIGINT.
 MAX_BALANCE_MINOR = 100 * MAX_AMOUNT_MINOR
 
@@ -54,18 +54,6 @@ class LedgerEntry:
         return (self.user_id, self.kind, self.amount) == (other.user_id, other.kind, other.amount)
 
 
-def parse_idempotency_key(value: str, field: str = "idempotency_key") -> str:
-    """Kept verbatim (not stripped): the client's key is compared byte for byte."""
-    if not value.strip():
-        raise InvalidArgument(field, "is required")
-    if len(value) > MAX_IDEMPOTENCY_KEY:
-        raise InvalidArgument(field, f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
-    # PostgreSQL text cannot hold NUL, and control characters in a key are a client bug.
-    if not value.isprintable():
-        raise InvalidArgument(field, "must not contain control characters")
-    return value
-
-
 def require_wallet_currency(amount: Money, currency: str, field: str) -> Money:
     if amount.currency != currency:
         raise InvalidArgument(field, f"wallets are kept in {currency}, got {amount.currency}")
@@ -80,7 +68,7 @@ def new_top_up(*, user_id: uuid.UUID, amount: Money, idempotency_key: str) -> Le
         user_id=user_id,
         kind=EntryKind.TOPUP,
         amount=amount,
-        idempotency_key=parse_idempotency_key(idempotency_key),
+        idempotency_key=require_idempotency_key(idempotency_key),
         order_id=None,
         created_at=datetime.now(UTC),
     )

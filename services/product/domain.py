@@ -64,9 +64,7 @@ def _title(value: str) -> str:
 
 
 def _description(value: str) -> str:
-    if len(value) > MAX_DESCRIPTION:
-        raise InvalidArgument("description", f"must be at most {MAX_DESCRIPTION} characters")
-    return value
+    return require_text(value, "description", max_len=MAX_DESCRIPTION, min_len=0, multiline=True)
 
 
 def new_product(

@@ -18,19 +18,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aetcd
-import grpc
 from aetcd.rtypes import EventKind
 
-from shared.errors import DomainError
+from shared.errors import Unavailable
 from shared.registry.etcd import PREFIX
 
 log = logging.getLogger(__name__)
 
 
-class NoInstanceAvailable(DomainError):
+class NoInstanceAvailable(Unavailable):
     """No live instance of a service is registered."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    reason = "NO_INSTANCE"
 
 
 @dataclass(frozen=True, slots=True)

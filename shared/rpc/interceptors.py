@@ -1,31 +1,44 @@
-"""The server interceptor chain.
+"""The server interceptor chain, for every shape of RPC.
 
-Every interceptor here wraps the method handler found by gRPC, so it sees the
-request and the outcome of every call, unary or streaming. The chain is built
-in one place (``default_chain``) and is meant to grow: tracing, metrics, rate
-limits and deadlines slot in beside auth and error mapping.
+Each interceptor here wraps the method handler gRPC found, whatever its shape:
+unary, server-streaming, client-streaming or bidirectional (reflection, which
+grpcurl and ghz need, is a bidirectional stream). The wrapper runs inside the
+call, with its context, so it sees the request, the caller's certificate and
+the outcome. The chain is built in one place (``default_chain``), outermost
+first, and is meant to grow (metrics, rate limits, deadlines slot in here):
+
+    trace context → error mapping → auth → request checks → the servicer
 """
 
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 
 from shared.auth.identity import Identity, Role, set_current_identity
 from shared.auth.tokens import TokenVerifier
-from shared.errors import DomainError, PermissionDenied, Unauthenticated
+from shared.db.errors import as_domain_error
+from shared.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
 from shared.messaging import trace_context
+from shared.rpc import status
+from shared.validation import check_strings
 
 log = logging.getLogger(__name__)
 
 Handler = grpc.RpcMethodHandler
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
-UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+Context = grpc.aio.ServicerContext
+# A behaviour, normalised: the request (or the request iterator) and the context in,
+# the response (unary) or the responses (streaming) out.
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 
 
 class Access(enum.Enum):
@@ -50,74 +63,55 @@ class AccessPolicy:
         return self._rules.get(method, Access.AUTHENTICATED)
 
 
-def _wrap(
-    handler: Handler,
-    around: Callable[[UnaryBehavior], UnaryBehavior],
-    around_stream: Callable[[StreamBehavior], StreamBehavior],
-) -> Handler:
-    """Returns the handler with its behaviour wrapped (unary or server-streaming)."""
-    # grpc's handler is a namedtuple; its stubs type the behaviours as sync callables.
-    raw: Any = handler
-    if raw.request_streaming:
-        raise NotImplementedError("client-streaming RPCs are not used in this system")
-    if raw.response_streaming:
-        return cast(Handler, raw._replace(unary_stream=around_stream(raw.unary_stream)))
-    return cast(Handler, raw._replace(unary_unary=around(raw.unary_unary)))
+# --- wrapping a handler of any shape ------------------------------------------------------
 
 
-def _rejecting(handler: Handler, error: DomainError) -> Handler:
-    """A handler of the same shape that only reports ``error``."""
+def _as_unary(behavior: Any) -> UnaryBehavior:
+    """The behaviour as a coroutine function, whether the servicer's method is sync or async."""
 
-    async def reject(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(error.code, error.message)
+    async def call(request: Any, context: Context) -> Any:
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
 
-    async def reject_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        await context.abort(error.code, error.message)
-        yield  # pragma: no cover - makes this an async generator
-
-    return _wrap(handler, lambda _: reject, lambda _: reject_stream)
+    return call
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Verifies the bearer token and makes the caller's identity current."""
+def _as_stream(behavior: Any) -> StreamBehavior:
+    """The behaviour as an async generator: of its yields, its sync yields, or (if it
+    writes with ``context.write`` and returns) of nothing."""
 
-    def __init__(self, verifier: TokenVerifier, policy: AccessPolicy) -> None:
-        self._verifier = verifier
-        self._policy = policy
+    async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+        result = behavior(request, context)
+        if hasattr(result, "__aiter__"):
+            async for response in result:
+                yield response
+        elif inspect.isawaitable(result):
+            await result
+        elif result is not None:
+            for response in result:
+                yield response
 
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
-            return None  # type: ignore[return-value]
-        access = self._policy.access_for(handler_call_details.method)
-        if access is Access.PUBLIC:
-            set_current_identity(None)
-            return handler
-        try:
-            identity = self._authenticate(handler_call_details.invocation_metadata)
-            if access is Access.ADMIN and identity.role is not Role.ADMIN:
-                raise PermissionDenied("this call needs the admin role")
-        except DomainError as error:
-            return _rejecting(handler, error)
-        # grpc.aio runs the interceptors and the handler in the call's own task,
-        # so this context variable is the caller's for exactly this RPC.
-        set_current_identity(identity)
-        return handler
-
-    def _authenticate(self, metadata: Any) -> Identity:
-        for key, value in metadata or ():
-            if key == "authorization":
-                scheme, _, token = str(value).partition(" ")
-                if scheme.lower() != "bearer" or not token:
-                    raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
-                return self._verifier.verify(token)
-        raise Unauthenticated("this call needs a bearer token in 'authorization' metadata")
+    return call
 
 
-class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns DomainError into its status code; anything else is a bug (INTERNAL)."""
+class WrappingInterceptor(grpc.aio.ServerInterceptor):
+    """Base of the chain's interceptors: ``unary`` and ``stream`` run inside each call.
+
+    Subclasses override either or both; the defaults pass the call through.
+    grpc.aio picks how to run a behaviour by its kind (coroutine function or async
+    generator function), so the replacements below are always real ``async def``s.
+    """
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        return await behavior(request, context)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        async for response in behavior(request, context):
+            yield response
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -125,27 +119,32 @@ class DomainErrorInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: let gRPC answer UNIMPLEMENTED
             return None  # type: ignore[return-value]
+        return self.wrap(handler, handler_call_details.method)
 
-        def around(behavior: UnaryBehavior) -> UnaryBehavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                try:
-                    return await behavior(request, context)
-                except DomainError as error:
-                    await context.abort(error.code, error.message)
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        # grpc's handler is a namedtuple; its stubs type the behaviours as sync callables.
+        raw: Any = handler
+        if raw.response_streaming:
+            inner_stream = _as_stream(
+                raw.stream_stream if raw.request_streaming else raw.unary_stream
+            )
 
-            return call
+            async def streaming(request: Any, context: Context) -> AsyncIterator[Any]:
+                async for response in self.stream(method, inner_stream, request, context):
+                    yield response
 
-        def around_stream(behavior: StreamBehavior) -> StreamBehavior:
-            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                try:
-                    async for response in behavior(request, context):
-                        yield response
-                except DomainError as error:
-                    await context.abort(error.code, error.message)
+            field = "stream_stream" if raw.request_streaming else "unary_stream"
+            return cast(Handler, raw._replace(**{field: streaming}))
+        inner = _as_unary(raw.stream_unary if raw.request_streaming else raw.unary_unary)
 
-            return call
+        async def unary(request: Any, context: Context) -> Any:
+            return await self.unary(method, inner, request, context)
 
-        return _wrap(handler, around, around_stream)
+        field = "stream_unary" if raw.request_streaming else "unary_unary"
+        return cast(Handler, raw._replace(**{field: unary}))
+
+
+# --- the interceptors ---------------------------------------------------------------------
 
 
 class TraceContextInterceptor(grpc.aio.ServerInterceptor):
@@ -167,8 +166,160 @@ class TraceContextInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)  # type: ignore[return-value]
 
 
+class ErrorMappingInterceptor(WrappingInterceptor):
+    """DomainError → its status; an outage → UNAVAILABLE; anything else → INTERNAL.
+
+    An unexpected exception is a bug: the caller gets INTERNAL, a generic message
+    and an error id, never the exception, SQL or a stack; the log line has the
+    same id, the trace id and the traceback.
+    """
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        try:
+            return await behavior(request, context)
+        except Exception as error:
+            await self._fail(method, context, error)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        try:
+            async for response in behavior(request, context):
+                yield response
+        except Exception as error:
+            await self._fail(method, context, error)
+
+    async def _fail(self, method: str, context: Context, error: Exception) -> None:
+        if isinstance(error, grpc.aio.AbortError):  # the servicer chose its status already
+            raise error
+        if isinstance(error, DomainError):
+            await status.abort(context, error)
+        if (retryable := as_domain_error(error)) is not None:
+            log.warning("%s: %s (%s: %s)", method, retryable.message, type(error).__name__, error)
+            await status.abort(context, retryable)
+        error_id = uuid.uuid4().hex[:16]
+        log.error(
+            "unexpected error %s in %s (trace %s)",
+            error_id,
+            method,
+            trace_context.trace_id(trace_context.current()),
+            exc_info=error,
+        )
+        await status.abort_internal(context, error_id)
+
+
+class AuthInterceptor(WrappingInterceptor):
+    """Verifies the bearer token and makes the caller's identity current."""
+
+    def __init__(self, verifier: TokenVerifier, policy: AccessPolicy) -> None:
+        self._verifier = verifier
+        self._policy = policy
+
+    def _admit(self, method: str, context: Context) -> None:
+        access = self._policy.access_for(method)
+        if access is Access.PUBLIC:
+            set_current_identity(None)
+            return
+        identity = self._authenticate(context.invocation_metadata())
+        if access is Access.ADMIN and identity.role is not Role.ADMIN:
+            raise PermissionDenied("this call needs the admin role")
+        # The wrapper runs in the call's own task, so this context variable is the
+        # caller's for exactly this RPC.
+        set_current_identity(identity)
+
+    def _authenticate(self, metadata: Any) -> Identity:
+        for key, value in metadata or ():
+            if key == "authorization":
+                scheme, _, token = str(value).partition(" ")
+                if scheme.lower() != "bearer" or not token:
+                    raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
+                return self._verifier.verify(token)
+        raise Unauthenticated("this call needs a bearer token in 'authorization' metadata")
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        self._admit(method, context)
+        return await behavior(request, context)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        self._admit(method, context)
+        async for response in behavior(request, context):
+            yield response
+
+
+class _Undecodable:
+    """Stands in for a request protobuf could not parse (e.g. invalid UTF-8 in a string)."""
+
+    def __init__(self, message_type: str, problem: str) -> None:
+        self.message_type = message_type
+        self.problem = problem
+
+
+class RequestCheckInterceptor(WrappingInterceptor):
+    """Every request passes the shared rules before a servicer sees it.
+
+    Requests that do not parse become INVALID_ARGUMENT (grpc would answer
+    INTERNAL); every string field, however deep, gets ``check_strings``.
+    """
+
+    def wrap(self, handler: Handler, method: str) -> Handler:
+        raw: Any = super().wrap(handler, method)
+        parse = raw.request_deserializer
+        if parse is None:
+            return cast(Handler, raw)
+        message_type = getattr(getattr(parse, "__self__", None), "__name__", "request")
+
+        def tolerant_parse(data: bytes) -> Any:
+            try:
+                return parse(data)
+            except (DecodeError, UnicodeDecodeError, ValueError) as error:
+                return _Undecodable(message_type, str(error) or type(error).__name__)
+
+        return cast(Handler, raw._replace(request_deserializer=tolerant_parse))
+
+    @staticmethod
+    def _check(request: Any) -> Any:
+        if isinstance(request, _Undecodable):
+            raise InvalidArgument(
+                "request", f"is not a valid {request.message_type} (for example invalid UTF-8)"
+            )
+        if isinstance(request, Message):
+            check_strings(request)
+        return request
+
+    async def _checked(self, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            yield self._check(request)
+
+    def _prepare(self, request: Any, context: Context) -> Any:
+        if hasattr(request, "__aiter__"):  # a client stream: check each message as it comes
+            return self._checked(request)
+        return self._check(request)
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        return await behavior(self._prepare(request, context), context)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        async for response in behavior(self._prepare(request, context), context):
+            yield response
+
+
 def default_chain(
     verifier: TokenVerifier, policy: AccessPolicy
 ) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first: the trace starts before auth, so rejections are traced too."""
-    return [TraceContextInterceptor(), AuthInterceptor(verifier, policy), DomainErrorInterceptor()]
+    return [
+        TraceContextInterceptor(),
+        ErrorMappingInterceptor(),
+        AuthInterceptor(verifier, policy),
+        RequestCheckInterceptor(),
+    ]

@@ -13,10 +13,11 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
-from services.payment.domain import MAX_BALANCE_MINOR, MAX_IDEMPOTENCY_KEY
+from services.payment.domain import MAX_BALANCE_MINOR
 from services.payment.main import SERVICE
 from shared.auth.identity import Role
 from shared.money import MAX_AMOUNT_MINOR
+from shared.validation import MAX_IDEMPOTENCY_KEY
 from shop.common.v1.money_pb2 import Money
 from shop.payment.v1 import payment_pb2 as pb
 from shop.payment.v1.payment_pb2_grpc import PaymentServiceStub

@@ -7,14 +7,20 @@ import pytest
 from shared.errors import FailedPrecondition, InvalidArgument
 from shared.money import Money
 from shared.validation import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_STRING_BYTES,
+    check_string,
+    check_strings,
     decode_page_token,
     encode_page_token,
     page_size,
     parse_uuid,
     require_batch,
     require_currency,
+    require_idempotency_key,
     require_text,
 )
+from shop.order.v1 import order_pb2
 
 
 def test_money_adds_and_multiplies_in_minor_units() -> None:
@@ -71,3 +77,62 @@ def test_page_token_round_trips_and_rejects_forgeries() -> None:
     for bad in ("%%%", "bm90IGpzb24=", "WzFd"):
         with pytest.raises(InvalidArgument, match="page_token"):
             decode_page_token(bad)
+
+
+@pytest.mark.parametrize("key", ["k", " padded ", "x" * MAX_IDEMPOTENCY_KEY, "ключ-1", "🔑"])
+def test_idempotency_keys_are_kept_verbatim(key: str) -> None:
+    assert require_idempotency_key(key) == key
+
+
+@pytest.mark.parametrize(
+    "key", ["", "   ", "x" * (MAX_IDEMPOTENCY_KEY + 1), "a\x00b", "a\nb", "a\u200fb", "a\u2028b"]
+)
+def test_bad_idempotency_keys_are_rejected(key: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        require_idempotency_key(key)
+    assert error.value.field == "idempotency_key"
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\x07", "x\x1b[31m", "\x7f", "\x85", "\x9f"])
+def test_every_string_refuses_control_characters(value: str) -> None:
+    with pytest.raises(InvalidArgument, match=r"^title: must not contain control characters"):
+        check_string(value, "title")
+
+
+@pytest.mark.parametrize(
+    "value", ["tab\there", "two\nlines\r\n", "\u200f\u05e9\u05dc\u05d5\u05dd", "𝄞🛒"]
+)
+def test_every_string_allows_text(value: str) -> None:
+    assert check_string(value, "description") == value
+
+
+def test_every_string_is_bounded_in_bytes_not_only_characters() -> None:
+    fits = "é" * (MAX_STRING_BYTES // 2)  # two bytes each
+    assert check_string(fits, "f") == fits
+    with pytest.raises(InvalidArgument, match="bytes"):
+        check_string("🛒" * (MAX_STRING_BYTES // 4 + 1), "f")
+
+
+def test_single_line_text_refuses_line_breaks_multiline_keeps_them() -> None:
+    with pytest.raises(InvalidArgument, match="one line"):
+        require_text("a\nb", "title", max_len=10)
+    assert require_text(" a\nb ", "description", max_len=10, multiline=True) == "a\nb"
+
+
+def test_currency_must_be_exactly_three_letters() -> None:
+    with pytest.raises(InvalidArgument):
+        require_currency("USD\n", "currency")
+
+
+def test_check_strings_walks_nested_and_repeated_fields_naming_the_path() -> None:
+    request = order_pb2.PlaceOrderRequest(
+        items=[
+            order_pb2.PlaceOrderItem(product_id="ok"),
+            order_pb2.PlaceOrderItem(product_id="\x00"),
+        ],
+        idempotency_key="k",
+    )
+    with pytest.raises(InvalidArgument) as error:
+        check_strings(request)
+    assert error.value.field == "items[1].product_id"
+    check_strings(order_pb2.PlaceOrderRequest(idempotency_key="fine"))

@@ -8,7 +8,6 @@ import uuid
 import pytest
 
 from services.order.domain import (
-    MAX_IDEMPOTENCY_KEY,
     MAX_ITEMS,
     TRANSITIONS,
     CatalogEntry,
@@ -20,6 +19,7 @@ from services.order.domain import (
 )
 from shared.errors import FailedPrecondition, InvalidArgument, NotFound
 from shared.money import Money
+from shared.validation import MAX_IDEMPOTENCY_KEY
 
 USER = uuid.uuid4()
 

@@ -1,0 +1,66 @@
+"""The gRPC edge of the domain errors: one status code per error class.
+
+Trailing metadata carries what a program should branch on: ``error-reason``
+(the error class's stable reason), ``error-field`` for a bad argument and
+``error-id`` for an unexpected failure, the id to quote when reporting it.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from shared.errors import (
+    AlreadyExists,
+    Conflict,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+
+REASON_KEY = "error-reason"
+FIELD_KEY = "error-field"
+ERROR_ID_KEY = "error-id"
+
+_STATUS: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    Conflict: grpc.StatusCode.ABORTED,
+}
+
+
+def status_code(error: DomainError) -> grpc.StatusCode:
+    """The code of the nearest mapped class in the error's ancestry."""
+    for cls in type(error).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return grpc.StatusCode.FAILED_PRECONDITION
+
+
+def trailers(error: DomainError) -> tuple[tuple[str, str], ...]:
+    pairs = [(REASON_KEY, error.reason)]
+    if isinstance(error, InvalidArgument):
+        pairs.append((FIELD_KEY, error.field))
+    return tuple(pairs)
+
+
+async def abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    """Ends the call with the error's status; raises (grpc.aio's AbortError)."""
+    context.set_trailing_metadata(trailers(error))
+    await context.abort(status_code(error), error.message)
+
+
+async def abort_internal(context: grpc.aio.ServicerContext, error_id: str) -> None:
+    context.set_trailing_metadata(((REASON_KEY, "INTERNAL"), (ERROR_ID_KEY, error_id)))
+    await context.abort(
+        grpc.StatusCode.INTERNAL,
+        f"internal error; quote error id {error_id} when reporting it",
+    )
