@@ -84,6 +84,10 @@ audit: deps ## Check every invariant against the `make run` stack's data (exit 1
 bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgbench, saga latency
 	$(PY) -m tools.bench_saga
 
+.PHONY: bench-tls
+bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
+	$(PY) -m tools.bench_tls
+
 .PHONY: demo-oversell
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
 	$(PY) -m tools.demo_oversell
@@ -93,6 +97,14 @@ LOAD_ARGS ?=
 .PHONY: load
 load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|full
 	$(PY) -m tests.e2e.load --profile $(PROFILE) $(LOAD_ARGS)
+
+FUZZ_MINUTES ?= 10
+FUZZ_EXAMPLES ?= 25
+FUZZ_PROFILE ?= fuzz
+FUZZ_SEED ?=
+.PHONY: fuzz
+fuzz: install ## Fuzz every RPC on its own stack for FUZZ_MINUTES (10); exit 1 if a property broke
+	$(PY) -m tests.fuzz --minutes $(FUZZ_MINUTES) --examples $(FUZZ_EXAMPLES) --profile $(FUZZ_PROFILE) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # --- checks -------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from devstack.install import ensure_all
 from devstack.kafka import Kafka
 from devstack.postgres import Postgres
 from devstack.process import StackError, file_lock
+from shared.tls import ensure_authority
 
 log = logging.getLogger("devstack")
 T = TypeVar("T")
@@ -76,6 +77,11 @@ class Stack:
     def kafka_bootstrap(self) -> str:
         return self.kafka.endpoint
 
+    @property
+    def tls_dir(self) -> Path:
+        """The profile's CA and every party's certificate (see shared/tls.py)."""
+        return self.profile_dir / "tls"
+
     def env(self) -> dict[str, str]:
         return {
             "SHOP_ETCD_ENDPOINT": self.etcd_endpoint,
@@ -103,6 +109,9 @@ class Stack:
         """
         with self._locked():
             self.install()
+            # Every entry point that starts a stack (make run, tests, bench, load, fuzz)
+            # comes through here, so every profile has its CA and certificates.
+            ensure_authority(self.tls_dir)
             # In parallel: the Kafka JVM dominates, the others finish while it boots.
             started = self._each(COMPONENTS, lambda c: c.start())
             return any(started)

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_JWT_DIR = REPO_ROOT / ".stack" / "dev" / "jwt"
+DEV_TLS_DIR = REPO_ROOT / ".stack" / "dev" / "tls"
 
 
 class ServiceSettings(BaseSettings):
@@ -41,9 +42,13 @@ class ServiceSettings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:19092"
 
-    jwt_public_key_file: Path = DEV_JWT_DIR / "public.pem"
+    # Tokens are verified against the JWKS the user service publishes in etcd
+    # (/config/auth/jwks, shared/auth/jwks.py); no key file is needed.
     jwt_issuer: str = "shop-user"
     jwt_audience: str = "shop"
+
+    # ca.pem, <service>.pem and <service>-key.pem (shared/tls.py); mTLS is always on.
+    tls_dir: Path = DEV_TLS_DIR
 
     # False serves the gRPC API and relays the outbox, but takes no saga events from
     # Kafka: an instance that must not join the consumer group, such as the API tests,

@@ -31,6 +31,7 @@ _CURRENCY = re.compile(r"[A-Z]{3}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_BREAKS = re.compile(r"[\t\n\r\u2028\u2029]")
 MAX_IDEMPOTENCY_KEY = 64
+MAX_PAGE_TOKEN = 512
 # Far above any field's own limit; bounds what a string can cost before field checks run.
 MAX_STRING_BYTES = 16 * 1024
 
@@ -148,9 +149,13 @@ def encode_page_token(cursor: dict[str, Any]) -> str:
 def decode_page_token(token: str, field: str = "page_token") -> dict[str, Any] | None:
     if not token:
         return None
+    # Our tokens are ~120 characters; a long one is not ours, and could nest JSON
+    # deep enough to exhaust the parser's recursion (found by the fuzzer).
+    if len(token) > MAX_PAGE_TOKEN:
+        raise InvalidArgument(field, "is not a token this service issued")
     try:
         cursor = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidArgument(field, "is not a token this service issued") from None
     if not isinstance(cursor, dict):
         raise InvalidArgument(field, "is not a token this service issued")

@@ -40,6 +40,7 @@ from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
+from shared.tls import ClientTLS
 from tools.audit import audit, stack_dsns
 from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 from tools.shop_client import ShopClient
@@ -287,7 +288,7 @@ async def run(
     launcher = SystemLauncher(stack, jwt_dir, log_sink=lambda line: print(line, file=service_log))
     print(f"bench: service logs in {log_path}", flush=True)
     async with open_directory(stack) as directory:
-        clients = ServiceClients(directory)
+        clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         try:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)

@@ -85,7 +85,7 @@ async def before(stack: Stack, units: int, buyers: int) -> SaleResult:
 
 
 async def after(stack: Stack, units: int, buyers: int) -> SaleResult:
-    async with connect(stack.etcd_endpoint) as clients:
+    async with connect(stack.etcd_endpoint, stack.tls_dir) as clients:
         admin = ShopClient(clients)
         await admin.login(*ADMIN)
         sku = f"FLASH-{uuid.uuid4().hex[:8].upper()}"

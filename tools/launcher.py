@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack.stack import Stack
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("user", "product", "inventory", "payment", "order")
@@ -59,7 +60,7 @@ class SystemLauncher:
             f"{prefix}ETCD_ENDPOINT": self.stack.etcd_endpoint,
             f"{prefix}KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
             f"{prefix}PG_DSN": self.stack.pg_dsn(f"shop_{service}"),
-            f"{prefix}JWT_PUBLIC_KEY_FILE": str(self.jwt_dir / "public.pem"),
+            f"{prefix}TLS_DIR": str(self.stack.tls_dir),
             f"{prefix}REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "PYTHONUNBUFFERED": "1",
         }
@@ -107,6 +108,7 @@ class SystemLauncher:
     async def wait_ready(self, directory: ServiceDirectory, timeout: float = 60.0) -> None:
         """Every started instance registered and SERVING, or TimeoutError naming the laggards."""
         expected = self.expected()
+        operator = ClientTLS.operator(self.stack.tls_dir)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             missing = []
@@ -114,7 +116,7 @@ class SystemLauncher:
                 registered = {i.instance_id: i for i in directory.instances(service)}
                 for instance_id in ids:
                     instance = registered.get(instance_id)
-                    if instance is None or not await is_serving(instance):
+                    if instance is None or not await is_serving(instance, operator):
                         missing.append(instance_id)
             if not missing:
                 return
@@ -164,8 +166,9 @@ async def wipe_system_data(stack: Stack) -> None:
     await asyncio.to_thread(stack.kafka.reset_topics)
 
 
-async def is_serving(instance: Instance, timeout: float = 1.0) -> bool:
-    async with grpc.aio.insecure_channel(instance.address) as channel:
+async def is_serving(instance: Instance, tls: ClientTLS, timeout: float = 1.0) -> bool:
+    """SERVING on the health protocol, asked over mTLS as ``tls`` (the operator, usually)."""
+    async with tls.channel(instance.address, instance.service) as channel:
         try:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout

@@ -28,6 +28,7 @@ from shared.logs import configure_logging
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.service import ServiceDefinition
+from shared.tls import ClientTLS
 from tools.launcher import SERVICES, SystemLauncher, open_directory
 from tools.seed import seed
 
@@ -78,6 +79,8 @@ async def run() -> int:
     try:
         print("starting PostgreSQL, etcd and Kafka ...", flush=True)
         await asyncio.to_thread(stack.up)
+        # The user service's bootstrap signing key, imported on its first start; it then
+        # keeps its keys in its database and publishes the public ones (JWKS) in etcd.
         jwt_dir = stack.profile_dir / "jwt"
         generate_keypair(jwt_dir)
         for definition in DEFINITIONS:
@@ -87,7 +90,7 @@ async def run() -> int:
         async with open_directory(stack) as directory:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)
-            clients = ServiceClients(directory)
+            clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
             try:
                 await seed(clients, stack.pg_dsn("shop_user"))
             finally:

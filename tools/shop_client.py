@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
@@ -16,6 +17,7 @@ import grpc
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
+from shared.tls import ClientTLS
 from shop.common.v1 import money_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
@@ -60,6 +62,27 @@ class ShopClient:
         with contextlib.suppress(grpc.aio.AioRpcError):
             await self.register(email, password)
         return await self.login(email, password)
+
+    async def rotate_signing_key(self) -> list[user_pb2.SigningKey]:
+        """Admin: a new key signs from now on; returns the published keys, newest first."""
+        reply = await self.clients.call(
+            "user",
+            user_pb2_grpc.UserServiceStub,
+            lambda s: s.RotateSigningKey(
+                user_pb2.RotateSigningKeyRequest(), timeout=DEADLINE, metadata=self._auth
+            ),
+        )
+        return list(reply.keys)
+
+    async def list_signing_keys(self) -> list[user_pb2.SigningKey]:
+        reply = await self.clients.call(
+            "user",
+            user_pb2_grpc.UserServiceStub,
+            lambda s: s.ListSigningKeys(
+                user_pb2.ListSigningKeysRequest(), timeout=DEADLINE, metadata=self._auth
+            ),
+        )
+        return list(reply.keys)
 
     async def create_product(
         self, sku: str, title: str, price_minor: int, currency: str = "USD"
@@ -196,12 +219,17 @@ class ShopClient:
 
 
 @contextlib.asynccontextmanager
-async def connect(etcd_endpoint: str) -> AsyncIterator[ServiceClients]:
-    """Discovery plus channels, for as many ShopClients (users) as the caller wants."""
+async def connect(etcd_endpoint: str, tls_dir: Path) -> AsyncIterator[ServiceClients]:
+    """Discovery plus channels, for as many ShopClients (users) as the caller wants.
+
+    The channels are mTLS as the operator (``tls_dir``: ``ca.pem``, ``operator.pem``,
+    ``operator-key.pem``), the identity of people and tools; the user is the token.
+    """
+    tls = ClientTLS.operator(tls_dir)
     etcd = etcd_client(etcd_endpoint)
     directory = ServiceDirectory(etcd)
     await directory.start()
-    clients = ServiceClients(directory)
+    clients = ServiceClients(directory, tls)
     try:
         yield clients
     finally:

@@ -11,14 +11,15 @@ from services.inventory.domain import Stock, parse_sku, parse_skus, require_avai
 from services.inventory.persistence import InventoryUnitOfWork
 from shared.errors import NotFound
 from shared.rpc.convert import timestamp
-from shared.rpc.interceptors import Access, AccessPolicy
+from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 _SERVICE = "/shop.inventory.v1.InventoryService/"
 ACCESS = AccessPolicy(
     {
         _SERVICE + "SetStock": Access.ADMIN,
-    }
+    },
+    parties={_SERVICE + "SetStock": OPERATOR_ONLY},
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 import grpc
@@ -78,8 +78,10 @@ def _page_cursor(token: str) -> tuple[datetime, uuid.UUID] | None:
         after = datetime.fromisoformat(moment)
         if after.tzinfo is None:
             raise ValueError("cursor time must carry its offset")
-        return after, uuid.UUID(order_id)
-    except ValueError:
+        # In UTC, as the driver would send it: a time near year 1 or 9999 may not fit
+        # (OverflowError), and no token this service issued holds one.
+        return after.astimezone(UTC), uuid.UUID(order_id)
+    except (ValueError, OverflowError):
         raise InvalidArgument("page_token", "is not a token this service issued") from None
 
 

@@ -20,6 +20,7 @@ from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
+from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2_grpc
 
 # The directory retries an unreachable etcd forever; at start-up, fail loudly instead.
@@ -35,7 +36,8 @@ async def bindings(settings: OrderSettings) -> AsyncIterator[list[ServiceBinding
         directory = ServiceDirectory(etcd)
         resources.push_async_callback(directory.stop)
         await asyncio.wait_for(directory.start(), DIRECTORY_SYNC_SECONDS)
-        clients = ServiceClients(directory)
+        # Order calls product as itself: its own certificate is its identity.
+        clients = ServiceClients(directory, ClientTLS(settings.tls_dir, settings.service_name))
         resources.push_async_callback(clients.close)
         catalog = ProductCatalog(clients, deadline_seconds=settings.product_deadline_seconds)
         uow_factory = unit_of_work_factory(pool)

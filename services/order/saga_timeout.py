@@ -8,8 +8,6 @@ work through ``FOR UPDATE SKIP LOCKED``; each batch is one short transaction.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -17,6 +15,7 @@ from services.order.domain import time_out
 from services.order.events import order_cancelled
 from services.order.persistence import OrderUnitOfWork
 from shared.messaging.topics import ORDERS
+from shared.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +34,16 @@ class SagaTimeout:
         self._uow = unit_of_work
         self._timeout = timeout_seconds
         self._batch_size = batch_size
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        # A failed round (the database is down, say) is logged and the next one still
+        # comes: this task is the only thing that ends a saga whose events were lost.
+        self._task = PeriodicTask("saga timeout", self._check, interval=interval_seconds)
         self.cancelled = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="saga timeout")
+        self._task.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def cancel_overdue_batch(self) -> int:
         """Cancels up to one batch of overdue orders; returns how many."""
@@ -64,13 +60,6 @@ class SagaTimeout:
         self.cancelled += len(overdue)
         return len(overdue)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                while await self.cancel_overdue_batch() == self._batch_size:
-                    pass  # a full batch: more may be waiting
-            except Exception:
-                # Whatever failed (the database is down, say), the task must live on:
-                # it is the only thing that ends a saga whose events were lost.
-                log.exception("saga timeout check failed; retrying")
-            await asyncio.sleep(self._interval)
+    async def _check(self) -> None:
+        while await self.cancel_overdue_batch() == self._batch_size:
+            pass  # a full batch: more may be waiting

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 import grpc
@@ -12,7 +12,7 @@ from services.product.domain import Product, ProductStatus, new_product
 from services.product.persistence import ProductUnitOfWork
 from shared.errors import InvalidArgument, NotFound
 from shared.rpc.convert import money_from_proto, money_to_proto, timestamp
-from shared.rpc.interceptors import Access, AccessPolicy
+from shared.rpc.interceptors import OPERATOR, OPERATOR_ONLY, Access, AccessPolicy
 from shared.validation import (
     decode_page_token,
     encode_page_token,
@@ -27,7 +27,13 @@ ACCESS = AccessPolicy(
     {
         _SERVICE + "CreateProduct": Access.ADMIN,
         _SERVICE + "UpdateProduct": Access.ADMIN,
-    }
+    },
+    parties={
+        _SERVICE + "CreateProduct": OPERATOR_ONLY,
+        _SERVICE + "UpdateProduct": OPERATOR_ONLY,
+        # Of the services, only order prices lines; people and tools may look too.
+        _SERVICE + "BatchGetProducts": frozenset({"order", OPERATOR}),
+    },
 )
 
 _STATUS_FROM_PROTO = {
@@ -130,11 +136,13 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         after = None
         if cursor is not None:
             try:
-                after = (
-                    datetime.fromisoformat(cursor["t"]),
-                    parse_uuid(cursor["id"], "page_token"),
-                )
-            except (KeyError, TypeError, ValueError):
+                moment = datetime.fromisoformat(cursor["t"])
+                if moment.tzinfo is None:
+                    raise ValueError("cursor time must carry its offset")
+                # In UTC, as the driver would send it: a time near year 1 or 9999 may not
+                # fit (OverflowError), and no token this service issued holds one.
+                after = (moment.astimezone(UTC), parse_uuid(cursor["id"], "page_token"))
+            except (KeyError, TypeError, ValueError, OverflowError):
                 raise InvalidArgument("page_token", "is not a token this service issued") from None
         async with self._uow() as uow:
             # One extra row tells whether another page exists.

@@ -9,14 +9,18 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.auth.identity import Role
-from shared.errors import InvalidArgument
+from shared.auth.keys import key_id
+from shared.errors import FailedPrecondition, InvalidArgument
 
 MAX_EMAIL = 254  # RFC 5321's limit on a forward path
 MIN_PASSWORD = 8
@@ -110,3 +114,165 @@ class Passwords:
 
     def needs_rehash(self, password_hash: str) -> bool:
         return self._hasher.check_needs_rehash(password_hash)
+
+
+# --- token signing keys --------------------------------------------------------------------------
+#
+# The newest key signs; a rotation adds a key and retires every other one at that moment.
+# A retired key stays published (its tokens keep verifying) for the longest token lifetime
+# plus a leeway, then it is removed: out of the JWKS, its private key out of the table.
+
+# A JWKS every verifier holds in memory and re-reads on each change: keep it small.
+MAX_PUBLISHED_KEYS = 8
+RSA_KEY_BITS = 2048
+# How often every user instance checks for keys due for removal: a quarter of the token
+# lifetime, within these bounds (the check also runs when a removal falls due).
+MIN_CHECK_SECONDS = 1.0
+MAX_CHECK_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    kid: str
+    private_key_pem: str  # PKCS8, unencrypted (see the README on what production would do)
+    created_at: datetime
+    retired_at: datetime | None = None  # when a newer key took over
+
+    def private_key(self) -> rsa.RSAPrivateKey:
+        key = serialization.load_pem_private_key(self.private_key_pem.encode(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ValueError(f"signing key {self.kid} is not an RSA key")
+        return key
+
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.private_key().public_key()
+
+    def retired(self, at: datetime) -> SigningKey:
+        return replace(self, retired_at=at)
+
+
+def signing_key_from_pem(pem: str | bytes, created_at: datetime) -> SigningKey:
+    """An existing private key (the bootstrap key file): RSA, any size, kid from its public half."""
+    raw = pem.encode() if isinstance(pem, str) else pem
+    key = serialization.load_pem_private_key(raw, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("tokens are signed with RSA keys (RS256)")
+    return _signing_key(key, created_at)
+
+
+def new_signing_key(created_at: datetime) -> SigningKey:
+    """A fresh RSA key (a tenth of a second of CPU or so: run it off the event loop)."""
+    return _signing_key(
+        rsa.generate_private_key(public_exponent=65537, key_size=RSA_KEY_BITS), created_at
+    )
+
+
+def _signing_key(key: rsa.RSAPrivateKey, created_at: datetime) -> SigningKey:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return SigningKey(kid=key_id(key.public_key()), private_key_pem=pem, created_at=created_at)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyStatus:
+    """What a caller may know about a key: never its private half."""
+
+    kid: str
+    created_at: datetime
+    retired_at: datetime | None
+    removes_at: datetime | None
+    signing: bool
+
+
+def newest_first(keys: Sequence[SigningKey]) -> list[SigningKey]:
+    return sorted(keys, key=lambda k: (k.created_at, k.kid), reverse=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyPolicy:
+    """The rules of rotation, given the longest token lifetime and a leeway for clocks
+    and for instances that learn of a rotation a little late."""
+
+    token_ttl: timedelta
+    leeway: timedelta
+
+    @property
+    def removal_delay(self) -> timedelta:
+        return self.token_ttl + self.leeway
+
+    @property
+    def check_interval_seconds(self) -> float:
+        quarter = self.token_ttl.total_seconds() / 4
+        return max(MIN_CHECK_SECONDS, min(quarter, MAX_CHECK_SECONDS))
+
+    def signing_key(self, keys: Sequence[SigningKey]) -> SigningKey:
+        """The newest key not retired (the newest of all if, oddly, every one is)."""
+        if not keys:
+            raise ValueError("there is no signing key")
+        active = [k for k in keys if k.retired_at is None]
+        return newest_first(active or keys)[0]
+
+    def removes_at(self, key: SigningKey) -> datetime | None:
+        return None if key.retired_at is None else key.retired_at + self.removal_delay
+
+    def due_for_removal(self, keys: Sequence[SigningKey], now: datetime) -> list[SigningKey]:
+        """Retired keys whose last token has expired; never the signing key."""
+        if not keys:
+            return []
+        signing = self.signing_key(keys)
+        return [
+            k
+            for k in keys
+            if k.kid != signing.kid and (at := self.removes_at(k)) is not None and at <= now
+        ]
+
+    def published(self, keys: Sequence[SigningKey], now: datetime) -> list[SigningKey]:
+        """The keys whose tokens verify, newest first: what the JWKS document holds."""
+        due = {k.kid for k in self.due_for_removal(keys, now)}
+        return [k for k in newest_first(keys) if k.kid not in due]
+
+    def next_removal(self, keys: Sequence[SigningKey], now: datetime) -> datetime | None:
+        """When the next published key falls due, if any is retired."""
+        if not keys:
+            return None
+        signing = self.signing_key(keys).kid
+        pending = [
+            at
+            for k in self.published(keys, now)
+            if k.kid != signing and (at := self.removes_at(k)) is not None
+        ]
+        return min(pending, default=None)
+
+    def rotate(
+        self, keys: Sequence[SigningKey], new_key: SigningKey, now: datetime
+    ) -> tuple[SigningKey, list[SigningKey]]:
+        """The new signing key and the keys it retires (every one not retired yet)."""
+        published = self.published(keys, now)
+        if len(published) >= MAX_PUBLISHED_KEYS:
+            raise FailedPrecondition(
+                f"{len(published)} signing keys are still published (at most"
+                f" {MAX_PUBLISHED_KEYS}); wait until the oldest is removed"
+                f" ({self.next_removal(keys, now)})"
+            )
+        if any(k.kid == new_key.kid for k in keys):
+            raise FailedPrecondition(f"signing key {new_key.kid} exists already")
+        new_key = replace(new_key, created_at=now, retired_at=None)
+        return new_key, [k.retired(now) for k in keys if k.retired_at is None]
+
+    def describe(self, keys: Sequence[SigningKey], now: datetime) -> list[SigningKeyStatus]:
+        if not keys:
+            return []
+        signing = self.signing_key(keys)
+        return [
+            SigningKeyStatus(
+                kid=k.kid,
+                created_at=k.created_at,
+                retired_at=k.retired_at,
+                removes_at=self.removes_at(k),
+                signing=k.kid == signing.kid,
+            )
+            for k in self.published(keys, now)
+        ]

@@ -10,18 +10,19 @@ import grpc
 
 from services.user.domain import (
     Passwords,
+    SigningKeyStatus,
     User,
     new_password,
     new_user,
     normalise_email,
     offered_password,
 )
+from services.user.keyring import SigningKeyring
 from services.user.persistence import UserUnitOfWork
 from shared.auth.identity import Role, current_identity
-from shared.auth.tokens import TokenIssuer
 from shared.errors import NotFound, PermissionDenied, Unauthenticated
 from shared.rpc.convert import timestamp
-from shared.rpc.interceptors import Access, AccessPolicy
+from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy
 from shared.validation import parse_uuid
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
@@ -30,7 +31,13 @@ ACCESS = AccessPolicy(
     {
         _SERVICE + "Register": Access.PUBLIC,
         _SERVICE + "Login": Access.PUBLIC,
-    }
+        _SERVICE + "RotateSigningKey": Access.ADMIN,
+        _SERVICE + "ListSigningKeys": Access.ADMIN,
+    },
+    parties={
+        _SERVICE + "RotateSigningKey": OPERATOR_ONLY,
+        _SERVICE + "ListSigningKeys": OPERATOR_ONLY,
+    },
 )
 
 _ROLE_TO_PROTO = {
@@ -50,15 +57,24 @@ def user_to_proto(u: User) -> user_pb2.User:
     )
 
 
+def signing_key_to_proto(k: SigningKeyStatus) -> user_pb2.SigningKey:
+    key = user_pb2.SigningKey(kid=k.kid, created_at=timestamp(k.created_at), signing=k.signing)
+    if k.retired_at is not None:
+        key.retired_at.CopyFrom(timestamp(k.retired_at))
+    if k.removes_at is not None:
+        key.removes_at.CopyFrom(timestamp(k.removes_at))
+    return key
+
+
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(
         self,
         unit_of_work: Callable[[], UserUnitOfWork],
-        issuer: TokenIssuer,
+        signing_keys: SigningKeyring,
         passwords: Passwords,
     ) -> None:
         self._uow = unit_of_work
-        self._issuer = issuer
+        self._signing_keys = signing_keys
         self._passwords = passwords
 
     async def Register(
@@ -89,7 +105,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             raise Unauthenticated(_BAD_CREDENTIALS)
         if self._passwords.needs_rehash(user.password_hash):
             await self._rehash(user, password)
-        token, expires_at = self._issuer.issue(user.user_id, user.role)
+        token, expires_at = self._signing_keys.issue(user.user_id, user.role)
         return user_pb2.LoginResponse(
             access_token=token, expires_at=timestamp(expires_at), user=user_to_proto(user)
         )
@@ -114,6 +130,18 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         if user is None:
             raise NotFound(f"user {user_id} does not exist")
         return user_pb2.GetUserResponse(user=user_to_proto(user))
+
+    async def RotateSigningKey(
+        self, request: user_pb2.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
+    ) -> user_pb2.RotateSigningKeyResponse:
+        keys = await self._signing_keys.rotate()
+        return user_pb2.RotateSigningKeyResponse(keys=[signing_key_to_proto(k) for k in keys])
+
+    async def ListSigningKeys(
+        self, request: user_pb2.ListSigningKeysRequest, context: grpc.aio.ServicerContext
+    ) -> user_pb2.ListSigningKeysResponse:
+        keys = await self._signing_keys.statuses()
+        return user_pb2.ListSigningKeysResponse(keys=[signing_key_to_proto(k) for k in keys])
 
 
 def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], UserUnitOfWork]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.user.domain import User
+from services.user.domain import SigningKey, User
 from shared.auth.identity import Role
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
@@ -79,8 +81,65 @@ class UserRepository:
         )
 
 
+# Serialises every change to the key set and the JWKS written after it, across instances.
+_SIGNING_KEYS_LOCK = 0x5161_4B45
+
+
+def _signing_key(row: asyncpg.Record) -> SigningKey:
+    return SigningKey(
+        kid=row["kid"],
+        private_key_pem=row["private_key_pem"],
+        created_at=row["created_at"],
+        retired_at=row["retired_at"],
+    )
+
+
+class SigningKeyRepository:
+    def __init__(self, conn: PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    async def lock(self) -> None:
+        """Held until the transaction ends: one instance at a time changes the keys and
+        publishes them, so the last JWKS written always matches the committed table."""
+        await self._conn.execute("SELECT pg_advisory_xact_lock($1)", _SIGNING_KEYS_LOCK)
+
+    async def all(self) -> list[SigningKey]:
+        rows = await self._conn.fetch(
+            "SELECT kid, private_key_pem, created_at, retired_at FROM signing_keys"
+            " ORDER BY created_at DESC, kid DESC"
+        )
+        return [_signing_key(r) for r in rows]
+
+    async def add(self, key: SigningKey) -> bool:
+        """False if a key with this kid exists already (it is left as it is)."""
+        status = await self._conn.execute(
+            "INSERT INTO signing_keys (kid, private_key_pem, created_at, retired_at)"
+            " VALUES ($1,$2,$3,$4) ON CONFLICT (kid) DO NOTHING",
+            key.kid,
+            key.private_key_pem,
+            key.created_at,
+            key.retired_at,
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def retire(self, kids: Sequence[str], at: datetime) -> None:
+        await self._conn.execute(
+            "UPDATE signing_keys SET retired_at = $2 WHERE kid = ANY($1) AND retired_at IS NULL",
+            list(kids),
+            at,
+        )
+
+    async def remove(self, kids: Sequence[str]) -> int:
+        status = await self._conn.execute(
+            "DELETE FROM signing_keys WHERE kid = ANY($1)", list(kids)
+        )
+        return int(status.split()[-1])
+
+
 class UserUnitOfWork(PostgresUnitOfWork):
     users: UserRepository
+    signing_keys: SigningKeyRepository
 
     def bind(self, connection: PoolConnectionProxy) -> None:
         self.users = UserRepository(connection)
+        self.signing_keys = SigningKeyRepository(connection)

@@ -14,6 +14,11 @@ class UserSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SHOP_USER_", extra="ignore")
     service_name = "user"
 
-    # Signs the tokens; jwt_public_key_file (inherited) must be its pair.
+    # The bootstrap signing key: imported into the signing_keys table on the first start
+    # (empty table); a key is generated instead if the file does not exist. After that
+    # the table is the truth and this file is not read again.
     jwt_private_key_file: Path = DEV_JWT_DIR / "private.pem"
+    # The longest token lifetime: a retired signing key is removed this long (plus the
+    # leeway) after it stopped signing, once every token it signed has expired.
     token_ttl_seconds: int = Field(default=3600, ge=1)
+    signing_key_leeway_seconds: float = Field(default=30.0, ge=0)

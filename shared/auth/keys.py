@@ -11,7 +11,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 
 
 def generate_keypair(directory: Path) -> None:
-    """Writes private.pem and public.pem unless both exist already."""
+    """Writes private.pem and public.pem unless both exist already.
+
+    private.pem is the user service's bootstrap signing key (jwt_private_key_file);
+    no service reads public.pem (they verify against the JWKS in etcd), but tests
+    build local verifiers from it.
+    """
     private_path, public_path = directory / "private.pem", directory / "public.pem"
     if private_path.exists() and public_path.exists():
         return

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -43,43 +45,61 @@ class TokenIssuer:
         return token, expires_at
 
 
+class TokenSigner(Protocol):
+    """What issues tokens: a TokenIssuer, or the user service's rotating keyring."""
+
+    def issue(self, user_id: uuid.UUID, role: Role) -> tuple[str, datetime]: ...
+
+
 class TokenVerifier:
     """Checks signature, kid, issuer, audience and expiry; caches good tokens.
 
     The cache matters: an RSA verify costs more than the rest of a cheap RPC,
-    and a client sends the same token on every call until it expires.
+    and a client sends the same token on every call until it expires. The key
+    set changes as keys rotate (``replace_keys``, fed by the JWKS watch); a
+    cached token counts only while its kid is still in the set, so a removed
+    key's tokens stop verifying at once, cached or not.
     """
 
     def __init__(
-        self, public_keys: list[PublicKeyTypes], issuer: str, audience: str, cache_size: int = 4096
+        self,
+        public_keys: Iterable[PublicKeyTypes],
+        issuer: str,
+        audience: str,
+        cache_size: int = 4096,
     ) -> None:
         self._keys: dict[str, RSAPublicKey] = {}
-        for key in public_keys:
-            if not isinstance(key, RSAPublicKey):
-                raise TypeError("tokens are verified with RSA public keys")
-            self._keys[key_id(key)] = key
+        self.replace_keys({key_id(_rsa(key)): _rsa(key) for key in public_keys})
         self._issuer = issuer
         self._audience = audience
-        self._cache: dict[str, tuple[Identity, float]] = {}
+        self._cache: dict[str, tuple[Identity, float, str]] = {}
         self._cache_size = cache_size
+
+    @property
+    def kids(self) -> frozenset[str]:
+        return frozenset(self._keys)
+
+    def replace_keys(self, keys: Mapping[str, RSAPublicKey]) -> None:
+        """The whole current set, kid -> key (the JWKS document's content)."""
+        self._keys = {kid: _rsa(key) for kid, key in keys.items()}
 
     def verify(self, token: str) -> Identity:
         cached = self._cache.get(token)
-        if cached is not None and cached[1] > time.time():
+        if cached is not None and cached[1] > time.time() and cached[2] in self._keys:
             return cached[0]
-        identity, expires = self._verify_uncached(token)
+        identity, expires, kid = self._verify_uncached(token)
         if len(self._cache) >= self._cache_size:
             self._cache.clear()
-        self._cache[token] = (identity, expires)
+        self._cache[token] = (identity, expires, kid)
         return identity
 
-    def _verify_uncached(self, token: str) -> tuple[Identity, float]:
+    def _verify_uncached(self, token: str) -> tuple[Identity, float, str]:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError:
             raise Unauthenticated("malformed token") from None
         key = self._keys.get(kid) if isinstance(kid, str) else None
-        if key is None:
+        if key is None or not isinstance(kid, str):  # (the second test is for mypy)
             raise Unauthenticated("token signed by an unknown key")
         try:
             claims = jwt.decode(
@@ -98,4 +118,10 @@ class TokenVerifier:
             identity = Identity(user_id=uuid.UUID(claims["sub"]), role=Role(claims["role"]))
         except ValueError:
             raise Unauthenticated("token carries an unknown subject or role") from None
-        return identity, float(claims["exp"])
+        return identity, float(claims["exp"]), kid
+
+
+def _rsa(key: PublicKeyTypes) -> RSAPublicKey:
+    if not isinstance(key, RSAPublicKey):
+        raise TypeError("tokens are verified with RSA public keys")
+    return key

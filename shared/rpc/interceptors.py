@@ -28,6 +28,7 @@ from shared.db.errors import as_domain_error
 from shared.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
 from shared.messaging import trace_context
 from shared.rpc import status
+from shared.tls import peer_identity
 from shared.validation import check_strings
 
 log = logging.getLogger(__name__)
@@ -49,18 +50,35 @@ class Access(enum.Enum):
 
 # Health and reflection must answer probes and grpcurl without a token.
 _ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# The party (the client certificate's name) of people and tools; services never do admin work.
+OPERATOR = "operator"
+OPERATOR_ONLY = frozenset({OPERATOR})
 
 
 class AccessPolicy:
-    """Who may call which method. Methods not listed need any valid token."""
+    """Who may call which method, on two layers.
 
-    def __init__(self, rules: Mapping[str, Access]) -> None:
+    ``rules``: which user (from the JWT) may call; methods not listed need any
+    valid token. ``parties``: which parties (the mTLS client certificate's name:
+    a service or ``operator``) may call; methods not listed take any party whose
+    certificate our CA signed. A stolen admin token is no use from inside the
+    order service, since admin methods take the operator's certificate only.
+    """
+
+    def __init__(
+        self, rules: Mapping[str, Access], parties: Mapping[str, frozenset[str]] | None = None
+    ) -> None:
         self._rules = dict(rules)
+        self._parties = dict(parties or {})
 
     def access_for(self, method: str) -> Access:
         if method.startswith(_ALWAYS_PUBLIC_PREFIXES):
             return Access.PUBLIC
         return self._rules.get(method, Access.AUTHENTICATED)
+
+    def parties_for(self, method: str) -> frozenset[str] | None:
+        """The parties allowed, or None for any party with a certificate of our CA."""
+        return self._parties.get(method)
 
 
 # --- wrapping a handler of any shape ------------------------------------------------------
@@ -211,13 +229,19 @@ class ErrorMappingInterceptor(WrappingInterceptor):
 
 
 class AuthInterceptor(WrappingInterceptor):
-    """Verifies the bearer token and makes the caller's identity current."""
+    """Checks the calling party (mTLS) and the bearer token; makes the user current."""
 
     def __init__(self, verifier: TokenVerifier, policy: AccessPolicy) -> None:
         self._verifier = verifier
         self._policy = policy
 
     def _admit(self, method: str, context: Context) -> None:
+        parties = self._policy.parties_for(method)
+        if parties is not None and (party := peer_identity(context)) not in parties:
+            raise PermissionDenied(
+                f"this call is not open to {party or 'a caller without a certificate'};"
+                f" it takes {', '.join(sorted(parties))}"
+            )
         access = self._policy.access_for(method)
         if access is Access.PUBLIC:
             set_current_identity(None)

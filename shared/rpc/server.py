@@ -20,16 +20,19 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer  # health.aio, typed
-from grpc_reflection.v1alpha import reflection
 
-from shared.auth.keys import load_public_key
+from shared.auth.jwks import JwksWatcher
 from shared.auth.tokens import TokenVerifier
 from shared.registry.etcd import etcd_client
 from shared.registry.registration import ServiceRegistration
 from shared.rpc.interceptors import AccessPolicy, default_chain
+from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
+from shared.tls import server_credentials
 
 log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,9 @@ class ServiceBinding:
 
 
 def token_verifier(settings: ServiceSettings) -> TokenVerifier:
+    """No keys yet: ServiceHost.start feeds it the JWKS from etcd, and keeps it current."""
     return TokenVerifier(
-        [load_public_key(settings.jwt_public_key_file)],
+        [],
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
     )
@@ -62,9 +66,14 @@ class ServiceHost:
     ) -> None:
         self.settings = settings
         self._bindings = bindings
+        self.verifier = token_verifier(settings)
         self._server = grpc.aio.server(
-            interceptors=default_chain(token_verifier(settings), policy),
-            options=[("grpc.so_reuseport", 0)],
+            interceptors=default_chain(self.verifier, policy),
+            options=[
+                ("grpc.so_reuseport", 0),
+                # No request here is near this; a bigger one is RESOURCE_EXHAUSTED unread.
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+            ],
         )
         self._health = AsyncHealthServicer()
         self._stopping = asyncio.Event()
@@ -81,13 +90,18 @@ class ServiceHost:
             binding.add_to_server(binding.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [b.full_name for b in self._bindings]
-        reflection.enable_server_reflection(
-            [*names, reflection.SERVICE_NAME, health.SERVICE_NAME], self._server
+        enable_reflection([*names, health.SERVICE_NAME], self._server)
+        # mTLS only: callers need a client certificate of the stack's CA (shared/tls.py).
+        self.port = self._server.add_secure_port(
+            f"{self.settings.host}:{self.settings.port}",
+            server_credentials(self.settings.tls_dir, self.settings.service_name),
         )
-        self.port = self._server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
         await self._server.start()
         s = self.settings
         self._etcd = etcd_client(s.etcd_endpoint)
+        # The signing keys: loaded now if etcd has them (never waiting for them to appear).
+        self._jwks = JwksWatcher(self._etcd, self.verifier.replace_keys)
+        await self._jwks.start()
         self.registration = ServiceRegistration(
             self._etcd,
             service=s.service_name,
@@ -121,6 +135,7 @@ class ServiceHost:
                     log.exception("on_shutdown hook of %s failed", binding.full_name)
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.settings.shutdown_grace_seconds)
+        await self._jwks.stop()
         await self._etcd.close()
         log.info("%s %s stopped", self.settings.service_name, self.settings.instance_id)
 

@@ -11,6 +11,7 @@ import pytest_asyncio
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
+from shared.tls import ClientTLS
 from tests.support.tokens import TestKeys
 from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 from tools.seed import seed
@@ -49,7 +50,7 @@ async def running_system(
         log_sink=logs.append,
     )
     async with open_directory(stack) as directory:
-        clients = ServiceClients(directory)
+        clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         try:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)

@@ -765,6 +765,24 @@ BAD_INPUTS = [
         detail="page_token",
     ),
     Bad(
+        # Found by the fuzzer: JSON nested past the parser's recursion limit, INTERNAL.
+        "list: page token of deeply nested JSON",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(page_token=_page_token("[" * 2001 + "0" + "]" * 2001)),
+        C.INVALID_ARGUMENT,
+        detail="page_token",
+    ),
+    Bad(
+        # Found by the fuzzer (tests/fuzz): the driver's UTC conversion overflowed, INTERNAL.
+        "list: page token with a time that overflows in UTC",
+        "ListOrders",
+        lambda w: pb.ListOrdersRequest(
+            page_token=_page_token(f'{{"t": "0001-01-01T00:00:00+14:00", "id": "{UNKNOWN_ID}"}}')
+        ),
+        C.INVALID_ARGUMENT,
+        detail="page_token",
+    ),
+    Bad(
         "list: no token",
         "ListOrders",
         lambda w: pb.ListOrdersRequest(),

@@ -663,7 +663,7 @@ async def test_a_watch_ends_unavailable_when_the_instance_shuts_down(saga: Saga)
     # A long grace: only the shutdown hook can end the stream quickly.
     instance = run_service(ORDER, saga.stack, saga.keys, **NO_TIMEOUT, shutdown_grace_seconds=20)
     doomed = await instance.__aenter__()
-    channel = grpc.aio.insecure_channel(doomed.host.address)  # outlives the instance's own
+    channel = doomed.new_channel()  # outlives the instance's own
     try:
         call = watch(
             saga, order.order_id, saga.token(user), stub=order_pb2_grpc.OrderServiceStub(channel)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -374,6 +375,39 @@ BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
         "list: token of wrong shape",
         "ListProducts",
         pb.ListProductsRequest(page_token="eyJ0IjogMX0="),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        # Found by the fuzzer (tests/fuzz): the driver's UTC conversion overflowed, INTERNAL.
+        "list: token with a time that overflows in UTC",
+        "ListProducts",
+        pb.ListProductsRequest(
+            page_token=base64.urlsafe_b64encode(
+                b'{"t": "0001-01-01T00:00:00+14:00", "id": "e3e70682-c209-4cac-629f-6fbed82c07cd"}'
+            ).decode()
+        ),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        # Found by the fuzzer: JSON nested past the parser's recursion limit, INTERNAL.
+        "list: token of deeply nested JSON",
+        "ListProducts",
+        pb.ListProductsRequest(
+            page_token=base64.urlsafe_b64encode(b"[" * 2001 + b"0" + b"]" * 2001).decode()
+        ),
+        CUSTOMER,
+        C.INVALID_ARGUMENT,
+    ),
+    (
+        "list: token with a time without offset",
+        "ListProducts",
+        pb.ListProductsRequest(
+            page_token=base64.urlsafe_b64encode(
+                b'{"t": "9999-12-31T23:59:59", "id": "e3e70682-c209-4cac-629f-6fbed82c07cd"}'
+            ).decode()
+        ),
         CUSTOMER,
         C.INVALID_ARGUMENT,
     ),

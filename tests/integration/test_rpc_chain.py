@@ -22,7 +22,7 @@ from shared.auth.identity import Role, current_identity
 from shared.auth.keys import load_public_key
 from shared.auth.tokens import TokenVerifier
 from shared.errors import NotFound
-from shared.rpc.interceptors import Access, AccessPolicy, default_chain
+from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy, default_chain
 from shared.rpc.status import ERROR_ID_KEY, FIELD_KEY, REASON_KEY
 from tests.support.tokens import AUDIENCE, ISSUER, TestKeys, bearer
 
@@ -84,6 +84,7 @@ def _handlers() -> grpc.GenericRpcHandler:
             "Public": grpc.unary_unary_rpc_method_handler(
                 lambda request, context: Reply(status=SERVING), **kw
             ),
+            "OperatorOnly": grpc.unary_unary_rpc_method_handler(unary, **kw),
         },
     )
 
@@ -91,7 +92,10 @@ def _handlers() -> grpc.GenericRpcHandler:
 @pytest_asyncio.fixture(loop_scope="session")
 async def channel(keys: TestKeys) -> AsyncIterator[grpc.aio.Channel]:
     verifier = TokenVerifier([load_public_key(keys.public_key_file)], ISSUER, AUDIENCE)
-    policy = AccessPolicy({f"/{SERVICE}/Public": Access.PUBLIC})
+    policy = AccessPolicy(
+        {f"/{SERVICE}/Public": Access.PUBLIC},
+        parties={f"/{SERVICE}/OperatorOnly": OPERATOR_ONLY},
+    )
     server = grpc.aio.server(interceptors=default_chain(verifier, policy))
     server.add_generic_rpc_handlers((_handlers(),))
     port = server.add_insecure_port("127.0.0.1:0")  # a test server, not a service port
@@ -225,3 +229,17 @@ async def test_public_methods_need_no_token_and_the_identity_does_not_leak(
         _invoke(channel, "Unary", "fine", bearer(keys.token(Role.ADMIN, uuid.uuid4()))),
     )
     assert results[0].status == SERVING
+
+
+async def test_a_method_for_some_parties_refuses_a_caller_without_a_certificate(
+    channel: grpc.aio.Channel, keys: TestKeys
+) -> None:
+    operator_only = channel.unary_unary(
+        f"/{SERVICE}/OperatorOnly",
+        request_serializer=Request.SerializeToString,
+        response_deserializer=Reply.FromString,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await operator_only(Request(), metadata=bearer(keys.token(Role.ADMIN)), timeout=5)
+    assert error.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "without a certificate" in (error.value.details() or "")

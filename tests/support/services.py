@@ -13,6 +13,7 @@ import grpc
 from devstack.stack import Stack
 from shared.rpc.server import ServiceHost
 from shared.service import ServiceDefinition
+from shared.tls import ClientTLS
 from tests.support.tokens import TestKeys
 from tools import launcher
 
@@ -29,8 +30,13 @@ async def recreate_database(stack: Stack, service: str) -> str:
 @dataclass
 class RunningService:
     host: ServiceHost
-    channel: grpc.aio.Channel
+    channel: grpc.aio.Channel  # mTLS as the operator
     dsn: str
+    tls: ClientTLS
+
+    def new_channel(self) -> grpc.aio.Channel:
+        """Another operator channel to this instance; the caller closes it."""
+        return self.tls.channel(self.host.address, self.host.settings.service_name)
 
     async def count(self, table: str) -> int:
         conn = await asyncpg.connect(self.dsn)
@@ -44,15 +50,23 @@ class RunningService:
 async def run_service(
     definition: ServiceDefinition[Any], stack: Stack, keys: TestKeys, **overrides: Any
 ) -> AsyncIterator[RunningService]:
-    """Migrates, serves on a free port, registers in etcd; stops on exit."""
+    """Migrates, serves on a free port, registers in etcd; stops on exit.
+
+    The test keys' public key is published as the JWKS first, so tokens minted with
+    ``keys`` verify; the user service imports their private key as its bootstrap key
+    (on an empty table) and publishes its own JWKS.
+    """
     dsn = stack.pg_dsn(database_name(definition.name))
+    if "jwt_private_key_file" in definition.settings_type.model_fields:
+        overrides.setdefault("jwt_private_key_file", keys.private_key_file)
+    await keys.publish(stack.etcd_endpoint)
     settings = definition.settings_type(
         **{
             "port": 0,
             "etcd_endpoint": stack.etcd_endpoint,
             "kafka_bootstrap": stack.kafka_bootstrap,
             "pg_dsn": dsn,
-            "jwt_public_key_file": keys.public_key_file,
+            "tls_dir": stack.tls_dir,
             "registry_ttl_seconds": 2,
             "shutdown_grace_seconds": 1.0,
             **overrides,
@@ -62,9 +76,10 @@ async def run_service(
     async with definition.bindings(settings) as bindings:
         host = ServiceHost(settings, bindings, definition.access)
         await host.start()
-        channel = grpc.aio.insecure_channel(host.address)
+        tls = ClientTLS.operator(settings.tls_dir)
+        channel = tls.channel(host.address, definition.name)
         try:
-            yield RunningService(host, channel, dsn)
+            yield RunningService(host, channel, dsn, tls)
         finally:
             await channel.close(grace=None)
             await host.stop()

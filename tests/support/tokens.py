@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
 from shared.auth.identity import Role
-from shared.auth.keys import generate_keypair, load_private_key
+from shared.auth.jwks import publish_jwks
+from shared.auth.keys import generate_keypair, key_id, load_private_key
 from shared.auth.tokens import TokenIssuer
+from shared.registry.etcd import etcd_client
 
 ISSUER = "shop-user"
 AUDIENCE = "shop"
@@ -28,6 +32,25 @@ class TestKeys:
     @property
     def private_key_file(self) -> Path:
         return self.directory / "private.pem"
+
+    @property
+    def public_key(self) -> RSAPublicKey:
+        key = load_private_key(self.private_key_file)
+        assert isinstance(key, RSAPrivateKey)
+        return key.public_key()
+
+    @property
+    def kid(self) -> str:
+        return key_id(self.public_key)
+
+    async def publish(self, etcd_endpoint: str) -> None:
+        """Makes the test key the whole JWKS in etcd, as the user service would publish it:
+        for services started without a user service, so minted tokens verify."""
+        client = etcd_client(etcd_endpoint)
+        try:
+            await publish_jwks(client, [self.public_key])
+        finally:
+            await client.close()
 
     def issuer(self, ttl: timedelta = timedelta(minutes=30)) -> TokenIssuer:
         return TokenIssuer(load_private_key(self.private_key_file), ISSUER, AUDIENCE, ttl)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from shared.errors import FailedPrecondition, InvalidArgument
@@ -136,3 +138,13 @@ def test_check_strings_walks_nested_and_repeated_fields_naming_the_path() -> Non
         check_strings(request)
     assert error.value.field == "items[1].product_id"
     check_strings(order_pb2.PlaceOrderRequest(idempotency_key="fine"))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[" * 2001 + b"0" + b"]" * 2001, b"[" * 300 + b"]" * 300, b"x" * 400],
+)
+def test_a_page_token_we_did_not_issue_is_invalid_argument(payload: bytes) -> None:
+    token = base64.urlsafe_b64encode(payload).decode()
+    with pytest.raises(InvalidArgument, match="page_token"):
+        decode_page_token(token)

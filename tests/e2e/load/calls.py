@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from shared.errors import DomainError
 from shared.rpc.client import ServiceClients
+from shared.rpc.status import status_code
 from shop.order.v1 import order_pb2, order_pb2_grpc
 from tests.e2e.load.driver import Recorder
 
@@ -66,7 +67,7 @@ class Calls:
             code = error.code().name
             return None
         except DomainError as error:  # no instance registered at all
-            code = error.code.name
+            code = status_code(error).name
             return None
         finally:
             self.recorder.call(rpc, started, loop.time(), code)
@@ -139,7 +140,7 @@ class Calls:
         except grpc.aio.AioRpcError as error:
             code = error.code().name
         except DomainError as error:
-            code = error.code.name
+            code = status_code(error).name
         finally:
             self.recorder.call(
                 "WatchOrder", started, first_message if first_message else loop.time(), code

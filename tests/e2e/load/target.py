@@ -20,6 +20,7 @@ from pathlib import Path
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
+from shared.tls import ClientTLS, cert_file
 from tools.audit import stack_dsns
 from tools.launcher import REPO_ROOT, SERVICES, is_serving, open_directory
 
@@ -40,10 +41,10 @@ class Target:
         return {s: [i.address for i in self.directory.instances(s)] for s in SERVICES}
 
 
-async def all_serving(directory: ServiceDirectory) -> bool:
+async def all_serving(directory: ServiceDirectory, tls: ClientTLS) -> bool:
     for service in SERVICES:
         instances = directory.instances(service)
-        if not instances or not all([await is_serving(i) for i in instances]):
+        if not instances or not all([await is_serving(i, tls) for i in instances]):
             return False
     return True
 
@@ -58,10 +59,11 @@ def run_lock_holder(stack: Stack) -> int | None:
 
 
 async def system_is_up(stack: Stack) -> bool:
-    if not stack.is_up("etcd"):
+    # No operator certificate yet: this stack was never started by this version.
+    if not stack.is_up("etcd") or not cert_file(stack.tls_dir, "operator").exists():
         return False
     async with open_directory(stack) as directory:
-        return await all_serving(directory)
+        return await all_serving(directory, ClientTLS.operator(stack.tls_dir))
 
 
 async def wait_until_up(stack: Stack, timeout: float) -> None:
@@ -141,6 +143,6 @@ async def dev_target(log_file: Path, say: Callable[[str], None] = print) -> Asyn
                 say("no services registered in etcd: starting the dev stack as `make run` does")
                 await resources.enter_async_context(background_run(log_file, say))
         directory = await resources.enter_async_context(open_directory(stack))
-        clients = ServiceClients(directory)
+        clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         resources.push_async_callback(clients.close)
         yield Target("dev", clients, directory, stack_dsns(stack))
