@@ -86,7 +86,7 @@ bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgb
 
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
-	$(PY) -m tools.bench_tls
+	$(PY) -m tools.bench_tls $(BENCH_TLS_ARGS)
 
 .PHONY: demo-oversell
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`

@@ -200,3 +200,31 @@ async def test_renewed_certificates_are_used_by_new_connections_without_a_restar
         finally:
             await clients.close()
             await probe_server.stop(None)
+
+
+def test_make_bench_tls_measures_both_ports() -> None:
+    """The README's `make bench-tls`, with a budget a test can afford (ghz is real)."""
+    import re
+    import subprocess
+
+    from tools.launcher import REPO_ROOT
+
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "bench-tls",
+            "BENCH_TLS_ARGS=--seconds 0.5 --rounds 1 --handshake-seconds 0.5",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = re.search(
+        r"mTLS/plaintext health Check throughput: (\d+\.\d+) .*; (\d+\.\d+) with a new connection",
+        result.stdout,
+    )
+    assert summary is not None, result.stdout
+    assert float(summary.group(1)) > 0 and float(summary.group(2)) > 0
