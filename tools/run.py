@@ -31,6 +31,7 @@ from shared.service import ServiceDefinition
 from shared.tls import ClientTLS
 from tools.launcher import SERVICES, SystemLauncher, open_directory
 from tools.seed import seed
+from tools.table import render_table
 
 DEFINITIONS: list[ServiceDefinition[Any]] = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
 
@@ -61,9 +62,8 @@ def print_table(stack: Stack, directory: ServiceDirectory) -> None:
     rows.append(("postgresql", "-", stack.postgres.endpoint, "-"))
     rows.append(("etcd", "-", stack.etcd_endpoint, "-"))
     rows.append(("kafka", "-", stack.kafka_bootstrap, "-"))
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)), flush=True)
+    for line in render_table(rows):
+        print(line, flush=True)
 
 
 async def run() -> int:

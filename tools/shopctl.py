@@ -27,6 +27,7 @@ from shared.settings import DEV_TLS_DIR
 from shop.user.v1 import user_pb2
 from tools.seed import ADMIN, CUSTOMER
 from tools.shop_client import ShopClient, connect
+from tools.table import render_table
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -145,9 +146,8 @@ def show_keys(keys: list[user_pb2.SigningKey]) -> None:
                 "signing" if key.signing else "",
             )
         )
-    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in render_table(rows):
+        typer.echo(line)
 
 
 @keys_app.command("rotate")

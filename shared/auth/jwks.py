@@ -18,11 +18,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import aetcd
-from aetcd.rtypes import EventKind
+from aetcd import rtypes
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import RSAAlgorithm
 
 from shared.auth.keys import key_id
+from shared.registry.watch import KeyRangeFollower, single_key_range
 
 log = logging.getLogger(__name__)
 
@@ -107,29 +108,29 @@ class JwksWatcher:
         key: str = JWKS_KEY,
         resync_delay: float = 0.5,
     ) -> None:
-        self._client = client
         self._on_change = on_change
-        self._key = key.encode()
-        self._resync_delay = resync_delay
-        self._task: asyncio.Task[None] | None = None
-        self._listed = asyncio.Event()
+        self._key = key
+        self._follower = KeyRangeFollower(
+            client,
+            single_key_range(key.encode()),
+            name="jwks watch",
+            on_listing=self._on_listing,
+            on_event=self._on_event,
+            resync_delay=resync_delay,
+        )
         self.keys: PublicKeys = {}
         self.updates = 0  # how many times on_change was called
 
     async def start(self, wait_seconds: float = 2.0) -> None:
         """Starts watching; waits up to ``wait_seconds`` for the first listing of etcd
         (not for a document: an absent one just means no key yet)."""
-        self._task = asyncio.create_task(self._run(), name="jwks watch")
+        self._follower.start()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(wait_seconds):
-                await self._listed.wait()
+                await self._follower.listed.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._follower.stop()
 
     def _apply(self, keys: PublicKeys) -> None:
         if keys.keys() != self.keys.keys() or self.updates == 0:
@@ -146,34 +147,17 @@ class JwksWatcher:
             keys = parse_jwks(raw)
         except ValueError as exc:
             # Stale beats wrong: keep the last good set until a valid document comes.
-            log.error("ignoring the JWKS at %s: %s", self._key.decode(), exc)
+            log.error("ignoring the JWKS at %s: %s", self._key, exc)
             if self.updates == 0:
                 self._apply({})
             return
         self._apply(keys)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._list_and_watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # aetcd raises many kinds; all mean "resync"
-                log.warning("JWKS watch broke (%s); resyncing", exc)
-            await asyncio.sleep(self._resync_delay)
-
-    async def _list_and_watch(self) -> None:
-        listing = await self._client.get_range(self._key, self._key + b"\0")
+    async def _on_listing(self, listing: rtypes.GetRange) -> None:
         self._apply_raw(bytes(listing[0].value) if listing else None)
-        self._listed.set()
-        watch = await self._client.watch(self._key, start_revision=listing.header.revision + 1)
-        try:
-            async for event in watch:
-                if event.kind == EventKind.PUT:
-                    self._apply_raw(bytes(event.kv.value))
-                elif event.kind == EventKind.DELETE:
-                    self._apply_raw(None)
-        finally:
-            with contextlib.suppress(Exception):
-                await watch.cancel()
-        raise ConnectionError("watch stream ended")
+
+    async def _on_event(self, event: rtypes.Event) -> None:
+        if event.kind == rtypes.EventKind.PUT:
+            self._apply_raw(bytes(event.kv.value))
+        elif event.kind == rtypes.EventKind.DELETE:
+            self._apply_raw(None)

@@ -69,7 +69,7 @@ class TokenVerifier:
         cache_size: int = 4096,
     ) -> None:
         self._keys: dict[str, RSAPublicKey] = {}
-        self.replace_keys({key_id(_rsa(key)): _rsa(key) for key in public_keys})
+        self.replace_keys({key_id(key): key for key in map(_rsa, public_keys)})
         self._issuer = issuer
         self._audience = audience
         self._cache: dict[str, tuple[Identity, float, str]] = {}
@@ -98,8 +98,7 @@ class TokenVerifier:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError:
             raise Unauthenticated("malformed token") from None
-        key = self._keys.get(kid) if isinstance(kid, str) else None
-        if key is None or not isinstance(kid, str):  # (the second test is for mypy)
+        if not isinstance(kid, str) or (key := self._keys.get(kid)) is None:
             raise Unauthenticated("token signed by an unknown key")
         try:
             claims = jwt.decode(

@@ -9,7 +9,6 @@ When the watch breaks (etcd restart, compaction), the cache is kept as it is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -18,10 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aetcd
-from aetcd.rtypes import EventKind
+from aetcd import rtypes
 
 from shared.errors import Unavailable
 from shared.registry.etcd import PREFIX
+from shared.registry.watch import KeyRangeFollower, prefix_range
 
 log = logging.getLogger(__name__)
 
@@ -109,22 +109,23 @@ class ServiceDirectory:
     """Watches every service under /services/ and answers from memory."""
 
     def __init__(self, client: aetcd.Client, *, resync_delay: float = 0.5) -> None:
-        self._client = client
         self.cache = InstanceCache()
-        self._resync_delay = resync_delay
-        self._task: asyncio.Task[None] | None = None
-        self._synced = asyncio.Event()
         self._changed = asyncio.Condition()
+        self._follower = KeyRangeFollower(
+            client,
+            prefix_range(PREFIX.encode()),
+            name="service directory",
+            on_listing=self._on_listing,
+            on_event=self._on_event,
+            resync_delay=resync_delay,
+        )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="service directory")
-        await self._synced.wait()
+        self._follower.start()
+        await self._follower.listed.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._follower.stop()
 
     def pick(self, service: str) -> Instance:
         return self.cache.pick(service)
@@ -137,18 +138,7 @@ class ServiceDirectory:
         async with self._changed:
             await self._changed.wait_for(predicate)
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._list_and_watch()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # aetcd raises many kinds; all mean "resync"
-                log.warning("service watch broke (%s); resyncing", exc)
-            await asyncio.sleep(self._resync_delay)
-
-    async def _list_and_watch(self) -> None:
-        listing = await self._client.get_prefix(PREFIX.encode())
+    async def _on_listing(self, listing: rtypes.GetRange) -> None:
         instances = [
             instance
             for kv in listing
@@ -156,26 +146,18 @@ class ServiceDirectory:
         ]
         self.cache.replace_all(instances)
         await self._notify_changed()
-        self._synced.set()
-        watch = await self._client.watch_prefix(
-            PREFIX.encode(), start_revision=listing.header.revision + 1
-        )
-        try:
-            async for event in watch:
-                key = event.kv.key
-                if event.kind == EventKind.PUT:
-                    instance = parse_instance(key, event.kv.value, event.kv.lease)
-                    if instance is not None:
-                        self.cache.upsert(instance)
-                elif event.kind == EventKind.DELETE:
-                    parts = key.decode().removeprefix(PREFIX).split("/")
-                    if len(parts) == 2:
-                        self.cache.remove(parts[0], parts[1])
-                await self._notify_changed()
-        finally:
-            with contextlib.suppress(Exception):
-                await watch.cancel()
-        raise ConnectionError("watch stream ended")
+
+    async def _on_event(self, event: rtypes.Event) -> None:
+        key = event.kv.key
+        if event.kind == rtypes.EventKind.PUT:
+            instance = parse_instance(key, event.kv.value, event.kv.lease)
+            if instance is not None:
+                self.cache.upsert(instance)
+        elif event.kind == rtypes.EventKind.DELETE:
+            parts = key.decode().removeprefix(PREFIX).split("/")
+            if len(parts) == 2:
+                self.cache.remove(parts[0], parts[1])
+        await self._notify_changed()
 
     async def _notify_changed(self) -> None:
         async with self._changed:

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2
 from shared.auth.identity import Role, current_identity
 from shared.auth.keys import load_public_key
 from shared.auth.tokens import TokenVerifier
-from shared.errors import NotFound
+from shared.errors import NotFound, Unauthenticated
 from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy, default_chain
 from shared.rpc.status import ERROR_ID_KEY, FIELD_KEY, REASON_KEY
 from tests.support.tokens import AUDIENCE, ISSUER, TestKeys, bearer
@@ -46,6 +46,15 @@ def _reply_for(request: Request) -> Reply:
 async def unary(request: Request, context: grpc.aio.ServicerContext) -> Reply:
     current_identity()  # the interceptor made the caller current
     return _reply_for(request)
+
+
+async def public(request: Request, context: grpc.aio.ServicerContext) -> Reply:
+    """SERVING only if no caller is current: a public call must not see another's."""
+    try:
+        current_identity()
+    except Unauthenticated:
+        return Reply(status=SERVING)
+    return Reply(status=health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 async def server_stream(
@@ -81,9 +90,7 @@ def _handlers() -> grpc.GenericRpcHandler:
             "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream, **kw),
             "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream, **kw),
             "Bidi": grpc.stream_stream_rpc_method_handler(bidi, **kw),
-            "Public": grpc.unary_unary_rpc_method_handler(
-                lambda request, context: Reply(status=SERVING), **kw
-            ),
+            "Public": grpc.unary_unary_rpc_method_handler(public, **kw),
             "OperatorOnly": grpc.unary_unary_rpc_method_handler(unary, **kw),
         },
     )
