@@ -62,6 +62,21 @@ grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the
 	@# The README's grpcurl lines pipe into jq.
 	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
+# The container image: podman (runc) and mmdebstrap from Debian, if no engine is here.
+.PHONY: image-tools
+image-tools:
+	@if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends podman runc uidmap fuse-overlayfs slirp4netns mmdebstrap >/dev/null; \
+	elif command -v podman >/dev/null && ! command -v mmdebstrap >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends mmdebstrap >/dev/null; \
+	fi
+
+.PHONY: image
+image: deps image-tools ## The services' OCI image, localhost/shop:dev (podman or docker; BASE_IMAGE=...)
+	$(PY) -m tools.image build
+
 # --- the main job -------------------------------------------------------------------------
 
 .PHONY: run
@@ -123,11 +138,11 @@ test-unit: deps
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: install grpc-tools
+test-integration: install grpc-tools image
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
-test: install grpc-tools lint typecheck ## Lint, type-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools image lint typecheck ## Lint, type-check, unit, integration and e2e tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q
 
 .PHONY: clean

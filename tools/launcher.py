@@ -24,6 +24,7 @@ from devstack.stack import Stack
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
+from tools.image import ContainerRun
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("user", "product", "inventory", "payment", "order")
@@ -49,36 +50,47 @@ class SystemLauncher:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     # Where each prefixed log line goes; `make run` prints, tests collect.
     log_sink: Callable[[str], None] = print
+    # Instances as containers of the image instead of child processes.
+    container: ContainerRun | None = None
     processes: list[ServiceProcess] = field(default_factory=list)
 
     def env_for(self, service: str, instance_id: str, port: int) -> dict[str, str]:
         prefix = f"SHOP_{service.upper()}_"
+        tls_dir, jwt_dir = (
+            (self.container.TLS_DIR, self.container.JWT_DIR)
+            if self.container
+            else (str(self.stack.tls_dir), str(self.jwt_dir))
+        )
         env = {
-            **os.environ,
             f"{prefix}INSTANCE_ID": instance_id,
             f"{prefix}PORT": str(port),
             f"{prefix}ETCD_ENDPOINT": self.stack.etcd_endpoint,
             f"{prefix}KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
             f"{prefix}PG_DSN": self.stack.pg_dsn(f"shop_{service}"),
-            f"{prefix}TLS_DIR": str(self.stack.tls_dir),
+            f"{prefix}TLS_DIR": tls_dir,
             f"{prefix}REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "PYTHONUNBUFFERED": "1",
         }
         if service == "user":
-            env[f"{prefix}JWT_PRIVATE_KEY_FILE"] = str(self.jwt_dir / "private.pem")
+            env[f"{prefix}JWT_PRIVATE_KEY_FILE"] = f"{jwt_dir}/private.pem"
         env.update(self.extra_env)
         return env
 
     async def start_instance(self, service: str, index: int = 0) -> ServiceProcess:
         instance_id = f"{service}-{index + 1}-{os.urandom(2).hex()}"
         port = DEV_PORTS[service] + 100 * index if self.fixed_ports else 0
+        env = self.env_for(service, instance_id, port)
+        command = ["-m", f"services.{service}.main", "serve"]
+        if self.container:
+            argv = self.container.argv(instance_id, env, ["python", *command])
+            env = self.container.engine.env
+        else:
+            argv = [sys.executable, *command]
+            env = {**os.environ, **env}
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            f"services.{service}.main",
-            "serve",
+            *argv,
             cwd=REPO_ROOT,
-            env=self.env_for(service, instance_id, port),
+            env=env,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
@@ -138,6 +150,8 @@ class SystemLauncher:
             except TimeoutError:
                 child.process.kill()
                 await child.process.wait()
+                if self.container:
+                    await asyncio.to_thread(self.container.remove, child.instance_id)
             if child.reader is not None:
                 with contextlib.suppress(Exception):
                     await child.reader

@@ -60,6 +60,10 @@ class ServiceClients:
         directory.cache.listeners.append(self._on_instance_change)
 
     @property
+    def directory(self) -> ServiceDirectory:
+        return self._directory
+
+    @property
     def tls(self) -> ClientTLS:
         return self._tls
 

@@ -1,0 +1,249 @@
+"""`make image`: the one OCI image of the five services, built with podman or docker.
+
+``python -m tools.image build`` builds ``deploy/image/Containerfile`` from the repo
+root and prints the image's name and size. The base is the public
+``python:3.11-slim-bookworm`` where a registry is reachable; otherwise (as on the
+machine this project is developed on) an equivalent bookworm base is built from
+Debian's packages with mmdebstrap and imported as ``localhost/shop-base``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, ClassVar
+
+import typer
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONTAINERFILE = REPO_ROOT / "deploy" / "image" / "Containerfile"
+CONTAINERS_CONF = REPO_ROOT / "deploy" / "image" / "containers.conf"
+PUBLIC_BASE = "docker.io/library/python:3.11-slim-bookworm"
+LOCAL_BASE = "localhost/shop-base:bookworm"
+IMAGE = "localhost/shop"
+# What the public slim image has that matters to us: Python 3.11 with venv, CA roots.
+# The docs, manuals and translations are left out, as the slim image leaves them out.
+MMDEBSTRAP_ARGS = (
+    "--variant=apt",
+    "--include=python3,python3-venv,ca-certificates",
+    "--dpkgopt=path-exclude=/usr/share/man/*",
+    "--dpkgopt=path-exclude=/usr/share/doc/*",
+    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    "--dpkgopt=path-exclude=/usr/share/locale/*",
+    "--dpkgopt=path-exclude=/usr/share/info/*",
+    "--customize-hook=rm -rf $1/var/lib/apt/lists/* $1/var/cache/apt/*",
+    "bookworm",
+)
+
+
+class ImageError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Engine:
+    """podman or docker; the same command line serves both."""
+
+    name: str
+
+    @classmethod
+    def detect(cls) -> Engine:
+        wanted = os.environ.get("SHOP_IMAGE_ENGINE", "")
+        for name in [wanted] if wanted else ["podman", "docker"]:
+            if shutil.which(name):
+                engine = cls(name)
+                # A docker client with no engine behind it (as here) is no engine.
+                if engine.run("info", check=False, quiet=True).returncode == 0:
+                    return engine
+        raise ImageError(
+            "no working container engine: install podman or docker"
+            + (f" (SHOP_IMAGE_ENGINE={wanted})" if wanted else "")
+        )
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.name == "podman":
+            env.setdefault("CONTAINERS_CONF", str(CONTAINERS_CONF))
+        return env
+
+    def run(
+        self, *args: str, check: bool = True, quiet: bool = False, capture: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        out = subprocess.PIPE if capture else (subprocess.DEVNULL if quiet else None)
+        result = subprocess.run(
+            [self.name, *args],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.DEVNULL if quiet else None,
+            text=True,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise ImageError(f"`{self.name} {' '.join(args)}` failed (exit {result.returncode})")
+        return result
+
+    def has_image(self, ref: str) -> bool:
+        return self.run("image", "inspect", ref, check=False, quiet=True).returncode == 0
+
+    def image_id(self, ref: str) -> str:
+        out = self.run("image", "inspect", "--format", "{{.Id}}", ref, capture=True).stdout
+        return out.strip().removeprefix("sha256:")
+
+    def image_size(self, ref: str) -> int:
+        out = self.run("image", "inspect", ref, capture=True).stdout
+        return int(json.loads(out)[0]["Size"])
+
+
+def build_local_base(engine: Engine) -> None:
+    """A Debian bookworm base with Python 3.11, from Debian's packages (about 20 s)."""
+    if not shutil.which("mmdebstrap"):
+        raise ImageError("no registry for the public base, and no mmdebstrap to build one")
+    with tempfile.TemporaryDirectory(prefix="shop-base-") as tmp:
+        tarball = Path(tmp) / "base.tar"
+        subprocess.run(["mmdebstrap", "--quiet", *MMDEBSTRAP_ARGS, str(tarball)], check=True)
+        engine.run("import", "--change", 'CMD ["python3"]', str(tarball), LOCAL_BASE)
+
+
+def choose_base(engine: Engine, requested: str | None) -> str:
+    """The requested base, else the public one if it is here or can be pulled, else our own."""
+    if requested:
+        if requested == LOCAL_BASE and not engine.has_image(LOCAL_BASE):
+            build_local_base(engine)
+        return requested
+    if (
+        engine.has_image(PUBLIC_BASE)
+        or engine.run("pull", "--quiet", PUBLIC_BASE, check=False, quiet=True).returncode == 0
+    ):
+        return PUBLIC_BASE
+    if not engine.has_image(LOCAL_BASE):
+        print(f"image: {PUBLIC_BASE} cannot be pulled here; building {LOCAL_BASE} (mmdebstrap)")
+        build_local_base(engine)
+    return LOCAL_BASE
+
+
+def build(engine: Engine, base: str | None = None, tag: str = "dev") -> str:
+    """Builds the image; returns ``localhost/shop:<tag>``, also tagged by its content id.
+
+    The content tag (the image id's first 12 hex digits) is what `make up` deploys:
+    a rebuild with no change keeps it, so repeating `make up` restarts nothing.
+    """
+    chosen = choose_base(engine, base)
+    ref = f"{IMAGE}:{tag}"
+    # The builder fetches the locked wheels from PyPI, trusting what this host trusts.
+    ca_bundle = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
+    secret = ["--secret", f"id=host-ca,src={ca_bundle}"] if ca_bundle.is_file() else []
+    engine.run(
+        "build",
+        "--network=host",
+        *secret,
+        "--build-arg",
+        f"BASE_IMAGE={chosen}",
+        "--file",
+        str(CONTAINERFILE),
+        "--tag",
+        ref,
+        str(REPO_ROOT),
+    )
+    engine.run("tag", ref, content_ref(engine, ref))
+    return ref
+
+
+def content_ref(engine: Engine, ref: str) -> str:
+    return f"{IMAGE}:{engine.image_id(ref)[:12]}"
+
+
+@dataclass(frozen=True)
+class ContainerRun:
+    """Runs service instances as containers of the image, on the host's network.
+
+    The launcher uses this in place of child processes (the image test in `make test`).
+    The containers get what a Kubernetes pod gets: a read-only root, a writable /tmp,
+    no capabilities, the image's non-root user, and the secrets as read-only mounts.
+    """
+
+    engine: Engine
+    image: str
+    # tls/ and jwt/ copied from the stack, readable by the image's user (as a Secret
+    # volume with fsGroup would be); the CA's private key is not among them.
+    secrets: Path
+
+    TLS_DIR: ClassVar[str] = "/etc/shop/tls"
+    JWT_DIR: ClassVar[str] = "/etc/shop/jwt"
+
+    @classmethod
+    def prepare(
+        cls, engine: Engine, image: str, tls_dir: Path, jwt_dir: Path, work: Path
+    ) -> ContainerRun:
+        from shared.tls import SERVICES, ca_file, cert_file, key_file
+
+        tls, jwt = work / "tls", work / "jwt"
+        for folder in (tls, jwt):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o755)
+        files = [ca_file(tls_dir)]
+        files += [f(tls_dir, s) for s in SERVICES for f in (cert_file, key_file)]
+        for source, target in [(f, tls / f.name) for f in files] + [
+            (jwt_dir / "private.pem", jwt / "private.pem")
+        ]:
+            shutil.copyfile(source, target)
+            target.chmod(0o644)
+        return cls(engine, image, work)
+
+    def argv(self, name: str, env: Mapping[str, str], command: Sequence[str]) -> list[str]:
+        return [
+            self.engine.name,
+            "run",
+            "--rm",
+            f"--name={name}",
+            "--network=host",
+            "--read-only",
+            "--tmpfs=/tmp",
+            "--cap-drop=all",
+            "--security-opt=no-new-privileges",
+            f"--volume={self.secrets / 'tls'}:{self.TLS_DIR}:ro",
+            f"--volume={self.secrets / 'jwt'}:{self.JWT_DIR}:ro",
+            *(f"--env={key}={value}" for key, value in sorted(env.items())),
+            self.image,
+            *command,
+        ]
+
+    def remove(self, name: str) -> None:
+        """After a SIGKILL of `podman run` itself, its container would outlive it."""
+        self.engine.run("rm", "--force", "--ignore", name, check=False, quiet=True)
+
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.callback()
+def main() -> None:
+    """The project's container image."""
+
+
+@app.command("build")
+def build_command(
+    base: Annotated[
+        str | None, typer.Option(envvar="BASE_IMAGE", help=f"base image (default {PUBLIC_BASE})")
+    ] = None,
+    tag: Annotated[str, typer.Option(help="tag of localhost/shop")] = "dev",
+) -> None:
+    """Build localhost/shop:<tag> and print its size."""
+    try:
+        engine = Engine.detect()
+        ref = build(engine, base or None, tag)
+        size = engine.image_size(ref)
+    except (ImageError, subprocess.CalledProcessError) as error:
+        raise SystemExit(f"image: {error}") from None
+    tagged = content_ref(engine, ref)
+    print(f"image: {ref} ({tagged}) · {size / 1e6:.0f} MB · built by {engine.name}")
+
+
+if __name__ == "__main__":
+    app()
