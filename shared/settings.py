@@ -30,6 +30,10 @@ class ServiceSettings(BaseSettings):
     port: int = 0
     # The host peers should dial, when it differs from the bind host (k8s pod IP).
     advertise_host: str = ""
+    # A plaintext port serving only the gRPC health service, for Kubernetes' probes,
+    # which cannot present a client certificate. 0: none (the health service is always
+    # on the mTLS port too).
+    health_port: int = Field(default=0, ge=0, le=65_535)
     instance_id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
     version: str = "0.1.0"
 

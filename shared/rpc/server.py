@@ -76,8 +76,12 @@ class ServiceHost:
             ],
         )
         self._health = AsyncHealthServicer()
+        # Kubernetes' native gRPC probes speak plaintext only: they get a port of their
+        # own that serves the health service and nothing else (0: no such port).
+        self._probe_server: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
         self.port = 0
+        self.health_port = 0
         self.registration: ServiceRegistration | None = None
 
     @property
@@ -98,6 +102,11 @@ class ServiceHost:
         )
         await self._server.start()
         s = self.settings
+        if s.health_port:
+            self._probe_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
+            self.health_port = self._probe_server.add_insecure_port(f"{s.host}:{s.health_port}")
+            await self._probe_server.start()
         self._etcd = etcd_client(s.etcd_endpoint)
         # The signing keys: loaded now if etcd has them (never waiting for them to appear).
         self._jwks = JwksWatcher(self._etcd, self.verifier.replace_keys)
@@ -135,6 +144,8 @@ class ServiceHost:
                     log.exception("on_shutdown hook of %s failed", binding.full_name)
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.settings.shutdown_grace_seconds)
+        if self._probe_server is not None:
+            await self._probe_server.stop(None)
         await self._jwks.stop()
         await self._etcd.close()
         log.info("%s %s stopped", self.settings.service_name, self.settings.instance_id)

@@ -18,7 +18,7 @@ from shared.logs import configure_logging
 from tests.e2e.load.buyers import TokenCache
 from tests.e2e.load.runner import ScenarioResult, run_scenarios
 from tests.e2e.load.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
-from tests.e2e.load.target import dev_target
+from tests.e2e.load.target import dev_target, env_target
 from tools.launcher import REPO_ROOT
 
 PROFILE_HELP = ", ".join(
@@ -26,12 +26,20 @@ PROFILE_HELP = ", ".join(
 )
 
 
-async def run(scenarios: tuple[ScenarioSettings, ...], profile: str, reports: Path) -> int:
+async def run(
+    scenarios: tuple[ScenarioSettings, ...], profile: str, reports: Path, target_name: str
+) -> int:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    dev = Stack("dev")
-    # Beside the dev stack's data: a `devstack reset` forgets the tokens with the users.
-    cache = TokenCache(dev.profile_dir / "load-buyers.json")
-    async with dev_target(reports / f"stack-{stamp}.log") as target:
+    if target_name == "env":
+        # The buyers' tokens live as long as the system's users: a cluster's Job keeps
+        # them beside its reports.
+        cache = TokenCache(reports / "load-buyers.json")
+        chosen = env_target()
+    else:
+        # Beside the dev stack's data: a `devstack reset` forgets the tokens with the users.
+        cache = TokenCache(Stack("dev").profile_dir / "load-buyers.json")
+        chosen = dev_target(reports / f"stack-{stamp}.log")
+    async with chosen as target:
         results = await run_scenarios(
             scenarios, target, reports, profile=profile, token_cache=cache
         )
@@ -74,6 +82,13 @@ def main(
     stock: Annotated[int | None, typer.Option(help="flash-sale: units of the hot SKU")] = None,
     reports: Annotated[Path, typer.Option(help="where the JSON and PNG go")] = REPO_ROOT
     / "reports",
+    target: Annotated[
+        str,
+        typer.Option(
+            help="dev: the `make run` system (started if down); "
+            "env: the one SHOP_ETCD_ENDPOINT, SHOP_TLS_DIR and SHOP_<SVC>_PG_DSN name"
+        ),
+    ] = "dev",
 ) -> None:
     """Load-test the `make run` system (started in the background if none is up)."""
     configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
@@ -93,8 +108,10 @@ def main(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    if target not in ("dev", "env"):
+        raise typer.BadParameter(f"--target is dev or env, not {target!r}")
     try:
-        code = asyncio.run(run(scenarios, profile, reports))
+        code = asyncio.run(run(scenarios, profile, reports, target))
     except grpc.aio.AioRpcError as error:
         # Setup could not talk to the system (measured calls never raise).
         print(f"load: a setup call failed: {error.code().name}: {error.details()}", file=sys.stderr)

@@ -4,6 +4,9 @@
 registered there, it runs `python -m tools.run` (the very code behind `make
 run`) in the background, waits for its ``ready`` line, and stops it with
 SIGINT at the end, which stops the services and then the infrastructure.
+
+`make load-k8s` runs the harness as a Job in the cluster, against the system its
+environment names (``env_target``): etcd, the operator certificate, the databases.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS, cert_file
 from tools.audit import stack_dsns
@@ -146,3 +150,24 @@ async def dev_target(log_file: Path, say: Callable[[str], None] = print) -> Asyn
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         resources.push_async_callback(clients.close)
         yield Target("dev", clients, directory, stack_dsns(stack))
+
+
+@contextlib.asynccontextmanager
+async def env_target(environ: Mapping[str, str] = os.environ) -> AsyncIterator[Target]:
+    """The system the environment names: SHOP_ETCD_ENDPOINT, SHOP_TLS_DIR (the operator's
+    certificate) and SHOP_<SVC>_PG_DSN for the audited databases (inventory, order, payment).
+    """
+    names = ["SHOP_ETCD_ENDPOINT", "SHOP_TLS_DIR"]
+    dsn_names = {s: f"SHOP_{s.upper()}_PG_DSN" for s in ("inventory", "order", "payment")}
+    if missing := [n for n in [*names, *dsn_names.values()] if not environ.get(n)]:
+        raise RuntimeError(f"the environment does not name the system: {', '.join(missing)}")
+    etcd = etcd_client(environ["SHOP_ETCD_ENDPOINT"])
+    directory = ServiceDirectory(etcd)
+    await directory.start()
+    clients = ServiceClients(directory, ClientTLS.operator(Path(environ["SHOP_TLS_DIR"])))
+    try:
+        yield Target("env", clients, directory, {s: environ[n] for s, n in dsn_names.items()})
+    finally:
+        await clients.close()
+        await directory.stop()
+        await etcd.close()
