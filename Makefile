@@ -8,11 +8,13 @@ UV_VERSION := 0.9.0
 BUF_VERSION := v1.75.0
 GRPCURL_VERSION := v1.9.4
 GHZ_VERSION := v0.93.0
+KUBE_SCORE_VERSION := v1.20.0
 TOOLS := $(CURDIR)/.stack/tools
 UV := $(TOOLS)/bin/uv
 BUF := $(TOOLS)/bin/buf
 GRPCURL := $(TOOLS)/bin/grpcurl
 GHZ := $(TOOLS)/bin/ghz
+KUBE_SCORE := $(TOOLS)/bin/kube-score
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
@@ -56,6 +58,10 @@ $(GRPCURL):
 
 $(GHZ):
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+# The manifests' linter (kustomize itself comes with kubectl).
+$(KUBE_SCORE):
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/zegl/kube-score/cmd/kube-score@$(KUBE_SCORE_VERSION)
 
 .PHONY: grpc-tools
 grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the Go module proxy)
@@ -121,6 +127,26 @@ FUZZ_SEED ?=
 fuzz: install ## Fuzz every RPC on its own stack for FUZZ_MINUTES (10); exit 1 if a property broke
 	$(PY) -m tests.fuzz --minutes $(FUZZ_MINUTES) --examples $(FUZZ_EXAMPLES) --profile $(FUZZ_PROFILE) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
+# --- the cluster path (kind or minikube: K8S=kind|minikube picks one) ----------------------
+
+K8S ?=
+.PHONY: up
+up: deps ## kind/minikube: cluster, image, Secrets, overlay, rollout, smoke Job (safe to repeat)
+	$(PY) -m tools.k8s up $(if $(K8S),--cluster $(K8S))
+
+.PHONY: load-k8s
+load-k8s: deps ## The load harness as a Job in the cluster, PROFILE=...; reports copied to reports/
+	$(PY) -m tools.k8s load --profile $(PROFILE) $(if $(K8S),--cluster $(K8S)) --args "$(LOAD_ARGS)"
+
+.PHONY: down-k8s
+down-k8s: deps ## Remove what `make up` created (the cluster too, if `make up` made it)
+	$(PY) -m tools.k8s down $(if $(K8S),--cluster $(K8S))
+
+.PHONY: k8s-check
+k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the image's test
+	$(PY) -m tools.k8s_check --kube-score $(KUBE_SCORE)
+	$(VENV)/bin/pytest tests/k8s -q
+
 # --- checks -------------------------------------------------------------------------------
 
 .PHONY: lint
@@ -138,12 +164,12 @@ test-unit: deps
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: install grpc-tools image
+test-integration: install grpc-tools
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
-test: install grpc-tools image lint typecheck ## Lint, type-check, unit, integration and e2e tests (real PG/etcd/Kafka)
-	$(VENV)/bin/pytest -q
+test: install grpc-tools lint typecheck k8s-check ## Lint, type-check, k8s-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+	$(VENV)/bin/pytest -q --ignore=tests/k8s
 
 .PHONY: clean
 clean: ## Remove generated code and the venv (keeps .stack data)

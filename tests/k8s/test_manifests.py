@@ -1,0 +1,486 @@
+"""The manifests against the code: settings, ports, probes, Secrets, topics, network flows.
+
+Rendered with kustomize exactly as `make up` applies them (both overlays, plus the
+smoke and load Jobs), then read as plain data. No cluster is needed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from services.inventory.main import SERVICE as INVENTORY
+from services.order.main import SERVICE as ORDER
+from services.payment.main import SERVICE as PAYMENT
+from services.product.main import SERVICE as PRODUCT
+from services.user.main import SERVICE as USER
+from shared.messaging.topics import TOPICS
+from shared.settings import REPO_ROOT, ServiceSettings
+from tools import k8s
+from tools.k8s_check import OVERLAYS, objects, render, rendered
+
+DEFINITIONS = {d.name: d for d in (USER, PRODUCT, INVENTORY, PAYMENT, ORDER)}
+Obj = dict[str, Any]
+
+
+@cache
+def overlay(name: str) -> tuple[Obj, ...]:
+    return tuple(objects(rendered()[name]))
+
+
+def find(objs: tuple[Obj, ...], kind: str, name: str) -> Obj:
+    matches = [o for o in objs if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def pod_specs(objs: tuple[Obj, ...]) -> Iterator[tuple[str, Obj]]:
+    for o in objs:
+        if o["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield f"{o['kind']}/{o['metadata']['name']}", o["spec"]["template"]["spec"]
+
+
+def containers(spec: Obj) -> list[Obj]:
+    return [*spec.get("initContainers", []), *spec["containers"]]
+
+
+def config_map(objs: tuple[Obj, ...], name: str) -> dict[str, str]:
+    return dict(find(objs, "ConfigMap", name)["data"])
+
+
+def service_env(objs: tuple[Obj, ...], service: str) -> dict[str, str]:
+    """What the service's container sees: its ConfigMap, then its own env entries."""
+    container = find(objs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(config_map(objs, source["configMapRef"]["name"]))
+    for entry in container.get("env", []):
+        env[entry["name"]] = entry.get("value", "<from the cluster>")
+    return env
+
+
+# --- the Pod Security "restricted" profile, and a read-only root -----------------------------
+
+ALLOWED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def restricted_violations(spec: Obj) -> list[str]:
+    """The checks of the "restricted" Pod Security Standard, plus readOnlyRootFilesystem."""
+    found = []
+    pod = spec.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(flag):
+            found.append(flag)
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= ALLOWED_VOLUMES:
+            found.append(f"volume {volume['name']}: {kinds}")
+    pod_seccomp = pod.get("seccompProfile", {}).get("type")
+    for c in containers(spec):
+        sc = c.get("securityContext", {})
+        name = c["name"]
+        if sc.get("privileged"):
+            found.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{name}: allowPrivilegeEscalation not false")
+        if sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is not True:
+            found.append(f"{name}: runAsNonRoot not true")
+        if sc.get("runAsUser", pod.get("runAsUser")) in (0, None):
+            found.append(f"{name}: runAsUser is root or unset")
+        if sc.get("seccompProfile", {}).get("type", pod_seccomp) not in (
+            "RuntimeDefault",
+            "Localhost",
+        ):
+            found.append(f"{name}: seccomp profile")
+        caps = sc.get("capabilities", {})
+        if caps.get("drop") != ["ALL"]:
+            found.append(f"{name}: capabilities not dropped")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{name}: capabilities added")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            found.append(f"{name}: hostPort")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            found.append(f"{name}: root filesystem writable")
+    return found
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_pod_passes_the_restricted_profile(name: str) -> None:
+    checked = 0
+    for what, spec in pod_specs(overlay(name)):
+        assert restricted_violations(spec) == [], what
+        checked += 1
+    # Five services, shopctl, three StatefulSets, and the seed, topics, smoke and load Jobs.
+    assert checked == 13
+    namespace = find(overlay(name), "Namespace", k8s.NAMESPACE)
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+
+def test_the_restricted_check_finds_what_it_should() -> None:
+    spec = {
+        "containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}],
+        "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+        "hostNetwork": True,
+    }
+    found = "\n".join(restricted_violations(spec))
+    for expected in (
+        "hostNetwork",
+        "hostPath",
+        "allowPrivilegeEscalation",
+        "runAsNonRoot",
+        "runAsUser",
+        "seccomp",
+        "capabilities not dropped",
+        "capabilities added",
+        "writable",
+    ):
+        assert expected in found
+
+
+# --- settings -------------------------------------------------------------------------------
+
+# Their defaults point at this machine (127.0.0.1, the dev stack's files) or pick a free
+# port: in a cluster each must be set.
+SET_IN_A_CLUSTER = {
+    "host",
+    "port",
+    "health_port",
+    "advertise_host",
+    "instance_id",
+    "etcd_endpoint",
+    "kafka_bootstrap",
+    "pg_dsn",
+    "tls_dir",
+}
+
+
+def local_default(settings_type: type[ServiceSettings], field: str) -> bool:
+    info = settings_type.model_fields[field]
+    default = info.get_default(call_default_factory=False)
+    if isinstance(default, Path):
+        return default.is_relative_to(REPO_ROOT)
+    return "127.0.0.1" in str(default)
+
+
+@pytest.mark.parametrize("service", sorted(DEFINITIONS))
+def test_every_setting_a_service_reads_is_set_or_safe(service: str) -> None:
+    settings_type = DEFINITIONS[service].settings_type
+    prefix = f"SHOP_{service.upper()}_"
+    for name in OVERLAYS:
+        env = service_env(overlay(name), service)
+        set_fields = {k.removeprefix(prefix).lower() for k in env if k.startswith(prefix)}
+        # No typo: every SHOP_<SVC>_ variable is a setting the service has.
+        assert set_fields <= set(settings_type.model_fields), set_fields - set(
+            settings_type.model_fields
+        )
+        must = SET_IN_A_CLUSTER | {
+            f for f in settings_type.model_fields if local_default(settings_type, f)
+        }
+        assert must <= set_fields, f"{name}/{service}: unset {must - set_fields}"
+        # The values pass the service's own validation.
+        values = {
+            k.removeprefix(prefix).lower(): v.replace("$(PG_PASSWORD)", "secret")
+            for k, v in env.items()
+            if k.startswith(prefix)
+        }
+        values["advertise_host"] = "10.0.0.7"
+        values["instance_id"] = f"{service}-7d9f-x2"
+        try:
+            settings_type.model_validate(values)
+        except ValidationError as error:
+            pytest.fail(f"{name}/{service}: {error}")
+
+
+def test_the_setting_check_knows_a_local_default() -> None:
+    assert local_default(USER.settings_type, "jwt_private_key_file")
+    assert local_default(ORDER.settings_type, "etcd_endpoint")
+    assert not local_default(ORDER.settings_type, "saga_timeout_seconds")
+
+
+# --- ports, probes, shutdown ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("service", sorted(DEFINITIONS))
+def test_ports_and_probes_match_the_service(service: str) -> None:
+    prefix = f"SHOP_{service.upper()}_"
+    for name in OVERLAYS:
+        objs = overlay(name)
+        env = service_env(objs, service)
+        pod = find(objs, "Deployment", service)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {
+            "grpc": int(env[f"{prefix}PORT"]),
+            "probe": int(env[f"{prefix}HEALTH_PORT"]),
+        }
+        assert env[f"{prefix}HOST"] == "0.0.0.0"
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert container[probe]["grpc"]["port"] == ports["probe"], probe
+        assert container["command"] == ["python", "-m", f"services.{service}.main", "serve"]
+        svc = find(objs, "Service", service)["spec"]
+        assert svc["ports"][0]["targetPort"] == "grpc"
+        assert svc["selector"] == {"app.kubernetes.io/name": service}
+        # SIGTERM: revoke, drain for the grace period, then close; the kubelet waits longer.
+        grace = float(env[f"{prefix}SHUTDOWN_GRACE_SECONDS"])
+        assert pod["terminationGracePeriodSeconds"] >= grace + 10
+        advertise = next(e for e in container["env"] if e["name"] == f"{prefix}ADVERTISE_HOST")
+        assert advertise["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_replicas_budgets_and_autoscalers(name: str) -> None:
+    objs = overlay(name)
+    autoscaled = {
+        o["spec"]["scaleTargetRef"]["name"]: o["spec"]
+        for o in objs
+        if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert set(autoscaled) == {"product", "order"}
+    for service in DEFINITIONS:
+        deployment = find(objs, "Deployment", service)["spec"]
+        replicas = (
+            autoscaled[service]["minReplicas"] if service in autoscaled else deployment["replicas"]
+        )
+        assert replicas == 2, service
+        # With an autoscaler the count is its alone: a replicas field would fight it.
+        assert ("replicas" in deployment) == (service not in autoscaled)
+        assert find(objs, "PodDisruptionBudget", service)["spec"]["minAvailable"] == 1
+    assert find(objs, "StatefulSet", "etcd")["spec"]["replicas"] == 3
+    assert find(objs, "PodDisruptionBudget", "etcd")["spec"]["minAvailable"] == 2
+
+
+# --- Secrets ------------------------------------------------------------------------------
+
+
+def secret_uses(objs: tuple[Obj, ...]) -> dict[str, set[str]]:
+    """Secret name -> the keys the pods read from it (files of a volume, or one key)."""
+    used: dict[str, set[str]] = {}
+    for _, spec in pod_specs(objs):
+        mounted = {
+            v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v
+        }
+        for c in containers(spec):
+            for entry in c.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    used.setdefault(ref["name"], set()).add(ref["key"])
+            for mount in c.get("volumeMounts", []):
+                if mount["name"] in mounted:
+                    used.setdefault(mounted[mount["name"]], set())
+    return used
+
+
+def test_every_secret_the_pods_use_is_created_by_make_up(tmp_path: Path) -> None:
+    specs = {s.name: s for s in k8s.secret_specs(tmp_path)}
+    for name in OVERLAYS:
+        used = secret_uses(overlay(name))
+        assert set(used) == set(specs), f"{name}: used {sorted(used)}, made {sorted(specs)}"
+        for secret, keys in used.items():
+            assert keys <= set(specs[secret].files), secret
+    # Each service's TLS Secret holds exactly the files shared/tls.py reads for it.
+    for service in DEFINITIONS:
+        assert set(specs[f"shop-tls-{service}"].files) == {
+            "ca.pem",
+            f"{service}.pem",
+            f"{service}-key.pem",
+        }
+    # The CA's private key never goes into the cluster.
+    assert not any("ca-key.pem" in s.files for s in specs.values())
+
+
+def test_make_up_makes_every_secret_file(tmp_path: Path) -> None:
+    k8s.ensure_local_secrets(tmp_path)
+    password = (tmp_path / "postgres-password").read_text()
+    k8s.ensure_local_secrets(tmp_path)  # safe to repeat: the same secrets
+    assert (tmp_path / "postgres-password").read_text() == password
+    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    for spec in k8s.secret_specs(tmp_path):
+        for path in spec.files.values():
+            assert path.is_file() and path.stat().st_size > 0, path
+
+
+def test_the_user_service_reads_its_bootstrap_key_from_the_secret() -> None:
+    for name in OVERLAYS:
+        objs = overlay(name)
+        env = service_env(objs, "user")
+        pod = find(objs, "Deployment", "user")["spec"]["template"]["spec"]
+        mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        key_dir = str(Path(env["SHOP_USER_JWT_PRIVATE_KEY_FILE"]).parent)
+        (volume,) = [n for n, path in mounts.items() if path == key_dir]
+        assert volumes[volume]["secret"]["secretName"] == "shop-jwt-bootstrap"
+        tls = [n for n, path in mounts.items() if path == env["SHOP_USER_TLS_DIR"]]
+        assert volumes[tls[0]]["secret"]["secretName"] == "shop-tls-user"
+
+
+# --- infrastructure -------------------------------------------------------------------------
+
+
+def test_the_topics_job_creates_the_saga_topics() -> None:
+    job = find(overlay("kind"), "Job", "kafka-topics")
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    block = script.split("<<TOPICS\n", 1)[1].split("\nTOPICS", 1)[0]
+    created = {line.split()[0]: int(line.split()[1]) for line in block.splitlines()}
+    assert created == TOPICS
+
+
+def test_postgres_gets_one_database_per_service() -> None:
+    sql = Path(k8s.K8S_DIR / "infra" / "create-databases.sql").read_text()
+    assert set(re.findall(r"CREATE DATABASE (\w+)", sql)) == {f"shop_{s}" for s in DEFINITIONS}
+    for service in DEFINITIONS:
+        dsn = service_env(overlay("kind"), service)[f"SHOP_{service.upper()}_PG_DSN"]
+        assert dsn.endswith(f"@postgres:5432/shop_{service}")
+
+
+# --- network policies ----------------------------------------------------------------------
+
+
+def labels_of(objs: tuple[Obj, ...]) -> dict[str, dict[str, str]]:
+    return {
+        o["metadata"]["name"]: o["spec"]["template"]["metadata"]["labels"]
+        for o in objs
+        if o["kind"] in ("Deployment", "StatefulSet", "Job")
+    }
+
+
+def selects(selector: Obj, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def allowed(objs: tuple[Obj, ...], source: str, target: str, port: int) -> bool:
+    """Whether the policies let ``source``'s pods open ``port`` on ``target``'s pods."""
+    labels = labels_of(objs)
+    policies = [o["spec"] for o in objs if o["kind"] == "NetworkPolicy"]
+
+    def permits(direction: str, pod: str, peer: str) -> bool:
+        rules_key, peers_key = ("egress", "to") if direction == "Egress" else ("ingress", "from")
+        governing = [
+            p
+            for p in policies
+            if direction in p["policyTypes"] and selects(p["podSelector"], labels[pod])
+        ]
+        assert governing, f"{pod} has no {direction} policy (default deny covers all)"
+        for policy in governing:
+            for rule in policy.get(rules_key, []):
+                ports = {p["port"] for p in rule.get("ports", [])}
+                peers = rule.get(peers_key)
+                if ports and port not in ports:
+                    continue
+                if peers is None or any(
+                    "podSelector" in p
+                    and "namespaceSelector" not in p
+                    and selects(p["podSelector"], labels[peer])
+                    for p in peers
+                ):
+                    return True
+        return False
+
+    return permits("Egress", source, target) and permits("Ingress", target, source)
+
+
+FLOWS_ALLOWED = [
+    *(
+        (s, infra, port)
+        for s in DEFINITIONS
+        for infra, port in (("postgres", 5432), ("etcd", 2379), ("kafka", 9092))
+    ),
+    ("order", "product", 50051),
+    *(("shopctl", s, 50051) for s in DEFINITIONS),
+    ("shopctl", "etcd", 2379),
+    ("smoke", "postgres", 5432),
+    ("seed", "user", 50051),
+    ("kafka-topics", "kafka", 9092),
+    ("etcd", "etcd", 2380),
+]
+FLOWS_DENIED = [
+    ("payment", "product", 50051),  # only order calls product
+    ("product", "order", 50051),
+    ("inventory", "payment", 50051),
+    ("order", "user", 50051),
+    ("shopctl", "kafka", 9092),
+    ("kafka-topics", "postgres", 5432),
+    ("order", "etcd", 2380),  # raft is etcd's own
+    ("product", "postgres", 2379),
+]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_network_policies_allow_exactly_the_flows_the_system_uses(name: str) -> None:
+    objs = overlay(name)
+    for flow in FLOWS_ALLOWED:
+        assert allowed(objs, *flow), f"blocked: {flow}"
+    for flow in FLOWS_DENIED:
+        assert not allowed(objs, *flow), f"allowed: {flow}"
+
+
+# --- what `make up` renders ------------------------------------------------------------------
+
+
+def test_make_up_pins_the_image_to_the_build(tmp_path: Path) -> None:
+    """The kustomization `make up` writes, rendered by kustomize itself."""
+    target = k8s.pinned_kustomization(
+        tmp_path / "deploy", k8s.K8S_DIR / "overlays" / "kind", "0123456789ab"
+    )
+    images = {
+        c["image"]
+        for _, spec in pod_specs(tuple(objects(render(target))))
+        for c in containers(spec)
+        if c["image"].startswith("localhost/shop")
+    }
+    assert images == {"localhost/shop:0123456789ab"}
+
+
+def test_make_load_k8s_passes_its_profile_to_the_job(tmp_path: Path) -> None:
+    target = k8s.pinned_kustomization(
+        tmp_path / "load",
+        k8s.K8S_DIR / "jobs" / "load",
+        "0123456789ab",
+        k8s.load_settings("flash-sale", "--rate 40"),
+    )
+    objs = tuple(objects(render(target)))
+    job = find(objs, "Job", "load")["spec"]["template"]["spec"]["containers"][0]
+    (settings,) = [o for o in objs if o["kind"] == "ConfigMap"]
+    assert job["envFrom"][0]["configMapRef"]["name"] == settings["metadata"]["name"]
+    assert settings["data"] == {"LOAD_PROFILE": "flash-sale", "LOAD_ARGS": "--rate 40"}
+    assert job["image"] == "localhost/shop:0123456789ab"
+
+
+def test_both_overlays_hold_the_same_objects() -> None:
+    def names(name: str) -> set[tuple[str, str]]:
+        return {
+            (o["kind"], re.sub(r"-[a-z0-9]{10}$", "", o["metadata"]["name"])) for o in overlay(name)
+        }
+
+    assert names("kind") == names("minikube")
+
+
+def test_job_conditions_are_read_right() -> None:
+    assert k8s.job_finished("") is None
+    assert k8s.job_finished("SuccessCriteriaMet=True;Complete=True;") is True
+    assert k8s.job_finished("FailureTarget=True;Failed=True;") is False
+    assert k8s.job_finished("Suspended=False;") is None
+
+
+def test_the_cluster_is_chosen_by_k8s_or_by_what_is_installed(monkeypatch) -> None:
+    with pytest.raises(k8s.ClusterError, match="kind or minikube"):
+        k8s.choose_cluster("k3s")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(k8s.ClusterError, match="neither"):
+        k8s.choose_cluster(None)
+    with pytest.raises(k8s.ClusterError, match="not installed"):
+        k8s.choose_cluster("kind")
