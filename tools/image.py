@@ -171,7 +171,8 @@ class ContainerRun:
     engine: Engine
     image: str
     # tls/ and jwt/ copied from the stack, readable by the image's user (as a Secret
-    # volume with fsGroup would be); the CA's private key is not among them.
+    # volume with fsGroup would be): every party's certificate, for the services and
+    # for the Jobs' operator; the CA's private key is not among them.
     secrets: Path
 
     TLS_DIR: ClassVar[str] = "/etc/shop/tls"
@@ -181,14 +182,14 @@ class ContainerRun:
     def prepare(
         cls, engine: Engine, image: str, tls_dir: Path, jwt_dir: Path, work: Path
     ) -> ContainerRun:
-        from shared.tls import SERVICES, ca_file, cert_file, key_file
+        from shared.tls import IDENTITIES, ca_file, cert_file, key_file
 
         tls, jwt = work / "tls", work / "jwt"
         for folder in (tls, jwt):
             folder.mkdir(parents=True, exist_ok=True)
             folder.chmod(0o755)
         files = [ca_file(tls_dir)]
-        files += [f(tls_dir, s) for s in SERVICES for f in (cert_file, key_file)]
+        files += [f(tls_dir, name) for name in IDENTITIES for f in (cert_file, key_file)]
         for source, target in [(f, tls / f.name) for f in files] + [
             (jwt_dir / "private.pem", jwt / "private.pem")
         ]:
@@ -196,7 +197,13 @@ class ContainerRun:
             target.chmod(0o644)
         return cls(engine, image, work)
 
-    def argv(self, name: str, env: Mapping[str, str], command: Sequence[str]) -> list[str]:
+    def argv(
+        self,
+        name: str,
+        env: Mapping[str, str],
+        command: Sequence[str],
+        volumes: Mapping[Path, str] | None = None,
+    ) -> list[str]:
         return [
             self.engine.name,
             "run",
@@ -209,6 +216,7 @@ class ContainerRun:
             "--security-opt=no-new-privileges",
             f"--volume={self.secrets / 'tls'}:{self.TLS_DIR}:ro",
             f"--volume={self.secrets / 'jwt'}:{self.JWT_DIR}:ro",
+            *(f"--volume={source}:{target}" for source, target in (volumes or {}).items()),
             *(f"--env={key}={value}" for key, value in sorted(env.items())),
             self.image,
             *command,

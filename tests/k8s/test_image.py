@@ -4,13 +4,22 @@ The containers run as a pod would: read-only root, no capabilities, the image's
 non-root user, secrets mounted read-only, and the host's network to reach the test
 stack's PostgreSQL, etcd and Kafka. They must register, answer SERVING, carry an order
 to CONFIRMED and, on SIGTERM, revoke their leases before they drain and exit.
+
+The seed, smoke and load Jobs and the shopctl pod run here too, each with the command
+and environment its rendered manifest gives, the cluster's addresses swapped for the
+test stack's: what `make up` and `make load-k8s` run in the cluster, run here.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -22,8 +31,8 @@ from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
 from tools.image import IMAGE, ContainerRun, Engine
+from tools.k8s_check import objects, rendered
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
-from tools.seed import seed
 from tools.smoke import place_demo_order
 
 pytestmark = pytest.mark.e2e
@@ -31,6 +40,53 @@ pytestmark = pytest.mark.e2e
 # Long enough that a key gone right after the stop can only have been revoked.
 LEASE_TTL = 30
 IMAGE_REF = f"{IMAGE}:dev"
+
+
+@dataclass
+class Containers:
+    stack: Stack
+    run: ContainerRun
+    launcher: SystemLauncher
+    directory: ServiceDirectory
+    clients: ServiceClients
+    logs: list[str]
+
+
+def manifest_container(kind: str, name: str) -> dict[str, Any]:
+    for o in objects(rendered()["kind"]):
+        if o["kind"] == kind and o["metadata"]["name"] == name:
+            return dict(o["spec"]["template"]["spec"]["containers"][0])
+    raise AssertionError(f"no {kind}/{name} in the rendered manifests")
+
+
+def on_test_stack(container: Mapping[str, Any], stack: Stack) -> dict[str, str]:
+    """The container's literal env, with the cluster's addresses replaced by the stack's."""
+    env = {}
+    for entry in container.get("env", []):
+        name, value = entry["name"], entry.get("value")
+        if value is None:  # from the downward API or a Secret: the stack needs neither
+            continue
+        if name.endswith("_ETCD_ENDPOINT"):
+            value = stack.etcd_endpoint
+        elif name.endswith("_PG_DSN"):
+            value = stack.pg_dsn(urlsplit(value).path.lstrip("/"))
+        env[name] = value
+    return env
+
+
+def run_like(
+    c: Containers,
+    kind: str,
+    name: str,
+    extra_env: Mapping[str, str] | None = None,
+    volumes: Mapping[Path, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    container = manifest_container(kind, name)
+    env = {**on_test_stack(container, c.stack), **(extra_env or {})}
+    argv = c.run.argv(f"test-{name}", env, container["command"], volumes)
+    return subprocess.run(
+        argv, env=c.run.engine.env, capture_output=True, text=True, timeout=240, check=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +99,7 @@ def engine() -> Engine:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def containers(
     stack: Stack, keys: TestKeys, engine: Engine, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[tuple[SystemLauncher, ServiceDirectory, ServiceClients, list[str]]]:
+) -> AsyncIterator[Containers]:
     await wipe_system_data(stack)
     work = tmp_path_factory.mktemp("container-secrets")
     # The directory must be searchable by the image's user, as a Secret volume would be.
@@ -65,31 +121,81 @@ async def containers(
         try:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=120)
-            await seed(clients, stack.pg_dsn("shop_user"))
-            yield launcher, directory, clients, logs
+            yield Containers(stack, run, launcher, directory, clients, logs)
         finally:
             await clients.close()
             await launcher.stop_all(grace=20)
 
 
 async def test_every_service_registers_and_serves_from_its_container(containers) -> None:
-    launcher, directory, _, logs = containers
     for service in SERVICES:
-        registered = {i.instance_id for i in directory.instances(service)}
-        assert launcher.expected()[service] <= registered, service
-    # The instances really are containers of the image, as its non-root user.
-    assert all(p.process.returncode is None for p in launcher.processes)
-    assert not any("Traceback" in line for line in logs), "\n".join(logs[-40:])
+        registered = {i.instance_id for i in containers.directory.instances(service)}
+        assert containers.launcher.expected()[service] <= registered, service
+    assert all(p.process.returncode is None for p in containers.launcher.processes)
+    assert not any("Traceback" in line for line in containers.logs), containers.logs[-40:]
+
+
+async def test_the_seed_job_seeds_the_demo_data(containers) -> None:
+    result = await asyncio.to_thread(run_like, containers, "Job", "seed")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "seed: demo data in place (4 products" in result.stdout
 
 
 async def test_an_order_through_the_containers_is_confirmed(containers) -> None:
-    _, _, clients, _ = containers
-    order = await place_demo_order(clients)
+    order = await place_demo_order(containers.clients)
     assert order.status == order_pb2.ORDER_STATUS_CONFIRMED, order
 
 
-async def test_sigterm_revokes_the_leases_then_drains(containers, stack: Stack) -> None:
-    launcher, _, _, logs = containers
+async def test_the_smoke_job_passes(containers) -> None:
+    result = await asyncio.to_thread(run_like, containers, "Job", "smoke")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ORDER_STATUS_CONFIRMED" in result.stdout
+    assert result.stdout.rstrip().endswith("smoke: passed")
+
+
+async def test_shopctl_works_from_its_pod(containers) -> None:
+    container = manifest_container("Deployment", "shopctl")
+    env = on_test_stack(container, containers.stack)
+    argv = containers.run.argv("test-shopctl", env, ["python", "-m", "tools.shopctl", "products"])
+    result = await asyncio.to_thread(
+        subprocess.run,
+        argv,
+        env=containers.run.engine.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DEMO-TSHIRT" in result.stdout
+
+
+async def test_the_load_job_writes_its_report(containers, tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    reports.chmod(0o777)
+    # `make load-k8s` creates this once it has copied the reports; here, up front.
+    (reports / ".collected").touch()
+    result = await asyncio.to_thread(
+        run_like,
+        containers,
+        "Job",
+        "load",
+        {
+            "LOAD_PROFILE": "smoke",
+            "LOAD_ARGS": "--scenario steady-saga --duration 2 --baseline-duration 1 --users 5",
+        },
+        {reports: "/reports"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (reports / "exit-code").read_text().strip() == "0"
+    (report,) = [p for p in reports.glob("*.json") if p.name != "load-buyers.json"]
+    assert json.loads(report.read_text())["verdict"]["audit_ok"] is True
+    assert list(reports.glob("*.png"))
+
+
+async def test_sigterm_revokes_the_leases_then_drains(containers) -> None:
+    launcher, logs = containers.launcher, containers.logs
     processes = list(launcher.processes)
     started = asyncio.get_running_loop().time()
     await launcher.stop_all(grace=20)
@@ -97,7 +203,7 @@ async def test_sigterm_revokes_the_leases_then_drains(containers, stack: Stack) 
     assert [p.process.returncode for p in processes] == [0] * len(processes), logs[-40:]
     # Gone well within the lease TTL: revoked, not expired.
     assert took < LEASE_TTL / 2
-    async with open_directory(stack) as fresh:
+    async with open_directory(containers.stack) as fresh:
         assert all(not fresh.instances(s) for s in SERVICES)
     for child in processes:
         mine = [line for line in logs if line.startswith(f"{child.service:<9}|")]
