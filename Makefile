@@ -9,12 +9,18 @@ BUF_VERSION := v1.75.0
 GRPCURL_VERSION := v1.9.4
 GHZ_VERSION := v0.93.0
 KUBE_SCORE_VERSION := v1.20.0
+# The control plane of `make k8s-cluster-check` (versions in deploy/k8s/cluster-check/*/go.mod).
+KUBERNETES_VERSION := v1.34.2
+KWOK_VERSION := v0.8.0
 TOOLS := $(CURDIR)/.stack/tools
 UV := $(TOOLS)/bin/uv
 BUF := $(TOOLS)/bin/buf
 GRPCURL := $(TOOLS)/bin/grpcurl
 GHZ := $(TOOLS)/bin/ghz
 KUBE_SCORE := $(TOOLS)/bin/kube-score
+KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
+ETCD_36 := $(TOOLS)/bin/etcd-3.6
+KWOK := $(TOOLS)/bin/kwok
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
@@ -142,6 +148,30 @@ load-k8s: deps ## The load harness as a Job in the cluster, PROFILE=...; reports
 down-k8s: deps ## Remove what `make up` created (the cluster too, if `make up` made it)
 	$(PY) -m tools.k8s down $(if $(K8S),--cluster $(K8S))
 
+# kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes (a
+# replace per staging module, in go.mod), etcd 3.6 (Debian's 3.4 is too old for them),
+# kwok's fake nodes: all from the Go module proxy, built once into .stack/tools/bin.
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBERNETES_VERSION) \
+  -X k8s.io/component-base/version.gitMajor=1 \
+  -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBERNETES_VERSION))) \
+  -X k8s.io/component-base/version.gitTreeState=clean
+$(KUBE_APISERVER): deploy/k8s/cluster-check/kube/go.mod
+	cd deploy/k8s/cluster-check/kube && GOFLAGS=-mod=mod go build -ldflags "$(KUBE_LDFLAGS)" -o $(TOOLS)/bin/ \
+	  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+	  k8s.io/kubernetes/cmd/kube-scheduler
+	@touch $@
+
+$(ETCD_36): deploy/k8s/cluster-check/etcd/go.mod deploy/k8s/cluster-check/etcd/main.go
+	cd deploy/k8s/cluster-check/etcd && GOFLAGS=-mod=mod go build -o $@ .
+
+$(KWOK):
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install sigs.k8s.io/kwok/cmd/kwok@$(KWOK_VERSION)
+
+.PHONY: k8s-cluster-check
+k8s-cluster-check: deps $(KUBE_APISERVER) $(ETCD_36) $(KWOK) ## The overlay on a real kube-apiserver with kwok's fake nodes: admitted, rolled out, Available
+	$(PY) -m tools.k8s_cluster_check \
+	  --kwok-stages "$$(go env GOMODCACHE)/sigs.k8s.io/kwok@$(KWOK_VERSION)/kustomize/stage/fast"
+
 .PHONY: k8s-check
 k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the image's test
 	$(PY) -m tools.k8s_check --kube-score $(KUBE_SCORE)
@@ -168,7 +198,7 @@ test-integration: install grpc-tools
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
-test: install grpc-tools lint typecheck k8s-check ## Lint, type-check, k8s-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools lint typecheck k8s-check k8s-cluster-check ## Lint, type-check, k8s-check, unit, integration and e2e tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q --ignore=tests/k8s
 
 .PHONY: clean
