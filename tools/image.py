@@ -224,7 +224,7 @@ class ContainerRun:
 
     def remove(self, name: str) -> None:
         """After a SIGKILL of `podman run` itself, its container would outlive it."""
-        self.engine.run("rm", "--force", "--ignore", name, check=False, quiet=True)
+        self.engine.run("rm", "--force", name, check=False, quiet=True)
 
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -484,3 +484,25 @@ def test_the_cluster_is_chosen_by_k8s_or_by_what_is_installed(monkeypatch) -> No
         k8s.choose_cluster(None)
     with pytest.raises(k8s.ClusterError, match="not installed"):
         k8s.choose_cluster("kind")
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_stateful_volumes_keep_their_permissions(name: str) -> None:
+    """PostgreSQL and etcd refuse a data directory the kubelet re-owned on every start."""
+    for o in overlay(name):
+        if o["kind"] != "StatefulSet":
+            continue
+        pod = o["spec"]["template"]["spec"]
+        assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+        claims = {t["metadata"]["name"] for t in o["spec"]["volumeClaimTemplates"]}
+        mounted = {m["name"] for c in containers(pod) for m in c["volumeMounts"]}
+        assert claims <= mounted, o["metadata"]["name"]
+
+
+def test_the_minikube_overlay_patches_what_it_means_to() -> None:
+    kafka = find(overlay("minikube"), "StatefulSet", "kafka")["spec"]["template"]["spec"]
+    heap = kafka["containers"][0]["env"][0]
+    assert heap == {"name": "KAFKA_HEAP_OPTS", "value": "-Xms384m -Xmx384m"}
+    for service in DEFINITIONS:
+        pod = find(overlay("minikube"), "Deployment", service)["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["requests"]["cpu"] == "50m"
