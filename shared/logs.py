@@ -15,3 +15,11 @@ def configure_logging(level: str) -> None:
     )
     # aiokafka and grpc are chatty at INFO about routine reconnects.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def apply_log_level(level: str) -> None:
+    """The config center's log level, applied live to the root logger."""
+    root = logging.getLogger()
+    if logging.getLevelName(root.level) != level.upper():
+        root.setLevel(level.upper())
+        root.info("log level now %s", level.upper())

@@ -8,17 +8,21 @@ through it, so every service starts, migrates and stops the same way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import typer
 
+from shared.config.center import ConfigCenter
+from shared.config.models import KNOBS, ServiceKnobs
 from shared.db.migrations import apply_migrations
-from shared.logs import configure_logging
+from shared.logs import apply_log_level, configure_logging
 from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
+from shared.registry.etcd import etcd_client
 from shared.rpc.interceptors import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.settings import ServiceSettings
@@ -31,8 +35,9 @@ class ServiceDefinition(Generic[SettingsT]):
     settings_type: type[SettingsT]
     migrations: Path
     access: AccessPolicy
-    # Opens the service's resources (pool, clients) and yields its gRPC bindings.
-    bindings: Callable[[SettingsT], AbstractAsyncContextManager[list[ServiceBinding]]]
+    # Opens the service's resources (pool, clients) and yields its gRPC bindings; the
+    # config center gives the knobs that may change while it runs.
+    bindings: Callable[[SettingsT, ConfigCenter], AbstractAsyncContextManager[list[ServiceBinding]]]
 
     @property
     def name(self) -> str:
@@ -46,8 +51,8 @@ class ServiceDefinition(Generic[SettingsT]):
     async def serve(self, settings: SettingsT) -> None:
         """Migrate, then serve until SIGINT/SIGTERM."""
         await self.migrate(settings)
-        async with self.bindings(settings) as bindings:
-            await ServiceHost(settings, bindings, self.access).serve_until_stopped()
+        async with open_config(settings) as config, self.bindings(settings, config) as bindings:
+            await ServiceHost(settings, bindings, self.access, config).serve_until_stopped()
 
     def cli(self) -> None:
         app = typer.Typer(add_completion=False, help=f"The {self.name} service.")
@@ -67,3 +72,26 @@ class ServiceDefinition(Generic[SettingsT]):
             asyncio.run(self.migrate(settings))
 
         app()
+
+
+def knob_defaults(settings: ServiceSettings) -> dict[str, Any]:
+    """The environment's values of the service's own knobs (the saga timeout, say): the
+    defaults until a document in the config center names them."""
+    model = KNOBS[settings.service_name]
+    own = set(model.model_fields) - set(ServiceKnobs.model_fields)
+    return {name: getattr(settings, name) for name in own if name in type(settings).model_fields}
+
+
+@contextlib.asynccontextmanager
+async def open_config(settings: ServiceSettings) -> AsyncIterator[ConfigCenter]:
+    """The service's config center, following etcd until the block ends."""
+    client = etcd_client(settings.etcd_endpoint)
+    center = ConfigCenter(settings.service_name, knob_defaults(settings))
+    center.listeners.append(lambda config: apply_log_level(config.log_level or settings.log_level))
+    try:
+        await center.start(client)
+        apply_log_level(center.current.log_level or settings.log_level)
+        yield center
+    finally:
+        await center.stop()
+        await client.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from services.inventory.event_handlers import SUBSCRIPTIONS
 from services.inventory.grpc_handlers import ACCESS, InventoryServicer, unit_of_work_factory
 from services.inventory.settings import InventorySettings
+from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.rpc.server import ServiceBinding
@@ -17,7 +18,9 @@ from shop.inventory.v1 import inventory_pb2_grpc
 
 
 @asynccontextmanager
-async def bindings(settings: InventorySettings) -> AsyncIterator[list[ServiceBinding]]:
+async def bindings(
+    settings: InventorySettings, config: ConfigCenter
+) -> AsyncIterator[list[ServiceBinding]]:
     async with service_pool(settings) as pool:
         uow_factory = unit_of_work_factory(pool)
         async with run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -59,16 +59,21 @@ def catalog_entry(product: product_pb2.Product) -> CatalogEntry:
 
 
 class ProductCatalog:
-    def __init__(self, clients: ServiceClients, *, deadline_seconds: float) -> None:
+    def __init__(
+        self, clients: ServiceClients, *, deadline_seconds: float | Callable[[], float]
+    ) -> None:
         self._clients = clients
-        self._deadline_seconds = deadline_seconds
+        # A callable is read on every lookup: the config center's knob, changed live.
+        self._deadline_seconds = (
+            deadline_seconds if callable(deadline_seconds) else lambda: deadline_seconds
+        )
 
     async def lookup(
         self, product_ids: Sequence[uuid.UUID], context: grpc.aio.ServicerContext
     ) -> dict[uuid.UUID, CatalogEntry]:
         """The found products by id; ids the catalog does not know are simply absent."""
         loop = asyncio.get_running_loop()
-        budget = self._deadline_seconds
+        budget = self._deadline_seconds()
         remaining = context.time_remaining()
         if remaining is not None:  # never wait longer than our own caller will
             budget = min(budget, remaining)

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import cast
 
 from services.order.catalog import ProductCatalog
 from services.order.event_handlers import SUBSCRIPTIONS
@@ -13,6 +14,8 @@ from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_fac
 from services.order.saga_timeout import SagaTimeout
 from services.order.settings import OrderSettings
 from services.order.watch import OrderStatusHub
+from shared.config.center import ConfigCenter
+from shared.config.models import OrderKnobs
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.registry.discovery import ServiceDirectory
@@ -28,7 +31,9 @@ DIRECTORY_SYNC_SECONDS = 15.0
 
 
 @asynccontextmanager
-async def bindings(settings: OrderSettings) -> AsyncIterator[list[ServiceBinding]]:
+async def bindings(
+    settings: OrderSettings, config: ConfigCenter
+) -> AsyncIterator[list[ServiceBinding]]:
     async with AsyncExitStack() as resources:
         pool = await resources.enter_async_context(service_pool(settings))
         etcd = etcd_client(settings.etcd_endpoint)
@@ -39,14 +44,18 @@ async def bindings(settings: OrderSettings) -> AsyncIterator[list[ServiceBinding
         # Order calls product as itself: its own certificate is its identity.
         clients = ServiceClients(directory, ClientTLS(settings.tls_dir, settings.service_name))
         resources.push_async_callback(clients.close)
-        catalog = ProductCatalog(clients, deadline_seconds=settings.product_deadline_seconds)
+
+        def knobs() -> OrderKnobs:
+            return cast(OrderKnobs, config.current.service)
+
+        catalog = ProductCatalog(clients, deadline_seconds=lambda: knobs().product_deadline_seconds)
         uow_factory = unit_of_work_factory(pool)
         hub = OrderStatusHub(settings.pg_dsn)
         await hub.start()
         resources.push_async_callback(hub.close)
         timeout = SagaTimeout(
             uow_factory,
-            timeout_seconds=settings.saga_timeout_seconds,
+            timeout_seconds=lambda: knobs().saga_timeout_seconds,
             batch_size=settings.saga_timeout_batch_size,
         )
         await timeout.start()

@@ -27,12 +27,13 @@ class SagaTimeout:
         self,
         unit_of_work: Callable[[], OrderUnitOfWork],
         *,
-        timeout_seconds: float,
+        timeout_seconds: float | Callable[[], float],
         batch_size: int,
         interval_seconds: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
         self._uow = unit_of_work
-        self._timeout = timeout_seconds
+        # A callable is read every round: the config center's knob, changed live.
+        self._timeout = timeout_seconds if callable(timeout_seconds) else lambda: timeout_seconds
         self._batch_size = batch_size
         # A failed round (the database is down, say) is logged and the next one still
         # comes: this task is the only thing that ends a saga whose events were lost.
@@ -49,7 +50,7 @@ class SagaTimeout:
         """Cancels up to one batch of overdue orders; returns how many."""
         async with self._uow() as uow:
             overdue = await uow.orders.lock_overdue(
-                older_than_seconds=self._timeout, limit=self._batch_size
+                older_than_seconds=self._timeout(), limit=self._batch_size
             )
             for order in overdue:
                 cancelled = time_out(order)

@@ -10,6 +10,7 @@ from services.payment.event_handlers import subscriptions
 from services.payment.grpc_handlers import ACCESS, PaymentServicer, unit_of_work_factory
 from services.payment.provider import PaymentProviderSimulator
 from services.payment.settings import PaymentSettings
+from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.rpc.server import ServiceBinding
@@ -18,10 +19,15 @@ from shop.payment.v1 import payment_pb2_grpc
 
 
 @asynccontextmanager
-async def bindings(settings: PaymentSettings) -> AsyncIterator[list[ServiceBinding]]:
+async def bindings(
+    settings: PaymentSettings, config: ConfigCenter
+) -> AsyncIterator[list[ServiceBinding]]:
     async with service_pool(settings) as pool:
         uow_factory = unit_of_work_factory(pool)
-        saga = subscriptions(PaymentProviderSimulator.from_settings(settings))
+        provider = PaymentProviderSimulator.from_settings(settings)
+        config.listeners.append(provider.follow)
+        provider.follow(config.current)
+        saga = subscriptions(provider)
         async with run_messaging(settings, pool, uow_factory, saga):
             yield [
                 ServiceBinding(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from services.payment.domain import DECLINED_BY_PROVIDER
 from services.payment.settings import PaymentSettings
+from shared.config.center import RuntimeConfig
+from shared.config.models import PaymentKnobs
 from shared.money import Money
 
 _DRAW_BITS = 64
@@ -50,6 +52,14 @@ class PaymentProviderSimulator:
             failure_rate=settings.provider_failure_rate,
             seed=settings.provider_seed,
         )
+
+    def follow(self, config: RuntimeConfig) -> None:
+        """The config center's latency and failure rate, from now on (both at once: no
+        await between the two assignments, so no charge sees one without the other)."""
+        knobs = config.service
+        if isinstance(knobs, PaymentKnobs):
+            self.latency_ms = knobs.provider_latency_ms
+            self.failure_rate = knobs.provider_failure_rate
 
     def draw(self, order_id: uuid.UUID) -> float:
         """The order's fixed number in [0, 1); the provider declines it below failure_rate."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.product.grpc_handlers import ACCESS, ProductServicer, unit_of_work_factory
 from services.product.settings import ProductSettings
+from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
@@ -15,7 +16,9 @@ from shop.product.v1 import product_pb2_grpc
 
 
 @asynccontextmanager
-async def bindings(settings: ProductSettings) -> AsyncIterator[list[ServiceBinding]]:
+async def bindings(
+    settings: ProductSettings, config: ConfigCenter
+) -> AsyncIterator[list[ServiceBinding]]:
     async with service_pool(settings) as pool:
         yield [
             ServiceBinding(

@@ -12,6 +12,7 @@ from services.user.domain import Passwords, SigningKeyPolicy
 from services.user.grpc_handlers import ACCESS, UserServicer, unit_of_work_factory
 from services.user.keyring import SigningKeyring
 from services.user.settings import UserSettings
+from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
 from shared.registry.etcd import etcd_client
 from shared.rpc.server import ServiceBinding
@@ -27,7 +28,9 @@ def signing_key_policy(settings: UserSettings) -> SigningKeyPolicy:
 
 
 @asynccontextmanager
-async def bindings(settings: UserSettings) -> AsyncIterator[list[ServiceBinding]]:
+async def bindings(
+    settings: UserSettings, config: ConfigCenter
+) -> AsyncIterator[list[ServiceBinding]]:
     # Passwords hashes its decoy on creation: keep that off the event loop too.
     passwords = await asyncio.to_thread(Passwords)
     async with AsyncExitStack() as resources:

@@ -52,6 +52,11 @@ class ServiceRegistration:
     def lease_id(self) -> int | None:
         return self._lease.id if self._lease else None
 
+    @property
+    def lease(self) -> aetcd.Lease | None:
+        """The lease in force; other keys of this instance may live and die with it."""
+        return self._lease
+
     async def start(self) -> None:
         """Registers now (failing loudly if etcd is unreachable), then keeps alive."""
         await self._register()

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 
 from shared.auth.identity import Identity, Role, set_current_identity
 from shared.auth.tokens import TokenVerifier
+from shared.config.center import ConfigCenter
 from shared.db.errors import as_domain_error
 from shared.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
 from shared.messaging import trace_context
@@ -338,7 +339,7 @@ class RequestCheckInterceptor(WrappingInterceptor):
 
 
 def default_chain(
-    verifier: TokenVerifier, policy: AccessPolicy
+    verifier: TokenVerifier, policy: AccessPolicy, config: ConfigCenter | None = None
 ) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first: the trace starts before auth, so rejections are traced too."""
     return [

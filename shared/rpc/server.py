@@ -23,11 +23,13 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer  # healt
 
 from shared.auth.jwks import JwksWatcher
 from shared.auth.tokens import TokenVerifier
+from shared.config.center import ConfigCenter, publish_status
 from shared.registry.etcd import etcd_client
 from shared.registry.registration import ServiceRegistration
 from shared.rpc.interceptors import AccessPolicy, default_chain
 from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
+from shared.tasks import PeriodicTask
 from shared.tls import server_credentials
 
 log = logging.getLogger(__name__)
@@ -63,12 +65,18 @@ class ServiceHost:
         settings: ServiceSettings,
         bindings: Sequence[ServiceBinding],
         policy: AccessPolicy,
+        config: ConfigCenter | None = None,
     ) -> None:
         self.settings = settings
         self._bindings = bindings
         self.verifier = token_verifier(settings)
+        # The knobs in force (rate limits, faults, ...); fixed defaults if none is given.
+        self.config = config or ConfigCenter.fixed(settings.service_name)
+        # Which config revisions this instance applied, for `shopctl config status`:
+        # written after registration, on every swap, and every few seconds.
+        self._status = PeriodicTask("config status", self._publish_status, interval=5.0)
         self._server = grpc.aio.server(
-            interceptors=default_chain(self.verifier, policy),
+            interceptors=default_chain(self.verifier, policy, self.config),
             options=[
                 ("grpc.so_reuseport", 0),
                 # No request here is near this; a bigger one is RESOURCE_EXHAUSTED unread.
@@ -120,12 +128,24 @@ class ServiceHost:
             ttl_seconds=s.registry_ttl_seconds,
         )
         await self.registration.start()
+        self.config.listeners.append(self._on_config)
+        self._status.start()
         for name in ["", *names]:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("%s %s serving on %s", s.service_name, s.instance_id, self.address)
 
     def request_stop(self) -> None:
         self._stopping.set()
+
+    def _on_config(self, _: object) -> None:
+        self._status.wake()
+
+    async def _publish_status(self) -> None:
+        registration = self.registration
+        if registration is not None and registration.lease is not None:
+            await publish_status(
+                self._etcd, self.config, self.settings.instance_id, registration.lease
+            )
 
     async def wait_for_stop_signal(self) -> None:
         loop = asyncio.get_running_loop()
@@ -134,6 +154,9 @@ class ServiceHost:
         await self._stopping.wait()
 
     async def stop(self) -> None:
+        await self._status.stop()
+        if self._on_config in self.config.listeners:
+            self.config.listeners.remove(self._on_config)
         if self.registration is not None:
             await self.registration.stop()
         for binding in self._bindings:

@@ -32,12 +32,14 @@ from services.payment.main import SERVICE
 from services.payment.persistence import PaymentUnitOfWork
 from services.payment.provider import PaymentProviderSimulator
 from services.payment.settings import PaymentSettings
+from shared.config.center import ConfigCenter
 from shared.db.pool import create_pool
 from shared.errors import InvalidArgument
 from shared.messaging.envelope import Event, wrap
 from shared.messaging.runtime import Subscriptions
 from shared.messaging.topics import PAYMENTS
 from shared.money import Money
+from shared.service import knob_defaults
 from shop.common.v1 import money_pb2
 from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
 from tests.support.services import recreate_database
@@ -617,7 +619,9 @@ async def test_main_hands_the_saga_to_messaging(
 
     monkeypatch.setattr(main, "run_messaging", run_messaging)
     settings = PaymentSettings(pg_dsn=dsn, provider_latency_ms=0, provider_failure_rate=1.0)
-    async with main.bindings(settings) as bindings:
+    # No document in etcd: the settings are the knobs' defaults.
+    config = ConfigCenter("payment", knob_defaults(settings))
+    async with main.bindings(settings, config) as bindings:
         assert [b.full_name for b in bindings] == ["shop.payment.v1.PaymentService"]
     [wired] = given
     assert wired is not None

@@ -12,7 +12,7 @@ import grpc
 
 from devstack.stack import Stack
 from shared.rpc.server import ServiceHost
-from shared.service import ServiceDefinition
+from shared.service import ServiceDefinition, open_config
 from shared.tls import ClientTLS
 from tests.support.tokens import TestKeys
 from tools import launcher
@@ -73,8 +73,8 @@ async def run_service(
         }
     )
     await definition.migrate(settings)
-    async with definition.bindings(settings) as bindings:
-        host = ServiceHost(settings, bindings, definition.access)
+    async with open_config(settings) as config, definition.bindings(settings, config) as bindings:
+        host = ServiceHost(settings, bindings, definition.access, config)
         await host.start()
         tls = ClientTLS.operator(settings.tls_dir)
         channel = tls.channel(host.address, definition.name)

@@ -1,0 +1,152 @@
+"""The runtime knobs: what may change while a service runs, validated by these models.
+
+Two documents in etcd, both JSON: ``/config/global`` (a ``GlobalConfig``: the knobs
+every service has) and ``/config/<service>`` (its ``ServiceKnobs`` subclass: its own
+knobs, plus optional overrides of the global rate limits and faults). An absent
+document means the defaults. Addresses and secrets are never knobs: they stay in
+the environment (shared/settings.py), and a change to them needs a restart.
+
+Where a knob also has an environment setting (the saga timeout, the provider
+simulator), the setting is the default until a document names the knob.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+
+class Knobs(BaseModel):
+    # A typo must be refused, not silently ignored; and no one mutates a config in use.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RateLimit(Knobs):
+    """A token bucket: ``rate_per_second`` refill, ``burst`` capacity."""
+
+    rate_per_second: float = Field(gt=0, le=1_000_000, allow_inf_nan=False)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
+class RateLimits(Knobs):
+    """Per caller and per method, on each instance (see shared/rpc/ratelimit.py)."""
+
+    enabled: bool = True
+    # Any method not listed below.
+    default: RateLimit = RateLimit(rate_per_second=100, burst=200)
+    # Full method names, e.g. "/shop.order.v1.OrderService/PlaceOrder".
+    methods: dict[str, RateLimit] = Field(default_factory=dict)
+
+    def for_method(self, method: str) -> RateLimit:
+        return self.methods.get(method, self.default)
+
+
+class BreakerPolicy(Knobs):
+    """Per target service, in every caller (shared/rpc/breaker.py)."""
+
+    # Consecutive failures (UNAVAILABLE, DEADLINE_EXCEEDED) that open it.
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    # How long it stays open before letting trial calls through.
+    open_seconds: float = Field(default=5.0, gt=0, le=600, allow_inf_nan=False)
+    # Trial calls in half-open; all must succeed to close it, one failure reopens.
+    half_open_trials: int = Field(default=3, ge=1, le=100)
+
+
+class RetryPolicy(Knobs):
+    """Client-side retries (shared/rpc/client.py): UNAVAILABLE only, and DEADLINE_EXCEEDED
+    only for idempotent reads; exponential backoff with jitter, within the deadline."""
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    initial_backoff_ms: float = Field(default=25.0, ge=0, le=10_000, allow_inf_nan=False)
+    max_backoff_ms: float = Field(default=500.0, ge=0, le=60_000, allow_inf_nan=False)
+    multiplier: float = Field(default=2.0, ge=1, le=10, allow_inf_nan=False)
+    # The retry budget, as gRPC's retryThrottling: every failure costs 1 token, every
+    # success earns token_ratio; below half of max_tokens, nothing is retried.
+    budget_max_tokens: float = Field(default=10.0, gt=0, le=1000, allow_inf_nan=False)
+    budget_token_ratio: float = Field(default=0.1, gt=0, le=1, allow_inf_nan=False)
+
+
+class DeadlinePolicy(Knobs):
+    """Outbound calls carry the incoming call's remaining time minus this margin."""
+
+    margin_ms: float = Field(default=20.0, ge=0, le=10_000, allow_inf_nan=False)
+
+
+class Faults(Knobs):
+    """Injected faults, for the demos and chaos runs: a share of calls answered
+    UNAVAILABLE before the handler runs (nothing is applied, so a retry is safe)."""
+
+    unavailable_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+
+
+class GlobalConfig(Knobs):
+    """``/config/global``."""
+
+    # None: each service's own SHOP_<SVC>_LOG_LEVEL.
+    log_level: LogLevel | None = None
+    rate_limits: RateLimits = RateLimits()
+    breaker: BreakerPolicy = BreakerPolicy()
+    retry: RetryPolicy = RetryPolicy()
+    deadlines: DeadlinePolicy = DeadlinePolicy()
+    faults: Faults = Faults()
+
+
+class ServiceKnobs(Knobs):
+    """``/config/<service>``: overrides of the global knobs for this service alone."""
+
+    log_level: LogLevel | None = None
+    rate_limits: RateLimits | None = None
+    faults: Faults | None = None
+
+
+class Degradation(Knobs):
+    """Order's degraded path: while product is unreachable, price from the last prices
+    seen, if they are at most ``max_staleness_seconds`` old, and only while enabled."""
+
+    enabled: bool = False
+    max_staleness_seconds: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
+
+
+class OrderKnobs(ServiceKnobs):
+    # How long PlaceOrder waits for the catalog's prices (the catalog lookup's deadline).
+    product_deadline_seconds: float = Field(default=2.0, gt=0, le=60, allow_inf_nan=False)
+    saga_timeout_seconds: float = Field(default=30.0, gt=0, le=86_400, allow_inf_nan=False)
+    degradation: Degradation = Degradation()
+
+
+class PaymentKnobs(ServiceKnobs):
+    provider_latency_ms: float = Field(default=2.0, ge=0, le=60_000, allow_inf_nan=False)
+    provider_failure_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+
+
+KNOBS: dict[str, type[ServiceKnobs]] = {
+    "user": ServiceKnobs,
+    "product": ServiceKnobs,
+    "inventory": ServiceKnobs,
+    "payment": PaymentKnobs,
+    "order": OrderKnobs,
+}
+SCOPES = ("global", *KNOBS)
+
+
+def model_for(scope: str) -> type[Knobs]:
+    """The model that validates the document of ``scope`` ("global" or a service)."""
+    if scope == "global":
+        return GlobalConfig
+    try:
+        return KNOBS[scope]
+    except KeyError:
+        raise ValueError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})") from None
+
+
+def validate_document(scope: str, document: Any, defaults: dict[str, Any] | None = None) -> Knobs:
+    """``document`` over ``defaults`` (the environment's values), as ``scope``'s model.
+
+    Raises pydantic.ValidationError (or ValueError for a scope or a non-object).
+    """
+    if not isinstance(document, dict):
+        raise ValueError("a config document is a JSON object")
+    return model_for(scope).model_validate({**(defaults or {}), **document})
