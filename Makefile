@@ -115,6 +115,10 @@ bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgb
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
 	$(PY) -m tools.bench_tls $(BENCH_TLS_ARGS)
 
+.PHONY: demo-config
+demo-config: deps ## The config center: a knob changed live on every instance, invalid refused, rollback
+	$(PY) -m tools.demo_config
+
 .PHONY: demo-oversell
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
 	$(PY) -m tools.demo_oversell

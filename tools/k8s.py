@@ -36,6 +36,8 @@ NAMESPACE = "shop"
 CLUSTER_NAME = "shop"
 CLUSTERS = ("kind", "minikube")
 INFRASTRUCTURE = ("postgres", "etcd", "kafka")
+# The overlay's Jobs; each is safe to repeat, and made again by every `make up`.
+JOBS = ("kafka-topics", "config-defaults", "seed")
 ROLLOUT_TIMEOUT = "600s"
 # The image tag `make up` deployed; `make load-k8s` runs its Job on the same image.
 DEPLOYED_TAG = STATE_DIR / "deployed-tag"
@@ -305,16 +307,17 @@ def deploy(
     kubectl.apply_secrets(secret_specs(state))
 
     # Jobs cannot be changed in place; they are made again (each is safe to repeat).
-    kubectl("delete", "job", "seed", "kafka-topics", "smoke", "--ignore-not-found", capture=True)
+    kubectl("delete", "job", *JOBS, "smoke", "--ignore-not-found", capture=True)
     target = pinned_kustomization(state / "deploy", K8S_DIR / "overlays" / overlay, tag)
     say(f"apply: overlays/{overlay} with {IMAGE}:{tag}")
     kubectl("apply", "-k", str(target), capture=True)
 
-    say("wait: PostgreSQL, etcd, Kafka, then the topics")
+    say("wait: PostgreSQL, etcd, Kafka, then the topics and the config defaults")
     for name in INFRASTRUCTURE:
         kubectl("rollout", "status", f"statefulset/{name}", f"--timeout={ROLLOUT_TIMEOUT}")
-    if not kubectl.wait_job("kafka-topics", 600):
-        raise ClusterError("job/kafka-topics failed: kubectl -n shop logs job/kafka-topics")
+    for job in ("kafka-topics", "config-defaults"):
+        if not kubectl.wait_job(job, 600):
+            raise ClusterError(f"job/{job} failed: kubectl -n shop logs job/{job}")
     say("wait: the services")
     for service in SERVICES:
         kubectl("rollout", "status", f"deployment/{service}", f"--timeout={ROLLOUT_TIMEOUT}")

@@ -1,8 +1,9 @@
 """`make run`: the whole system on this machine, in the foreground.
 
 Brings up PostgreSQL, etcd and Kafka (dev profile), applies every service's
-migrations, starts one instance of each service, waits until all are
-registered and SERVING, seeds the demo data, prints where everything is, then
+migrations, writes the config center's default documents where none is set,
+starts one instance of each service, waits until all are registered and
+SERVING, seeds the demo data, prints where everything is, then
 streams the services' logs until Ctrl-C or SIGTERM, and stops it all in order.
 """
 
@@ -26,9 +27,11 @@ from services.user.main import SERVICE as USER
 from shared.auth.keys import generate_keypair
 from shared.logs import configure_logging
 from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.service import ServiceDefinition
 from shared.tls import ClientTLS
+from tools.config_admin import load_defaults, seed_defaults
 from tools.launcher import SERVICES, SystemLauncher, open_directory
 from tools.seed import seed
 from tools.table import render_table
@@ -86,6 +89,13 @@ async def run() -> int:
         for definition in DEFINITIONS:
             settings = definition.settings_type(pg_dsn=stack.pg_dsn(f"shop_{definition.name}"))
             await definition.migrate(settings)
+        # The config center's default documents, where no one has set any (never over them).
+        etcd = etcd_client(stack.etcd_endpoint)
+        try:
+            outcome = await seed_defaults(etcd, load_defaults())
+        finally:
+            await etcd.close()
+        print("config: " + ", ".join(f"{s} {what}" for s, what in outcome.items()), flush=True)
         launcher = SystemLauncher(stack, jwt_dir, fixed_ports=True)
         async with open_directory(stack) as directory:
             await launcher.start_all()

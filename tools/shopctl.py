@@ -6,25 +6,36 @@ python -m tools.shopctl orders
 python -m tools.shopctl balance
 python -m tools.shopctl keys rotate      (admin: a new token signing key)
 python -m tools.shopctl keys list
+python -m tools.shopctl config get [SCOPE]      (the runtime knobs in etcd; admin for set)
+python -m tools.shopctl config set SCOPE '{"...": ...}'
+python -m tools.shopctl config history SCOPE
+python -m tools.shopctl config rollback SCOPE [--to ENTRY]
+python -m tools.shopctl config status
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import aetcd
 import grpc
 import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from shared.config import store
+from shared.config.models import SCOPES
+from shared.registry.etcd import etcd_client
 from shared.settings import DEV_TLS_DIR
 from shop.user.v1 import user_pb2
+from tools.config_admin import wait_applied
 from tools.seed import ADMIN, CUSTOMER
 from tools.shop_client import ShopClient, connect
 from tools.table import render_table
@@ -168,6 +179,164 @@ def keys_list(
 ) -> None:
     """The published signing keys, newest first, and when each retired one is removed."""
     show_keys(run(etcd, email, password, lambda c: c.list_signing_keys()))
+
+
+config_app = typer.Typer(
+    add_completion=False,
+    help="The config center: runtime knobs in etcd (changes: admin, operator certificate).",
+)
+app.add_typer(config_app, name="config")
+ScopeArgument = Annotated[str, typer.Argument(help=f"one of: {', '.join(SCOPES)}")]
+
+
+def with_etcd(etcd: str, action: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+    async def go() -> T:
+        client = etcd_client(etcd)
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except (store.InvalidDocument, store.ConfigConflict, TimeoutError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+def as_admin(etcd: str, email: str, password: str) -> str:
+    """Changes need an admin's login, over the operator's certificate; returns the email."""
+
+    async def check(client: ShopClient) -> bool:
+        reply = await client.login(email, password)
+        return bool(reply.user.role == user_pb2.ROLE_ADMIN)
+
+    if not run(etcd, email, password, check):
+        typer.echo(f"error: {email} is not an admin; config changes need one", err=True)
+        raise typer.Exit(1)
+    return email
+
+
+def parse_document(text: str) -> dict[str, object]:
+    raw = Path(text[1:]).read_text() if text.startswith("@") else text
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as error:
+        typer.echo(f"error: not JSON: {error}", err=True)
+        raise typer.Exit(1) from None
+    if not isinstance(document, dict):
+        typer.echo("error: a config document is a JSON object", err=True)
+        raise typer.Exit(1)
+    return document
+
+
+@config_app.command("get")
+def config_get(
+    scope: Annotated[str | None, typer.Argument()] = None, etcd: EtcdOption = "127.0.0.1:12379"
+) -> None:
+    """The document of SCOPE (or of every scope) and its revision (0: none, defaults)."""
+
+    async def read_all(client: aetcd.Client) -> list[store.StoredDocument]:
+        return [await store.read(client, s) for s in ([scope] if scope else SCOPES)]
+
+    for stored in with_etcd(etcd, read_all):
+        typer.echo(f"# {stored.scope} @ revision {stored.revision}")
+        typer.echo(json.dumps(stored.document, indent=2, sort_keys=True))
+
+
+@config_app.command("set")
+def config_set(
+    scope: ScopeArgument,
+    document: Annotated[str, typer.Argument(help="the JSON document, or @file")],
+    expect_revision: Annotated[
+        int | None, typer.Option(help="fail unless the document is still at this revision")
+    ] = None,
+    wait: Annotated[float, typer.Option(help="seconds to wait for every instance")] = 5.0,
+    etcd: EtcdOption = "127.0.0.1:12379",
+    email: EmailOption = ADMIN[0],
+    password: PasswordOption = ADMIN[1],
+) -> None:
+    """Validate, then replace SCOPE's document with a compare-and-swap on its revision."""
+    author = as_admin(etcd, email, password)
+    parsed = parse_document(document)
+
+    async def go(client: aetcd.Client) -> tuple[int, int, float]:
+        expected = expect_revision
+        if expected is None:
+            expected = (await store.read(client, scope)).revision
+        revision = await store.write(
+            client, scope, parsed, expected_revision=expected, author=author
+        )
+        applied, took = await wait_applied(client, scope, revision, wait) if wait else ([], 0.0)
+        return revision, len(applied), took
+
+    revision, instances, took = with_etcd(etcd, go)
+    typer.echo(
+        f"set {scope} at revision {revision}; applied by {instances} instances "
+        f"in {took * 1000:.0f} ms"
+    )
+
+
+@config_app.command("history")
+def config_history(scope: ScopeArgument, etcd: EtcdOption = "127.0.0.1:12379") -> None:
+    """Every document SCOPE had, oldest first."""
+    rows = [("entry", "at", "author", "replaced", "document")]
+    for entry in with_etcd(etcd, lambda client: store.history(client, scope)):
+        at = datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        document = json.dumps(entry.document, sort_keys=True)
+        rows.append(
+            (
+                entry.entry_id,
+                at,
+                entry.author,
+                str(entry.replaced_revision),
+                document if len(document) < 60 else document[:57] + "...",
+            )
+        )
+    for line in render_table(rows):
+        typer.echo(line)
+
+
+@config_app.command("rollback")
+def config_rollback(
+    scope: ScopeArgument,
+    to: Annotated[
+        str | None, typer.Option(help="a history entry (default: the one before)")
+    ] = None,
+    etcd: EtcdOption = "127.0.0.1:12379",
+    email: EmailOption = ADMIN[0],
+    password: PasswordOption = ADMIN[1],
+) -> None:
+    """Put an earlier document of SCOPE back (a new write, with the same compare-and-swap)."""
+    author = as_admin(etcd, email, password)
+
+    async def go(client: aetcd.Client) -> tuple[store.HistoryEntry, int]:
+        current = await store.read(client, scope)
+        return await store.rollback(
+            client, scope, to=to, expected_revision=current.revision, author=author
+        )
+
+    entry, revision = with_etcd(etcd, go)
+    typer.echo(f"rolled {scope} back to entry {entry.entry_id}; now at revision {revision}")
+
+
+@config_app.command("status")
+def config_status(etcd: EtcdOption = "127.0.0.1:12379") -> None:
+    """Every live instance and the document revisions it applied."""
+    rows = [("service", "instance", "global", "own", "refused")]
+    for s in with_etcd(etcd, store.statuses):
+        refused = ", ".join(f"{k}@{v}" for k, v in s.refused.items()) or "-"
+        rows.append(
+            (
+                s.service,
+                s.instance_id,
+                str(s.revisions.get("global", 0)),
+                str(s.revisions.get(s.service, 0)),
+                refused,
+            )
+        )
+    for line in render_table(rows):
+        typer.echo(line)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,15 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
+from shared.config import store
+from shared.config.center import config_key
 from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
+from tools.config_admin import load_defaults
 from tools.image import IMAGE, ContainerRun, Engine
 from tools.k8s_check import objects, rendered
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
@@ -133,6 +137,24 @@ async def test_every_service_registers_and_serves_from_its_container(containers)
         assert containers.launcher.expected()[service] <= registered, service
     assert all(p.process.returncode is None for p in containers.launcher.processes)
     assert not any("Traceback" in line for line in containers.logs), containers.logs[-40:]
+
+
+async def test_the_config_defaults_job_writes_the_default_documents(containers) -> None:
+    client = etcd_client(containers.stack.etcd_endpoint)
+    try:
+        for scope in load_defaults():
+            await client.delete(config_key(scope).encode())
+        result = await asyncio.to_thread(run_like, containers, "Job", "config-defaults")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "config seed: global written at" in result.stdout
+        assert (await store.read(client, "order")).document == load_defaults()["order"]
+        again = await asyncio.to_thread(run_like, containers, "Job", "config-defaults")
+        assert "global kept" in again.stdout  # never over a document already there
+    finally:
+        for scope in load_defaults():
+            await client.delete(config_key(scope).encode())
+            await client.delete_prefix(f"{store.HISTORY_PREFIX}{scope}/".encode())
+        await client.close()
 
 
 async def test_the_seed_job_seeds_the_demo_data(containers) -> None:

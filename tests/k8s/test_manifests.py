@@ -125,8 +125,9 @@ def test_every_pod_passes_the_restricted_profile(name: str) -> None:
     for what, spec in pod_specs(overlay(name)):
         assert restricted_violations(spec) == [], what
         checked += 1
-    # Five services, shopctl, three StatefulSets, and the seed, topics, smoke and load Jobs.
-    assert checked == 13
+    # Five services, shopctl, three StatefulSets, and the seed, topics, config-defaults,
+    # smoke and load Jobs.
+    assert checked == 14
     namespace = find(overlay(name), "Namespace", k8s.NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -404,6 +405,7 @@ FLOWS_ALLOWED = [
     ("shopctl", "etcd", 2379),
     ("smoke", "postgres", 5432),
     ("seed", "user", 50051),
+    ("config-defaults", "etcd", 2379),
     ("kafka-topics", "kafka", 9092),
     ("etcd", "etcd", 2380),
 ]
@@ -414,6 +416,7 @@ FLOWS_DENIED = [
     ("order", "user", 50051),
     ("shopctl", "kafka", 9092),
     ("kafka-topics", "postgres", 5432),
+    ("config-defaults", "kafka", 9092),
     ("order", "etcd", 2380),  # raft is etcd's own
     ("product", "postgres", 2379),
 ]
