@@ -263,3 +263,29 @@ async def test_shopctl_config_get_and_status(
     unknown = shopctl("get", "nosuch")
     assert unknown.returncode == 1 and "unknown scope 'nosuch'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+async def test_after_an_etcd_restart_the_instance_reads_again(
+    stack: Stack, etcd: aetcd.Client
+) -> None:
+    center = ConfigCenter("product")
+    watcher = etcd_client(stack.etcd_endpoint)
+    await center.start(watcher)
+    try:
+        await asyncio.to_thread(stack.stop, "etcd")
+        await asyncio.to_thread(stack.start, "etcd")
+        # A change after the restart: the broken watch lists again and applies it.
+        revision = await store.write(
+            etcd,
+            "product",
+            {"faults": {"unavailable_rate": 0.25}},
+            expected_revision=0,
+            author="test",
+        )
+        async with asyncio.timeout(15):
+            while center.current.revisions["product"] != revision:
+                await asyncio.sleep(0.05)
+        assert center.current.faults.unavailable_rate == 0.25
+    finally:
+        await center.stop()
+        await watcher.close()
