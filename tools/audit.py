@@ -94,8 +94,8 @@ async def collect(dsns: Mapping[str, str]) -> dict[str, list[asyncpg.Record]]:
             "inventory_outbox": "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
         },
         "order": {
-            "orders": "SELECT order_id, status, extract(epoch FROM now() - created_at) AS age"
-            " FROM orders",
+            "orders": "SELECT order_id, status, extract(epoch FROM now() - created_at) AS age,"
+            " total_minor, currency, priced_from_cache FROM orders",
             "confirmed_lines": "SELECT i.sku, sum(i.quantity) AS q FROM order_items i"
             " JOIN orders o USING (order_id) WHERE o.status = 'confirmed'"
             " GROUP BY i.sku",
@@ -106,7 +106,8 @@ async def collect(dsns: Mapping[str, str]) -> dict[str, list[asyncpg.Record]]:
             " WHEN 'charge' THEN -e.amount_minor ELSE e.amount_minor END), 0) AS ledger"
             " FROM wallets w LEFT JOIN ledger_entries e USING (user_id)"
             " GROUP BY w.user_id, w.balance_minor",
-            "order_entries": "SELECT order_id, kind FROM ledger_entries WHERE kind <> 'topup'",
+            "order_entries": "SELECT order_id, kind, amount_minor, currency FROM ledger_entries"
+            " WHERE kind <> 'topup'",
             "payment_outbox": "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL",
         },
     }
@@ -122,8 +123,12 @@ def evaluate(data: Mapping[str, list[Any]], saga_timeout: float) -> AuditReport:
     stock = data["stock"]
     orders = {str(r["order_id"]): r for r in data["orders"]}
     entries: dict[str, Counter[str]] = defaultdict(Counter)
+    # What each order was charged: (amount_minor, currency) per charge entry.
+    charged: dict[str, list[tuple[int, str]]] = defaultdict(list)
     for r in data["order_entries"]:
         entries[str(r["order_id"])][r["kind"]] += 1
+        if r["kind"] == "charge":
+            charged[str(r["order_id"])].append((int(r["amount_minor"]), str(r["currency"])))
 
     def check(name: str, what: str, items: list[Any], bad: Callable[[Any], str | None]) -> Check:
         result = Check(name, what, checked=len(items))
@@ -136,6 +141,18 @@ def evaluate(data: Mapping[str, list[Any]], saga_timeout: float) -> AuditReport:
     sold = {r["sku"]: r["sold"] for r in stock}
     confirmed = [o for o in orders.values() if o["status"] == "confirmed"]
     ended_unsold = [o for o in orders.values() if o["status"] in ("cancelled", "rejected")]
+
+    def charged_its_total(o: Any) -> str | None:
+        # Priced live or from the last known catalog (degraded mode), an order is
+        # charged exactly the total it shows its customer.
+        total = (int(o["total_minor"]), str(o["currency"]))
+        wrong = [c for c in charged[str(o["order_id"])] if c != total]
+        if not wrong:
+            return None
+        how = "priced from the cache" if o["priced_from_cache"] else "priced live"
+        paid = ", ".join(f"{amount} {currency}" for amount, currency in wrong)
+        return f"order {o['order_id']} ({how}): total {total[0]} {total[1]}, charged {paid}"
+
     checks = [
         check(
             "stock_never_negative",
@@ -202,6 +219,12 @@ def evaluate(data: Mapping[str, list[Any]], saga_timeout: float) -> AuditReport:
             ),
         ),
         check(
+            "charge_matches_total",
+            "every charge == its order's total, priced from the cache or not",
+            [o for o in orders.values() if str(o["order_id"]) in charged],
+            charged_its_total,
+        ),
+        check(
             "no_orphan_ledger_entries",
             "every charge/refund belongs to a known order",
             list(entries),
@@ -239,6 +262,7 @@ def evaluate(data: Mapping[str, list[Any]], saga_timeout: float) -> AuditReport:
     states = Counter(r["state"] for r in data["reservations"])
     info = {
         "orders": dict(Counter(o["status"] for o in orders.values())),
+        "priced_from_cache": sum(bool(o["priced_from_cache"]) for o in orders.values()),
         "reservations": dict(states),
         "outbox_unsent": sum(
             data[k][0]["n"] for k in ("inventory_outbox", "order_outbox", "payment_outbox")

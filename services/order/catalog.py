@@ -3,18 +3,29 @@
 Reached through discovery (ServiceClients), on the caller's own token, within a
 deadline. Whatever goes wrong downstream reaches our caller as UNAVAILABLE (retry
 later), never as INTERNAL: the order service itself did nothing wrong.
+
+Degraded mode (``lookup_with_fallback``): every entry a lookup returns is remembered
+with the moment it was seen (``LastKnownCatalog``, bounded). While the product
+service is unreachable and the order's ``degradation`` knob is on, a lookup whose
+products all have an entry at most ``max_staleness_seconds`` old is answered from
+those entries, and says so; otherwise it fails as before, saying why. A refused
+token (UNAUTHENTICATED, PERMISSION_DENIED) is never answered from memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 import grpc
 
 from services.order.domain import CatalogEntry
+from shared.config.models import Degradation
 from shared.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
 from shared.money import Money
 from shared.rpc.client import ServiceClients, forwarded_credentials
@@ -58,15 +69,142 @@ def catalog_entry(product: product_pb2.Product) -> CatalogEntry:
     )
 
 
+# The last known entries kept for degraded mode: ~100,000 products of a few hundred
+# bytes each, so tens of MB at most; the product seen least recently goes first.
+LAST_KNOWN_MAX_ENTRIES = 100_000
+# Products named one by one in a refusal's message; the rest are counted.
+LISTED_IN_REFUSAL = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogLookup:
+    """What PlaceOrder prices from: the found products by id, and where they came from."""
+
+    entries: dict[uuid.UUID, CatalogEntry]
+    # True: the product service was unreachable, these are the last entries seen.
+    from_cache: bool = False
+
+
+class LastKnownCatalog:
+    """The last catalog entry seen for each product and when (the process's monotonic clock).
+
+    Bounded: past ``max_entries`` the product seen least recently is forgotten.
+    """
+
+    def __init__(
+        self,
+        max_entries: int = LAST_KNOWN_MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be at least 1")
+        self._max_entries = max_entries
+        self._clock = clock
+        self._seen: OrderedDict[uuid.UUID, tuple[CatalogEntry, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, entries: Iterable[CatalogEntry]) -> None:
+        now = self._clock()
+        for entry in entries:
+            self._seen[entry.product_id] = (entry, now)
+            self._seen.move_to_end(entry.product_id)
+        while len(self._seen) > self._max_entries:
+            self._seen.popitem(last=False)
+
+    def forget(self, product_ids: Iterable[uuid.UUID]) -> None:
+        """Products the live catalog answered it does not know (any more)."""
+        for product_id in product_ids:
+            self._seen.pop(product_id, None)
+
+    def age(self, product_id: uuid.UUID) -> float | None:
+        """Seconds since ``product_id`` was last seen; None if it never was (or was evicted)."""
+        seen = self._seen.get(product_id)
+        return None if seen is None else self._clock() - seen[1]
+
+    def fresh(
+        self, product_ids: Sequence[uuid.UUID], max_age_seconds: float
+    ) -> tuple[dict[uuid.UUID, CatalogEntry], list[str]]:
+        """The entries at most ``max_age_seconds`` old, and why each other product has none."""
+        now = self._clock()
+        found: dict[uuid.UUID, CatalogEntry] = {}
+        problems: list[str] = []
+        for product_id in product_ids:
+            seen = self._seen.get(product_id)
+            if seen is None:
+                problems.append(f"no price of product {product_id} is known")
+            elif now - seen[1] > max_age_seconds:
+                problems.append(
+                    f"the last known price of product {product_id} is older than"
+                    f" {max_age_seconds:g} s ({now - seen[1]:.0f} s)"
+                )
+            else:
+                found[product_id] = seen[0]
+        return found, problems
+
+
+def refusal(error: Unavailable, why: str) -> Unavailable:
+    """``error`` (the outage, as our caller sees it), saying why it was not degraded."""
+    message = f"{error.message}; not priced from the last known prices: {why}"
+    try:  # the same class, so the same error-reason reaches the caller
+        return type(error)(message)
+    except TypeError:  # a subclass built from other arguments
+        return CatalogUnavailable(message)
+
+
 class ProductCatalog:
     def __init__(
-        self, clients: ServiceClients, *, deadline_seconds: float | Callable[[], float]
+        self,
+        clients: ServiceClients,
+        *,
+        deadline_seconds: float | Callable[[], float],
+        degradation: Degradation | Callable[[], Degradation] | None = None,
+        last_known: LastKnownCatalog | None = None,
     ) -> None:
         self._clients = clients
         # A callable is read on every lookup: the config center's knob, changed live.
         self._deadline_seconds = (
             deadline_seconds if callable(deadline_seconds) else lambda: deadline_seconds
         )
+        # Read once per lookup that fails, like the deadline: the config center's knobs.
+        fixed = degradation if isinstance(degradation, Degradation) else Degradation()
+        self._degradation = degradation if callable(degradation) else lambda: fixed
+        self.last_known = last_known if last_known is not None else LastKnownCatalog()
+
+    async def lookup_with_fallback(
+        self, product_ids: Sequence[uuid.UUID], context: grpc.aio.ServicerContext
+    ) -> CatalogLookup:
+        """``lookup``, remembered; while product is unreachable, the last known entries
+        if degradation is on and every product has one fresh enough.
+
+        Raises ``lookup``'s errors; an outage not answered from memory stays
+        UNAVAILABLE, its message saying why it was not.
+        """
+        try:
+            entries = await self.lookup(product_ids, context)
+        except Unavailable as error:  # CatalogUnavailable, or no instance registered
+            return self._degraded(product_ids, error)
+        self.last_known.remember(entries.values())
+        self.last_known.forget(i for i in product_ids if i not in entries)
+        return CatalogLookup(entries)
+
+    def _degraded(self, product_ids: Sequence[uuid.UUID], error: Unavailable) -> CatalogLookup:
+        degradation = self._degradation()  # once: one consistent view for this call
+        if not degradation.enabled:
+            raise refusal(error, "degradation is off") from error
+        entries, problems = self.last_known.fresh(product_ids, degradation.max_staleness_seconds)
+        if problems:
+            listed = "; ".join(problems[:LISTED_IN_REFUSAL])
+            if len(problems) > LISTED_IN_REFUSAL:
+                listed += f"; and {len(problems) - LISTED_IN_REFUSAL} more products"
+            raise refusal(error, listed) from error
+        oldest = max((self.last_known.age(i) or 0.0) for i in product_ids)
+        log.warning(
+            "product unavailable (%s); priced %d products from the last known catalog"
+            " (oldest seen %.1f s ago)", error.message, len(entries), oldest,
+        )  # fmt: skip
+        return CatalogLookup(entries, from_cache=True)
 
     async def lookup(
         self, product_ids: Sequence[uuid.UUID], context: grpc.aio.ServicerContext

@@ -101,6 +101,10 @@ class Order:
     status_reason: str
     created_at: datetime
     updated_at: datetime
+    # Priced from the order service's last known catalog entries while the product
+    # service was unreachable (degraded mode), not from a live lookup. The total is
+    # still what the customer is charged.
+    priced_from_cache: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -213,8 +217,13 @@ def place_order(
     user_id: uuid.UUID,
     request: OrderRequest,
     catalog: Mapping[uuid.UUID, CatalogEntry],
+    priced_from_cache: bool = False,
 ) -> Order:
-    """A new PENDING order, priced from ``catalog`` as it is right now."""
+    """A new PENDING order, priced from ``catalog`` as it is right now.
+
+    ``priced_from_cache``: ``catalog`` holds the last entries seen, not a live answer;
+    the order records it, and is priced by the same rules either way.
+    """
     missing = [str(i) for i in request.product_ids if i not in catalog]
     if missing:
         raise NotFound(f"products do not exist: {', '.join(missing)}")
@@ -255,6 +264,7 @@ def place_order(
         status_reason="",
         created_at=now,
         updated_at=now,
+        priced_from_cache=priced_from_cache,
     )
 
 

@@ -64,6 +64,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         created_at=timestamp(order.created_at),
         updated_at=timestamp(order.updated_at),
         status_reason=order.status_reason,
+        priced_from_cache=order.priced_from_cache,
     )
 
 
@@ -108,8 +109,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             existing = await uow.orders.by_idempotency_key(user_id, wanted.idempotency_key)
         if existing is not None:
             return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(existing, wanted)))
-        catalog = await self._catalog.lookup(wanted.product_ids, context)
-        order = place_order(user_id=user_id, request=wanted, catalog=catalog)
+        # While product is unreachable, this may be the last known catalog (degraded mode).
+        found = await self._catalog.lookup_with_fallback(wanted.product_ids, context)
+        order = place_order(
+            user_id=user_id,
+            request=wanted,
+            catalog=found.entries,
+            priced_from_cache=found.from_cache,
+        )
         async with self._uow() as uow:
             stored = await uow.orders.add(order)
             # Only the call that created the order starts its saga; a concurrent

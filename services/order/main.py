@@ -48,7 +48,12 @@ async def bindings(
         def knobs() -> OrderKnobs:
             return cast(OrderKnobs, config.current.service)
 
-        catalog = ProductCatalog(clients, deadline_seconds=lambda: knobs().product_deadline_seconds)
+        catalog = ProductCatalog(
+            clients,
+            deadline_seconds=lambda: knobs().product_deadline_seconds,
+            # Degraded mode while product is unreachable: /config/order's "degradation".
+            degradation=lambda: knobs().degradation,
+        )
         uow_factory = unit_of_work_factory(pool)
         hub = OrderStatusHub(settings.pg_dsn)
         await hub.start()

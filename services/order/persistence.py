@@ -17,7 +17,7 @@ from shared.money import Money
 _IDEMPOTENCY_CONSTRAINT = "orders_user_idempotency_key"
 _COLUMNS = (
     "order_id, user_id, status, total_minor, currency, idempotency_key, status_reason,"
-    " created_at, updated_at"
+    " created_at, updated_at, priced_from_cache"
 )
 _ITEM_COLUMNS = "order_id, product_id, sku, quantity, unit_price_minor, currency"
 
@@ -33,6 +33,7 @@ def _order(row: asyncpg.Record, items: Sequence[OrderItem]) -> Order:
         status_reason=row["status_reason"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        priced_from_cache=row["priced_from_cache"],
     )
 
 
@@ -59,7 +60,7 @@ class OrderRepository:
             # A savepoint: the losing insert must not abort the caller's transaction.
             async with self._conn.transaction():
                 await self._conn.execute(
-                    f"INSERT INTO orders ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
+                    f"INSERT INTO orders ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
                     order.order_id,
                     order.user_id,
                     order.status.value,
@@ -69,6 +70,7 @@ class OrderRepository:
                     order.status_reason,
                     order.created_at,
                     order.updated_at,
+                    order.priced_from_cache,
                 )
                 await self._conn.executemany(
                     f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
