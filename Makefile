@@ -123,6 +123,18 @@ demo-config: deps ## The config center: a knob changed live on every instance, i
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
 	$(PY) -m tools.demo_oversell
 
+.PHONY: demo-retry
+demo-retry: deps ## Retries against a flaky product (30 % injected UNAVAILABLE): success rate without/with
+	$(PY) -m tools.demo_retry
+
+.PHONY: demo-breaker
+demo-breaker: deps ## Product stopped (SIGSTOP): order's breaker opens, fails fast, degrades, closes again
+	$(PY) -m tools.demo_breaker
+
+.PHONY: demo-ratelimit
+demo-ratelimit: deps ## A per-user rate limit set live: one buyer refused (RESOURCE_EXHAUSTED), the other served
+	$(PY) -m tools.demo_ratelimit
+
 PROFILE ?= smoke
 LOAD_ARGS ?=
 .PHONY: load

@@ -57,6 +57,17 @@ class Unavailable(DomainError):
     reason = "UNAVAILABLE"
 
 
+class RateLimited(DomainError):
+    """This caller made more calls of this method than its limit allows (a token bucket,
+    shared/rpc/ratelimit.py); the same call may succeed after ``retry_after_ms``."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after_ms: int) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+
 class Conflict(DomainError):
     """A concurrent transaction won (serialization failure, deadlock); retry the call."""
 

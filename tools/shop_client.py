@@ -25,6 +25,9 @@ from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
+# Each call's own deadline, for all its attempts together (ServiceClients.call).
+# Reads are marked idempotent (DEADLINE_EXCEEDED may be retried too); writes are
+# retried on UNAVAILABLE only (refused or never received), never when merely late.
 DEADLINE = 5.0
 
 
@@ -41,9 +44,10 @@ class ShopClient:
         reply = await self.clients.call(
             "user",
             user_pb2_grpc.UserServiceStub,
-            lambda s: s.Register(
-                user_pb2.RegisterRequest(email=email, password=password), timeout=DEADLINE
+            lambda s, t: s.Register(
+                user_pb2.RegisterRequest(email=email, password=password), timeout=t
             ),
+            timeout=DEADLINE,
         )
         return reply.user
 
@@ -51,9 +55,8 @@ class ShopClient:
         reply = await self.clients.call(
             "user",
             user_pb2_grpc.UserServiceStub,
-            lambda s: s.Login(
-                user_pb2.LoginRequest(email=email, password=password), timeout=DEADLINE
-            ),
+            lambda s, t: s.Login(user_pb2.LoginRequest(email=email, password=password), timeout=t),
+            timeout=DEADLINE,
         )
         self.token = reply.access_token
         return reply
@@ -68,9 +71,10 @@ class ShopClient:
         reply = await self.clients.call(
             "user",
             user_pb2_grpc.UserServiceStub,
-            lambda s: s.RotateSigningKey(
-                user_pb2.RotateSigningKeyRequest(), timeout=DEADLINE, metadata=self._auth
+            lambda s, t: s.RotateSigningKey(
+                user_pb2.RotateSigningKeyRequest(), timeout=t, metadata=self._auth
             ),
+            timeout=DEADLINE,
         )
         return list(reply.keys)
 
@@ -78,9 +82,11 @@ class ShopClient:
         reply = await self.clients.call(
             "user",
             user_pb2_grpc.UserServiceStub,
-            lambda s: s.ListSigningKeys(
-                user_pb2.ListSigningKeysRequest(), timeout=DEADLINE, metadata=self._auth
+            lambda s, t: s.ListSigningKeys(
+                user_pb2.ListSigningKeysRequest(), timeout=t, metadata=self._auth
             ),
+            timeout=DEADLINE,
+            idempotent=True,
         )
         return list(reply.keys)
 
@@ -96,7 +102,8 @@ class ShopClient:
         reply = await self.clients.call(
             "product",
             product_pb2_grpc.ProductServiceStub,
-            lambda s: s.CreateProduct(request, timeout=DEADLINE, metadata=self._auth),
+            lambda s, t: s.CreateProduct(request, timeout=t, metadata=self._auth),
+            timeout=DEADLINE,
         )
         return reply.product
 
@@ -104,11 +111,13 @@ class ShopClient:
         reply = await self.clients.call(
             "product",
             product_pb2_grpc.ProductServiceStub,
-            lambda s: s.GetProduct(
+            lambda s, t: s.GetProduct(
                 product_pb2.GetProductRequest(product_id=product_id),
-                timeout=DEADLINE,
+                timeout=t,
                 metadata=self._auth,
             ),
+            timeout=DEADLINE,
+            idempotent=True,
         )
         return reply.product
 
@@ -119,16 +128,20 @@ class ShopClient:
             request = product_pb2.ListProductsRequest(page_size=100, page_token=token)
 
             def list_page(
-                stub: Any, request: product_pb2.ListProductsRequest = request
+                stub: Any, timeout: float, request: product_pb2.ListProductsRequest = request
             ) -> Awaitable[product_pb2.ListProductsResponse]:
                 # grpc's stub types describe the sync API; on an aio channel it is awaitable.
                 return cast(
                     Awaitable[product_pb2.ListProductsResponse],
-                    stub.ListProducts(request, timeout=DEADLINE, metadata=self._auth),
+                    stub.ListProducts(request, timeout=timeout, metadata=self._auth),
                 )
 
             reply = await self.clients.call(
-                "product", product_pb2_grpc.ProductServiceStub, list_page
+                "product",
+                product_pb2_grpc.ProductServiceStub,
+                list_page,
+                timeout=DEADLINE,
+                idempotent=True,
             )
             products.extend(reply.products)
             token = reply.next_page_token
@@ -139,11 +152,12 @@ class ShopClient:
         reply = await self.clients.call(
             "inventory",
             inventory_pb2_grpc.InventoryServiceStub,
-            lambda s: s.SetStock(
+            lambda s, t: s.SetStock(
                 inventory_pb2.SetStockRequest(sku=sku, available=available),
-                timeout=DEADLINE,
+                timeout=t,
                 metadata=self._auth,
             ),
+            timeout=DEADLINE,
         )
         return reply.stock
 
@@ -151,9 +165,11 @@ class ShopClient:
         reply = await self.clients.call(
             "inventory",
             inventory_pb2_grpc.InventoryServiceStub,
-            lambda s: s.GetStock(
-                inventory_pb2.GetStockRequest(sku=sku), timeout=DEADLINE, metadata=self._auth
+            lambda s, t: s.GetStock(
+                inventory_pb2.GetStockRequest(sku=sku), timeout=t, metadata=self._auth
             ),
+            timeout=DEADLINE,
+            idempotent=True,
         )
         return reply.stock
 
@@ -167,7 +183,10 @@ class ShopClient:
         reply = await self.clients.call(
             "payment",
             payment_pb2_grpc.PaymentServiceStub,
-            lambda s: s.TopUp(request, timeout=DEADLINE, metadata=self._auth),
+            lambda s, t: s.TopUp(request, timeout=t, metadata=self._auth),
+            # Retried on UNAVAILABLE like every call, and safe even if a first attempt did
+            # land (its reply lost): the idempotency key makes a repeat a no-op.
+            timeout=DEADLINE,
         )
         return reply.wallet
 
@@ -175,9 +194,11 @@ class ShopClient:
         reply = await self.clients.call(
             "payment",
             payment_pb2_grpc.PaymentServiceStub,
-            lambda s: s.GetBalance(
-                payment_pb2.GetBalanceRequest(), timeout=DEADLINE, metadata=self._auth
+            lambda s, t: s.GetBalance(
+                payment_pb2.GetBalanceRequest(), timeout=t, metadata=self._auth
             ),
+            timeout=DEADLINE,
+            idempotent=True,
         )
         return reply.wallet
 
@@ -191,7 +212,9 @@ class ShopClient:
         reply = await self.clients.call(
             "order",
             order_pb2_grpc.OrderServiceStub,
-            lambda s: s.PlaceOrder(request, timeout=DEADLINE, metadata=self._auth),
+            lambda s, t: s.PlaceOrder(request, timeout=t, metadata=self._auth),
+            # As TopUp: the idempotency key makes the retry on UNAVAILABLE safe.
+            timeout=DEADLINE,
         )
         return reply.order
 
@@ -199,9 +222,11 @@ class ShopClient:
         reply = await self.clients.call(
             "order",
             order_pb2_grpc.OrderServiceStub,
-            lambda s: s.GetOrder(
-                order_pb2.GetOrderRequest(order_id=order_id), timeout=DEADLINE, metadata=self._auth
+            lambda s, t: s.GetOrder(
+                order_pb2.GetOrderRequest(order_id=order_id), timeout=t, metadata=self._auth
             ),
+            timeout=DEADLINE,
+            idempotent=True,
         )
         return reply.order
 
@@ -209,11 +234,13 @@ class ShopClient:
         reply = await self.clients.call(
             "order",
             order_pb2_grpc.OrderServiceStub,
-            lambda s: s.ListOrders(
+            lambda s, t: s.ListOrders(
                 order_pb2.ListOrdersRequest(page_size=page_size),
-                timeout=DEADLINE,
+                timeout=t,
                 metadata=self._auth,
             ),
+            timeout=DEADLINE,
+            idempotent=True,
         )
         return list(reply.orders)
 

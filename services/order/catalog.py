@@ -14,7 +14,6 @@ token (UNAUTHENTICATED, PERMISSION_DENIED) is never answered from memory.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -210,25 +209,23 @@ class ProductCatalog:
         self, product_ids: Sequence[uuid.UUID], context: grpc.aio.ServicerContext
     ) -> dict[uuid.UUID, CatalogEntry]:
         """The found products by id; ids the catalog does not know are simply absent."""
-        loop = asyncio.get_running_loop()
-        budget = self._deadline_seconds()
-        remaining = context.time_remaining()
-        if remaining is not None:  # never wait longer than our own caller will
-            budget = min(budget, remaining)
-        # One deadline for all attempts: ServiceClients may retry on another instance.
-        deadline = loop.time() + budget
         request = product_pb2.BatchGetProductsRequest(product_ids=[str(i) for i in product_ids])
         metadata = forwarded_credentials(context)
 
         async def batch_get(
-            stub: product_pb2_grpc.ProductServiceAsyncStub,
+            stub: product_pb2_grpc.ProductServiceAsyncStub, timeout: float
         ) -> product_pb2.BatchGetProductsResponse:
-            timeout = max(deadline - loop.time(), 0.0)
             return await stub.BatchGetProducts(request, timeout=timeout, metadata=metadata)
 
         try:
             response = await self._clients.call(
-                PRODUCT_SERVICE, product_pb2_grpc.ProductServiceStub, batch_get
+                PRODUCT_SERVICE,
+                product_pb2_grpc.ProductServiceStub,
+                batch_get,
+                # One deadline for all attempts, never past our own caller's (less the
+                # margin): ServiceClients caps it and hands each attempt what is left.
+                timeout=self._deadline_seconds(),
+                idempotent=True,  # a read: a late answer may be asked for again
             )
         except grpc.aio.AioRpcError as error:
             raise catalog_error(error) from error

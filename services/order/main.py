@@ -42,7 +42,10 @@ async def bindings(
         resources.push_async_callback(directory.stop)
         await asyncio.wait_for(directory.start(), DIRECTORY_SYNC_SECONDS)
         # Order calls product as itself: its own certificate is its identity.
-        clients = ServiceClients(directory, ClientTLS(settings.tls_dir, settings.service_name))
+        # Its breakers, retries and deadline margin follow this service's config center.
+        clients = ServiceClients(
+            directory, ClientTLS(settings.tls_dir, settings.service_name), config=config
+        )
         resources.push_async_callback(clients.close)
 
         def knobs() -> OrderKnobs:

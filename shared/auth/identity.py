@@ -41,6 +41,12 @@ def current_identity() -> Identity:
     return identity
 
 
+def current_identity_or_none() -> Identity | None:
+    """The caller of the RPC being served, or None for a call without a token (a public
+    method such as Login, health, reflection)."""
+    return _current.get()
+
+
 def require_admin() -> Identity:
     identity = current_identity()
     if not identity.is_admin:

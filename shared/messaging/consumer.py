@@ -14,6 +14,10 @@ one bad record cannot hold the others back; a record that still fails after
 ``attempts`` tries, or cannot be parsed at all, goes to the dead-letter topic
 with its error, and the partition carries on. A database outage is not a bad
 record: the poll is read again later instead.
+
+No handler calls another service today. One that did would follow the deadline
+rule of every outbound call (shared/rpc/deadlines.py): an event has no incoming
+deadline, so it would open ``deadline_scope(seconds)`` around its calls.
 """
 
 from __future__ import annotations

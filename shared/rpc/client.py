@@ -1,10 +1,29 @@
 """Calling other services through discovery: no peer address is configured.
 
-``ServiceClients.call`` picks an instance round-robin from the directory and,
-when that instance turns out to be dead (UNAVAILABLE) before etcd has expired
-its key, ejects it for a few seconds and tries the next one. Only UNAVAILABLE
-is retried here: the request never reached a live server, so a retry cannot
-apply it twice.
+``ServiceClients.call`` picks an instance round-robin from the directory and makes
+the call under three guards, all read from the config center once per call
+(``config.current``; fixed defaults without one):
+
+- **a deadline budget** (shared/rpc/deadlines.py): the call gets ``min(timeout,
+  what is left of the incoming call's deadline - deadlines.margin_ms)`` for all its
+  attempts together; a budget already spent is not sent (DEADLINE_EXCEEDED at once);
+- **a circuit breaker per target service** (shared/rpc/breaker.py): while it is
+  open, calls fail at once with UNAVAILABLE ("circuit open for product; retry in
+  N s") without touching the network;
+- **retries** (shared/rpc/retry.py): UNAVAILABLE always, DEADLINE_EXCEEDED only for
+  calls marked ``idempotent``, nothing else; exponential backoff with jitter, at
+  most ``retry.max_attempts``, within the deadline, under a retry budget per target
+  service. An instance that answered UNAVAILABLE is ejected for a few seconds (it may
+  be dead before etcd has expired its key), so each retry goes to another instance
+  when there is one.
+
+Why our own loop, not gRPC's channel ``retryPolicy`` and ``retryThrottling``: a
+channel here is one instance (discovery hands us addresses, and we dial each one),
+so gRPC's retries would go to the very instance that just failed, while the point
+of retrying UNAVAILABLE is to reach another one. gRPC's throttling is per channel
+too, so with N instances a failing service would get N budgets; ours is one per
+service, like the breaker. And the breaker must see every attempt, which gRPC's
+transparent retries hide.
 
 Every channel is mutual TLS: the caller presents its own certificate (``ClientTLS``:
 a service's own inside a service, the operator's in tools and tests) and checks
@@ -17,22 +36,50 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 import grpc
 
+from shared.config.center import ConfigCenter, RuntimeConfig
+from shared.config.models import GlobalConfig, ServiceKnobs
 from shared.registry.discovery import Instance, ServiceDirectory
+from shared.rpc.breaker import CircuitBreaker, Outcome, State, outcome_of
+from shared.rpc.deadlines import outbound_deadline
+from shared.rpc.retry import BUDGET_FAILURES, RetryBudget, decide
+from shared.rpc.status import REASON_KEY
 from shared.tls import ClientTLS
 
 log = logging.getLogger(__name__)
 
 StubT = TypeVar("StubT")
 ResultT = TypeVar("ResultT")
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
 
 EJECT_SECONDS = 10.0
 # How long calls on a channel replaced by a certificate renewal may still run.
 RENEWAL_GRACE_SECONDS = 10.0
+# A caller without a config center (tools, tests) gets the models' defaults.
+DEFAULT_CONFIG = RuntimeConfig(GlobalConfig(), ServiceKnobs())
+# The error-reason of the failures this module makes up without calling anyone.
+CIRCUIT_OPEN = "CIRCUIT_OPEN"
+DEADLINE_BUDGET_SPENT = "DEADLINE_BUDGET_SPENT"
+
+
+def local_error(code: grpc.StatusCode, reason: str, details: str) -> grpc.aio.AioRpcError:
+    """A failure decided here, of the same type (and with the same trailers) as one from a
+    server, so callers handle both alike."""
+    return grpc.aio.AioRpcError(
+        code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((REASON_KEY, reason)),
+        details=details,
+        debug_error_string="",
+    )
 
 
 def forwarded_credentials(
@@ -49,14 +96,31 @@ def forwarded_credentials(
 
 
 class ServiceClients:
-    def __init__(self, directory: ServiceDirectory, tls: ClientTLS, *, attempts: int = 3) -> None:
+    def __init__(
+        self,
+        directory: ServiceDirectory,
+        tls: ClientTLS,
+        *,
+        config: ConfigCenter | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
         self._directory = directory
         self._tls = tls
         self._credentials = tls.credentials()
         # Keyed by service too: the name checked on the server's certificate is the service's.
         self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
         self._draining: dict[asyncio.Task[None], grpc.aio.Channel] = {}
-        self._attempts = attempts
+        self._config = config
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self._breakers: dict[str, CircuitBreaker] = {}
+        self._budgets: dict[str, RetryBudget] = {}
+        # (service, event) -> count: attempts, retries, circuit_open, budget_spent,
+        # retries_throttled; for the metrics to expose.
+        self.counters: Counter[tuple[str, str]] = Counter()
         directory.cache.listeners.append(self._on_instance_change)
 
     @property
@@ -66,6 +130,24 @@ class ServiceClients:
     @property
     def tls(self) -> ClientTLS:
         return self._tls
+
+    @property
+    def config(self) -> RuntimeConfig:
+        """The knobs in force now (read it once per call)."""
+        return self._config.current if self._config is not None else DEFAULT_CONFIG
+
+    def breaker(self, service: str) -> CircuitBreaker:
+        """The circuit breaker of calls to ``service`` (one for all its instances)."""
+        breaker = self._breakers.get(service)
+        if breaker is None:
+            breaker = self._breakers[service] = CircuitBreaker(service, self._clock)
+        return breaker
+
+    def retry_budget(self, service: str) -> RetryBudget:
+        budget = self._budgets.get(service)
+        if budget is None:
+            budget = self._budgets[service] = RetryBudget()
+        return budget
 
     def _on_instance_change(self, instance: Instance, alive: bool) -> None:
         key = (instance.service, instance.address)
@@ -92,27 +174,166 @@ class ServiceClients:
             self._channels[key] = channel
         return channel
 
+    @overload
+    async def call(
+        self,
+        service: str,
+        stub_type: Callable[[grpc.aio.Channel], StubT],
+        invoke: Callable[[StubT, float], Awaitable[ResultT]],
+        *,
+        timeout: float,
+        idempotent: bool = False,
+    ) -> ResultT: ...
+
+    @overload
     async def call(
         self,
         service: str,
         stub_type: Callable[[grpc.aio.Channel], StubT],
         invoke: Callable[[StubT], Awaitable[ResultT]],
+        *,
+        timeout: None = None,
+        idempotent: bool = False,
+    ) -> ResultT: ...
+
+    async def call(
+        self,
+        service: str,
+        stub_type: Callable[[grpc.aio.Channel], StubT],
+        invoke: Callable[..., Awaitable[ResultT]],
+        *,
+        timeout: float | None = None,
+        idempotent: bool = False,
     ) -> ResultT:
+        """``invoke(stub, timeout)`` on an instance of ``service``, retried as the module says.
+
+        ``timeout``: the call's own deadline in seconds, for all attempts together,
+        capped by the incoming call's; each attempt's ``invoke`` gets what is left of it,
+        to pass on as the RPC's ``timeout``. Without it, ``invoke(stub)`` sets its own
+        timeout, and only the incoming deadline (if any) bounds the attempts.
+        ``idempotent``: DEADLINE_EXCEEDED may be retried too (reads; the server may have
+        done the work and only the answer was late).
+        """
+        config = self.config  # once: one consistent view of the knobs for this call
+        deadline = outbound_deadline(timeout, config.deadlines.margin_ms, self._clock)
+        breaker = self.breaker(service)
+        budget = self.retry_budget(service)
+        tried: set[str] = set()
         last_error: grpc.aio.AioRpcError | None = None
-        for _ in range(self._attempts):
-            instance = self._directory.pick(service)
-            try:
-                return await invoke(stub_type(self.channel(instance)))
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
-                log.warning(
-                    "%s at %s unavailable; trying another instance", service, instance.address
+        attempt = 0
+        while True:
+            attempt += 1
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                if last_error is not None:  # the backoff took the last of it
+                    raise last_error
+                self.counters[(service, "budget_spent")] += 1
+                raise local_error(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    DEADLINE_BUDGET_SPENT,
+                    f"deadline budget for {service} spent before the call"
+                    f" ({-remaining * 1000:.0f} ms over, margin"
+                    f" {config.deadlines.margin_ms:g} ms); not sent",
                 )
-                self._directory.cache.eject(instance, EJECT_SECONDS)
+            instance = self._pick(service, tried)
+            ticket = breaker.allow(config.breaker)
+            if ticket is None:
+                if last_error is not None:  # opened by this very call's failures
+                    raise last_error
+                self.counters[(service, "circuit_open")] += 1
+                raise self._circuit_error(service, breaker, config)
+            tried.add(instance.address)
+            self.counters[(service, "attempts")] += 1
+            try:
+                result = await self._attempt(
+                    invoke, stub_type(self.channel(instance)), remaining, timeout is not None
+                )
+            except grpc.aio.AioRpcError as error:
+                code = error.code()
+                breaker.record(ticket, outcome_of(code), config.breaker)
+                if code in BUDGET_FAILURES:
+                    budget.on_failure(config.retry)
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    self._directory.cache.eject(instance, EJECT_SECONDS)
+                left = None if deadline is None else deadline - self._clock()
+                decision = decide(
+                    code,
+                    idempotent=idempotent,
+                    attempt=attempt,
+                    policy=config.retry,
+                    budget=budget,
+                    remaining=left,
+                    rand=self._rand,
+                )
+                if not decision.retry:
+                    if decision.throttled:
+                        self.counters[(service, "retries_throttled")] += 1
+                    if code in BUDGET_FAILURES:
+                        log.info(
+                            "%s at %s: %s; not retried: %s",
+                            service, instance.address, code.name, decision.why,
+                        )  # fmt: skip
+                    raise
+                log.info(
+                    "%s at %s: %s; retry %d in %.0f ms",
+                    service, instance.address, code.name, attempt, decision.delay * 1000,
+                )  # fmt: skip
+                self.counters[(service, "retries")] += 1
                 last_error = error
-        assert last_error is not None
-        raise last_error
+                await self._sleep(decision.delay)
+            except BaseException:  # cancelled, or not an RPC outcome: no news of the service
+                breaker.record(ticket, Outcome.NEUTRAL, config.breaker)
+                raise
+            else:
+                breaker.record(ticket, Outcome.SUCCESS, config.breaker)
+                budget.on_success(config.retry)
+                return result
+
+    def _pick(self, service: str, tried: set[str]) -> Instance:
+        """Round-robin, but not an instance this call already tried, if there is another."""
+        instance = self._directory.pick(service)
+        for _ in range(len(self._directory.instances(service))):
+            if instance.address not in tried:
+                break
+            instance = self._directory.pick(service)
+        return instance
+
+    async def _attempt(
+        self,
+        invoke: Callable[..., Awaitable[ResultT]],
+        stub: Any,
+        remaining: float | None,
+        timed: bool,
+    ) -> ResultT:
+        if timed:
+            assert remaining is not None  # a timeout always makes a deadline
+            return await invoke(stub, remaining)
+        if remaining is None:
+            return await invoke(stub)
+        # invoke sets its own timeout; the incoming deadline still bounds it.
+        try:
+            async with asyncio.timeout(remaining):
+                return await invoke(stub)
+        except TimeoutError:
+            raise local_error(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                DEADLINE_BUDGET_SPENT,
+                "the incoming call's deadline budget ran out",
+            ) from None
+
+    def _circuit_error(
+        self, service: str, breaker: CircuitBreaker, config: RuntimeConfig
+    ) -> grpc.aio.AioRpcError:
+        if breaker.state(config.breaker) is State.HALF_OPEN:
+            details = (
+                f"circuit half-open for {service}: its {config.breaker.half_open_trials}"
+                " trial calls are in flight; retry shortly"
+            )
+        else:
+            details = (
+                f"circuit open for {service}; retry in {breaker.retry_in(config.breaker):.1f} s"
+            )
+        return local_error(grpc.StatusCode.UNAVAILABLE, CIRCUIT_OPEN, details)
 
     async def close(self) -> None:
         for channel in self._channels.values():

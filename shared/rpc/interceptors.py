@@ -7,7 +7,8 @@ call, with its context, so it sees the request, the caller's certificate and
 the outcome. The chain is built in one place (``default_chain``), outermost
 first, and is meant to grow (metrics, rate limits, deadlines slot in here):
 
-    trace context → error mapping → auth → request checks → the servicer
+    trace context → deadline → error mapping → faults → auth → rate limits
+    → request checks → the servicer
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import enum
 import inspect
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
@@ -26,9 +28,16 @@ from shared.auth.identity import Identity, Role, set_current_identity
 from shared.auth.tokens import TokenVerifier
 from shared.config.center import ConfigCenter
 from shared.db.errors import as_domain_error
-from shared.errors import DomainError, InvalidArgument, PermissionDenied, Unauthenticated
+from shared.errors import (
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from shared.messaging import trace_context
 from shared.rpc import status
+from shared.rpc.deadlines import remember_time_remaining
 from shared.tls import peer_identity
 from shared.validation import check_strings
 
@@ -185,6 +194,25 @@ class TraceContextInterceptor(grpc.aio.ServerInterceptor):
         return await continuation(handler_call_details)  # type: ignore[return-value]
 
 
+class DeadlineInterceptor(WrappingInterceptor):
+    """Remembers the incoming call's deadline, for the deadline budget of every outbound
+    call its handler makes (shared/rpc/deadlines.py, ``ServiceClients.call``)."""
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        # The wrapper runs in the call's own task: the variable is this RPC's alone.
+        remember_time_remaining(context.time_remaining())
+        return await behavior(request, context)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        remember_time_remaining(context.time_remaining())
+        async for response in behavior(request, context):
+            yield response
+
+
 class ErrorMappingInterceptor(WrappingInterceptor):
     """DomainError → its status; an outage → UNAVAILABLE; anything else → INTERNAL.
 
@@ -227,6 +255,42 @@ class ErrorMappingInterceptor(WrappingInterceptor):
             exc_info=error,
         )
         await status.abort_internal(context, error_id)
+
+
+class InjectedFault(Unavailable):
+    """A fault the config center asked for (``faults.unavailable_rate``), not a real one."""
+
+    reason = "INJECTED_FAULT"
+
+
+class FaultInjectionInterceptor(WrappingInterceptor):
+    """Answers UNAVAILABLE to ``config.current.faults.unavailable_rate`` of the calls, before
+    the handler runs, so nothing is applied and a retry is safe: for the retry demo and
+    chaos runs. Health and reflection are never failed (probes must tell the truth)."""
+
+    def __init__(self, config: ConfigCenter, rand: Callable[[], float] = random.random) -> None:
+        self._config = config
+        self._rand = rand
+
+    def _maybe_fail(self, method: str) -> None:
+        if method.startswith(_ALWAYS_PUBLIC_PREFIXES):
+            return
+        rate = self._config.current.faults.unavailable_rate  # once: this call's view
+        if rate > 0 and self._rand() < rate:
+            raise InjectedFault(f"injected fault: {rate:.0%} of calls fail (config faults)")
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        self._maybe_fail(method)
+        return await behavior(request, context)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        self._maybe_fail(method)
+        async for response in behavior(request, context):
+            yield response
 
 
 class AuthInterceptor(WrappingInterceptor):
@@ -338,13 +402,28 @@ class RequestCheckInterceptor(WrappingInterceptor):
             yield response
 
 
+def _rate_limits(config: ConfigCenter | None) -> list[grpc.aio.ServerInterceptor]:
+    """Per caller and method, from the config center; none without one."""
+    if config is None:
+        return []
+    # Imported here: shared/rpc/ratelimit.py builds on this module's WrappingInterceptor.
+    from shared.rpc.ratelimit import RateLimitInterceptor
+
+    return [RateLimitInterceptor(config)]
+
+
 def default_chain(
     verifier: TokenVerifier, policy: AccessPolicy, config: ConfigCenter | None = None
 ) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first: the trace starts before auth, so rejections are traced too."""
     return [
         TraceContextInterceptor(),
+        DeadlineInterceptor(),  # before any handler code, so its outbound calls get the budget
         ErrorMappingInterceptor(),
+        # Inside error mapping (an injected fault looks like a real one), before auth and
+        # rate limits, so a faulted call costs nothing and applies nothing.
+        *([FaultInjectionInterceptor(config)] if config is not None else []),
         AuthInterceptor(verifier, policy),
+        *_rate_limits(config),  # after auth: the caller is the token's user
         RequestCheckInterceptor(),
     ]

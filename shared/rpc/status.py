@@ -2,7 +2,8 @@
 
 Trailing metadata carries what a program should branch on: ``error-reason``
 (the error class's stable reason), ``error-field`` for a bad argument and
-``error-id`` for an unexpected failure, the id to quote when reporting it.
+``error-id`` for an unexpected failure, the id to quote when reporting it, and
+``retry-after-ms`` when a rate limit refused the call (the wait, in whole milliseconds).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from shared.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    RateLimited,
     Unauthenticated,
     Unavailable,
 )
@@ -24,6 +26,7 @@ from shared.errors import (
 REASON_KEY = "error-reason"
 FIELD_KEY = "error-field"
 ERROR_ID_KEY = "error-id"
+RETRY_AFTER_KEY = "retry-after-ms"
 
 _STATUS: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -34,6 +37,7 @@ _STATUS: dict[type[DomainError], grpc.StatusCode] = {
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     Conflict: grpc.StatusCode.ABORTED,
+    RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -49,6 +53,8 @@ def trailers(error: DomainError) -> tuple[tuple[str, str], ...]:
     pairs = [(REASON_KEY, error.reason)]
     if isinstance(error, InvalidArgument):
         pairs.append((FIELD_KEY, error.field))
+    if isinstance(error, RateLimited):
+        pairs.append((RETRY_AFTER_KEY, str(error.retry_after_ms)))
     return tuple(pairs)
 
 

@@ -43,13 +43,19 @@ class FakeClients:
         self.calls = 0
 
     async def call(
-        self, service: str, stub_type: Callable[..., Any], invoke: Callable[[Any], Awaitable[Any]]
+        self,
+        service: str,
+        stub_type: Callable[..., Any],
+        invoke: Callable[[Any, float], Awaitable[Any]],
+        *,
+        timeout: float,
+        idempotent: bool = False,
     ) -> product_pb2.BatchGetProductsResponse:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
         stub = FakeStub(self.products)
-        return cast(product_pb2.BatchGetProductsResponse, await invoke(stub))
+        return cast(product_pb2.BatchGetProductsResponse, await invoke(stub, timeout))
 
 
 class FakeStub:
