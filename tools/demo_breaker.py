@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import os
 import signal
@@ -39,17 +38,15 @@ from dataclasses import dataclass, field
 import aetcd
 import grpc
 
-from devstack.stack import Stack
 from shared.config import store
 from shared.config.center import ConfigCenter
 from shared.config.models import BreakerPolicy, GlobalConfig, RetryPolicy
 from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tools.demo_knobs import patched_config
-from tools.launcher import open_directory
+from tools.demo_session import DemoResult, on_make_run
 from tools.seed import CUSTOMER
 from tools.shop_client import ShopClient
 
@@ -59,12 +56,6 @@ PRODUCT_DEADLINE_SECONDS = 0.3
 FAST_SAMPLES = 20
 DEGRADED_ORDERS = 5
 SKU = "DEMO-MUG"
-
-
-@dataclass
-class DemoResult:
-    ok: bool
-    summary: str
 
 
 @dataclass
@@ -262,24 +253,17 @@ def product_pids() -> list[int]:
 
 
 async def main() -> int:
-    logging.getLogger("shared.rpc.client").setLevel(logging.ERROR)
-    stack = Stack("dev")
     pids = product_pids()
-    client = etcd_client(stack.etcd_endpoint)
-    try:
-        async with open_directory(stack) as directory:
-            if not pids or not directory.instances("order"):
-                say("demo-breaker: no product or order service running; start `make run`")
-                return 2
-            result = await run_demo(client, directory, ClientTLS.operator(stack.tls_dir), pids)
-    except (grpc.aio.AioRpcError, TimeoutError, store.ConfigConflict) as error:
-        detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
-        say(f"demo-breaker: FAILED: {detail}")
-        return 1
-    finally:
-        await client.close()
-    say(result.summary)
-    return 0 if result.ok else 1
+    if not pids:
+        say("demo-breaker: no product service running; start the system with `make run`")
+        return 2
+    return await on_make_run(
+        "demo-breaker",
+        ["product", "order"],
+        lambda client, directory, stack: run_demo(
+            client, directory, ClientTLS.operator(stack.tls_dir), pids
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -13,26 +13,18 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import dataclass
 
 import aetcd
 
-from devstack.stack import Stack
 from shared.config import store
 from shared.config.center import config_key
 from shared.config.models import GlobalConfig
 from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client
 from tools.config_admin import wait_applied
-from tools.launcher import SERVICES, open_directory
+from tools.demo_session import DemoResult, on_make_run
+from tools.launcher import SERVICES
 
 APPLY_TIMEOUT = 10.0
-
-
-@dataclass
-class DemoResult:
-    ok: bool
-    summary: str
 
 
 def say(message: str) -> None:
@@ -111,18 +103,9 @@ async def every_instance_refused(client: aetcd.Client, revision: int, instances:
 
 
 async def main() -> int:
-    stack = Stack("dev")
-    client = etcd_client(stack.etcd_endpoint)
-    try:
-        async with open_directory(stack) as directory:
-            if not any(directory.instances(s) for s in SERVICES):
-                say("demo-config: no services registered; start them with `make run`")
-                return 2
-            result = await run_demo(client, directory)
-    finally:
-        await client.close()
-    say(result.summary)
-    return 0 if result.ok else 1
+    return await on_make_run(
+        "demo-config", SERVICES, lambda client, directory, _: run_demo(client, directory)
+    )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ rate, which is its job (the demo prints how often that would have happened).
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 import time
 from collections import Counter
@@ -31,16 +30,14 @@ import aetcd
 import grpc
 import typer
 
-from devstack.stack import Stack
 from shared.config.center import ConfigCenter
 from shared.config.models import BreakerPolicy, GlobalConfig, RetryPolicy
 from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from tools.demo_knobs import patched_config
-from tools.launcher import open_directory
+from tools.demo_session import DemoResult, on_make_run
 from tools.seed import CUSTOMER
 from tools.shop_client import ShopClient
 
@@ -52,12 +49,6 @@ DEADLINE = 5.0
 NO_BREAKER = BreakerPolicy(failure_threshold=1000)
 WITHOUT = RetryPolicy(max_attempts=1)
 WITH = RetryPolicy(max_attempts=4, budget_max_tokens=100, budget_token_ratio=1.0)
-
-
-@dataclass
-class DemoResult:
-    ok: bool
-    summary: str
 
 
 def say(message: str) -> None:
@@ -197,26 +188,13 @@ async def run_demo(
 
 
 async def main(reads: int, rate: float) -> int:
-    # The clients' retry notes are for services' logs; the demo says what happens.
-    logging.getLogger("shared.rpc.client").setLevel(logging.ERROR)
-    stack = Stack("dev")
-    client = etcd_client(stack.etcd_endpoint)
-    try:
-        async with open_directory(stack) as directory:
-            if not directory.instances("product"):
-                say("demo-retry: no product instance registered; start the system with `make run`")
-                return 2
-            result = await run_demo(
-                client, directory, ClientTLS.operator(stack.tls_dir), reads=reads, rate=rate
-            )
-    except (grpc.aio.AioRpcError, TimeoutError) as error:
-        detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
-        say(f"demo-retry: FAILED: {detail}")
-        return 1
-    finally:
-        await client.close()
-    say(result.summary)
-    return 0 if result.ok else 1
+    return await on_make_run(
+        "demo-retry",
+        ["product"],
+        lambda client, directory, stack: run_demo(
+            client, directory, ClientTLS.operator(stack.tls_dir), reads=reads, rate=rate
+        ),
+    )
 
 
 def cli(

@@ -263,7 +263,28 @@ class InjectedFault(Unavailable):
     reason = "INJECTED_FAULT"
 
 
-class FaultInjectionInterceptor(WrappingInterceptor):
+class AdmissionInterceptor(WrappingInterceptor):
+    """An interceptor that only decides whether a call may run at all: ``admit`` raises
+    a DomainError to refuse it, before the handler (or a stream's first message)."""
+
+    def admit(self, method: str, context: Context) -> None:
+        raise NotImplementedError
+
+    async def unary(
+        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
+    ) -> Any:
+        self.admit(method, context)
+        return await behavior(request, context)
+
+    async def stream(
+        self, method: str, behavior: StreamBehavior, request: Any, context: Context
+    ) -> AsyncIterator[Any]:
+        self.admit(method, context)
+        async for response in behavior(request, context):
+            yield response
+
+
+class FaultInjectionInterceptor(AdmissionInterceptor):
     """Answers UNAVAILABLE to ``config.current.faults.unavailable_rate`` of the calls, before
     the handler runs, so nothing is applied and a retry is safe: for the retry demo and
     chaos runs. Health and reflection are never failed (probes must tell the truth)."""
@@ -272,35 +293,22 @@ class FaultInjectionInterceptor(WrappingInterceptor):
         self._config = config
         self._rand = rand
 
-    def _maybe_fail(self, method: str) -> None:
+    def admit(self, method: str, context: Context) -> None:
         if method.startswith(_ALWAYS_PUBLIC_PREFIXES):
             return
         rate = self._config.current.faults.unavailable_rate  # once: this call's view
         if rate > 0 and self._rand() < rate:
             raise InjectedFault(f"injected fault: {rate:.0%} of calls fail (config faults)")
 
-    async def unary(
-        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
-    ) -> Any:
-        self._maybe_fail(method)
-        return await behavior(request, context)
 
-    async def stream(
-        self, method: str, behavior: StreamBehavior, request: Any, context: Context
-    ) -> AsyncIterator[Any]:
-        self._maybe_fail(method)
-        async for response in behavior(request, context):
-            yield response
-
-
-class AuthInterceptor(WrappingInterceptor):
+class AuthInterceptor(AdmissionInterceptor):
     """Checks the calling party (mTLS) and the bearer token; makes the user current."""
 
     def __init__(self, verifier: TokenVerifier, policy: AccessPolicy) -> None:
         self._verifier = verifier
         self._policy = policy
 
-    def _admit(self, method: str, context: Context) -> None:
+    def admit(self, method: str, context: Context) -> None:
         parties = self._policy.parties_for(method)
         if parties is not None and (party := peer_identity(context)) not in parties:
             raise PermissionDenied(
@@ -326,19 +334,6 @@ class AuthInterceptor(WrappingInterceptor):
                     raise Unauthenticated("authorization metadata must be 'Bearer <token>'")
                 return self._verifier.verify(token)
         raise Unauthenticated("this call needs a bearer token in 'authorization' metadata")
-
-    async def unary(
-        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
-    ) -> Any:
-        self._admit(method, context)
-        return await behavior(request, context)
-
-    async def stream(
-        self, method: str, behavior: StreamBehavior, request: Any, context: Context
-    ) -> AsyncIterator[Any]:
-        self._admit(method, context)
-        async for response in behavior(request, context):
-            yield response
 
 
 class _Undecodable:
@@ -406,7 +401,7 @@ def _rate_limits(config: ConfigCenter | None) -> list[grpc.aio.ServerInterceptor
     """Per caller and method, from the config center; none without one."""
     if config is None:
         return []
-    # Imported here: shared/rpc/ratelimit.py builds on this module's WrappingInterceptor.
+    # Imported here: shared/rpc/ratelimit.py builds on this module's AdmissionInterceptor.
     from shared.rpc.ratelimit import RateLimitInterceptor
 
     return [RateLimitInterceptor(config)]

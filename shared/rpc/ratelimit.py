@@ -26,15 +26,14 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import unquote
 
 from shared.auth.identity import current_identity_or_none
 from shared.config.center import ConfigCenter, RuntimeConfig
 from shared.config.models import RateLimit
 from shared.errors import RateLimited
-from shared.rpc.interceptors import Context, StreamBehavior, UnaryBehavior, WrappingInterceptor
+from shared.rpc.interceptors import AdmissionInterceptor, Context
 
 Clock = Callable[[], float]
 
@@ -190,7 +189,7 @@ def retry_after_ms(seconds: float) -> int:
     return max(1, math.ceil(seconds * 1000))
 
 
-class RateLimitInterceptor(WrappingInterceptor):
+class RateLimitInterceptor(AdmissionInterceptor):
     """Refuses a call over its caller's limit for the method, before the servicer runs.
 
     A streaming call counts once, when it starts.
@@ -212,7 +211,7 @@ class RateLimitInterceptor(WrappingInterceptor):
             return
         self.buckets.retune(limits.for_method)
 
-    def _admit(self, method: str, context: Context) -> None:
+    def admit(self, method: str, context: Context) -> None:
         if method.startswith(UNLIMITED_PREFIXES):
             return
         limits = self._config.current.rate_limits  # once: this call's view of the knobs
@@ -228,16 +227,3 @@ class RateLimitInterceptor(WrappingInterceptor):
                 f" retry in {ms} ms",
                 ms,
             )
-
-    async def unary(
-        self, method: str, behavior: UnaryBehavior, request: Any, context: Context
-    ) -> Any:
-        self._admit(method, context)
-        return await behavior(request, context)
-
-    async def stream(
-        self, method: str, behavior: StreamBehavior, request: Any, context: Context
-    ) -> AsyncIterator[Any]:
-        self._admit(method, context)
-        async for response in behavior(request, context):
-            yield response

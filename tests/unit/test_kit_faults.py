@@ -23,18 +23,18 @@ def interceptor(rate: float, draw: float, *, own: float | None = None) -> FaultI
 
 def test_a_draw_under_the_rate_fails_the_call() -> None:
     with pytest.raises(InjectedFault, match="injected fault: 30% of calls fail"):
-        interceptor(0.3, 0.29)._maybe_fail(GET)
-    interceptor(0.3, 0.3)._maybe_fail(GET)  # not under: goes through
+        interceptor(0.3, 0.29).admit(GET, None)  # type: ignore[arg-type]
+    interceptor(0.3, 0.3).admit(GET, None)  # type: ignore[arg-type]  # not under: goes through
 
 
 def test_no_rate_no_fault() -> None:
-    interceptor(0.0, 0.0)._maybe_fail(GET)
+    interceptor(0.0, 0.0).admit(GET, None)  # type: ignore[arg-type]
 
 
 def test_the_services_own_document_overrides_the_global_one() -> None:
-    interceptor(1.0, 0.5, own=0.0)._maybe_fail(GET)
+    interceptor(1.0, 0.5, own=0.0).admit(GET, None)  # type: ignore[arg-type]
     with pytest.raises(InjectedFault):
-        interceptor(0.0, 0.5, own=1.0)._maybe_fail(GET)
+        interceptor(0.0, 0.5, own=1.0).admit(GET, None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -47,7 +47,7 @@ def test_the_services_own_document_overrides_the_global_one() -> None:
     ],
 )
 def test_health_and_reflection_are_never_failed(method: str) -> None:
-    interceptor(1.0, 0.0)._maybe_fail(method)
+    interceptor(1.0, 0.0).admit(method, None)  # type: ignore[arg-type]
 
 
 def test_an_injected_fault_is_unavailable_with_its_own_reason() -> None:

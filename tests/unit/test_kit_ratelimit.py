@@ -234,7 +234,7 @@ def admit(
 ) -> RateLimited | None:
     def call() -> RateLimited | None:
         try:
-            interceptor._admit(method, FakeContext(peer))  # type: ignore[arg-type]
+            interceptor.admit(method, FakeContext(peer))  # type: ignore[arg-type]
         except RateLimited as error:
             return error
         return None
