@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import aetcd
 import grpc
@@ -21,13 +22,23 @@ from shared.registry.etcd import etcd_client
 from tools.launcher import open_directory
 
 
+class Outcome(Protocol):
+    """What a demo reports: whether the behaviour showed, and its one summary line."""
+
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def summary(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class DemoResult:
     ok: bool
     summary: str
 
 
-Demo = Callable[[aetcd.Client, ServiceDirectory, Stack], Awaitable[DemoResult]]
+Demo = Callable[[aetcd.Client, ServiceDirectory, Stack], Awaitable[Outcome]]
 
 
 async def on_make_run(name: str, needs: Sequence[str], demo: Demo) -> int:
@@ -35,6 +46,16 @@ async def on_make_run(name: str, needs: Sequence[str], demo: Demo) -> int:
     logging.getLogger("shared.rpc.client").setLevel(logging.ERROR)
     stack = Stack("dev")
     client = etcd_client(stack.etcd_endpoint)
+    try:
+        # etcd first: discovery would wait for it forever, where one read fails at once.
+        await store.read(client, "global")
+    except (aetcd.ClientError, OSError) as error:
+        print(
+            f"{name}: etcd at {stack.etcd_endpoint} is not reachable ({error}); "
+            "start the system with `make run`"
+        )
+        await client.close()
+        return 2
     try:
         async with open_directory(stack) as directory:
             if missing := [s for s in needs if not directory.instances(s)]:

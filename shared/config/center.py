@@ -34,7 +34,6 @@ from shared.config.models import (
     RateLimits,
     RetryPolicy,
     ServiceKnobs,
-    model_for,
     validate_document,
 )
 from shared.registry.watch import KeyRangeFollower, prefix_range
@@ -236,8 +235,3 @@ async def publish_status(
     await client.put(
         status_key(center.service, instance_id).encode(), status_document(center), lease=lease
     )
-
-
-def scopes_for(service: str) -> tuple[str, str]:
-    model_for(service)  # raises for an unknown service
-    return ("global", service)

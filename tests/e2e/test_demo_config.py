@@ -5,28 +5,18 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
 
-from devstack.stack import Stack
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
-from tests.e2e.conftest import RunningSystem, running_system
-from tests.support.tokens import TestKeys
+from tests.e2e.conftest import RunningSystem
 from tools.demo_config import run_demo
 from tools.launcher import REPO_ROOT
 from tools.seed import CUSTOMER
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
-    async with running_system(stack, keys, replicas={"product": 2}) as running:
-        yield running
 
 
 async def test_demo_config_applies_refuses_and_rolls_back(system: RunningSystem) -> None:
