@@ -61,6 +61,11 @@ Handler = Callable[[UowT, Event], Awaitable[None]]
 # writes (e.g. many reservations of one hot SKU in one UPDATE). Must behave exactly
 # as the per-event handler applied to each event in order.
 BatchHandler = Callable[[UowT, list[Event]], Awaitable[None]]
+# Runs before the transaction that handles the events, outside it, for work that must not
+# hold row locks while it waits (a call to an outside system, such as a payment provider).
+# It sees events before deduplication and again whenever their handling is retried, so it
+# must be safe to repeat; what it learns, the handler reads inside the transaction.
+Preparer = Callable[[list[Event]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -87,6 +92,7 @@ class IdempotentConsumer(Generic[UowT]):
         unit_of_work: Callable[[], UowT],
         handlers: Mapping[str, Handler[UowT]],
         batch_handlers: Mapping[str, BatchHandler[UowT]] | None = None,
+        preparers: Mapping[str, Preparer] | None = None,
         dead_letters: AIOKafkaProducer,
         attempts: int = 3,
         max_batch: int = 500,
@@ -97,6 +103,7 @@ class IdempotentConsumer(Generic[UowT]):
         self._uow = unit_of_work
         self._handlers = dict(handlers)
         self._batch_handlers = dict(batch_handlers or {})
+        self._preparers = dict(preparers or {})
         self._dead_letters = dead_letters
         self._attempts = attempts
         self._max_batch = max_batch
@@ -178,6 +185,7 @@ class IdempotentConsumer(Generic[UowT]):
                 events.append((record, event))
         if events:
             try:
+                await self._prepare(events)
                 await self._apply(events)
             except INFRASTRUCTURE_ERRORS:
                 raise
@@ -187,6 +195,14 @@ class IdempotentConsumer(Generic[UowT]):
                 )
                 for record, event in events:
                     await self._apply_with_retries(record, event)
+
+    async def _prepare(self, events: list[tuple[ConsumerRecord, Event]]) -> None:
+        by_type: dict[str, list[Event]] = {}
+        for _, event in events:
+            if event.type in self._preparers:
+                by_type.setdefault(event.type, []).append(event)
+        for event_type, of_type in by_type.items():
+            await self._preparers[event_type](of_type)
 
     async def _apply(self, events: list[tuple[ConsumerRecord, Event]]) -> None:
         handled = 0
@@ -230,6 +246,7 @@ class IdempotentConsumer(Generic[UowT]):
         try:
             async for attempt in retrying:
                 with attempt:
+                    await self._prepare([(record, event)])
                     await self._apply([(record, event)])
         except INFRASTRUCTURE_ERRORS:
             raise

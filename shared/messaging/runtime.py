@@ -14,7 +14,7 @@ from typing import Generic
 
 import asyncpg
 
-from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, UowT
+from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, Preparer, UowT
 from shared.messaging.relay import OutboxRelay, kafka_producer
 from shared.settings import ServiceSettings
 
@@ -25,6 +25,8 @@ class Subscriptions(Generic[UowT]):
     handlers: Mapping[str, Handler[UowT]] = field(default_factory=dict)
     # Optional merged handling of consecutive events of one type (see consumer.BatchHandler).
     batch_handlers: Mapping[str, BatchHandler[UowT]] = field(default_factory=dict)
+    # Work done outside the transaction before the events are handled (see consumer.Preparer).
+    preparers: Mapping[str, Preparer] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,6 +56,7 @@ async def run_messaging(
                 unit_of_work=unit_of_work,
                 handlers=subscriptions.handlers,
                 batch_handlers=subscriptions.batch_handlers,
+                preparers=subscriptions.preparers,
                 dead_letters=dead_letters,
             )
             await consumer.start()
