@@ -44,14 +44,16 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests start consumer groups constantly; the default 3s delay would add up.
 group.initial.rebalance.delay.ms=0
+# The services' consumers use a 4 s session (shared/messaging/kafka.py), below Kafka's 6 s floor.
+group.min.session.timeout.ms=1000
 # The defaults (50 partitions each) make the first consumer group / transaction on a fresh stack
 # wait for dozens of partitions to be created, for no benefit on a single node.
 offsets.topic.num.partitions=10
 transaction.state.log.num.partitions=10
 # After a SIGKILL the controller refuses the restarted broker (DUPLICATE_BROKER_REGISTRATION)
-# until the dead incarnation's session expires: 9s by default, dominating crash-restart tests.
+# until the dead incarnation's session expires: 9s by default, dominating crash-restart recovery.
 broker.heartbeat.interval.ms=500
-broker.session.timeout.ms=4000
+broker.session.timeout.ms=2500
 
 # Sized for a 2-core dev box running two profiles side by side.
 num.network.threads=2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -20,12 +21,17 @@ import typer
 from shared.config.center import ConfigCenter
 from shared.config.models import KNOBS, ServiceKnobs
 from shared.db.migrations import apply_migrations
+from shared.db.probe import DatabaseProbe
 from shared.logs import apply_log_level, configure_logging
 from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
 from shared.registry.etcd import etcd_client
 from shared.rpc.interceptors import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+DATABASE_WAIT_START, DATABASE_WAIT_MAX = 0.2, 2.0
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
@@ -49,7 +55,8 @@ class ServiceDefinition(Generic[SettingsT]):
         return applied + await apply_migrations(settings.pg_dsn, self.migrations)
 
     async def serve(self, settings: SettingsT) -> None:
-        """Migrate, then serve until SIGINT/SIGTERM."""
+        """Wait for the database, migrate, then serve until SIGINT/SIGTERM."""
+        await wait_for_database(settings.pg_dsn)
         await self.migrate(settings)
         async with open_config(settings) as config, self.bindings(settings, config) as bindings:
             await ServiceHost(settings, bindings, self.access, config).serve_until_stopped()
@@ -72,6 +79,20 @@ class ServiceDefinition(Generic[SettingsT]):
             asyncio.run(self.migrate(settings))
 
         app()
+
+
+async def wait_for_database(dsn: str) -> None:
+    """The one thing an instance cannot serve without: waited for, not crashed on, so an
+    instance (re)started during a database restart comes up as soon as it is back."""
+    probe = DatabaseProbe(dsn)
+    delay = DATABASE_WAIT_START
+    try:
+        while not await probe.check():
+            log.warning("database unreachable; trying again in %.1fs", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DATABASE_WAIT_MAX)
+    finally:
+        await probe.close()
 
 
 def knob_defaults(settings: ServiceSettings) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from tenacity import (
@@ -41,10 +41,14 @@ from tenacity import (
 
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.messaging import trace_context
-from shared.messaging.dead_letter import dead_letter
+from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import Event, MalformedEvent, unwrap
+from shared.messaging.kafka import KafkaTuning
 
 log = logging.getLogger(__name__)
+
+# While the broker cannot be reached at start-up: 0.2 s, 0.4 s, ... up to 5 s between tries.
+CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 5.0
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
 # Failures of the database connection itself: the whole batch waits and is read again.
@@ -71,14 +75,17 @@ Preparer = Callable[[list[Event]], Awaitable[None]]
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, name: str) -> None:
         self._name = name
+        self.assigned: set[TopicPartition] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Offsets are committed after every batch, so nothing handled is lost here;
         # anything handled but not yet committed is redelivered and deduplicated.
+        self.assigned -= revoked
         if revoked:
             log.info("%s: partitions revoked: %s", self._name, sorted(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned |= assigned
         log.info("%s: partitions assigned: %s", self._name, sorted(assigned))
 
 
@@ -93,9 +100,10 @@ class IdempotentConsumer(Generic[UowT]):
         handlers: Mapping[str, Handler[UowT]],
         batch_handlers: Mapping[str, BatchHandler[UowT]] | None = None,
         preparers: Mapping[str, Preparer] | None = None,
-        dead_letters: AIOKafkaProducer,
+        dead_letters: DeadLetterPublisher,
         attempts: int = 3,
         max_batch: int = 500,
+        tuning: KafkaTuning | None = None,
     ) -> None:
         self.name = name  # also the consumer group id
         self._topics = list(topics)
@@ -107,14 +115,49 @@ class IdempotentConsumer(Generic[UowT]):
         self._dead_letters = dead_letters
         self._attempts = attempts
         self._max_batch = max_batch
+        self._tuning = tuning or KafkaTuning()
+        self._listener = _Listener(name)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.handled = 0
         self.duplicates = 0
         self.dead_lettered = 0
 
+    @property
+    def connected(self) -> bool:
+        """Joined the group with partitions to read (False while the broker is away)."""
+        return self._consumer is not None and bool(self._listener.assigned)
+
+    @property
+    def last_fetch_at(self) -> float | None:
+        """When (``time.time()``) the broker last answered a fetch for a partition this
+        instance owns; None while it owns none. Fetches repeat every few milliseconds
+        while the broker is reachable, so a stale value means the link is down: the saga
+        timeout's clock stops on it (services/order/saga_timeout.py)."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        stamps = [consumer.last_poll_timestamp(tp) for tp in consumer.assignment()]
+        known = [stamp for stamp in stamps if stamp is not None]
+        return max(known) / 1000 if known else None
+
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
+        """Returns at once: the consumer connects in the background, retrying until the
+        broker answers, so a broker that is down never holds up the service's start."""
+        self._task = asyncio.create_task(self._connect_and_run(), name=f"consumer {self.name}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self._dead_letters.stop()
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        t = self._tuning
+        consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self.name,
             enable_auto_commit=False,
@@ -124,18 +167,32 @@ class IdempotentConsumer(Generic[UowT]):
             # waiting does not always wake for data on another partition or topic (one
             # consumer reads two topics): a short wait bounds each saga hop's latency.
             fetch_max_wait_ms=10,
+            session_timeout_ms=t.session_timeout_ms,
+            heartbeat_interval_ms=t.heartbeat_interval_ms,
+            metadata_max_age_ms=t.metadata_max_age_ms,
+            retry_backoff_ms=t.retry_backoff_ms,
         )
-        self._consumer.subscribe(self._topics, listener=_Listener(self.name))
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name=f"consumer {self.name}")
+        consumer.subscribe(self._topics, listener=self._listener)
+        return consumer
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+    async def _connect_and_run(self) -> None:
+        backoff = CONNECT_BACKOFF_START
+        while self._consumer is None:
+            consumer = self._new_consumer()
+            try:
+                await consumer.start()
+            except (KafkaError, OSError) as exc:
+                with contextlib.suppress(Exception):
+                    await consumer.stop()
+                log.warning(
+                    "%s: Kafka unreachable (%s); retrying in %.1fs", self.name, exc, backoff
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, CONNECT_BACKOFF_MAX)
+                continue
+            self._consumer = consumer
+        log.info("%s: consumer connected to %s", self.name, self._bootstrap)
+        await self._run()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -254,7 +311,7 @@ class IdempotentConsumer(Generic[UowT]):
             await self._give_up(record, f"{event.type} failed {self._attempts} times: {exc!r}")
 
     async def _give_up(self, record: ConsumerRecord, error: str) -> None:
-        await dead_letter(self._dead_letters, record, consumer=self.name, error=error)
+        await self._dead_letters.publish(record, consumer=self.name, error=error)
         self.dead_lettered += 1
 
 

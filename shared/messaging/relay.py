@@ -20,6 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from shared.messaging.kafka import KafkaTuning, kafka_producer
 from shared.messaging.trace_context import HEADER as TRACE_HEADER
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,6 @@ async def outbox_lag(conn: asyncpg.Connection | asyncpg.Pool) -> OutboxLag:
     return OutboxLag(int(row["n"]), float(row["age"]))
 
 
-def kafka_producer(bootstrap: str) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        enable_idempotence=True,  # implies acks=all: no loss, no broker-side duplicates
-        acks="all",
-        linger_ms=2,
-        request_timeout_ms=10_000,
-    )
-
-
 class PublishTimeout(Exception):
     """Kafka did not acknowledge a batch in time; the producer is replaced."""
 
@@ -73,10 +64,12 @@ class OutboxRelay:
         batch_size: int = 500,
         retention_seconds: float = 3600.0,
         publish_timeout: float = 10.0,
+        tuning: KafkaTuning | None = None,
     ) -> None:
         self._pool = pool
         self._dsn = dsn  # for the LISTEN connection, which must not go back to the pool
         self._bootstrap = bootstrap
+        self._tuning = tuning or KafkaTuning()
         self._producer: AIOKafkaProducer | None = None
         self._publish_timeout = publish_timeout
         self._batch_size = batch_size
@@ -99,7 +92,7 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = kafka_producer(self._bootstrap)
+            producer = kafka_producer(self._bootstrap, self._tuning)
             try:
                 await producer.start()
             except BaseException:

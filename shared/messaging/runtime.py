@@ -1,8 +1,10 @@
 """Everything a service needs to take part in the saga, started and stopped as one.
 
-The outbox relay (with its own producer), a producer for the dead-letter path,
-and, for services that react to events, one idempotent
-consumer whose group is the service's name, so its instances share partitions.
+The outbox relay (with its own producer) and, for services that react to events,
+one idempotent consumer (with a dead-letter publisher) whose group is the
+service's name, so its instances share partitions. None of them waits for Kafka:
+each connects, and reconnects, in the background (the outbox keeps the events
+meanwhile), so a broker outage never holds up start-up or PlaceOrder.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Generic
 import asyncpg
 
 from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, Preparer, UowT
-from shared.messaging.relay import OutboxRelay, kafka_producer
+from shared.messaging.dead_letter import DeadLetterPublisher
+from shared.messaging.kafka import KafkaTuning
+from shared.messaging.relay import OutboxRelay
 from shared.settings import ServiceSettings
 
 
@@ -42,9 +46,10 @@ async def run_messaging(
     unit_of_work: Callable[[], UowT],
     subscriptions: Subscriptions[UowT] | None = None,
 ) -> AsyncIterator[Messaging[UowT]]:
-    dead_letters = kafka_producer(settings.kafka_bootstrap)
-    await dead_letters.start()
-    relay = OutboxRelay(pool, bootstrap=settings.kafka_bootstrap, dsn=settings.pg_dsn)
+    tuning = kafka_tuning(settings)
+    relay = OutboxRelay(
+        pool, bootstrap=settings.kafka_bootstrap, dsn=settings.pg_dsn, tuning=tuning
+    )
     consumer: IdempotentConsumer[UowT] | None = None
     try:
         await relay.start()
@@ -57,7 +62,8 @@ async def run_messaging(
                 handlers=subscriptions.handlers,
                 batch_handlers=subscriptions.batch_handlers,
                 preparers=subscriptions.preparers,
-                dead_letters=dead_letters,
+                dead_letters=DeadLetterPublisher(settings.kafka_bootstrap, tuning),
+                tuning=tuning,
             )
             await consumer.start()
         yield Messaging(relay, consumer)
@@ -65,4 +71,11 @@ async def run_messaging(
         if consumer is not None:
             await consumer.stop()
         await relay.stop()
-        await dead_letters.stop()
+
+
+def kafka_tuning(settings: ServiceSettings) -> KafkaTuning:
+    return KafkaTuning(
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
+    )

@@ -3,8 +3,11 @@
 The key ``/services/<name>/<instance-id>`` holds {address, version, started_at}
 and lives on a lease kept alive every TTL/3. If the lease is lost (etcd lost
 its state, or this process was paused past the TTL), a new lease is granted
-and the key written again, so the instance heals itself. Shutdown revokes the
-lease first, so callers stop picking this instance before it stops serving.
+and the key written again, so the instance heals itself. If etcd is down when
+the instance starts, it serves anyway and registers as soon as etcd answers.
+Shutdown revokes the lease first, so callers stop picking this instance before
+it stops serving; ``withdraw`` does the same while the instance cannot serve
+(its database is down) and ``start`` puts it back.
 """
 
 from __future__ import annotations
@@ -58,8 +61,14 @@ class ServiceRegistration:
         return self._lease
 
     async def start(self) -> None:
-        """Registers now (failing loudly if etcd is unreachable), then keeps alive."""
-        await self._register()
+        """Registers now if etcd answers (else logs, and the keepalive keeps trying),
+        then keeps the lease alive."""
+        if self._task is not None:
+            return
+        try:
+            await self._register()
+        except (ClientError, OSError) as exc:
+            log.warning("cannot register %s yet (%s); retrying", self.key, exc)
         self._task = asyncio.create_task(self._keep_alive(), name=f"keepalive {self.key}")
 
     async def _register(self) -> None:
@@ -95,6 +104,10 @@ class ServiceRegistration:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+    async def withdraw(self) -> None:
+        """Deregisters (revoking the lease) until the next ``start``."""
+        await self.stop()
 
     async def stop(self) -> None:
         """Revokes the lease (deleting the key) before anything else shuts down."""

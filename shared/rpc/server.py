@@ -6,6 +6,15 @@ goes first: revoke (peers drop us from their caches), run the bindings'
 ``on_shutdown`` hooks (e.g. end long-lived streams, which would otherwise hold
 the drain until the grace period expires), NOT_SERVING, then drain in-flight
 RPCs for up to the grace period.
+
+Readiness and liveness are two answers of the health service. Readiness (the
+empty service name and each service's name) follows the database every second:
+after ``READINESS_FAILURES`` failed checks in a row the instance withdraws from
+etcd and answers NOT_SERVING, so discovery and Kubernetes' readiness probe route
+around it; the first good check puts it back. Liveness (``LIVENESS``) stays
+SERVING while the process runs its event loop: a database outage is not a
+reason to restart the instance. Kafka is in neither answer: the outbox keeps
+the events while the broker is away.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer  # healt
 from shared.auth.jwks import JwksWatcher
 from shared.auth.tokens import TokenVerifier
 from shared.config.center import ConfigCenter, publish_status
+from shared.db.probe import DatabaseProbe
 from shared.registry.etcd import etcd_client
 from shared.registry.registration import ServiceRegistration
 from shared.rpc.interceptors import AccessPolicy, default_chain
@@ -35,6 +45,11 @@ from shared.tls import server_credentials
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1024 * 1024
+# The health service name of the liveness answer (Kubernetes' livenessProbe asks it).
+LIVENESS = "liveness"
+READINESS_INTERVAL_SECONDS = 1.0
+# One slow check is a blip; two in a row is an outage worth routing around.
+READINESS_FAILURES = 2
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,14 @@ class ServiceHost:
         # Which config revisions this instance applied, for `shopctl config status`:
         # written after registration, on every swap, and every few seconds.
         self._status = PeriodicTask("config status", self._publish_status, interval=5.0)
+        self._database = DatabaseProbe(settings.pg_dsn)
+        self._readiness = PeriodicTask(
+            "readiness", self._check_readiness, interval=READINESS_INTERVAL_SECONDS
+        )
+        self.ready = False
+        self._failed_checks = 0
+        self.withdrawals = 0  # how often the database outage took this instance out
+        self._names: list[str] = [""]  # the health names of readiness
         self._server = grpc.aio.server(
             interceptors=default_chain(self.verifier, policy, self.config),
             options=[
@@ -102,6 +125,7 @@ class ServiceHost:
             binding.add_to_server(binding.servicer, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         names = [b.full_name for b in self._bindings]
+        self._names = ["", *names]
         enable_reflection([*names, health.SERVICE_NAME], self._server)
         # mTLS only: callers need a client certificate of the stack's CA (shared/tls.py).
         self.port = self._server.add_secure_port(
@@ -127,12 +151,45 @@ class ServiceHost:
             version=s.version,
             ttl_seconds=s.registry_ttl_seconds,
         )
-        await self.registration.start()
+        await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        for name in self._names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.config.listeners.append(self._on_config)
         self._status.start()
-        for name in ["", *names]:
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._check_readiness()
+        self._readiness.start()
         log.info("%s %s serving on %s", s.service_name, s.instance_id, self.address)
+
+    async def _check_readiness(self) -> None:
+        if await self._database.check():
+            self._failed_checks = 0
+            if not self.ready:
+                await self._become_ready()
+            return
+        self._failed_checks += 1
+        if self.ready and self._failed_checks >= READINESS_FAILURES:
+            await self._become_unready()
+
+    async def _become_ready(self) -> None:
+        assert self.registration is not None
+        await self.registration.start()
+        for name in self._names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.ready = True
+        if self.withdrawals:
+            log.info("database reachable again: %s is ready", self.settings.instance_id)
+
+    async def _become_unready(self) -> None:
+        assert self.registration is not None
+        self.ready = False
+        self.withdrawals += 1
+        log.warning(
+            "database unreachable: %s withdraws (NOT_SERVING) until it is back",
+            self.settings.instance_id,
+        )
+        await self.registration.withdraw()
+        for name in self._names:
+            await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -154,6 +211,8 @@ class ServiceHost:
         await self._stopping.wait()
 
     async def stop(self) -> None:
+        await self._readiness.stop()
+        await self._database.close()
         await self._status.stop()
         if self._on_config in self.config.listeners:
             self.config.listeners.remove(self._on_config)

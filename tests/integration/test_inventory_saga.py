@@ -26,7 +26,7 @@ from services.inventory.settings import InventorySettings
 from shared.db.pool import create_pool
 from shared.errors import InvalidArgument
 from shared.messaging.envelope import Event, unwrap, wrap
-from shared.messaging.relay import kafka_producer
+from shared.messaging.kafka import kafka_producer
 from shared.messaging.topics import ORDERS, PAYMENTS
 from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2

@@ -17,12 +17,15 @@ from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.messaging.consumer import IdempotentConsumer
+from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import Event, unwrap, wrap
+from shared.messaging.kafka import kafka_producer
 from shared.messaging.outbox import MIGRATIONS
-from shared.messaging.relay import OutboxRelay, kafka_producer, outbox_lag
+from shared.messaging.relay import OutboxRelay, outbox_lag
 from shared.messaging.topics import DEADLETTER
 from shop.events.v1 import order_events_pb2
 from tests.support.services import recreate_database
+from tests.support.tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +142,7 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
         bootstrap=stack.kafka_bootstrap,
         unit_of_work=lambda: PostgresUnitOfWork(pool),
         handlers={"shop.events.v1.OrderCreated": record, "shop.events.v1.OrderCancelled": explode},
-        dead_letters=producer,
+        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap),
         attempts=2,
     )
     dlq = AIOKafkaConsumer(
@@ -176,3 +179,47 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
         [uuid.UUID(good.event_id), uuid.UUID(after.event_id)],
     )
     assert sorted(r["note"] for r in effects) == ["a", "c"]
+
+
+async def test_relay_and_consumer_start_without_kafka_and_connect_when_it_answers(
+    stack: Stack, pool: asyncpg.Pool
+) -> None:
+    topic = await new_topic(stack, partitions=1)
+    host, _, port = stack.kafka_bootstrap.rpartition(":")
+    broker = TcpProxy(host, int(port))  # cut: the broker is unreachable, as if it were down
+    handled: list[str] = []
+
+    async def record(uow: PostgresUnitOfWork, event: Event) -> None:
+        handled.append(event.envelope.aggregate_id)
+
+    dsn = stack.pg_dsn("shop_messaging_test")
+    relay = OutboxRelay(pool, bootstrap=broker.endpoint, dsn=dsn)
+    consumer = IdempotentConsumer(
+        name=f"test-{uuid.uuid4().hex[:6]}",
+        topics=[topic],
+        bootstrap=broker.endpoint,
+        unit_of_work=lambda: PostgresUnitOfWork(pool),
+        handlers={"shop.events.v1.OrderCreated": record},
+        dead_letters=DeadLetterPublisher(broker.endpoint),
+    )
+    # Neither start waits for the broker (a bound only so that a regression fails, not hangs).
+    async with asyncio.timeout(5):
+        await relay.start()
+        await consumer.start()
+    try:
+        async with PostgresUnitOfWork(pool) as uow:
+            uow.outbox.add(topic, order_created("kept"), "kept")
+        await asyncio.sleep(1.0)
+        assert not consumer.connected and handled == []
+        assert (await outbox_lag(pool)).pending == 1  # the outbox keeps it meanwhile
+
+        await broker.open()
+        async with asyncio.timeout(30):
+            while handled != ["kept"]:
+                await asyncio.sleep(0.1)
+        assert consumer.connected
+        assert (await outbox_lag(pool)).pending == 0
+    finally:
+        await consumer.stop()
+        await relay.stop()
+        await broker.cut()

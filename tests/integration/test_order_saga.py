@@ -43,7 +43,7 @@ from services.order.persistence import OrderUnitOfWork
 from services.order.watch import OrderStatusHub
 from shared.auth.identity import Role
 from shared.messaging.envelope import Event, unwrap, wrap
-from shared.messaging.relay import kafka_producer
+from shared.messaging.kafka import kafka_producer
 from shared.messaging.topics import INVENTORY, ORDERS
 from shared.money import Money
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2

@@ -21,6 +21,7 @@ from services.payment.main import SERVICE as PAYMENT
 from services.product.main import SERVICE as PRODUCT
 from services.user.main import SERVICE as USER
 from shared.messaging.topics import TOPICS
+from shared.rpc.server import LIVENESS
 from shared.settings import REPO_ROOT, ServiceSettings
 from tools import k8s
 from tools.k8s_check import OVERLAYS, objects, render, rendered
@@ -232,6 +233,9 @@ def test_ports_and_probes_match_the_service(service: str) -> None:
         assert env[f"{prefix}HOST"] == "0.0.0.0"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             assert container[probe]["grpc"]["port"] == ports["probe"], probe
+        # Readiness follows the database; liveness does not (shared/rpc/server.py).
+        assert container["livenessProbe"]["grpc"]["service"] == LIVENESS
+        assert "service" not in container["readinessProbe"]["grpc"]
         assert container["command"] == ["python", "-m", f"services.{service}.main", "serve"]
         svc = find(objs, "Service", service)["spec"]
         assert svc["ports"][0]["targetPort"] == "grpc"
