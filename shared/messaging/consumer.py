@@ -47,8 +47,8 @@ from shared.messaging.kafka import KafkaTuning
 
 log = logging.getLogger(__name__)
 
-# While the broker cannot be reached at start-up: 0.2 s, 0.4 s, ... up to 5 s between tries.
-CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 5.0
+# While the broker cannot be reached at start-up: 0.2 s, 0.4 s, ... up to 1 s between tries.
+CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 1.0
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
 # Failures of the database connection itself: the whole batch waits and is read again.
