@@ -15,7 +15,11 @@ the call under three guards, all read from the config center once per call
   most ``retry.max_attempts``, within the deadline, under a retry budget per target
   service. An instance that answered UNAVAILABLE is ejected for a few seconds (it may
   be dead before etcd has expired its key), so each retry goes to another instance
-  when there is one.
+  when there is one. An idempotent call with a deadline gives each attempt at most
+  ``retry.attempt_timeout_ms`` of it: an instance that is frozen rather than dead
+  (SIGSTOPped, partitioned) takes calls and answers none, so the attempt is cut
+  short, the instance ejected like one that answered UNAVAILABLE, and the call
+  tried on another instance while its deadline still has room.
 
 Why our own loop, not gRPC's channel ``retryPolicy`` and ``retryThrottling``: a
 channel here is one instance (discovery hands us addresses, and we dial each one),
@@ -244,16 +248,28 @@ class ServiceClients:
                 raise self._circuit_error(service, breaker, config)
             tried.add(instance.address)
             self.counters[(service, "attempts")] += 1
+            cut_short = (
+                idempotent
+                and timeout is not None
+                and remaining is not None
+                and config.retry.attempt_timeout_ms / 1000 < remaining
+            )
+            budget_of_attempt = config.retry.attempt_timeout_ms / 1000 if cut_short else remaining
             try:
                 result = await self._attempt(
-                    invoke, stub_type(self.channel(instance)), remaining, timeout is not None
+                    invoke,
+                    stub_type(self.channel(instance)),
+                    budget_of_attempt,
+                    timeout is not None,
                 )
             except grpc.aio.AioRpcError as error:
                 code = error.code()
                 breaker.record(ticket, outcome_of(code), config.breaker)
                 if code in BUDGET_FAILURES:
                     budget.on_failure(config.retry)
-                if code == grpc.StatusCode.UNAVAILABLE:
+                if code == grpc.StatusCode.UNAVAILABLE or (
+                    cut_short and code == grpc.StatusCode.DEADLINE_EXCEEDED
+                ):
                     self._directory.cache.eject(instance, EJECT_SECONDS)
                 left = None if deadline is None else deadline - self._clock()
                 decision = decide(

@@ -448,3 +448,26 @@ async def test_without_a_config_center_the_defaults_apply() -> None:
     clients = ServiceClients(directory, cast(Any, FakeTLS()))
     assert clients.config.retry == RetryPolicy()
     assert clients.config.breaker == BreakerPolicy()
+
+
+async def test_an_idempotent_attempt_is_cut_short_and_tried_on_another_instance() -> None:
+    # A frozen instance answers nothing: the attempt runs out its own budget, not the call's.
+    h = harness(instances=2, retry=POLICY.model_copy(update={"attempt_timeout_ms": 800}))
+    h.script.answers = [C.DEADLINE_EXCEEDED, C.OK]
+    h.script.takes = 0.8
+    assert (await h.get(timeout=5.0, idempotent=True)).startswith("reply from")
+    first, second = h.script.attempts
+    assert first.timeout == pytest.approx(0.8) and second.timeout == pytest.approx(0.8)
+    assert first.address != second.address
+    # The frozen one is ejected: the next call goes to the other instance first.
+    h.script.answers = [C.OK]
+    await h.get(timeout=5.0, idempotent=True)
+    assert h.script.attempts[-1].address == second.address
+
+
+async def test_a_write_and_a_short_deadline_keep_the_whole_deadline_for_one_attempt() -> None:
+    h = harness(retry=POLICY.model_copy(update={"attempt_timeout_ms": 800}))
+    h.script.answers = [C.OK]
+    await h.get(timeout=5.0)  # not idempotent: a late write must not be sent twice
+    await h.get(timeout=0.5, idempotent=True)  # the deadline is shorter than an attempt
+    assert [a.timeout for a in h.script.attempts] == pytest.approx([5.0, 0.5])
