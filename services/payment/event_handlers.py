@@ -1,5 +1,8 @@
 """Payment's part in the order saga: charge on InventoryReserved, refund on OrderCancelled.
 
+The provider is asked before the transaction, by the consumer's preparer
+(services/payment/authorizer.py); the handler books the answer it got.
+
 Both handlers are safe on redelivery and in any arrival order: the order's
 payment record is claimed (or locked) before anything is decided, and an event
 that finds the decision already made changes nothing and raises nothing. Only
@@ -11,6 +14,7 @@ from __future__ import annotations
 import logging
 from typing import cast
 
+from services.payment.authorizer import ProviderAuthorizer
 from services.payment.domain import (
     OnCancel,
     Payment,
@@ -21,7 +25,6 @@ from services.payment.domain import (
     refund_entry,
 )
 from services.payment.persistence import PaymentUnitOfWork
-from services.payment.provider import PaymentProviderSimulator
 from shared.messaging.envelope import Event
 from shared.messaging.runtime import Subscriptions
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
@@ -33,8 +36,8 @@ log = logging.getLogger(__name__)
 
 
 class PaymentEventHandlers:
-    def __init__(self, provider: PaymentProviderSimulator) -> None:
-        self._provider = provider
+    def __init__(self, authorizer: ProviderAuthorizer) -> None:
+        self.authorizer = authorizer
 
     async def on_inventory_reserved(self, uow: PaymentUnitOfWork, event: Event) -> None:
         """Charges the order once: PaymentSucceeded, or PaymentFailed(reason)."""
@@ -43,7 +46,6 @@ class PaymentEventHandlers:
         user_id = parse_uuid(reserved.user_id, "user_id")
         amount = money_from_proto(reserved.total, "total")
 
-        # Cheap early exit for redeliveries, before paying for the provider's latency.
         if (known := await uow.payments.get(order_id)) is not None:
             log.debug(
                 "order %s already has a %s payment; ignoring InventoryReserved",
@@ -51,9 +53,9 @@ class PaymentEventHandlers:
                 known.state.value,
             )
             return
-        # Asked before claiming, so no claim waits on the provider. Its answer depends
-        # only on the order, so a duplicate racing us is told the same.
-        decision = await self._provider.authorize(order_id, amount)
+        # Asked before this transaction (ProviderAuthorizer); the provider's answer for an
+        # order is fixed by its idempotency key, so a duplicate racing us was told the same.
+        decision = self.authorizer.answer_for(order_id)
         pending = Payment.claim(order_id=order_id, user_id=user_id, amount=amount)
         if not await uow.payments.claim(pending):
             log.debug("order %s was claimed by another delivery; ignoring", order_id)
@@ -145,12 +147,14 @@ async def _refund(uow: PaymentUnitOfWork, charged: Payment, reason: str) -> None
     )
 
 
-def subscriptions(provider: PaymentProviderSimulator) -> Subscriptions[PaymentUnitOfWork]:
-    """The topics payment consumes and a handler per event type it reacts to."""
-    handlers = PaymentEventHandlers(provider)
+def subscriptions(authorizer: ProviderAuthorizer) -> Subscriptions[PaymentUnitOfWork]:
+    """The topics payment consumes, a handler per event type it reacts to, and the
+    provider's authorisations, prepared outside the transaction."""
+    handlers = PaymentEventHandlers(authorizer)
     reserved = inventory_events_pb2.InventoryReserved.DESCRIPTOR.full_name
     cancelled = order_events_pb2.OrderCancelled.DESCRIPTOR.full_name
     return Subscriptions(
         topics=[INVENTORY, ORDERS],
         handlers={reserved: handlers.on_inventory_reserved, cancelled: handlers.on_order_cancelled},
+        preparers={reserved: authorizer.authorize},
     )

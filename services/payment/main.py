@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from services.payment.authorizer import ProviderAuthorizer
 from services.payment.event_handlers import subscriptions
 from services.payment.grpc_handlers import ACCESS, PaymentServicer, unit_of_work_factory
 from services.payment.provider import PaymentProviderSimulator
@@ -27,7 +28,13 @@ async def bindings(
         provider = PaymentProviderSimulator.from_settings(settings)
         config.listeners.append(provider.follow)
         provider.follow(config.current)
-        saga = subscriptions(provider)
+        authorizer = ProviderAuthorizer(
+            provider,
+            concurrency=settings.provider_concurrency,
+            timeout=settings.provider_timeout_ms / 1000,
+            attempts=settings.provider_attempts,
+        )
+        saga = subscriptions(authorizer)
         async with run_messaging(settings, pool, uow_factory, saga):
             yield [
                 ServiceBinding(

@@ -21,3 +21,10 @@ class PaymentSettings(ServiceSettings):
     provider_failure_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
     # Changes which orders the provider declines; the same seed declines the same orders.
     provider_seed: int | None = None
+    # A batch's authorisations run side by side, at most this many at once, before the
+    # transaction that books them (services/payment/authorizer.py).
+    provider_concurrency: int = Field(default=32, ge=1, le=1_000)
+    # Each provider call's own deadline, and how many calls (same idempotency key) an
+    # order gets before its batch is left for a later read.
+    provider_timeout_ms: float = Field(default=2_000, gt=0, le=60_000, allow_inf_nan=False)
+    provider_attempts: int = Field(default=3, ge=1, le=10)

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from devstack.stack import Stack
 from services.payment import main
+from services.payment.authorizer import ProviderAuthorizer
 from services.payment.domain import (
     DECLINED_BY_PROVIDER,
     INSUFFICIENT_FUNDS,
@@ -67,10 +68,16 @@ async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     await db.close()
 
 
+def handlers_with(**provider: Any) -> PaymentEventHandlers:
+    return PaymentEventHandlers(ProviderAuthorizer(PaymentProviderSimulator(**provider)))
+
+
 @pytest.fixture
 def saga() -> PaymentEventHandlers:
     # The default latency, so concurrent duplicates really overlap around the provider call.
-    return PaymentEventHandlers(PaymentProviderSimulator(latency_ms=2, failure_rate=0.0))
+    return PaymentEventHandlers(
+        ProviderAuthorizer(PaymentProviderSimulator(latency_ms=2, failure_rate=0.0))
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -108,9 +115,16 @@ async def deliver(
     payload: Message,
     envelope: envelope_pb2.EventEnvelope | None = None,
 ) -> None:
-    """One delivery in its own transaction; a fresh event id unless ``envelope`` is given."""
+    """One delivery as the consumer makes it: the provider asked first (the preparer), then
+    the handler in its own transaction; a fresh event id unless ``envelope`` is given."""
+    event = Event(envelope=envelope or envelope_of(payload), payload=payload)
+    owner = getattr(handler, "__self__", None)
+    if isinstance(owner, PaymentEventHandlers) and isinstance(
+        payload, inventory_events_pb2.InventoryReserved
+    ):
+        await owner.authorizer.authorize([event])
     async with PaymentUnitOfWork(pool) as uow:
-        await handler(uow, Event(envelope=envelope or envelope_of(payload), payload=payload))
+        await handler(uow, event)
 
 
 async def wallet_with(pool: asyncpg.Pool, amount: int) -> uuid.UUID:
@@ -263,9 +277,12 @@ async def test_one_transaction_holding_a_batch_with_a_duplicate(pool, saga) -> N
     """The consumer applies many events in one transaction; a duplicate inside it is harmless."""
     user = await wallet_with(pool, 1000)
     orders = [uuid.uuid4() for _ in range(3)]
+    payloads = [reserved(o, user, 200) for o in orders] + [reserved(orders[0], user, 200)]
+    events = [Event(envelope_of(payload), payload) for payload in payloads]
+    await saga.authorizer.authorize(events)  # the consumer's preparer, before the transaction
     async with PaymentUnitOfWork(pool) as uow:
-        for payload in [reserved(o, user, 200) for o in orders] + [reserved(orders[0], user, 200)]:
-            await saga.on_inventory_reserved(uow, Event(envelope_of(payload), payload))
+        for event in events:
+            await saga.on_inventory_reserved(uow, event)
     assert await balance(pool, user) == 400
     for order in orders:
         assert await outbox_types(pool, order) == [SUCCEEDED]
@@ -346,7 +363,9 @@ async def test_other_currency_fails_with_its_reason(pool, saga) -> None:
 
 
 async def test_provider_decline_fails_even_with_funds(pool) -> None:
-    declining = PaymentEventHandlers(PaymentProviderSimulator(latency_ms=0, failure_rate=1.0))
+    declining = PaymentEventHandlers(
+        ProviderAuthorizer(PaymentProviderSimulator(latency_ms=0, failure_rate=1.0))
+    )
     user, order = await wallet_with(pool, 5000), uuid.uuid4()
     await deliver(pool, declining.on_inventory_reserved, reserved(order, user, 1500))
     await deliver(pool, declining.on_inventory_reserved, reserved(order, user, 1500))
@@ -364,7 +383,7 @@ async def test_provider_decline_fails_even_with_funds(pool) -> None:
 
 async def test_declines_are_the_predicted_orders(pool) -> None:
     provider = PaymentProviderSimulator(latency_ms=0, failure_rate=0.5, seed=2024)
-    handlers = PaymentEventHandlers(provider)
+    handlers = PaymentEventHandlers(ProviderAuthorizer(provider))
     user = await wallet_with(pool, 10_000)
     orders = [uuid.uuid4() for _ in range(30)]
     await asyncio.gather(
@@ -495,7 +514,9 @@ async def test_cancel_before_reservation_without_a_wallet(pool, saga) -> None:
 @pytest.mark.parametrize("failure", ["insufficient", "declined"])
 async def test_cancel_after_failure_changes_nothing(pool, failure: str) -> None:
     rate = 1.0 if failure == "declined" else 0.0
-    handlers = PaymentEventHandlers(PaymentProviderSimulator(latency_ms=0, failure_rate=rate))
+    handlers = PaymentEventHandlers(
+        ProviderAuthorizer(PaymentProviderSimulator(latency_ms=0, failure_rate=rate))
+    )
     user, order = await wallet_with(pool, 100), uuid.uuid4()
     await deliver(pool, handlers.on_inventory_reserved, reserved(order, user, 1500))
     before = await payment(pool, order)
@@ -511,7 +532,9 @@ async def test_cancel_after_failure_changes_nothing(pool, failure: str) -> None:
 
 async def test_reservation_and_cancel_racing_settle_consistently(pool) -> None:
     """Across topics there is no order: whichever wins, the wallet ends where it started."""
-    saga = PaymentEventHandlers(PaymentProviderSimulator(latency_ms=0, failure_rate=0.0))
+    saga = PaymentEventHandlers(
+        ProviderAuthorizer(PaymentProviderSimulator(latency_ms=0, failure_rate=0.0))
+    )
     user = await wallet_with(pool, 100_000)
     orders = [uuid.uuid4() for _ in range(30)]
 
@@ -630,3 +653,34 @@ async def test_main_hands_the_saga_to_messaging(
     handler = wired.handlers["shop.events.v1.InventoryReserved"]
     await deliver(pool, handler, reserved(order, user, 100))
     assert await reason_of(pool, order) == DECLINED_BY_PROVIDER
+
+
+async def test_a_failing_provider_that_loses_replies_still_charges_each_order_once(pool) -> None:
+    """Errors before charging and replies lost after it, each retried with the same key:
+    every order ends charged once, its wallet debited once, one PaymentSucceeded."""
+    provider = PaymentProviderSimulator(latency_ms=1, seed=77, error_rate=0.3, lost_reply_rate=0.3)
+    handlers = PaymentEventHandlers(ProviderAuthorizer(provider, attempts=30))
+    user = await wallet_with(pool, 10_000)
+    orders = [uuid.uuid4() for _ in range(20)]
+    for order in orders:
+        await deliver(pool, handlers.on_inventory_reserved, reserved(order, user, 100))
+        await deliver(pool, handlers.on_inventory_reserved, reserved(order, user, 100))  # again
+    assert all(provider.charges[o] == 1 for o in orders)
+    assert await balance(pool, user) == 10_000 - 100 * len(orders)
+    for order in orders:
+        assert await outbox_types(pool, order) == [SUCCEEDED]
+    await assert_books_balance(pool)
+
+
+async def test_a_provider_outage_books_nothing_until_it_answers(pool) -> None:
+    provider = PaymentProviderSimulator(latency_ms=0, error_rate=1.0)
+    handlers = PaymentEventHandlers(ProviderAuthorizer(provider, attempts=2))
+    user, order = await wallet_with(pool, 5000), uuid.uuid4()
+    with pytest.raises(ConnectionError):  # an outage to the consumer: re-read, not dead-lettered
+        await deliver(pool, handlers.on_inventory_reserved, reserved(order, user, 1500))
+    assert await payment(pool, order) is None
+    assert await balance(pool, user) == 5000
+    provider.error_rate = 0.0
+    await deliver(pool, handlers.on_inventory_reserved, reserved(order, user, 1500))
+    assert await balance(pool, user) == 3500
+    assert provider.charges[order] == 1

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from pydantic import ValidationError
 
+from services.payment.authorizer import ProviderAuthorizer
 from services.payment.domain import (
     DECLINED_BY_PROVIDER,
     INSUFFICIENT_FUNDS,
@@ -316,10 +317,12 @@ def test_settings_refuse_bad_values(
 
 
 def test_subscriptions_cover_the_events_payment_reacts_to() -> None:
-    wired = subscriptions(provider(0.0))
+    wired = subscriptions(ProviderAuthorizer(provider(0.0)))
     assert list(wired.topics) == [INVENTORY, ORDERS]
     assert set(wired.handlers) == {
         inventory_events_pb2.InventoryReserved.DESCRIPTOR.full_name,
         order_events_pb2.OrderCancelled.DESCRIPTOR.full_name,
     }
     assert all(name in EVENT_TYPES for name in wired.handlers)
+    # The provider is asked outside the transaction, before it.
+    assert set(wired.preparers) == {inventory_events_pb2.InventoryReserved.DESCRIPTOR.full_name}
