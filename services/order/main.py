@@ -12,7 +12,7 @@ from typing import cast
 from services.order.catalog import ProductCatalog
 from services.order.event_handlers import SUBSCRIPTIONS
 from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_factory
-from services.order.saga_timeout import SagaTimeout
+from services.order.saga_timeout import KafkaLink, SagaTimeout
 from services.order.settings import OrderSettings
 from services.order.watch import OrderStatusHub
 from shared.config.center import ConfigCenter
@@ -69,16 +69,22 @@ async def bindings(
         hub = OrderStatusHub(settings.pg_dsn)
         await hub.start()
         resources.push_async_callback(hub.close)
+        # Started before messaging, so the wall-clock ceiling holds from the start; the
+        # saga clock runs once the consumer below has joined (see saga_timeout.py).
+        link = KafkaLink()
         timeout = SagaTimeout(
             uow_factory,
             timeout_seconds=lambda: knobs().saga_timeout_seconds,
+            ceiling_seconds=lambda: knobs().saga_timeout_ceiling_seconds,
+            link_healthy=link.healthy,
             batch_size=settings.saga_timeout_batch_size,
         )
         await timeout.start()
         resources.push_async_callback(timeout.stop)
-        await resources.enter_async_context(
+        messaging = await resources.enter_async_context(
             run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS)
         )
+        link.consumer = messaging.consumer
         yield [
             ServiceBinding(
                 "shop.order.v1.OrderService",

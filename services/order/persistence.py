@@ -60,7 +60,8 @@ class OrderRepository:
             # A savepoint: the losing insert must not abort the caller's transaction.
             async with self._conn.transaction():
                 await self._conn.execute(
-                    f"INSERT INTO orders ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)",
+                    f"INSERT INTO orders ({_COLUMNS}, placed_clock)"
+                    f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10, ({SagaClock.NOW}))",
                     order.order_id,
                     order.user_id,
                     order.status.value,
@@ -137,18 +138,25 @@ class OrderRepository:
             )
         return await self._with_items(rows)
 
-    async def lock_overdue(self, *, older_than_seconds: float, limit: int) -> list[Order]:
-        """Pending orders placed longer ago than that, locked until the transaction ends.
+    async def lock_overdue(
+        self, *, timeout_seconds: float, ceiling_seconds: float, limit: int
+    ) -> list[Order]:
+        """Pending orders whose time is up, locked until the transaction ends.
 
-        SKIP LOCKED: rows another instance is cancelling (or a handler is settling)
-        are left to it, so instances share the work and never both cancel one order.
+        Up means the saga clock moved more than ``timeout_seconds`` since the order was
+        placed, or, whatever the clock did, the order is older than ``ceiling_seconds``
+        of wall time (the database's). SKIP LOCKED: rows another instance is cancelling
+        (or a handler is settling) are left to it, so instances share the work and
+        never both cancel one order.
         """
         rows = await self._conn.fetch(
             f"SELECT {_COLUMNS} FROM orders WHERE status = $1"
-            " AND created_at < now() - make_interval(secs => $2)"
-            " ORDER BY created_at LIMIT $3 FOR UPDATE SKIP LOCKED",
+            " AND (placed_clock < (SELECT seconds FROM saga_clock) - $2"
+            "      OR created_at < now() - make_interval(secs => $3))"
+            " ORDER BY created_at LIMIT $4 FOR UPDATE SKIP LOCKED",
             OrderStatus.PENDING.value,
-            older_than_seconds,
+            timeout_seconds,
+            ceiling_seconds,
             limit,
         )
         return await self._with_items(rows)
@@ -179,8 +187,60 @@ class OrderRepository:
         return [_order(row, items[row["order_id"]]) for row in rows]
 
 
+class SagaClock:
+    """The one-row saga clock (migration 0004): seconds in which the saga could move."""
+
+    # An order's placed_clock: the last value plus what the next advance will add for the
+    # time since (capped as it will be), so the timeout never counts, for one order, more
+    # than the wall time it has waited, and the clock's steps cost it nothing.
+    NOW = (
+        "SELECT seconds + GREATEST(0, LEAST("
+        "extract(epoch FROM now() - advanced_at)::float8, cap_seconds)) FROM saga_clock"
+    )
+
+    def __init__(self, conn: PoolConnectionProxy) -> None:
+        self._conn = conn
+
+    async def advance(
+        self, *, cap_seconds: float, min_gap_seconds: float, outbox_stale_seconds: float
+    ) -> float | None:
+        """Adds the wall time since the last advance, at most ``cap_seconds``; returns
+        the new value, or None if nothing was added.
+
+        Nothing is added when the clock advanced less than ``min_gap_seconds`` ago
+        (another instance just did), when another instance holds the row (SKIP LOCKED:
+        one paused mid-advance must not stall the others), or when the outbox holds an
+        event older than ``outbox_stale_seconds`` (no relay is getting events out, so
+        the saga cannot move). Every advance adds exactly the time since the previous
+        one, all on the database's clock, so however many instances take turns the
+        clock runs at the rate of one; only a gap longer than the cap (no instance
+        could advance it: the database or every link down) is cut short.
+        """
+        value = await self._conn.fetchval(
+            "WITH due AS ("
+            "  SELECT only_row FROM saga_clock"
+            "  WHERE advanced_at < now() - make_interval(secs => $2)"
+            "  AND NOT EXISTS ("
+            "    SELECT 1 FROM (SELECT created_at FROM outbox WHERE sent_at IS NULL"
+            "                   ORDER BY id LIMIT 1) AS oldest"
+            "    WHERE oldest.created_at < now() - make_interval(secs => $3))"
+            "  FOR UPDATE SKIP LOCKED)"
+            " UPDATE saga_clock AS c SET"
+            "  seconds = c.seconds + GREATEST(0, LEAST("
+            "    extract(epoch FROM now() - c.advanced_at)::float8, $1::float8)),"
+            "  advanced_at = now(), cap_seconds = $1"
+            " FROM due WHERE c.only_row = due.only_row RETURNING c.seconds",
+            cap_seconds,
+            min_gap_seconds,
+            outbox_stale_seconds,
+        )
+        return None if value is None else float(value)
+
+
 class OrderUnitOfWork(PostgresUnitOfWork):
     orders: OrderRepository
+    clock: SagaClock
 
     def bind(self, connection: PoolConnectionProxy) -> None:
         self.orders = OrderRepository(connection)
+        self.clock = SagaClock(connection)

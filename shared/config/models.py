@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -60,6 +60,10 @@ class RetryPolicy(Knobs):
     only for idempotent reads; exponential backoff with jitter, within the deadline."""
 
     max_attempts: int = Field(default=3, ge=1, le=10)
+    # An attempt of an idempotent call given a deadline is cut short after this long and
+    # tried on another instance: a frozen instance (SIGSTOPped, cut off) accepts calls and
+    # answers none until its lease expires, and would otherwise take the whole deadline.
+    attempt_timeout_ms: float = Field(default=1000.0, gt=0, le=60_000, allow_inf_nan=False)
     initial_backoff_ms: float = Field(default=25.0, ge=0, le=10_000, allow_inf_nan=False)
     max_backoff_ms: float = Field(default=500.0, ge=0, le=60_000, allow_inf_nan=False)
     multiplier: float = Field(default=2.0, ge=1, le=10, allow_inf_nan=False)
@@ -110,16 +114,51 @@ class Degradation(Knobs):
     max_staleness_seconds: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
 
 
+# Unset, the saga timeout's wall-clock ceiling is this many timeouts (600 s at 30 s).
+SAGA_CEILING_TIMEOUTS = 20
+
+
+def saga_timeout_ceiling(timeout_seconds: float, max_seconds: float | None) -> float:
+    """The wall-clock age past which a pending order is cancelled whatever the saga clock
+    did (services/order/saga_timeout.py); raises ValueError below the timeout itself."""
+    if max_seconds is None:
+        return SAGA_CEILING_TIMEOUTS * timeout_seconds
+    if max_seconds < timeout_seconds:
+        raise ValueError(
+            f"saga_timeout_max_seconds ({max_seconds:g}) must be at least"
+            f" saga_timeout_seconds ({timeout_seconds:g})"
+        )
+    return max_seconds
+
+
 class OrderKnobs(ServiceKnobs):
     # How long PlaceOrder waits for the catalog's prices (the catalog lookup's deadline).
     product_deadline_seconds: float = Field(default=2.0, gt=0, le=60, allow_inf_nan=False)
+    # Seconds of saga-clock time (time the saga could move) a pending order may wait.
     saga_timeout_seconds: float = Field(default=30.0, gt=0, le=86_400, allow_inf_nan=False)
+    # The wall-clock ceiling for a truly stuck order; None: SAGA_CEILING_TIMEOUTS timeouts.
+    saga_timeout_max_seconds: float | None = Field(
+        default=None, gt=0, le=864_000, allow_inf_nan=False
+    )
     degradation: Degradation = Degradation()
+
+    @model_validator(mode="after")
+    def _ceiling_above_timeout(self) -> OrderKnobs:
+        saga_timeout_ceiling(self.saga_timeout_seconds, self.saga_timeout_max_seconds)
+        return self
+
+    @property
+    def saga_timeout_ceiling_seconds(self) -> float:
+        return saga_timeout_ceiling(self.saga_timeout_seconds, self.saga_timeout_max_seconds)
 
 
 class PaymentKnobs(ServiceKnobs):
     provider_latency_ms: float = Field(default=2.0, ge=0, le=60_000, allow_inf_nan=False)
     provider_failure_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    # The simulator misbehaving (services/payment/provider.py): calls that fail before
+    # charging, and charges whose reply is lost.
+    provider_error_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+    provider_lost_reply_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
 
 
 KNOBS: dict[str, type[ServiceKnobs]] = {

@@ -155,9 +155,9 @@ class ServiceHost:
         for name in self._names:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.config.listeners.append(self._on_config)
-        self._status.start()
         await self._check_readiness()
         self._readiness.start()
+        self._status.start()
         log.info("%s %s serving on %s", s.service_name, s.instance_id, self.address)
 
     async def _check_readiness(self) -> None:
@@ -176,6 +176,7 @@ class ServiceHost:
         for name in self._names:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.ready = True
+        self._status.wake()  # the config status lives on the lease just granted
         if self.withdrawals:
             log.info("database reachable again: %s is ready", self.settings.instance_id)
 

@@ -493,13 +493,18 @@ async def test_whoever_locks_the_order_first_wins(saga: Saga) -> None:
 
 
 async def test_overdue_orders_are_timed_out_once_by_several_instances(saga: Saga) -> None:
+    # Past the wall-clock ceiling (2 minutes) at once; the saga clock has not moved for them.
     overdue = [await new_order(saga, age=timedelta(minutes=5)) for _ in range(45)]
     settled = await new_order(saga, age=timedelta(minutes=5))
     await deliver(saga, on_inventory_committed, committed(settled.order_id))
-    fresh = await new_order(saga)
+    fresh = await new_order(saga)  # due once the saga clock moved 6 s past its placing
     timeout = 6.0
 
-    fast = {"saga_timeout_seconds": timeout, "saga_timeout_batch_size": 4}
+    fast = {
+        "saga_timeout_seconds": timeout,
+        "saga_timeout_max_seconds": 120,
+        "saga_timeout_batch_size": 4,
+    }
     async with (
         run_service(ORDER, saga.stack, saga.keys, **fast),
         run_service(ORDER, saga.stack, saga.keys, **fast),
@@ -521,8 +526,17 @@ async def test_overdue_orders_are_timed_out_once_by_several_instances(saga: Saga
         async def fresh_timed_out() -> bool:
             return (await stored(saga, fresh.order_id)).status is OrderStatus.CANCELLED
 
-        await until(fresh_timed_out, timeout=timeout + 10)
-        assert datetime.now(UTC) - fresh.created_at >= timedelta(seconds=timeout)
+        # The instances' consumers first rebalance (the clock waits for that), then the
+        # clock runs on their healthy links, each advance made by one of the three.
+        await until(fresh_timed_out, timeout=timeout + 20)
+        clock_time = await saga.pool.fetchval(
+            "SELECT (SELECT seconds FROM saga_clock) - placed_clock FROM orders"
+            " WHERE order_id = $1",
+            fresh.order_id,
+        )
+        assert clock_time > timeout
+        # An order takes the clock's last value, up to a round (1 s) old.
+        assert datetime.now(UTC) - fresh.created_at >= timedelta(seconds=timeout - 1)
 
     for order in [*overdue, fresh]:
         got = await stored(saga, order.order_id)
