@@ -91,9 +91,12 @@ image: deps image-tools ## The services' OCI image, localhost/shop:dev (podman o
 
 # --- the main job -------------------------------------------------------------------------
 
+# Instances of each service `make run` starts (replica i on the service's port + 100 * i).
+REPLICAS ?= 1
+
 .PHONY: run
 run: install ## Everything up: infrastructure, migrations, demo data, five services; Ctrl-C stops
-	$(PY) -m tools.run
+	$(PY) -m tools.run --replicas $(REPLICAS)
 
 .PHONY: down
 down: deps ## Stop a dev stack left running (e.g. after a crash)
@@ -140,6 +143,12 @@ LOAD_ARGS ?=
 .PHONY: load
 load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|full
 	$(PY) -m tests.e2e.load --profile $(PROFILE) $(LOAD_ARGS)
+
+# PROFILE is `make load`'s too (default smoke); chaos defaults to full unless one is given.
+CHAOS_PROFILE = $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),full)
+.PHONY: chaos
+chaos: install ## Faults under load against `make run` (REPLICAS=2 started if down): PROFILE=full|short; exit 1 on a missed goal
+	$(PY) -m tools.chaos --profile $(CHAOS_PROFILE)
 
 FUZZ_MINUTES ?= 10
 FUZZ_EXAMPLES ?= 25

@@ -34,6 +34,7 @@ class ProfileName(StrEnum):
     test2 = "test2"
     test3 = "test3"
     test4 = "test4"
+    test5 = "test5"
 
 
 assert {p.value for p in ProfileName} == set(PROFILES), "keep ProfileName in sync with config"

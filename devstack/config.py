@@ -55,6 +55,7 @@ PROFILES: Final[dict[str, Profile]] = {
     "test2": Profile("test2", Ports(46432, 43379, 43380, 46092, 46093)),
     "test3": Profile("test3", Ports(47432, 44379, 44380, 47092, 47093)),
     "test4": Profile("test4", Ports(48432, 41379, 41380, 48092, 48093)),
+    "test5": Profile("test5", Ports(49432, 40379, 40380, 40092, 40093)),
 }
 
 

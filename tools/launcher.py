@@ -1,16 +1,25 @@
-"""Starts the five services as child processes and waits until they are ready.
+"""Starts the five services as child processes, waits until they are ready, keeps them up.
 
-Used by `make run` (fixed ports, one instance each, dev stack) and by the e2e
-tests (free ports, any number of instances, test stack). Ready means: every
-instance is registered in etcd AND answers SERVING on the gRPC health protocol.
+Used by `make run` (fixed ports, dev stack, supervised) and by the e2e tests (free
+ports, any number of instances, test stack). Ready means: every instance is
+registered in etcd AND answers SERVING on the gRPC health protocol.
+
+Supervision works like Kubernetes' ``restartPolicy: Always``: an instance that exits
+without the launcher asking (a crash, a SIGKILL) is started again after a backoff,
+with the same instance id and port, so whatever points at it (the README's grpcurl
+lines, the chaos runner) keeps working. The running instances are written to
+``.stack/<profile>/instances.json`` (``read_instances``) for tools that signal them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,8 +37,46 @@ from tools.image import ContainerRun
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("user", "product", "inventory", "payment", "order")
-# Fixed ports for `make run`, so grpcurl commands in the README work as printed.
+# Fixed ports for `make run`, so grpcurl commands in the README work as printed;
+# replica i of a service listens on its port + 100 * i.
 DEV_PORTS = {"user": 50051, "product": 50052, "inventory": 50053, "payment": 50054, "order": 50055}
+REPLICA_PORT_STEP = 100
+STATE_FILE = "instances.json"
+# A supervised instance that exits this often while wait_ready waits is crash-looping:
+# start-up fails at once instead of waiting out the timeout.
+CRASH_LOOP_EXITS = 3
+
+
+@dataclass
+class RestartBackoff:
+    """CrashLoopBackOff scaled to a laptop: 0.5 s doubling to 10 s, reset after 10 s up.
+
+    Kubernetes starts at 10 s; a dev loop wants a crash back before the lease TTL
+    (5 s) runs out, and the cap keeps a broken service from spinning the CPU.
+    """
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    reset_after: float = 10.0
+    last: float = 0.0
+
+    def next_delay(self, uptime: float) -> float:
+        if self.last == 0.0 or uptime >= self.reset_after:
+            self.last = self.initial
+        else:
+            self.last = min(self.last * 2, self.maximum)
+        return self.last
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """One entry of ``instances.json``: enough to find and signal one instance."""
+
+    service: str
+    index: int
+    instance_id: str
+    pid: int
+    port: int
 
 
 @dataclass
@@ -37,7 +84,15 @@ class ServiceProcess:
     service: str
     instance_id: str
     process: asyncio.subprocess.Process
+    # Pumps the output; when supervised, also restarts the process (see _watch).
     reader: asyncio.Task[None] | None = None
+    index: int = 0
+    port: int = 0  # 0 until wait_ready learns it from the registration (free ports)
+    supervised: bool = False
+    restarts: int = 0
+    exits: int = 0  # exits the launcher did not ask for
+    started_at: float = 0.0
+    backoff: RestartBackoff = field(default_factory=RestartBackoff)
 
 
 @dataclass
@@ -52,7 +107,15 @@ class SystemLauncher:
     log_sink: Callable[[str], None] = print
     # Instances as containers of the image instead of child processes.
     container: ContainerRun | None = None
+    # Restart instances that exit unasked. Off unless asked: several tests kill an
+    # instance on purpose and expect it to stay dead; `make run` turns it on.
+    supervise: bool = False
+    restart_backoff: RestartBackoff = field(default_factory=RestartBackoff)
+    # Keep .stack/<profile>/instances.json up to date.
+    publish_state: bool = True
     processes: list[ServiceProcess] = field(default_factory=list)
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _published: str | None = field(default=None, init=False, repr=False)
 
     def env_for(self, service: str, instance_id: str, port: int) -> dict[str, str]:
         prefix = f"SHOP_{service.upper()}_"
@@ -76,9 +139,34 @@ class SystemLauncher:
         env.update(self.extra_env)
         return env
 
+    def port_for(self, service: str, index: int) -> int:
+        if self.fixed_ports:
+            return DEV_PORTS[service] + REPLICA_PORT_STEP * index
+        # A restart must come back on the same port, so a supervised instance gets a
+        # concrete one up front; otherwise the service picks a free one itself.
+        return free_port() if self.supervise else 0
+
     async def start_instance(self, service: str, index: int = 0) -> ServiceProcess:
+        self._stopping.clear()
         instance_id = f"{service}-{index + 1}-{os.urandom(2).hex()}"
-        port = DEV_PORTS[service] + 100 * index if self.fixed_ports else 0
+        port = self.port_for(service, index)
+        process = await self._spawn(service, instance_id, port)
+        child = ServiceProcess(
+            service,
+            instance_id,
+            process,
+            index=index,
+            port=port,
+            supervised=self.supervise,
+            started_at=asyncio.get_running_loop().time(),
+            backoff=dataclasses.replace(self.restart_backoff),
+        )
+        child.reader = asyncio.create_task(self._watch(child), name=f"watch {instance_id}")
+        self.processes.append(child)
+        self._publish()
+        return child
+
+    async def _spawn(self, service: str, instance_id: str, port: int) -> asyncio.subprocess.Process:
         env = self.env_for(service, instance_id, port)
         command = ["-m", f"services.{service}.main", "serve"]
         if self.container:
@@ -87,7 +175,7 @@ class SystemLauncher:
         else:
             argv = [sys.executable, *command]
             env = {**os.environ, **env}
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *argv,
             cwd=REPO_ROOT,
             env=env,
@@ -95,18 +183,54 @@ class SystemLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
         )
-        child = ServiceProcess(service, instance_id, process)
-        child.reader = asyncio.create_task(self._pump(child))
-        self.processes.append(child)
-        return child
 
-    async def _pump(self, child: ServiceProcess) -> None:
-        assert child.process.stdout is not None
+    def release(self, child: ServiceProcess) -> None:
+        """Stop supervising ``child``: once it exits, it stays down."""
+        child.supervised = False
+
+    def _restarts(self, child: ServiceProcess) -> bool:
+        return child.supervised and not self._stopping.is_set() and child in self.processes
+
+    async def _watch(self, child: ServiceProcess) -> None:
+        """Streams the output; on an exit nobody asked for, restarts after the backoff."""
         tag = f"{child.service:<9}|"
-        async for line in child.process.stdout:
-            self.log_sink(f"{tag} {line.decode(errors='replace').rstrip()}")
-        code = await child.process.wait()
-        self.log_sink(f"{tag} [{child.instance_id} exited with code {code}]")
+        loop = asyncio.get_running_loop()
+        while True:
+            assert child.process.stdout is not None
+            async for line in child.process.stdout:
+                self.log_sink(f"{tag} {line.decode(errors='replace').rstrip()}")
+            how = describe_exit(await child.process.wait())
+            self._publish()
+            if not self._restarts(child):
+                self.log_sink(f"{tag} [{child.instance_id} exited with {how}]")
+                return
+            child.exits += 1
+            uptime = loop.time() - child.started_at
+            delay = child.backoff.next_delay(uptime)
+            self.log_sink(
+                f"{tag} [{child.instance_id} exited with {how} after {uptime:.1f}s up; "
+                f"restarting in {delay:g}s]"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+            if not self._restarts(child):
+                return
+            if self.container:  # a SIGKILLed `podman run` leaves its container behind
+                await asyncio.to_thread(self.container.remove, child.instance_id)
+            try:
+                child.process = await self._spawn(child.service, child.instance_id, child.port)
+            except OSError as error:
+                self.log_sink(f"{tag} [{child.instance_id} could not be restarted: {error}]")
+                return
+            child.started_at = loop.time()
+            child.restarts += 1
+            self.log_sink(
+                f"{tag} [{child.instance_id} restarted (restart {child.restarts}): "
+                f"pid {child.process.pid}, port {child.port or 'free'}]"
+            )
+            self._publish()
+            if self._stopping.is_set():  # stop_all began while it was starting
+                child.process.send_signal(signal.SIGTERM)
 
     async def start_all(self) -> None:
         for service in SERVICES:
@@ -114,12 +238,15 @@ class SystemLauncher:
                 await self.start_instance(service, index)
 
     def expected(self) -> dict[str, set[str]]:
-        live = [p for p in self.processes if p.process.returncode is None]
+        """Instance ids per service that are up, or will be again (supervised)."""
+        live = [p for p in self.processes if p.process.returncode is None or self._restarts(p)]
         return {s: {p.instance_id for p in live if p.service == s} for s in SERVICES}
 
     async def wait_ready(self, directory: ServiceDirectory, timeout: float = 60.0) -> None:
         """Every started instance registered and SERVING, or TimeoutError naming the laggards."""
         expected = self.expected()
+        by_id = {p.instance_id: p for p in self.processes}
+        exits_before = {p.instance_id: p.exits for p in self.processes}
         operator = ClientTLS.operator(self.stack.tls_dir)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -130,32 +257,82 @@ class SystemLauncher:
                     instance = registered.get(instance_id)
                     if instance is None or not await is_serving(instance, operator):
                         missing.append(instance_id)
+                    else:
+                        self._learn_port(by_id[instance_id], instance)
             if not missing:
+                self._publish()
                 return
-            dead = [p.instance_id for p in self.processes if p.process.returncode is not None]
+            dead = [
+                p.instance_id
+                for p in self.processes
+                if (p.process.returncode is not None and not self._restarts(p))
+                or p.exits - exits_before.get(p.instance_id, 0) >= CRASH_LOOP_EXITS
+            ]
             if dead:
                 raise RuntimeError(f"instances exited during start-up: {', '.join(dead)}")
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"not ready after {timeout}s: {', '.join(missing)}")
             await asyncio.sleep(0.2)
 
+    @staticmethod
+    def _learn_port(child: ServiceProcess, instance: Instance) -> None:
+        if child.port == 0:
+            with contextlib.suppress(ValueError):
+                child.port = int(instance.address.rpartition(":")[2])
+
     async def stop_all(self, grace: float = 10.0) -> None:
-        """SIGTERM (services revoke their lease, then drain), SIGKILL after ``grace``."""
+        """SIGTERM (services revoke their lease, then drain), SIGKILL after ``grace``.
+
+        Nothing is restarted from here on: the supervisors see ``_stopping`` first.
+        """
+        self._stopping.set()
         for child in self.processes:
             if child.process.returncode is None:
-                child.process.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    child.process.send_signal(signal.SIGTERM)
         for child in self.processes:
-            try:
-                await asyncio.wait_for(child.process.wait(), grace)
-            except TimeoutError:
-                child.process.kill()
-                await child.process.wait()
-                if self.container:
-                    await asyncio.to_thread(self.container.remove, child.instance_id)
-            if child.reader is not None:
-                with contextlib.suppress(Exception):
-                    await child.reader
+            await self._reap(child, grace)
         self.processes.clear()
+        self._unpublish()
+
+    async def _reap(self, child: ServiceProcess, grace: float) -> None:
+        try:
+            await asyncio.wait_for(child.process.wait(), grace)
+        except TimeoutError:
+            child.process.kill()
+            await child.process.wait()
+            if self.container:
+                await asyncio.to_thread(self.container.remove, child.instance_id)
+        if child.reader is not None:
+            # Drains the output; a supervisor in its backoff returns at once, one that
+            # was restarting has sent its new process SIGTERM and waits for it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(child.reader, grace)
+        if child.process.returncode is None:
+            child.process.kill()
+            await child.process.wait()
+
+    # --- the state file ------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        if not self.publish_state:
+            return
+        records = [
+            InstanceRecord(p.service, p.index, p.instance_id, p.process.pid, p.port)
+            for p in self.processes
+            if p.process.returncode is None
+        ]
+        text = json.dumps([dataclasses.asdict(r) for r in records], indent=1) + "\n"
+        write_atomically(instances_path(self.stack), text)
+        self._published = text
+
+    def _unpublish(self) -> None:
+        # Only our own file: another launcher of this profile may have written since.
+        path = instances_path(self.stack)
+        with contextlib.suppress(OSError):
+            if self._published is not None and path.read_text() == self._published:
+                path.unlink()
+        self._published = None
 
 
 async def recreate_database(stack: Stack, name: str) -> str:
@@ -202,3 +379,62 @@ async def open_directory(stack: Stack) -> AsyncIterator[ServiceDirectory]:
     finally:
         await directory.stop()
         await client.close()
+
+
+def instances_path(stack: Stack) -> Path:
+    return stack.profile_dir / STATE_FILE
+
+
+def read_instances(stack: Stack) -> list[InstanceRecord]:
+    """The instances a running launcher of ``stack``'s profile has up; [] if none runs."""
+    path = instances_path(stack)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return parse_instances(text, str(path))
+
+
+def parse_instances(text: str, where: str = STATE_FILE) -> list[InstanceRecord]:
+    """``instances.json``'s text as records, or ValueError saying what is wrong with it."""
+    try:
+        rows = json.loads(text)
+    except ValueError as error:
+        raise ValueError(f"{where} is not valid JSON: {error}") from None
+    names = [f.name for f in dataclasses.fields(InstanceRecord)]
+    if not isinstance(rows, list) or not all(
+        isinstance(r, dict) and sorted(r) == sorted(names) for r in rows
+    ):
+        raise ValueError(f"{where} must be a list of objects with {', '.join(names)}")
+    records = []
+    for r in rows:
+        numbers = [r["index"], r["pid"], r["port"]]
+        texts = [r["service"], r["instance_id"]]
+        if not all(type(n) is int for n in numbers) or not all(type(t) is str for t in texts):
+            raise ValueError(f"{where}: index, pid and port must be integers; the rest text")
+        records.append(InstanceRecord(**r))
+    return records
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one (rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def describe_exit(returncode: int) -> str:
+    """asyncio's negative return code is the signal that ended the process."""
+    if returncode >= 0:
+        return f"code {returncode}"
+    try:
+        return f"signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"signal {-returncode}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -2,13 +2,15 @@
 
 Brings up PostgreSQL, etcd and Kafka (dev profile), applies every service's
 migrations, writes the config center's default documents where none is set,
-starts one instance of each service, waits until all are registered and
-SERVING, seeds the demo data, prints where everything is, then
-streams the services' logs until Ctrl-C or SIGTERM, and stops it all in order.
+starts ``--replicas`` instances of each service (supervised: one that crashes is
+restarted), waits until all are registered and SERVING, seeds the demo data,
+prints where everything is, then streams the services' logs until Ctrl-C or
+SIGTERM, and stops it all in order.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -37,6 +39,8 @@ from tools.seed import seed
 from tools.table import render_table
 
 DEFINITIONS: list[ServiceDefinition[Any]] = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
+# Replica i listens on the service's port + 100 * i: ten stays clear of the next block.
+MAX_REPLICAS = 9
 
 
 class AlreadyRunning(RuntimeError):
@@ -57,19 +61,48 @@ def claim_run_lock(path: Path) -> None:
     path.write_text(str(os.getpid()))
 
 
-def print_table(stack: Stack, directory: ServiceDirectory) -> None:
-    rows = [("SERVICE", "INSTANCE", "ADDRESS", "LEASE")]
-    for service in SERVICES:
-        for i in directory.instances(service):
-            rows.append((service, i.instance_id, i.address, f"{i.lease_id:x}"))
-    rows.append(("postgresql", "-", stack.postgres.endpoint, "-"))
-    rows.append(("etcd", "-", stack.etcd_endpoint, "-"))
-    rows.append(("kafka", "-", stack.kafka_bootstrap, "-"))
-    for line in render_table(rows):
+def replica_counts(replicas: int) -> dict[str, int]:
+    return {service: replicas for service in SERVICES}
+
+
+def replicas_argument(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_REPLICAS:
+        raise argparse.ArgumentTypeError(
+            f"REPLICAS must be a whole number from 1 to {MAX_REPLICAS}, not {text!r}"
+        )
+    return int(text)
+
+
+def launcher_for(stack: Stack, jwt_dir: Path, replicas: int) -> SystemLauncher:
+    """What `make run REPLICAS=n` starts: n supervised instances of each service."""
+    return SystemLauncher(
+        stack, jwt_dir, replicas=replica_counts(replicas), fixed_ports=True, supervise=True
+    )
+
+
+def table_rows(
+    stack: Stack, launcher: SystemLauncher, directory: ServiceDirectory
+) -> list[tuple[str, ...]]:
+    """One row per instance the launcher runs, then the infrastructure."""
+    registered = {i.instance_id: i for s in SERVICES for i in directory.instances(s)}
+    rows: list[tuple[str, ...]] = [("SERVICE", "INSTANCE", "PID", "ADDRESS", "LEASE")]
+    for child in sorted(launcher.processes, key=lambda c: (SERVICES.index(c.service), c.index)):
+        instance = registered.get(child.instance_id)
+        address = instance.address if instance else f"127.0.0.1:{child.port}"
+        lease = f"{instance.lease_id:x}" if instance else "-"
+        rows.append((child.service, child.instance_id, str(child.process.pid), address, lease))
+    rows.append(("postgresql", "-", "-", stack.postgres.endpoint, "-"))
+    rows.append(("etcd", "-", "-", stack.etcd_endpoint, "-"))
+    rows.append(("kafka", "-", "-", stack.kafka_bootstrap, "-"))
+    return rows
+
+
+def print_table(stack: Stack, launcher: SystemLauncher, directory: ServiceDirectory) -> None:
+    for line in render_table(table_rows(stack, launcher, directory)):
         print(line, flush=True)
 
 
-async def run() -> int:
+async def run(replicas: int = 1) -> int:
     started = time.monotonic()
     stack = Stack("dev")
     lock = stack.profile_dir / "run.pid"
@@ -96,7 +129,7 @@ async def run() -> int:
         finally:
             await etcd.close()
         print("config: " + ", ".join(f"{s} {what}" for s, what in outcome.items()), flush=True)
-        launcher = SystemLauncher(stack, jwt_dir, fixed_ports=True)
+        launcher = launcher_for(stack, jwt_dir, replicas)
         async with open_directory(stack) as directory:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)
@@ -105,11 +138,12 @@ async def run() -> int:
                 await seed(clients, stack.pg_dsn("shop_user"))
             finally:
                 await clients.close()
-            print_table(stack, directory)
+            print_table(stack, launcher, directory)
             count = sum(len(directory.instances(s)) for s in SERVICES)
             print(
-                f"ready: {count}/{len(SERVICES)} services registered "
-                f"({time.monotonic() - started:.1f}s); Ctrl-C stops everything",
+                f"ready: {count} instances of {len(SERVICES)} services registered "
+                f"({time.monotonic() - started:.1f}s); crashed instances are restarted; "
+                "Ctrl-C stops everything",
                 flush=True,
             )
             await stop.wait()
@@ -126,10 +160,22 @@ async def run() -> int:
         lock.unlink(missing_ok=True)
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m tools.run", description=__doc__)
+    parser.add_argument(
+        "--replicas",
+        type=replicas_argument,
+        default=1,
+        help=f"instances of each service, 1-{MAX_REPLICAS} (make run REPLICAS=n)",
+    )
+    return parser.parse_args(argv)
+
+
 def main() -> None:
+    args = parse_args()
     configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
     try:
-        sys.exit(asyncio.run(run()))
+        sys.exit(asyncio.run(run(args.replicas)))
     except AlreadyRunning as error:
         print(error, file=sys.stderr)
         sys.exit(1)

@@ -37,6 +37,7 @@ async def running_system(
     *,
     replicas: Mapping[str, int] | None = None,
     extra_env: Mapping[str, str] | None = None,
+    supervise: bool = False,
 ) -> AsyncIterator[RunningSystem]:
     """Fresh databases and topics, every service as its own process, the demo data seeded."""
     await wipe_system_data(stack)
@@ -48,6 +49,7 @@ async def running_system(
         registry_ttl_seconds=E2E_TTL,
         extra_env=extra_env or {},
         log_sink=logs.append,
+        supervise=supervise,
     )
     async with open_directory(stack) as directory:
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))

@@ -4,6 +4,14 @@ Every call goes through ``ServiceClients.call`` (etcd discovery, round-robin,
 UNAVAILABLE retried on another instance), exactly as a service calls a peer.
 Each call is recorded once, as OK or its status code; the caller gets the reply
 or None.
+
+PlaceOrder is retried on top of that, as a real client would: the client's own
+retries stop at ``retry.max_attempts`` and its retry budget, both spent within a
+second when a dependency restarts, so PlaceOrder is tried again with the same
+idempotency key (one order, however many attempts) on UNAVAILABLE or
+DEADLINE_EXCEEDED until ``PLACE_ORDER_DEADLINE`` has passed since the first
+attempt. It counts as failed only if it still fails then. A WatchOrder stream
+that breaks (its instance died) is opened again until the order's deadline.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ from tests.e2e.load.driver import Recorder
 T = TypeVar("T")
 
 UNARY_DEADLINE = 5.0
+# PlaceOrder's attempts together: long enough to ride out a restart healed within 5 s.
+PLACE_ORDER_DEADLINE = 12.0
+PLACE_ORDER_RETRIED = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+RETRY_PAUSE = 0.1
+MAX_RETRY_PAUSE = 1.0
+REWATCH_PAUSE = 0.25
 CHECK = "Health/Check"
 TERMINAL = {
     order_pb2.ORDER_STATUS_CONFIRMED: "CONFIRMED",
@@ -106,44 +120,96 @@ class Calls:
         call = self._clients.call(service, self._stub(health_pb2_grpc.HealthStub), invoke)
         return await self.timed(CHECK, started, call) is not None
 
+    async def place_order(
+        self, request: order_pb2.PlaceOrderRequest, token: str, started: float
+    ) -> order_pb2.PlaceOrderResponse | None:
+        """PlaceOrder, retried with the same request (same idempotency key) as the module
+        says; recorded once, from ``started``, with the last attempt's outcome."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PLACE_ORDER_DEADLINE
+        metadata = bearer(token)
+        stub = self._stub(order_pb2_grpc.OrderServiceStub)
+        pause = RETRY_PAUSE
+        code = "CANCELLED"
+        try:
+            while True:
+                left = deadline - loop.time()
+
+                def invoke(s: Any, left: float = left) -> Awaitable[Any]:
+                    call: Awaitable[Any] = s.PlaceOrder(
+                        request, timeout=min(UNARY_DEADLINE, left), metadata=metadata
+                    )
+                    return call
+
+                try:
+                    reply: order_pb2.PlaceOrderResponse = await self._clients.call(
+                        "order", stub, invoke
+                    )
+                    code = "OK"
+                    return reply
+                except grpc.aio.AioRpcError as error:
+                    code = error.code().name
+                except DomainError as error:  # no order instance registered right now
+                    code = status_code(error).name
+                if code not in PLACE_ORDER_RETRIED or deadline - loop.time() <= pause:
+                    return None
+                self.recorder.retried["PlaceOrder"] += 1
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_RETRY_PAUSE)
+        finally:
+            self.recorder.call("PlaceOrder", started, loop.time(), code)
+
     async def follow_order(
         self, order_id: str, token: str, placed_at: float, deadline: float
     ) -> str:
         """WatchOrder until a terminal status; records the stream and the saga.
 
         The WatchOrder call is recorded once: its latency is the time to the first
-        message (the order as it is now), its code how the stream ended. Returns
-        the terminal state's name, or UNFINISHED.
+        message (the order as it is now), its code how the last stream ended. A stream
+        that ends before a terminal status is opened again until ``deadline`` seconds
+        have passed. Returns the terminal state's name, or UNFINISHED.
         """
         loop = asyncio.get_running_loop()
         metadata = bearer(token)
         request = order_pb2.WatchOrderRequest(order_id=order_id)
         started = loop.time()
+        give_up = started + deadline
         first_message: float | None = None
         terminal: str | None = None
         terminal_at: float | None = None
+        reason = ""
 
         async def watch(stub: Any) -> None:
-            nonlocal first_message, terminal, terminal_at
-            stream = stub.WatchOrder(request, timeout=deadline, metadata=metadata)
+            nonlocal first_message, terminal, terminal_at, reason
+            left = max(0.001, give_up - loop.time())
+            stream = stub.WatchOrder(request, timeout=left, metadata=metadata)
             async for reply in stream:
                 if first_message is None:
                     first_message = loop.time()
                 state = TERMINAL.get(reply.order.status)
                 if state is not None and terminal is None:
                     terminal, terminal_at = state, loop.time()
+                    reason = reply.order.status_reason
 
         code = "CANCELLED"
         try:
-            await self._clients.call("order", self._stub(order_pb2_grpc.OrderServiceStub), watch)
-            code = "OK"
-        except grpc.aio.AioRpcError as error:
-            code = error.code().name
-        except DomainError as error:
-            code = status_code(error).name
+            while terminal is None and loop.time() < give_up:
+                try:
+                    await self._clients.call(
+                        "order", self._stub(order_pb2_grpc.OrderServiceStub), watch
+                    )
+                    code = "OK"
+                except grpc.aio.AioRpcError as error:
+                    code = error.code().name
+                    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        break
+                except DomainError as error:
+                    code = status_code(error).name
+                if terminal is None:
+                    await asyncio.sleep(REWATCH_PAUSE)
         finally:
             self.recorder.call(
                 "WatchOrder", started, first_message if first_message else loop.time(), code
             )
-            self.recorder.saga(placed_at, terminal_at, terminal or "UNFINISHED")
+            self.recorder.saga(placed_at, terminal_at, terminal or "UNFINISHED", reason)
         return terminal or "UNFINISHED"

@@ -45,6 +45,12 @@ class SagaOutcome:
     start: float
     latency: float | None  # scheduled PlaceOrder -> terminal status observed
     state: str
+    # The order's status_reason ("out of stock: <sku>", "saga timed out", ...); "" if none.
+    reason: str = ""
+
+    @property
+    def end(self) -> float | None:
+        return None if self.latency is None else self.start + self.latency
 
 
 @dataclass
@@ -55,6 +61,8 @@ class Recorder:
     calls: dict[str, list[Call]] = field(default_factory=lambda: defaultdict(list))
     dropped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     sagas: list[SagaOutcome] = field(default_factory=list)
+    # Extra attempts a call needed (PlaceOrder retried through a restart).
+    retried: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def call(self, rpc: str, started: float, ended: float, code: str) -> None:
         """``started``/``ended`` are loop times."""
@@ -63,9 +71,9 @@ class Recorder:
     def drop(self, rpc: str) -> None:
         self.dropped[rpc] += 1
 
-    def saga(self, started: float, ended: float | None, state: str) -> None:
+    def saga(self, started: float, ended: float | None, state: str, reason: str = "") -> None:
         latency = None if ended is None else ended - started
-        self.sagas.append(SagaOutcome(started - self.origin, latency, state))
+        self.sagas.append(SagaOutcome(started - self.origin, latency, state, reason))
 
 
 @dataclass

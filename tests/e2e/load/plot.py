@@ -33,7 +33,7 @@ STATE_COLORS = {"CONFIRMED": "C2", "REJECTED": "C1", "CANCELLED": "C3", "UNFINIS
 TIME_AXIS = "seconds since the first scheduled request"
 
 
-def _plain_log_scale(axis: Axis) -> None:
+def plain_log_scale(axis: Axis) -> None:
     """Milliseconds on a log axis read as 1, 2, 5, 10, 20, 50 ... rather than powers of ten."""
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
@@ -91,7 +91,7 @@ def _latency_over_time(
             label=f"{BASELINE} p95 {baseline_p95:.1f} ms",
         )
     ax.set_yscale("log")
-    _plain_log_scale(ax.yaxis)
+    plain_log_scale(ax.yaxis)
     ax.set_xlabel(TIME_AXIS)
     ax.set_ylabel("latency from scheduled time (ms)")
     ax.set_title(f"Latency over time (dots: requests; lines: p95 per {bucket:g} s)")
@@ -161,7 +161,7 @@ def _rpc_histogram(
                 ax, base, bins, color="grey", linestyle="--", label=f"{BASELINE} (n={len(base)})"
             )
     ax.set_xscale("log")
-    _plain_log_scale(ax.xaxis)
+    plain_log_scale(ax.xaxis)
     ax.set_xlabel("latency (ms, log scale)")
     ax.set_ylabel("% of the RPC's requests")
     ax.set_title("RPC latency histogram")
@@ -196,7 +196,7 @@ def _saga_histogram(ax: Axes, sagas: Sequence[SagaOutcome]) -> None:
                 label=f"{state} (n={len(values)})",
             )
         ax.set_xscale("log")
-        _plain_log_scale(ax.xaxis)
+        plain_log_scale(ax.xaxis)
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel("scheduled PlaceOrder → terminal status seen (ms, log scale)")
     ax.set_ylabel("orders")

@@ -12,23 +12,24 @@ load` calls it through the CLI (``python -m tests.e2e.load``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.load import plot, report
 from tests.e2e.load.buyers import Buyer, TokenCache, refresh_rejected, sign_in_buyers
-from tests.e2e.load.calls import CHECK, Calls
-from tests.e2e.load.driver import OpenLoop, Recorder
+from tests.e2e.load.calls import CHECK, PLACE_ORDER_DEADLINE, Calls
+from tests.e2e.load.driver import DriveResult, OpenLoop, Recorder
 from tests.e2e.load.scenarios import (
     SERVICE_OF,
     Arrival,
@@ -40,7 +41,7 @@ from tests.e2e.load.scenarios import (
     new_run_id,
     prepare_catalog,
 )
-from tests.e2e.load.settings import ScenarioSettings
+from tests.e2e.load.settings import FLASH_SALE, ScenarioSettings
 from tests.e2e.load.stats import all_rpc_figures, saga_figures
 from tests.e2e.load.target import Target
 from tools.audit import audit
@@ -50,6 +51,7 @@ from tools.shop_client import DEADLINE, ShopClient
 log = logging.getLogger(__name__)
 
 Say = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -117,20 +119,31 @@ async def _drive_baseline(
     return recorder, report.load_figures(result, settings)
 
 
-async def run_scenario(
+@dataclass
+class Prepared:
+    """A scenario set up and ready to measure: nothing here was measured."""
+
+    settings: ScenarioSettings
+    run_id: str
+    plan: list[Arrival]
+    catalog: list[CatalogItem]
+    operations: Operations
+    setup: dict[str, Any]
+
+
+async def prepare_scenario(
     settings: ScenarioSettings,
     target: Target,
     buyers: list[Buyer],
-    reports_dir: Path,
+    recorder: Recorder,
     *,
-    profile: str = "custom",
+    run_id: str,
     token_cache: TokenCache | None = None,
     say: Say = print,
-) -> ScenarioResult:
-    """Runs one scenario; ``buyers[:users]`` are used, and replaced if their token was stale."""
-    started_at, run_id = _now(), new_run_id()
+) -> Prepared:
+    """Catalog and stock, buyers warmed (replaced in ``buyers`` if their token was stale)
+    and funded; its operations record into ``recorder``."""
     name = settings.scenario
-    machine = _machine()
     setup_started = time.monotonic()
     say(f"{name}: setting up (catalog, {settings.users} buyers) ...")
     admin = ShopClient(target.clients)
@@ -150,9 +163,65 @@ async def run_scenario(
     setup = {
         "seconds": round(time.monotonic() - setup_started, 2),
         "catalog": [item.sku for item in catalog],
-        "stock": settings.stock if name == "flash-sale" else None,
+        "stock": settings.stock if name == FLASH_SALE else None,
         "funded_minor": funded,
     }
+    operations = Operations(settings, Calls(target.clients, recorder), users, catalog, run_id)
+    return Prepared(settings, run_id, plan, catalog, operations, setup)
+
+
+async def measure(
+    rate: float,
+    concurrency: int,
+    arrivals: Sequence[T],
+    op: Callable[[T, float], Coroutine[Any, Any, bool]],
+    recorder: Recorder,
+    *,
+    kind: Callable[[T], str],
+    drain_timeout: float,
+    during: Callable[[Recorder], Awaitable[Any]] | None = None,
+) -> tuple[DriveResult, Any]:
+    """The open loop over ``arrivals``; ``during(recorder)`` (a fault schedule, say) runs
+    beside it from the first arrival on and is awaited too. Returns both results."""
+    loop = OpenLoop[T](
+        rate=rate,
+        concurrency=concurrency,
+        op=op,
+        on_drop=lambda arrival: recorder.drop(kind(arrival)),
+        drain_timeout=drain_timeout,
+    )
+    if during is None:
+        return await loop.run(arrivals, recorder), None
+    driving = asyncio.ensure_future(loop.run(arrivals, recorder))
+    # The loop sets recorder.origin before its first sleep: start the hook after that.
+    await asyncio.sleep(0)
+    try:
+        beside = await during(recorder)
+    except BaseException:
+        driving.cancel()
+        raise
+    return await driving, beside
+
+
+async def run_scenario(
+    settings: ScenarioSettings,
+    target: Target,
+    buyers: list[Buyer],
+    reports_dir: Path,
+    *,
+    profile: str = "custom",
+    token_cache: TokenCache | None = None,
+    say: Say = print,
+) -> ScenarioResult:
+    """Runs one scenario; ``buyers[:users]`` are used, and replaced if their token was stale."""
+    started_at, run_id = _now(), new_run_id()
+    name = settings.scenario
+    machine = _machine()
+    recorder = Recorder()
+    prepared = await prepare_scenario(
+        settings, target, buyers, recorder, run_id=run_id, token_cache=token_cache, say=say
+    )
+    plan, setup = prepared.plan, prepared.setup
 
     say(f"{name}: baseline Check at {settings.rate:g}/s for {settings.baseline_seconds:g}s ...")
     baseline_recorder, baseline_load = await _drive_baseline(settings, plan, target)
@@ -161,16 +230,15 @@ async def run_scenario(
     )
 
     say(f"{name}: measuring at {settings.rate:g}/s for {settings.duration:g}s ...")
-    recorder = Recorder()
-    operations = Operations(settings, Calls(target.clients, recorder), users, catalog, run_id)
-    loop = OpenLoop[Arrival](
-        rate=settings.rate,
-        concurrency=settings.concurrency,
-        op=operations.execute,
-        on_drop=lambda arrival: recorder.drop(arrival.kind),
-        drain_timeout=settings.saga_deadline + 10.0,
+    result, _ = await measure(
+        settings.rate,
+        settings.concurrency,
+        plan,
+        prepared.operations.execute,
+        recorder,
+        kind=lambda arrival: arrival.kind,
+        drain_timeout=settings.saga_deadline + PLACE_ORDER_DEADLINE + 10.0,
     )
-    result = await loop.run(plan, recorder)
     machine = machine | {"loadavg_1m_after": round(os.getloadavg()[0], 2)}
     load = report.load_figures(result, settings)
     rpcs = all_rpc_figures(recorder.calls, recorder.dropped, settings.duration)
@@ -183,7 +251,7 @@ async def run_scenario(
             intended_states(settings),
             offered=placed["count"] + placed["dropped"],
         )
-        if name == "flash-sale":
+        if name == FLASH_SALE:
             ok_orders = saga["orders"]
             saga["expected_confirmed"] = min(settings.stock, ok_orders)
             saga["sold_as_expected"] = (

@@ -20,7 +20,7 @@ import grpc
 
 from shared.rpc.client import ServiceClients
 from shop.common.v1 import money_pb2
-from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.order.v1 import order_pb2
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.load.buyers import SETUP_PARALLEL, Buyer, bounded
@@ -241,9 +241,7 @@ class Operations:
             ],
             idempotency_key=f"load-{self._run_id}-{arrival.index}",
         )
-        reply = await self._calls.unary(
-            "order", order_pb2_grpc.OrderServiceStub, "PlaceOrder", request, token, started=due
-        )
+        reply = await self._calls.place_order(request, token, started=due)
         if reply is None:
             return False
         state = await self._calls.follow_order(

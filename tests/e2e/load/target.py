@@ -77,13 +77,18 @@ async def wait_until_up(stack: Stack, timeout: float) -> None:
 
 
 @contextlib.asynccontextmanager
-async def background_run(log_file: Path, say: Callable[[str], None]) -> AsyncIterator[None]:
-    """`python -m tools.run` until the block ends; its output goes to ``log_file``."""
+async def background_run(
+    log_file: Path, say: Callable[[str], None], replicas: int | None = None
+) -> AsyncIterator[None]:
+    """`python -m tools.run` (with ``--replicas``, if given) until the block ends; its output
+    goes to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    extra = [] if replicas is None else ["--replicas", str(replicas)]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "tools.run",
+        *extra,
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -128,8 +133,11 @@ async def background_run(log_file: Path, say: Callable[[str], None]) -> AsyncIte
 
 
 @contextlib.asynccontextmanager
-async def dev_target(log_file: Path, say: Callable[[str], None] = print) -> AsyncIterator[Target]:
-    """The `make run` system; started in the background (and stopped after) if none is up."""
+async def dev_target(
+    log_file: Path, say: Callable[[str], None] = print, *, replicas: int | None = None
+) -> AsyncIterator[Target]:
+    """The `make run` system; started in the background (and stopped after) if none is up,
+    with ``replicas`` instances of each service if given (`make run REPLICAS=N`)."""
     stack = Stack("dev")
     async with contextlib.AsyncExitStack() as resources:
         if not await system_is_up(stack):
@@ -145,7 +153,7 @@ async def dev_target(log_file: Path, say: Callable[[str], None] = print) -> Asyn
                     ) from None
             else:
                 say("no services registered in etcd: starting the dev stack as `make run` does")
-                await resources.enter_async_context(background_run(log_file, say))
+                await resources.enter_async_context(background_run(log_file, say, replicas))
         directory = await resources.enter_async_context(open_directory(stack))
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         resources.push_async_callback(clients.close)
