@@ -108,8 +108,14 @@ async def wait_reregistered(system: Supervised, child: ServiceProcess, old_lease
 def test_make_run_replicas_2_starts_two_supervised_instances_of_each_service(
     stack: Stack, keys: TestKeys
 ) -> None:
+    # Under a parent make (CI's `make test`) MAKEFLAGS would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     dry_run = subprocess.run(
-        ["make", "-n", "run", "REPLICAS=2"], cwd=REPO_ROOT, capture_output=True, text=True
+        ["make", "--no-print-directory", "-n", "run", "REPLICAS=2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert dry_run.returncode == 0, dry_run.stderr
     assert "make run REPLICAS=2" in README and "tests/e2e/test_supervision.py" in README

@@ -52,7 +52,12 @@ from shop.common.v1 import money_pb2
 from shop.order.v1 import order_pb2 as pb
 from shop.order.v1 import order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
-from tests.support.services import RunningService, recreate_database, run_service
+from tests.support.services import (
+    RunningService,
+    database_name,
+    recreate_database,
+    run_service,
+)
 from tests.support.tokens import TestKeys, bearer
 
 pytestmark = pytest.mark.integration
@@ -193,6 +198,8 @@ async def scripted(stack: Stack, keys: TestKeys) -> AsyncIterator[tuple[Scripted
     settings = ProductSettings(
         port=0,
         etcd_endpoint=stack.etcd_endpoint,
+        # Its readiness (and so its registration) follows the database, as any instance's.
+        pg_dsn=stack.pg_dsn(database_name("product")),
         tls_dir=stack.tls_dir,
         registry_ttl_seconds=2,
         shutdown_grace_seconds=0.5,
