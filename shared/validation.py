@@ -18,7 +18,7 @@ import binascii
 import json
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -87,6 +87,18 @@ def parse_uuid(value: object, field: str) -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise InvalidArgument(field, f"must be a UUID, got {value[:40]!r}") from None
+
+
+def uuids_in(values: Iterable[str]) -> set[uuid.UUID]:
+    """The values that are UUIDs; the others left out (for work that must not be the one
+    to refuse a bad value, such as taking locks before a handler decides)."""
+    found = set()
+    for value in values:
+        try:
+            found.add(uuid.UUID(value))
+        except ValueError:
+            continue
+    return found
 
 
 def require_text(

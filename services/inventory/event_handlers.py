@@ -28,7 +28,7 @@ from shared.messaging.envelope import Event
 from shared.messaging.runtime import Subscriptions
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
 from shared.rpc.convert import money_from_proto
-from shared.validation import parse_uuid
+from shared.validation import parse_uuid, uuids_in
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,26 @@ async def on_order_cancelled(uow: InventoryUnitOfWork, event: Event) -> None:
     )
 
 
+async def lock_stock(uow: InventoryUnitOfWork, events: list[Event]) -> None:
+    """The stock rows a batch will change, locked first and in SKU order (see
+    consumer.RowLocks): a new order's SKUs, and those of the reservations that a
+    payment or a cancellation moves on."""
+    skus: set[str] = set()
+    order_ids: list[str] = []
+    for event in events:
+        if isinstance(event.payload, order_events_pb2.OrderCreated):
+            skus.update(line.sku for line in event.payload.lines)
+        elif isinstance(event.payload, ORDER_ID_EVENTS):
+            order_ids.append(event.payload.order_id)
+    await uow.stock.lock_in_order(skus, uuids_in(order_ids))
+
+
+ORDER_ID_EVENTS = (
+    order_events_pb2.OrderCancelled,
+    payment_events_pb2.PaymentSucceeded,
+    payment_events_pb2.PaymentFailed,
+)
+
 SUBSCRIPTIONS: Subscriptions[InventoryUnitOfWork] = Subscriptions(
     topics=[ORDERS, PAYMENTS],
     handlers={
@@ -182,4 +202,5 @@ SUBSCRIPTIONS: Subscriptions[InventoryUnitOfWork] = Subscriptions(
         payment_events_pb2.PaymentFailed.DESCRIPTOR.full_name: on_payment_failed,
     },
     batch_handlers={order_events_pb2.OrderCreated.DESCRIPTOR.full_name: on_orders_created},
+    row_locks=lock_stock,
 )

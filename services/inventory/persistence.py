@@ -7,7 +7,7 @@ when its lock is taken, never a value read earlier and written back.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -67,6 +67,18 @@ class StockRepository:
     async def get(self, sku: str) -> Stock | None:
         row = await self._conn.fetchrow(f"SELECT {_COLUMNS} FROM stock WHERE sku = $1", sku)
         return _stock(row) if row else None
+
+    async def lock_in_order(self, skus: Collection[str], order_ids: Collection[uuid.UUID]) -> None:
+        """Locks the stock rows of ``skus`` and of these orders' reservations, in SKU order:
+        the one order every batch takes them in."""
+        await self._conn.execute(
+            "SELECT 1 FROM stock WHERE sku IN ("
+            "   SELECT unnest($1::text[])"
+            "   UNION SELECT sku FROM reservation_lines WHERE order_id = ANY($2::uuid[]))"
+            " ORDER BY sku FOR UPDATE OF stock",
+            sorted(skus),
+            sorted(order_ids),
+        )
 
     async def get_many(self, skus: list[str]) -> list[Stock]:
         rows = await self._conn.fetch(

@@ -29,7 +29,7 @@ from shared.messaging.envelope import Event
 from shared.messaging.runtime import Subscriptions
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
 from shared.rpc.convert import money_from_proto, money_to_proto
-from shared.validation import parse_uuid
+from shared.validation import parse_uuid, uuids_in
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
 
 log = logging.getLogger(__name__)
@@ -147,6 +147,19 @@ async def _refund(uow: PaymentUnitOfWork, charged: Payment, reason: str) -> None
     )
 
 
+async def lock_wallets(uow: PaymentUnitOfWork, events: list[Event]) -> None:
+    """The wallets a batch will charge or refund, locked first and in user order (see
+    consumer.RowLocks)."""
+    users = [
+        event.payload.user_id
+        for event in events
+        if isinstance(
+            event.payload, inventory_events_pb2.InventoryReserved | order_events_pb2.OrderCancelled
+        )
+    ]
+    await uow.wallets.lock_in_order(uuids_in(users))
+
+
 def subscriptions(authorizer: ProviderAuthorizer) -> Subscriptions[PaymentUnitOfWork]:
     """The topics payment consumes, a handler per event type it reacts to, and the
     provider's authorisations, prepared outside the transaction."""
@@ -157,4 +170,5 @@ def subscriptions(authorizer: ProviderAuthorizer) -> Subscriptions[PaymentUnitOf
         topics=[INVENTORY, ORDERS],
         handlers={reserved: handlers.on_inventory_reserved, cancelled: handlers.on_order_cancelled},
         preparers={reserved: authorizer.authorize},
+        row_locks=lock_wallets,
     )

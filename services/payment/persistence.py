@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -72,6 +73,13 @@ class WalletRepository:
             f"SELECT {_WALLET_COLUMNS} FROM wallets WHERE user_id = $1", user_id
         )
         return _wallet(row) if row else None
+
+    async def lock_in_order(self, user_ids: Collection[uuid.UUID]) -> None:
+        """Locks these wallets, in user-id order: the one order every batch takes them in."""
+        await self._conn.execute(
+            "SELECT 1 FROM wallets WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR UPDATE",
+            sorted(user_ids),
+        )
 
     async def open(self, user_id: uuid.UUID, currency: str) -> None:
         """Creates an empty wallet unless the user already has one."""

@@ -22,10 +22,21 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 _LOST_RACES: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError,)
 
 
+OUTAGE_MESSAGE = "a dependency of this service is unavailable; retry later"
+
+
 def as_domain_error(error: BaseException) -> DomainError | None:
-    """The retryable domain error an infrastructure failure stands for, or None."""
-    if isinstance(error, _LOST_RACES):
-        return Conflict("the call lost a race with a concurrent one; retry it")
-    if isinstance(error, _OUTAGES):
-        return Unavailable("a dependency of this service is unavailable; retry later")
+    """The retryable domain error an infrastructure failure stands for, or None.
+
+    The chain of causes counts: a lost connection often surfaces as a later error
+    about the connection's state (a rollback on a closed connection, say)."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, _LOST_RACES):
+            return Conflict("the call lost a race with a concurrent one; retry it")
+        if isinstance(cause, _OUTAGES):
+            return Unavailable(OUTAGE_MESSAGE)
+        cause = cause.__cause__ or cause.__context__
     return None

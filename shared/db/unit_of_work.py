@@ -13,6 +13,8 @@ from typing import Self
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from shared.db.errors import OUTAGE_MESSAGE
+from shared.errors import Unavailable
 from shared.messaging.outbox import Outbox
 
 
@@ -54,6 +56,25 @@ class PostgresUnitOfWork:
         self.bind(conn)
         return self
 
+    async def _rollback(self) -> None:
+        assert self._transaction is not None
+        try:
+            await self._transaction.rollback()
+        except asyncpg.InterfaceError as error:
+            # A connection the server dropped has no transaction left to roll back; the
+            # error that brought us here is the one to report.
+            if not self._broken(error):
+                raise
+
+    def _broken(self, error: asyncpg.InterfaceError) -> bool:
+        """The connection was lost (or left mid-operation by the loss): the pool must not
+        hand it out again."""
+        assert self._conn is not None
+        if self._conn.is_closed() or isinstance(error, asyncpg.InternalClientError):
+            self._conn.terminate()
+            return True
+        return False
+
     async def __aexit__(
         self,
         exc_type: type[BaseException] | None,
@@ -66,11 +87,18 @@ class PostgresUnitOfWork:
                 try:
                     await self.outbox.flush()
                 except BaseException:
-                    await self._transaction.rollback()
+                    await self._rollback()
                     raise
-                await self._transaction.commit()
+                try:
+                    await self._transaction.commit()
+                except asyncpg.InterfaceError as error:
+                    if not self._broken(error):
+                        raise
+                    # Whether the commit landed is unknown; the caller retries (with
+                    # its idempotency key where the call has one).
+                    raise Unavailable(OUTAGE_MESSAGE) from error
             else:
-                await self._transaction.rollback()
+                await self._rollback()
         finally:
             await self._pool.release(self._conn)
             self._conn = None

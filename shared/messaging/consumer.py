@@ -70,6 +70,12 @@ BatchHandler = Callable[[UowT, list[Event]], Awaitable[None]]
 # It sees events before deduplication and again whenever their handling is retried, so it
 # must be safe to repeat; what it learns, the handler reads inside the transaction.
 Preparer = Callable[[list[Event]], Awaitable[None]]
+# Runs first in the transaction: takes the row locks the batch's handlers will need, all
+# at once and in one canonical order (stock by SKU, wallets by user). Handlers lock rows
+# event by event, so two instances' batches would otherwise lock shared rows in different
+# orders and deadlock (PostgreSQL breaks that only after deadlock_timeout, a second).
+# It sees the batch's new events; a payload it cannot read it skips (the handler decides).
+RowLocks = Callable[[UowT, list[Event]], Awaitable[None]]
 
 
 class _Listener(ConsumerRebalanceListener):
@@ -100,6 +106,7 @@ class IdempotentConsumer(Generic[UowT]):
         handlers: Mapping[str, Handler[UowT]],
         batch_handlers: Mapping[str, BatchHandler[UowT]] | None = None,
         preparers: Mapping[str, Preparer] | None = None,
+        row_locks: RowLocks[UowT] | None = None,
         dead_letters: DeadLetterPublisher,
         attempts: int = 3,
         max_batch: int = 500,
@@ -112,6 +119,7 @@ class IdempotentConsumer(Generic[UowT]):
         self._handlers = dict(handlers)
         self._batch_handlers = dict(batch_handlers or {})
         self._preparers = dict(preparers or {})
+        self._row_locks = row_locks
         self._dead_letters = dead_letters
         self._attempts = attempts
         self._max_batch = max_batch
@@ -279,6 +287,8 @@ class IdempotentConsumer(Generic[UowT]):
                 if event.event_id in fresh:  # else seen before, or twice in this batch
                     fresh.discard(event.event_id)
                     todo.append((record, event))
+            if todo and self._row_locks is not None:
+                await self._row_locks(uow, [event for _, event in todo])
             for run in _runs_of_one_type(todo):
                 trace_context.set_current(_traceparent(run[0][0]))
                 batch_handler = self._batch_handlers.get(run[0][1].type)

@@ -16,7 +16,14 @@ from typing import Generic
 
 import asyncpg
 
-from shared.messaging.consumer import BatchHandler, Handler, IdempotentConsumer, Preparer, UowT
+from shared.messaging.consumer import (
+    BatchHandler,
+    Handler,
+    IdempotentConsumer,
+    Preparer,
+    RowLocks,
+    UowT,
+)
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.kafka import KafkaTuning
 from shared.messaging.relay import OutboxRelay
@@ -31,6 +38,8 @@ class Subscriptions(Generic[UowT]):
     batch_handlers: Mapping[str, BatchHandler[UowT]] = field(default_factory=dict)
     # Work done outside the transaction before the events are handled (see consumer.Preparer).
     preparers: Mapping[str, Preparer] = field(default_factory=dict)
+    # The rows a batch will lock, locked first in one order (see consumer.RowLocks).
+    row_locks: RowLocks[UowT] | None = None
 
 
 @dataclass
@@ -62,6 +71,7 @@ async def run_messaging(
                 handlers=subscriptions.handlers,
                 batch_handlers=subscriptions.batch_handlers,
                 preparers=subscriptions.preparers,
+                row_locks=subscriptions.row_locks,
                 dead_letters=DeadLetterPublisher(settings.kafka_bootstrap, tuning),
                 tuning=tuning,
             )

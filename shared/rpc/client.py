@@ -19,7 +19,9 @@ the call under three guards, all read from the config center once per call
   ``retry.attempt_timeout_ms`` of it: an instance that is frozen rather than dead
   (SIGSTOPped, partitioned) takes calls and answers none, so the attempt is cut
   short, the instance ejected like one that answered UNAVAILABLE, and the call
-  tried on another instance while its deadline still has room.
+  tried on another instance while its deadline still has room. A call in flight on an
+  instance that leaves the directory (its lease expired) is cancelled with its channel;
+  it fails UNAVAILABLE (reason INSTANCE_LEFT) and, if idempotent, is tried elsewhere.
 
 Why our own loop, not gRPC's channel ``retryPolicy`` and ``retryThrottling``: a
 channel here is one instance (discovery hands us addresses, and we dial each one),
@@ -72,6 +74,7 @@ DEFAULT_CONFIG = RuntimeConfig(GlobalConfig(), ServiceKnobs())
 # The error-reason of the failures this module makes up without calling anyone.
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 DEADLINE_BUDGET_SPENT = "DEADLINE_BUDGET_SPENT"
+INSTANCE_LEFT = "INSTANCE_LEFT"
 
 
 def local_error(code: grpc.StatusCode, reason: str, details: str) -> grpc.aio.AioRpcError:
@@ -84,6 +87,13 @@ def local_error(code: grpc.StatusCode, reason: str, details: str) -> grpc.aio.Ai
         details=details,
         debug_error_string="",
     )
+
+
+def _this_task_is_cancelled() -> bool:
+    """Whether a CancelledError is meant for the running task, rather than a gRPC call's
+    own (grpc.aio raises CancelledError when a closing channel cancels its calls)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def forwarded_credentials(
@@ -255,6 +265,7 @@ class ServiceClients:
                 and config.retry.attempt_timeout_ms / 1000 < remaining
             )
             budget_of_attempt = config.retry.attempt_timeout_ms / 1000 if cut_short else remaining
+            left_mid_call = False
             try:
                 result = await self._attempt(
                     invoke,
@@ -262,7 +273,21 @@ class ServiceClients:
                     budget_of_attempt,
                     timeout is not None,
                 )
-            except grpc.aio.AioRpcError as error:
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as failure:
+                if isinstance(failure, asyncio.CancelledError):
+                    if _this_task_is_cancelled():
+                        breaker.record(ticket, Outcome.NEUTRAL, config.breaker)
+                        raise
+                    # Not our cancel: the instance left the directory (its lease expired:
+                    # dead or frozen) and its channel was closed under the call.
+                    error = local_error(
+                        grpc.StatusCode.UNAVAILABLE,
+                        INSTANCE_LEFT,
+                        f"the {service} instance at {instance.address} left during the call",
+                    )
+                    left_mid_call = True
+                else:
+                    error = failure
                 code = error.code()
                 breaker.record(ticket, outcome_of(code), config.breaker)
                 if code in BUDGET_FAILURES:
@@ -281,6 +306,10 @@ class ServiceClients:
                     remaining=left,
                     rand=self._rand,
                 )
+                if left_mid_call and not idempotent:
+                    # It may have done the work before it froze: only a call that can be
+                    # repeated safely is sent again.
+                    raise error from None
                 if not decision.retry:
                     if decision.throttled:
                         self.counters[(service, "retries_throttled")] += 1
@@ -289,7 +318,7 @@ class ServiceClients:
                             "%s at %s: %s; not retried: %s",
                             service, instance.address, code.name, decision.why,
                         )  # fmt: skip
-                    raise
+                    raise error from None
                 log.info(
                     "%s at %s: %s; retry %d in %.0f ms",
                     service, instance.address, code.name, attempt, decision.delay * 1000,

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from aetcd.exceptions import ClientError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer as AsyncHealthServicer  # health.aio, typed
 
@@ -198,12 +199,19 @@ class ServiceHost:
     def _on_config(self, _: object) -> None:
         self._status.wake()
 
-    async def _publish_status(self) -> None:
+    async def _publish_status(self) -> float | None:
         registration = self.registration
         if registration is not None and registration.lease is not None:
-            await publish_status(
-                self._etcd, self.config, self.settings.instance_id, registration.lease
-            )
+            try:
+                await publish_status(
+                    self._etcd, self.config, self.settings.instance_id, registration.lease
+                )
+            except (ClientError, OSError) as error:
+                # etcd is down, or the lease expired (a pause past its TTL) and the
+                # registration is granting a new one: soon again, on that one.
+                log.warning("config status not published (%s); again in 1 s", error)
+                return 1.0
+        return None
 
     async def wait_for_stop_signal(self) -> None:
         loop = asyncio.get_running_loop()

@@ -538,6 +538,45 @@ async def test_concurrent_multi_line_orders_in_both_sku_orders_do_not_deadlock(
     assert (await stock(pool, b))[1] == len(reserved) == 30  # every order needs a unit of b
 
 
+@pytest.mark.parametrize("row_locks", [True, False], ids=["locked-first", "no-row-locks"])
+async def test_two_instances_batches_in_crossed_sku_orders_wait_instead_of_deadlocking(
+    pool: asyncpg.Pool, row_locks: bool
+) -> None:
+    """Two instances each handle a batch in one transaction: one sells x then commits a
+    sale of y, the other sells y then commits a sale of x. Event by event, their locks
+    cross and PostgreSQL kills one as a deadlock (after deadlock_timeout); with the
+    batch's stock rows locked first, in SKU order, the second batch waits for the first."""
+    x, y = sorted(new_sku() for _ in range(2))
+    for s in (x, y):
+        await set_stock(pool, s, 10)
+    held_x, held_y = new_order(), new_order()
+    await deliver(pool, order_created(held_x, (x, 1)))
+    await deliver(pool, order_created(held_y, (y, 1)))
+    first = [event_of(order_created(new_order(), (x, 1))), event_of(payment_succeeded(held_y))]
+    second = [event_of(order_created(new_order(), (y, 1))), event_of(payment_succeeded(held_x))]
+
+    async def handle_batch(events: list[Event]) -> None:
+        async with InventoryUnitOfWork(pool) as uow:
+            if row_locks:
+                assert SUBSCRIPTIONS.row_locks is not None
+                await SUBSCRIPTIONS.row_locks(uow, events)
+            for i, event in enumerate(events):
+                await SUBSCRIPTIONS.handlers[event.type](uow, event)
+                if i == 0:
+                    await asyncio.sleep(0.3)  # the other batch takes its first lock meanwhile
+
+    outcomes = await asyncio.gather(
+        handle_batch(first), handle_batch(second), return_exceptions=True
+    )
+    deadlocks = [o for o in outcomes if isinstance(o, asyncpg.DeadlockDetectedError)]
+    if row_locks:
+        assert outcomes == [None, None]
+        assert (await stock(pool, x))[1:3] == (1, 1) and (await stock(pool, y))[1:3] == (1, 1)
+    else:  # what the row locks are for
+        assert len(deadlocks) == 1, outcomes
+    await audit(pool, [x, y])
+
+
 async def test_cancel_racing_payment_ends_released_either_way(pool: asyncpg.Pool) -> None:
     sku = new_sku()
     await set_stock(pool, sku, 50)

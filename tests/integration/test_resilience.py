@@ -42,7 +42,12 @@ from shared.errors import (
 )
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
-from shared.rpc.client import CIRCUIT_OPEN, DEADLINE_BUDGET_SPENT, ServiceClients
+from shared.rpc.client import (
+    CIRCUIT_OPEN,
+    DEADLINE_BUDGET_SPENT,
+    INSTANCE_LEFT,
+    ServiceClients,
+)
 from shared.rpc.deadlines import deadline_scope
 from shared.rpc.interceptors import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
@@ -376,6 +381,38 @@ async def test_an_open_breaker_fails_well_under_5_ms_saying_so(
     assert details.startswith("circuit open for product; retry in ") and details.endswith(" s")
     assert reason(errors[-1]) == CIRCUIT_OPEN
     assert statistics.median(durations) < 0.005, durations
+
+
+async def test_a_call_on_an_instance_that_leaves_fails_unavailable_not_cancelled(
+    scripted: tuple[ScriptedProduct, ServiceHost],
+    own_clients: Callable[[ConfigCenter], Awaitable[ServiceClients]],
+    keys: TestKeys,
+) -> None:
+    """A frozen instance's lease expires mid-call: the caller's channel to it is closed,
+    which cancels the call; the caller sees UNAVAILABLE (INSTANCE_LEFT), not a cancel of
+    its own task, and a call that is not idempotent is not sent again."""
+    product, host = scripted
+    clients = await own_clients(fixed(max_attempts=5))
+    request = product_pb2.BatchGetProductsRequest(product_ids=[str(uuid.uuid4())])
+    product.hang()
+    call = asyncio.ensure_future(
+        clients.call(
+            "product",
+            product_pb2_grpc.ProductServiceStub,
+            lambda s: s.BatchGetProducts(request, timeout=10, metadata=bearer(keys.token())),
+        )
+    )
+    async with asyncio.timeout(5):
+        while product.batch_calls == 0:
+            await asyncio.sleep(0.01)
+    assert host.registration is not None
+    await host.registration.withdraw()  # as the lease of a frozen instance expires
+    took, error = await elapsed(call)
+    assert error is not None and error.code() == C.UNAVAILABLE, error
+    assert reason(error) == INSTANCE_LEFT
+    assert "left during the call" in (error.details() or "")
+    assert took < 5.0  # the channel's grace, not the call's 10 s deadline
+    assert product.batch_calls == 1
 
 
 # --- retries ---------------------------------------------------------------------------------
