@@ -44,7 +44,7 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 # Tests start consumer groups constantly; the default 3s delay would add up.
 group.initial.rebalance.delay.ms=0
-# The services' consumers use a 4 s session (shared/messaging/kafka.py), below Kafka's 6 s floor.
+# The services' consumers use a 3 s session (shared/messaging/kafka.py), below Kafka's 6 s floor.
 group.min.session.timeout.ms=1000
 # The defaults (50 partitions each) make the first consumer group / transaction on a fresh stack
 # wait for dozens of partitions to be created, for no benefit on a single node.

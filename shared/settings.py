@@ -48,7 +48,7 @@ class ServiceSettings(BaseSettings):
     # How fast a lost consumer's partitions move and a restarted broker is found again
     # (shared/messaging/kafka.py). The broker's group.min.session.timeout.ms must allow
     # the session timeout.
-    kafka_session_timeout_ms: int = Field(default=4_000, ge=1_000, le=300_000)
+    kafka_session_timeout_ms: int = Field(default=3_000, ge=1_000, le=300_000)
     kafka_heartbeat_interval_ms: int = Field(default=1_000, ge=100, le=60_000)
     kafka_metadata_max_age_ms: int = Field(default=10_000, ge=1_000, le=600_000)
 

@@ -46,10 +46,17 @@ class PostgresUnitOfWork:
         try:
             transaction = conn.transaction()
             await transaction.start()
-        except BaseException:
+        except BaseException as error:
             # __aexit__ never runs when entering fails (a cancelled task, say):
             # without this the connection would never go back and pool.close() would hang.
+            broken = isinstance(error, asyncpg.InterfaceError) and (
+                conn.is_closed() or isinstance(error, asyncpg.InternalClientError)
+            )
+            if broken:  # lost with the server (a restart): not to be handed out again
+                conn.terminate()
             await self._pool.release(conn)
+            if broken:
+                raise Unavailable(OUTAGE_MESSAGE) from error
             raise
         self._conn, self._transaction = conn, transaction
         self._outbox = Outbox(conn)

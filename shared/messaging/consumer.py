@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
@@ -49,6 +50,13 @@ log = logging.getLogger(__name__)
 
 # While the broker cannot be reached at start-up: 0.2 s, 0.4 s, ... up to 1 s between tries.
 CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 1.0
+
+# A rebalance ends within the session timeout (aiokafka's rebalance timeout), a few seconds
+# more after a broker restart. After a broker restart aiokafka can instead stay between
+# revocation and assignment for good, silently (seen under `make chaos`): past this, the
+# consumer is replaced by a new one, which joins the group afresh.
+REBALANCE_STUCK_SECONDS = 15.0
+STOP_TIMEOUT_SECONDS = 5.0
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
 # Failures of the database connection itself: the whole batch waits and is read again.
@@ -82,15 +90,23 @@ class _Listener(ConsumerRebalanceListener):
     def __init__(self, name: str) -> None:
         self._name = name
         self.assigned: set[TopicPartition] = set()
+        # When the rebalance in progress began (its revocation), until its assignment.
+        self.rebalancing_since: float | None = None
+
+    def rebalancing_for(self) -> float:
+        since = self.rebalancing_since
+        return 0.0 if since is None else time.monotonic() - since
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Offsets are committed after every batch, so nothing handled is lost here;
         # anything handled but not yet committed is redelivered and deduplicated.
+        self.rebalancing_since = time.monotonic()
         self.assigned -= revoked
         if revoked:
             log.info("%s: partitions revoked: %s", self._name, sorted(revoked))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalancing_since = None
         self.assigned |= assigned
         log.info("%s: partitions assigned: %s", self._name, sorted(assigned))
 
@@ -184,6 +200,54 @@ class IdempotentConsumer(Generic[UowT]):
         return consumer
 
     async def _connect_and_run(self) -> None:
+        while True:
+            await self._connect()
+            loop = asyncio.create_task(self._run(), name=f"consumer loop {self.name}")
+            try:
+                await self._watch(loop)
+            finally:
+                if not loop.done():
+                    loop.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await loop
+            await self._drop_consumer()
+
+    async def _watch(self, loop: asyncio.Task[None]) -> None:
+        """Returns once the loop has failed or is stuck in a rebalance (then the client is
+        replaced). Apart from the loop: a stuck rebalance can hold up a commit in it too."""
+        while True:
+            done, _ = await asyncio.wait({loop}, timeout=1.0)
+            if done:
+                error = loop.exception()
+                # Never die quietly: a dead loop whose client still heartbeats would keep
+                # its partitions from the group's other members for good.
+                log.error(
+                    "%s: the consumer loop ended (%r); replacing the consumer",
+                    self.name,
+                    error,
+                    exc_info=error,
+                )
+                await asyncio.sleep(1.0)
+                return
+            if (stuck := self._listener.rebalancing_for()) > REBALANCE_STUCK_SECONDS:
+                log.warning(
+                    "%s: no partitions assigned %.0fs after a rebalance began; replacing the"
+                    " consumer (its uncommitted records are redelivered)",
+                    self.name,
+                    stuck,
+                )
+                return
+
+    async def _drop_consumer(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                    await consumer.stop()
+        self._listener.assigned.clear()
+        self._listener.rebalancing_since = None
+
+    async def _connect(self) -> None:
         backoff = CONNECT_BACKOFF_START
         while self._consumer is None:
             consumer = self._new_consumer()
@@ -200,7 +264,6 @@ class IdempotentConsumer(Generic[UowT]):
                 continue
             self._consumer = consumer
         log.info("%s: consumer connected to %s", self.name, self._bootstrap)
-        await self._run()
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -223,8 +286,12 @@ class IdempotentConsumer(Generic[UowT]):
                 # The database or the dead-letter topic is unreachable: nothing of this
                 # batch is committed; read it again from its first records after a pause.
                 log.warning("%s: batch failed (%r); will re-read it", self.name, exc)
+                # A rebalance during the failure may have taken some partitions away:
+                # their new owner starts from the committed offset anyway.
+                owned = self._consumer.assignment()
                 for tp, records in batches.items():
-                    self._consumer.seek(tp, records[0].offset)
+                    if tp in owned:
+                        self._consumer.seek(tp, records[0].offset)
                 await asyncio.sleep(1.0)
                 continue
             offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}

@@ -1,12 +1,12 @@
 """How every Kafka client of the shop is tuned, so that a broker restart or a lost
 instance costs seconds, not the library defaults' tens of seconds.
 
-- ``session_timeout_ms`` (4 s, library default 10 s): how long the group coordinator
+- ``session_timeout_ms`` (3 s, library default 10 s): how long the group coordinator
   waits for a silent member (SIGKILLed, SIGSTOPped, cut off) before its partitions go
   to the others. It also bounds a rebalance (aiokafka's rebalance timeout defaults to
   it). The broker must allow it: ``group.min.session.timeout.ms`` is lowered to 1 s in
   devstack/kafka.py and deploy/k8s/infra/server.properties (Kafka's default is 6 s).
-- ``heartbeat_interval_ms`` (1 s, a quarter of the session): a live member is told of a
+- ``heartbeat_interval_ms`` (1 s, a third of the session): a live member is told of a
   rebalance within a second.
 - ``metadata_max_age_ms`` (10 s, library default 5 min): a restarted broker's new
   partition leadership is learnt within seconds even on a client that saw no error.
@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 @dataclass(frozen=True)
 class KafkaTuning:
-    session_timeout_ms: int = 4_000
+    session_timeout_ms: int = 3_000
     heartbeat_interval_ms: int = 1_000
     metadata_max_age_ms: int = 10_000
     retry_backoff_ms: int = 200

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,7 @@ from devstack.stack import Stack
 from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
 from shared.db.unit_of_work import PostgresUnitOfWork
-from shared.messaging.consumer import IdempotentConsumer
+from shared.messaging.consumer import REBALANCE_STUCK_SECONDS, IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import Event, unwrap, wrap
 from shared.messaging.kafka import kafka_producer
@@ -223,3 +224,44 @@ async def test_relay_and_consumer_start_without_kafka_and_connect_when_it_answer
         await consumer.stop()
         await relay.stop()
         await broker.cut()
+
+
+async def test_a_consumer_stuck_between_revocation_and_assignment_is_replaced(
+    stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """aiokafka can stay between a revocation and an assignment after a broker restart,
+    saying nothing. Past REBALANCE_STUCK_SECONDS the consumer replaces its client, which
+    joins the group afresh and goes on with the partition."""
+    topic = await new_topic(stack, partitions=1)
+    handled: list[str] = []
+
+    async def record(uow: PostgresUnitOfWork, event: Event) -> None:
+        handled.append(event.envelope.aggregate_id)
+
+    consumer = IdempotentConsumer(
+        name=f"test-{uuid.uuid4().hex[:6]}",
+        topics=[topic],
+        bootstrap=stack.kafka_bootstrap,
+        unit_of_work=lambda: PostgresUnitOfWork(pool),
+        handlers={"shop.events.v1.OrderCreated": record},
+        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap),
+    )
+    await consumer.start()
+    try:
+        await producer.send_and_wait(topic, wrap(order_created("a"), "a").SerializeToString())
+        async with asyncio.timeout(20):
+            while handled != ["a"]:
+                await asyncio.sleep(0.1)
+        client = consumer._consumer
+        # As if a rebalance had begun long ago and never ended.
+        consumer._listener.rebalancing_since = time.monotonic() - REBALANCE_STUCK_SECONDS - 1
+        async with asyncio.timeout(30):  # a new client, in the group with the partition
+            while consumer._consumer is client or not consumer.connected:
+                await asyncio.sleep(0.1)
+        assert consumer._listener.rebalancing_since is None
+        await producer.send_and_wait(topic, wrap(order_created("b"), "b").SerializeToString())
+        async with asyncio.timeout(20):
+            while handled != ["a", "b"]:
+                await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()

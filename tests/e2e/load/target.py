@@ -70,9 +70,15 @@ async def system_is_up(stack: Stack) -> bool:
         return await all_serving(directory, ClientTLS.operator(stack.tls_dir))
 
 
-async def wait_until_up(stack: Stack, timeout: float) -> None:
+async def wait_until_up(stack: Stack, timeout: float, holder: int | None = None) -> None:
+    """Until every service serves; if ``holder`` (the `make run` starting it) goes away
+    first, it was stopping, not starting: RuntimeError."""
     async with asyncio.timeout(timeout):
         while not await system_is_up(stack):
+            if holder is not None and not Path(f"/proc/{holder}").exists():
+                raise RuntimeError(
+                    f"`make run` (pid {holder}) exited before the system was up; run again"
+                )
             await asyncio.sleep(1.0)
 
 
@@ -145,7 +151,7 @@ async def dev_target(
             if holder is not None:
                 say(f"`make run` (pid {holder}) is starting; waiting until it is ready ...")
                 try:
-                    await wait_until_up(stack, START_TIMEOUT)
+                    await wait_until_up(stack, START_TIMEOUT, holder)
                 except TimeoutError:
                     raise RuntimeError(
                         f"`make run` (pid {holder}) has not had every service serving for "
