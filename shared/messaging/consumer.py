@@ -187,10 +187,7 @@ class IdempotentConsumer(Generic[UowT]):
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self._max_batch,
-            # The broker answers a fetch at once when data is there, but a fetch already
-            # waiting does not always wake for data on another partition or topic (one
-            # consumer reads two topics): a short wait bounds each saga hop's latency.
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=t.fetch_max_wait_ms,
             session_timeout_ms=t.session_timeout_ms,
             heartbeat_interval_ms=t.heartbeat_interval_ms,
             metadata_max_age_ms=t.metadata_max_age_ms,

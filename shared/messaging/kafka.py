@@ -12,6 +12,11 @@ instance costs seconds, not the library defaults' tens of seconds.
   partition leadership is learnt within seconds even on a client that saw no error.
 - ``retry_backoff_ms`` (200 ms): the pause between retries of a failed request, and so
   how fast a client reconnects once the broker listens again.
+- ``fetch_max_wait_ms`` (100 ms, library default 500 ms): how long the broker holds an
+  empty fetch. Data on any partition of the fetch answers it at once, so this is not a
+  hop's latency; it is how often an idle consumer asks again. 10 ms cost each idle
+  consumer 7 % of a core and the broker 19 % (six consumers, `make run REPLICAS=2`), with
+  the same saga P50/P95 in `make bench` (179/468 ms against 182/412 ms at 100 ms).
 - ``request_timeout_ms`` (5 s, producers): an acknowledgement that never comes (the
   broker died with the request) fails in 5 s rather than 40 s.
 """
@@ -29,6 +34,7 @@ class KafkaTuning:
     heartbeat_interval_ms: int = 1_000
     metadata_max_age_ms: int = 10_000
     retry_backoff_ms: int = 200
+    fetch_max_wait_ms: int = 100
     request_timeout_ms: int = 5_000
 
 
