@@ -59,7 +59,11 @@ def run_lock_holder(stack: Stack) -> int | None:
         pid = int((stack.profile_dir / "run.pid").read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if Path(f"/proc/{pid}").exists() else None
+    return pid if is_alive(pid) else None
+
+
+def is_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
 
 
 async def system_is_up(stack: Stack) -> bool:
@@ -75,7 +79,7 @@ async def wait_until_up(stack: Stack, timeout: float, holder: int | None = None)
     first, it was stopping, not starting: RuntimeError."""
     async with asyncio.timeout(timeout):
         while not await system_is_up(stack):
-            if holder is not None and not Path(f"/proc/{holder}").exists():
+            if holder is not None and not is_alive(holder):
                 raise RuntimeError(
                     f"`make run` (pid {holder}) exited before the system was up; run again"
                 )
