@@ -243,8 +243,11 @@ async def test_shopctl_config_get_and_status(
 ) -> None:
     await store.write(etcd, "global", limits(3), expected_revision=0, author="test")
 
-    def shopctl(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    async def shopctl(*args: str) -> subprocess.CompletedProcess[str]:
+        # In a thread: the instances under test share this event loop, and a blocked loop
+        # sends no lease keepalives (their 2 s leases, and the statuses on them, would expire).
+        return await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "tools.shopctl", "config", *args, "--etcd", stack.etcd_endpoint],
             cwd=REPO_ROOT,
             capture_output=True,
@@ -253,14 +256,14 @@ async def test_shopctl_config_get_and_status(
             check=False,
         )
 
-    got = shopctl("get", "global")
+    got = await shopctl("get", "global")
     assert got.returncode == 0, got.stderr
     assert '"failure_threshold": 3' in got.stdout
-    status = shopctl("status")
+    status = await shopctl("status")
     assert status.returncode == 0, status.stderr
     for p in products:
         assert p.host.settings.instance_id in status.stdout
-    unknown = shopctl("get", "nosuch")
+    unknown = await shopctl("get", "nosuch")
     assert unknown.returncode == 1 and "unknown scope 'nosuch'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
 
