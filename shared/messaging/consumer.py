@@ -246,11 +246,16 @@ class IdempotentConsumer(Generic[UowT]):
 
     async def _connect(self) -> None:
         backoff = CONNECT_BACKOFF_START
-        while self._consumer is None:
-            consumer = self._new_consumer()
+        while True:
+            # Held before it starts: a stop() that cancels us mid-start must still stop it.
+            # Left running, a client that had joined the group would keep heartbeating and
+            # hold its partitions, read by no one, for max.poll.interval (5 minutes).
+            self._consumer = consumer = self._new_consumer()
             try:
                 await consumer.start()
+                break
             except (KafkaError, OSError) as exc:
+                self._consumer = None
                 with contextlib.suppress(Exception):
                     await consumer.stop()
                 log.warning(
@@ -258,8 +263,6 @@ class IdempotentConsumer(Generic[UowT]):
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX)
-                continue
-            self._consumer = consumer
         log.info("%s: consumer connected to %s", self.name, self._bootstrap)
 
     async def _run(self) -> None:
