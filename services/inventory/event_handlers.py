@@ -173,6 +173,14 @@ async def on_order_cancelled(uow: InventoryUnitOfWork, event: Event) -> None:
     )
 
 
+# The events that move an existing reservation on, by its order id.
+ORDER_ID_EVENTS = (
+    order_events_pb2.OrderCancelled,
+    payment_events_pb2.PaymentSucceeded,
+    payment_events_pb2.PaymentFailed,
+)
+
+
 async def lock_stock(uow: InventoryUnitOfWork, events: list[Event]) -> None:
     """The stock rows a batch will change, locked first and in SKU order (see
     consumer.RowLocks): a new order's SKUs, and those of the reservations that a
@@ -186,12 +194,6 @@ async def lock_stock(uow: InventoryUnitOfWork, events: list[Event]) -> None:
             order_ids.append(event.payload.order_id)
     await uow.stock.lock_in_order(skus, uuids_in(order_ids))
 
-
-ORDER_ID_EVENTS = (
-    order_events_pb2.OrderCancelled,
-    payment_events_pb2.PaymentSucceeded,
-    payment_events_pb2.PaymentFailed,
-)
 
 SUBSCRIPTIONS: Subscriptions[InventoryUnitOfWork] = Subscriptions(
     topics=[ORDERS, PAYMENTS],

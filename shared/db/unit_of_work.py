@@ -49,11 +49,7 @@ class PostgresUnitOfWork:
         except BaseException as error:
             # __aexit__ never runs when entering fails (a cancelled task, say):
             # without this the connection would never go back and pool.close() would hang.
-            broken = isinstance(error, asyncpg.InterfaceError) and (
-                conn.is_closed() or isinstance(error, asyncpg.InternalClientError)
-            )
-            if broken:  # lost with the server (a restart): not to be handed out again
-                conn.terminate()
+            broken = discard_if_broken(conn, error)
             await self._pool.release(conn)
             if broken:
                 raise Unavailable(OUTAGE_MESSAGE) from error
@@ -64,23 +60,14 @@ class PostgresUnitOfWork:
         return self
 
     async def _rollback(self) -> None:
-        assert self._transaction is not None
+        assert self._transaction is not None and self._conn is not None
         try:
             await self._transaction.rollback()
         except asyncpg.InterfaceError as error:
             # A connection the server dropped has no transaction left to roll back; the
             # error that brought us here is the one to report.
-            if not self._broken(error):
+            if not discard_if_broken(self._conn, error):
                 raise
-
-    def _broken(self, error: asyncpg.InterfaceError) -> bool:
-        """The connection was lost (or left mid-operation by the loss): the pool must not
-        hand it out again."""
-        assert self._conn is not None
-        if self._conn.is_closed() or isinstance(error, asyncpg.InternalClientError):
-            self._conn.terminate()
-            return True
-        return False
 
     async def __aexit__(
         self,
@@ -99,7 +86,7 @@ class PostgresUnitOfWork:
                 try:
                     await self._transaction.commit()
                 except asyncpg.InterfaceError as error:
-                    if not self._broken(error):
+                    if not discard_if_broken(self._conn, error):
                         raise
                     # Whether the commit landed is unknown; the caller retries (with
                     # its idempotency key where the call has one).
@@ -111,3 +98,15 @@ class PostgresUnitOfWork:
             self._conn = None
             self._transaction = None
             self._outbox = None
+
+
+def discard_if_broken(conn: PoolConnectionProxy, error: BaseException) -> bool:
+    """Whether ``error`` says the connection was lost with the server (closed, or left
+    mid-operation by the loss); if so it is terminated, so the pool never hands it out
+    again."""
+    if not isinstance(error, asyncpg.InterfaceError):
+        return False
+    if conn.is_closed() or isinstance(error, asyncpg.InternalClientError):
+        conn.terminate()
+        return True
+    return False

@@ -41,6 +41,7 @@ from tenacity import (
 )
 
 from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.errors import Unavailable
 from shared.messaging import trace_context
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import Event, MalformedEvent, unwrap
@@ -67,6 +68,8 @@ INFRASTRUCTURE_ERRORS = (
     asyncpg.TooManyConnectionsError,
     asyncpg.ConnectionDoesNotExistError,
     asyncpg.AdminShutdownError,
+    # What the unit of work reports a connection lost at BEGIN or COMMIT as.
+    Unavailable,
 )
 Handler = Callable[[UowT, Event], Awaitable[None]]
 # Takes a run of consecutive events of one type at once, so that it can merge their

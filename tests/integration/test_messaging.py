@@ -17,6 +17,7 @@ from devstack.stack import Stack
 from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
 from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.errors import Unavailable
 from shared.messaging.consumer import REBALANCE_STUCK_SECONDS, IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import Event, unwrap, wrap
@@ -182,6 +183,25 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
     assert sorted(r["note"] for r in effects) == ["a", "c"]
 
 
+def recording_consumer(
+    pool: asyncpg.Pool, topic: str, bootstrap: str, handled: list[str]
+) -> IdempotentConsumer[PostgresUnitOfWork]:
+    """A consumer of its own group that appends each OrderCreated's aggregate id to
+    ``handled``."""
+
+    async def record(uow: PostgresUnitOfWork, event: Event) -> None:
+        handled.append(event.envelope.aggregate_id)
+
+    return IdempotentConsumer(
+        name=f"test-{uuid.uuid4().hex[:6]}",
+        topics=[topic],
+        bootstrap=bootstrap,
+        unit_of_work=lambda: PostgresUnitOfWork(pool),
+        handlers={"shop.events.v1.OrderCreated": record},
+        dead_letters=DeadLetterPublisher(bootstrap),
+    )
+
+
 async def test_relay_and_consumer_start_without_kafka_and_connect_when_it_answers(
     stack: Stack, pool: asyncpg.Pool
 ) -> None:
@@ -189,20 +209,9 @@ async def test_relay_and_consumer_start_without_kafka_and_connect_when_it_answer
     host, _, port = stack.kafka_bootstrap.rpartition(":")
     broker = TcpProxy(host, int(port))  # cut: the broker is unreachable, as if it were down
     handled: list[str] = []
-
-    async def record(uow: PostgresUnitOfWork, event: Event) -> None:
-        handled.append(event.envelope.aggregate_id)
-
     dsn = stack.pg_dsn("shop_messaging_test")
     relay = OutboxRelay(pool, bootstrap=broker.endpoint, dsn=dsn)
-    consumer = IdempotentConsumer(
-        name=f"test-{uuid.uuid4().hex[:6]}",
-        topics=[topic],
-        bootstrap=broker.endpoint,
-        unit_of_work=lambda: PostgresUnitOfWork(pool),
-        handlers={"shop.events.v1.OrderCreated": record},
-        dead_letters=DeadLetterPublisher(broker.endpoint),
-    )
+    consumer = recording_consumer(pool, topic, broker.endpoint, handled)
     # Neither start waits for the broker (a bound only so that a regression fails, not hangs).
     async with asyncio.timeout(5):
         await relay.start()
@@ -234,18 +243,7 @@ async def test_a_consumer_stuck_between_revocation_and_assignment_is_replaced(
     joins the group afresh and goes on with the partition."""
     topic = await new_topic(stack, partitions=1)
     handled: list[str] = []
-
-    async def record(uow: PostgresUnitOfWork, event: Event) -> None:
-        handled.append(event.envelope.aggregate_id)
-
-    consumer = IdempotentConsumer(
-        name=f"test-{uuid.uuid4().hex[:6]}",
-        topics=[topic],
-        bootstrap=stack.kafka_bootstrap,
-        unit_of_work=lambda: PostgresUnitOfWork(pool),
-        handlers={"shop.events.v1.OrderCreated": record},
-        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap),
-    )
+    consumer = recording_consumer(pool, topic, stack.kafka_bootstrap, handled)
     await consumer.start()
     try:
         await producer.send_and_wait(topic, wrap(order_created("a"), "a").SerializeToString())
@@ -265,3 +263,40 @@ async def test_a_consumer_stuck_between_revocation_and_assignment_is_replaced(
                 await asyncio.sleep(0.1)
     finally:
         await consumer.stop()
+
+
+async def test_an_outage_reported_by_the_unit_of_work_is_read_again_not_dead_lettered(
+    stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer
+) -> None:
+    """The unit of work reports a connection lost at BEGIN or COMMIT as Unavailable: the
+    consumer treats it as the outage it is (the batch is read again), never as a bad
+    event to retry and dead-letter."""
+    topic = await new_topic(stack, partitions=1)
+    outages = 5  # more than the consumer's attempts per event
+    handled: list[str] = []
+
+    async def flaky(uow: PostgresUnitOfWork, event: Event) -> None:
+        nonlocal outages
+        if outages:
+            outages -= 1
+            raise Unavailable("a dependency of this service is unavailable; retry later")
+        handled.append(event.envelope.aggregate_id)
+
+    consumer = IdempotentConsumer(
+        name=f"test-{uuid.uuid4().hex[:6]}",
+        topics=[topic],
+        bootstrap=stack.kafka_bootstrap,
+        unit_of_work=lambda: PostgresUnitOfWork(pool),
+        handlers={"shop.events.v1.OrderCreated": flaky},
+        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap),
+        attempts=2,
+    )
+    await producer.send_and_wait(topic, wrap(order_created("a"), "a").SerializeToString())
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while handled != ["a"]:
+                await asyncio.sleep(0.1)
+    finally:
+        await consumer.stop()
+    assert consumer.dead_lettered == 0 and outages == 0
