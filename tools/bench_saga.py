@@ -304,62 +304,68 @@ async def run(
     service_log = log_path.open("w")
     launcher = SystemLauncher(stack, jwt_dir, log_sink=lambda line: print(line, file=service_log))
     print(f"bench: service logs in {log_path}", flush=True)
-    async with open_directory(stack) as directory:
-        clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
-        try:
-            await launcher.start_all()
-            await launcher.wait_ready(directory, timeout=90)
-            print(
-                f"baseline: pgbench, {pgbench_clients} clients, one conditional UPDATE on one"
-                " row per transaction ...",
-                flush=True,
-            )
-            if hot_sku:
-                baseline = await hot_row_baseline(stack, pgbench_clients, 10)
-                print(f"  {baseline:,.0f} transactions/s", flush=True)
+    # The stack goes down after the directory is closed, so its watch sees no outage.
+    try:
+        async with open_directory(stack) as directory:
+            clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
+            try:
+                await launcher.start_all()
+                await launcher.wait_ready(directory, timeout=90)
                 print(
-                    f"hot SKU: {orders} orders for {orders // 2} units, drained by inventory ...",
+                    f"baseline: pgbench, {pgbench_clients} clients, one conditional UPDATE on one"
+                    " row per transaction ...",
                     flush=True,
                 )
-                hot = await hot_sku_throughput(stack, launcher, clients, issuer, orders)
+                if hot_sku:
+                    baseline = await hot_row_baseline(stack, pgbench_clients, 10)
+                    print(f"  {baseline:,.0f} transactions/s", flush=True)
+                    print(
+                        f"hot SKU: {orders} orders for {orders // 2} units,"
+                        " drained by inventory ...",
+                        flush=True,
+                    )
+                    hot = await hot_sku_throughput(stack, launcher, clients, issuer, orders)
+                    print(
+                        f"  {hot['per_second']:,.0f} reservations/s ({hot['orders']:.0f} in "
+                        f"{hot['seconds']:.2f}s); oversold={hot['oversold']:.0f}",
+                        flush=True,
+                    )
+                    drained = await wait_sagas_ended(stack)
+                    print(f"  its sagas all ended {drained:.1f}s later", flush=True)
                 print(
-                    f"  {hot['per_second']:,.0f} reservations/s ({hot['orders']:.0f} in "
-                    f"{hot['seconds']:.2f}s); oversold={hot['oversold']:.0f}",
+                    f"saga latency: {rate:g} orders/s for {seconds:g}s, open loop ...", flush=True
+                )
+                lat = await saga_latency(stack, clients, issuer, rate, seconds)
+                print(
+                    f"  completed {lat['completed']:.0f}/{lat['orders']:.0f}:"
+                    f" P50 {lat['p50_ms']:.0f} ms, P95 {lat['p95_ms']:.0f} ms,"
+                    f" P99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms",
                     flush=True,
                 )
-                drained = await wait_sagas_ended(stack)
-                print(f"  its sagas all ended {drained:.1f}s later", flush=True)
-            print(f"saga latency: {rate:g} orders/s for {seconds:g}s, open loop ...", flush=True)
-            lat = await saga_latency(stack, clients, issuer, rate, seconds)
-            print(
-                f"  completed {lat['completed']:.0f}/{lat['orders']:.0f}: P50 {lat['p50_ms']:.0f}"
-                f" ms, P95 {lat['p95_ms']:.0f} ms, P99 {lat['p99_ms']:.0f} ms, max "
-                f"{lat['max_ms']:.0f} ms",
-                flush=True,
-            )
-            for hop, (p50, p95) in (await saga_hops(stack, lat["order_ids"])).items():
-                print(f"    {hop:<36} P50 {p50:6.0f} ms   P95 {p95:6.0f} ms")
-            report = await audit(stack_dsns(stack), settle=30)
-            print(f"audit: {'ok' if report.ok else 'FAILED'}")
-            if not report.ok:
-                print(report.render())
-            if hot_sku:
-                ratio = hot["per_second"] / baseline
+                for hop, (p50, p95) in (await saga_hops(stack, lat["order_ids"])).items():
+                    print(f"    {hop:<36} P50 {p50:6.0f} ms   P95 {p95:6.0f} ms")
+                report = await audit(stack_dsns(stack), settle=30)
+                print(f"audit: {'ok' if report.ok else 'FAILED'}")
+                if not report.ok:
+                    print(report.render())
+                if hot_sku:
+                    ratio = hot["per_second"] / baseline
+                    print(
+                        f"\nhot-SKU reservations/s vs one-row UPDATE baseline: {ratio:.2f}x "
+                        f"({'meets' if ratio >= 1 else 'below'} the goal of >= 1x), "
+                        f"oversold={hot['oversold']:.0f}"
+                    )
+                p95 = lat["p95_ms"]
                 print(
-                    f"\nhot-SKU reservations/s vs one-row UPDATE baseline: {ratio:.2f}x "
-                    f"({'meets' if ratio >= 1 else 'below'} the goal of >= 1x), "
-                    f"oversold={hot['oversold']:.0f}"
+                    f"saga P95 at {rate:g} orders/s: {p95:.0f} ms (goal <= {SAGA_P95_GOAL_MS} ms at"
+                    f" 50/s, issue 10) {'met' if p95 <= SAGA_P95_GOAL_MS else 'NOT met'}"
                 )
-            p95 = lat["p95_ms"]
-            print(
-                f"saga P95 at {rate:g} orders/s: {p95:.0f} ms (goal <= {SAGA_P95_GOAL_MS} ms at"
-                f" 50/s, issue 10) {'met' if p95 <= SAGA_P95_GOAL_MS else 'NOT met'}"
-            )
-        finally:
-            await clients.close()
-            await launcher.stop_all()
-            service_log.close()
-            await asyncio.to_thread(stack.down)
+            finally:
+                await clients.close()
+                await launcher.stop_all()
+                service_log.close()
+    finally:
+        await asyncio.to_thread(stack.down)
 
 
 def main(
