@@ -118,6 +118,10 @@ bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgb
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
 	$(PY) -m tools.bench_tls $(BENCH_TLS_ARGS)
 
+.PHONY: demo-trace
+demo-trace: deps ## One order through all five services: its Zipkin URL and a text waterfall of its trace
+	$(PY) -m tools.demo_trace
+
 .PHONY: demo-config
 demo-config: deps ## The config center: a knob changed live on every instance, invalid refused, rollback
 	$(PY) -m tools.demo_config

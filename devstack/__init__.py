@@ -1,4 +1,4 @@
-"""Local PostgreSQL + etcd + Kafka stack for developing and testing the shop services.
+"""Local PostgreSQL + etcd + Kafka (+ Zipkin, Prometheus) stack for the shop services.
 
 No Docker on the dev/CI machines, so the daemons run as plain detached processes whose state
 lives under ``<repo>/.stack/<profile>/`` (profiles ``dev`` and ``test`` differ in ports and data

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from devstack.stack import Stack
 
 app = typer.Typer(
-    help="Local PostgreSQL + etcd + Kafka for the shop services (no Docker needed).",
+    help="Local PostgreSQL + etcd + Kafka + Zipkin + Prometheus for the shop services (no Docker).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -44,6 +44,8 @@ class ComponentName(StrEnum):
     postgres = "postgres"
     etcd = "etcd"
     kafka = "kafka"
+    zipkin = "zipkin"
+    prometheus = "prometheus"
 
 
 ProfileOpt = Annotated[
@@ -80,7 +82,7 @@ def _run(action: str, fn: Callable[[], object]) -> None:
 
 @app.command()
 def install() -> None:
-    """Install PostgreSQL, etcd and the Kafka jars if missing (fast no-op otherwise)."""
+    """Install PostgreSQL, etcd, Prometheus, the Kafka and Zipkin jars if missing (else a no-op)."""
     from devstack.install import ensure_all
 
     _run("install", ensure_all)
@@ -100,7 +102,7 @@ def up(profile: ProfileOpt = ProfileName.dev) -> None:
 
 @app.command()
 def down(profile: ProfileOpt = ProfileName.dev) -> None:
-    """Stop Kafka, etcd and PostgreSQL (exit 0 even if nothing ran)."""
+    """Stop every daemon (exit 0 even if nothing ran)."""
     stack = _stack(profile)
 
     def go() -> None:
@@ -116,7 +118,7 @@ def status(profile: ProfileOpt = ProfileName.dev) -> None:
     rows = _stack(profile).status()
     for row in rows:
         pid = str(row.pid) if row.pid is not None else "-"
-        typer.echo(f"{row.name:<9} {pid:>8}  {row.endpoint:<16} {'up' if row.up else 'down'}")
+        typer.echo(f"{row.name:<10} {pid:>8}  {row.endpoint:<16} {'up' if row.up else 'down'}")
     raise typer.Exit(0 if all(r.up for r in rows) else 1)
 
 

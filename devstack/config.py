@@ -20,6 +20,8 @@ class Ports:
     etcd_peer: int
     kafka_broker: int
     kafka_controller: int
+    zipkin: int
+    prometheus: int
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,17 @@ class Profile:
 
 
 PROFILES: Final[dict[str, Profile]] = {
-    "dev": Profile("dev", Ports(15432, 12379, 12380, 19092, 19093)),
-    "test": Profile("test", Ports(25432, 22379, 22380, 29092, 29093)),
+    "dev": Profile("dev", Ports(15432, 12379, 12380, 19092, 19093, 19411, 19090)),
+    "test": Profile("test", Ports(25432, 22379, 22380, 29092, 29093, 29411, 29090)),
     # `make bench` measures on its own stack, so figures never mix with a dev session's data.
-    "bench": Profile("bench", Ports(35432, 32379, 32380, 39092, 39093)),
+    "bench": Profile("bench", Ports(35432, 32379, 32380, 39092, 39093, 39411, 39090)),
     # `make fuzz` too, so a long fuzz run never shares data with tests or a dev session.
-    "fuzz": Profile("fuzz", Ports(45432, 42379, 42380, 49092, 49093)),
+    "fuzz": Profile("fuzz", Ports(45432, 42379, 42380, 49092, 49093, 49411, 49090)),
     # Spare test stacks (SHOP_TEST_PROFILE=test2 ...), so two test runs can go side by side.
-    "test2": Profile("test2", Ports(46432, 43379, 43380, 46092, 46093)),
-    "test3": Profile("test3", Ports(47432, 44379, 44380, 47092, 47093)),
-    "test4": Profile("test4", Ports(48432, 41379, 41380, 48092, 48093)),
-    "test5": Profile("test5", Ports(49432, 40379, 40380, 40092, 40093)),
+    "test2": Profile("test2", Ports(46432, 43379, 43380, 46092, 46093, 46411, 46090)),
+    "test3": Profile("test3", Ports(47432, 44379, 44380, 47092, 47093, 47411, 47090)),
+    "test4": Profile("test4", Ports(48432, 41379, 41380, 48092, 48093, 48411, 48090)),
+    "test5": Profile("test5", Ports(49432, 40379, 40380, 40092, 40093, 40411, 40090)),
 }
 
 

@@ -1,8 +1,9 @@
-"""Find or install the PostgreSQL, etcd and Kafka binaries.
+"""Find or install the PostgreSQL, etcd, Kafka, Zipkin and Prometheus binaries.
 
-PostgreSQL and etcd come from Debian packages; Kafka is not packaged by Debian and only Maven
-Central is reachable, so its jars are resolved from infra/kafka/pom.xml into a cache keyed by the
-Kafka version. Every check is a few stat() calls so `install` is instant when nothing is missing.
+PostgreSQL, etcd and Prometheus come from Debian packages; Kafka and Zipkin are not packaged by
+Debian and only Maven Central is reachable, so Kafka's jars are resolved from infra/kafka/pom.xml
+and Zipkin's self-contained server jar is downloaded, each into a cache keyed by its version.
+Every check is a few stat() calls so `install` is instant when nothing is missing.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import re
 import shutil
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Final
 
 from devstack.config import INFRA_DIR, STACK_ROOT
 from devstack.process import StackError, file_lock, run
@@ -26,6 +30,9 @@ log = logging.getLogger("devstack")
 KAFKA_POM = INFRA_DIR / "kafka" / "pom.xml"
 KAFKA_LOG4J = INFRA_DIR / "kafka" / "log4j2.properties"
 KAFKA_CACHE = STACK_ROOT / "kafka-libs"
+ZIPKIN_VERSION: Final = "3.6.1"
+ZIPKIN_CACHE = STACK_ROOT / "zipkin"
+_MAVEN_CENTRAL: Final = "https://repo1.maven.org/maven2"
 _POLICY_RC = Path("/usr/sbin/policy-rc.d")
 # apt/dpkg hold a global lock anyway; this just keeps our own threads from queueing on it noisily.
 _apt_mutex = threading.Lock()
@@ -172,6 +179,108 @@ def ensure_kafka() -> Path:
     return libs
 
 
+# --- Zipkin -------------------------------------------------------------------------------------
+
+
+def zipkin_jar() -> Path:
+    return ZIPKIN_CACHE / ZIPKIN_VERSION / f"zipkin-server-{ZIPKIN_VERSION}-exec.jar"
+
+
+def _zipkin_url() -> str:
+    name = zipkin_jar().name
+    return f"{_MAVEN_CENTRAL}/io/zipkin/zipkin-server/{ZIPKIN_VERSION}/{name}"
+
+
+def _zipkin_marker() -> Path:
+    return zipkin_jar().parent / "fetched.sha1"
+
+
+def zipkin_ready() -> bool:
+    """The marker is written only after the checksum matched and the jar was renamed in place."""
+    return _zipkin_marker().is_file() and zipkin_jar().is_file()
+
+
+def _fetch_text(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return str(resp.read().decode().strip())
+
+
+def _download(url: str, dest: Path) -> str:
+    """Stream url into dest and return its SHA-1 (what Maven Central publishes beside it)."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    with urllib.request.urlopen(url, timeout=60) as resp, dest.open("wb") as out:
+        while chunk := resp.read(1 << 20):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def ensure_zipkin() -> Path:
+    """Return the Zipkin server jar, downloading it (135 MB) from Maven Central on first use."""
+    ensure_java()
+    jar = zipkin_jar()
+    if zipkin_ready():
+        return jar
+    with file_lock(ZIPKIN_CACHE / ".lock"):
+        if zipkin_ready():  # another devstack (other profile) fetched it while we waited
+            return jar
+        url = _zipkin_url()
+        log.info("zipkin: downloading %s (one-off, cached in %s)", url, jar.parent)
+        started = time.monotonic()
+        jar.parent.mkdir(parents=True, exist_ok=True)
+        partial = jar.with_name(jar.name + ".partial")
+        try:
+            # The .sha1 file holds the digest, sometimes followed by the file name.
+            expected = _fetch_text(url + ".sha1").split()[0].lower()
+            actual = _download(url, partial)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            raise StackError(f"zipkin: downloading {url} failed: {exc}") from exc
+        if actual != expected:
+            partial.unlink(missing_ok=True)
+            raise StackError(f"zipkin: {url} has SHA-1 {actual}, Maven Central says {expected}")
+        partial.replace(jar)
+        _zipkin_marker().write_text(actual + "\n")
+        log.info(
+            "zipkin: fetched %.0f MB in %.1fs",
+            jar.stat().st_size / 1e6,
+            time.monotonic() - started,
+        )
+    return jar
+
+
+# --- Prometheus ---------------------------------------------------------------------------------
+
+
+def find_prometheus() -> Path | None:
+    """Debian's /usr/bin/prometheus; promtool comes in the same package."""
+    found = shutil.which("prometheus")
+    if found:
+        return Path(found)
+    default = Path("/usr/bin/prometheus")
+    return default if default.is_file() else None
+
+
+def find_promtool() -> Path | None:
+    found = shutil.which("promtool")
+    if found:
+        return Path(found)
+    default = Path("/usr/bin/promtool")
+    return default if default.is_file() else None
+
+
+def ensure_prometheus() -> Path:
+    exe = find_prometheus()
+    if exe is None or find_promtool() is None:
+        # Recommends would pull in node-exporter, a system-wide daemon we do not want;
+        # apt_install never installs recommends.
+        apt_install("prometheus")
+        exe = find_prometheus()
+        if exe is None or find_promtool() is None:
+            raise StackError("installed prometheus but prometheus/promtool are not on PATH")
+    return exe
+
+
 # --- apt ----------------------------------------------------------------------------------------
 
 
@@ -225,8 +334,15 @@ def ensure_all() -> None:
         missing.append("default-jre-headless")
     if not kafka_libs_ready() and shutil.which("mvn") is None:
         missing.append("maven")
+    if find_prometheus() is None or find_promtool() is None:
+        missing.append("prometheus")
     if missing:
         apt_install(*missing)
     ensure_postgres()
     ensure_etcd()
-    ensure_kafka()
+    ensure_prometheus()
+    # Both are network-bound one-offs (Maven resolving ~100 jars, a 135 MB download): overlap them.
+    with ThreadPoolExecutor(2, thread_name_prefix="devstack-fetch") as pool:
+        fetches = [pool.submit(ensure_kafka), pool.submit(ensure_zipkin)]
+    for fetch in fetches:
+        fetch.result()

@@ -19,12 +19,14 @@ from devstack.install import ensure_all
 from devstack.kafka import Kafka
 from devstack.postgres import Postgres
 from devstack.process import StackError, file_lock
+from devstack.prometheus import Prometheus
+from devstack.zipkin import Zipkin
 from shared.tls import ensure_authority
 
 log = logging.getLogger("devstack")
 T = TypeVar("T")
 
-COMPONENTS: Final = ("postgres", "etcd", "kafka")
+COMPONENTS: Final = ("postgres", "etcd", "kafka", "zipkin", "prometheus")
 _LOCK_NAME: Final = ".devstack.lock"
 
 
@@ -37,7 +39,7 @@ class ComponentStatus:
 
 
 class Stack:
-    """PostgreSQL + etcd + Kafka for one profile ("dev" or "test").
+    """PostgreSQL + etcd + Kafka, with Zipkin and Prometheus, for one profile ("dev", "test", ...).
 
     Every method is safe to repeat and to call while another process uses the same profile:
     mutating calls take a per-profile file lock.
@@ -48,10 +50,14 @@ class Stack:
         self.postgres = Postgres(self.profile)
         self.etcd = Etcd(self.profile)
         self.kafka = Kafka(self.profile)
+        self.zipkin = Zipkin(self.profile)
+        self.prometheus = Prometheus(self.profile)
         self._components: dict[str, Component] = {
             "postgres": self.postgres,
             "etcd": self.etcd,
             "kafka": self.kafka,
+            "zipkin": self.zipkin,
+            "prometheus": self.prometheus,
         }
         self._lock_depth = 0
         self._lock_mutex = threading.RLock()
@@ -78,6 +84,20 @@ class Stack:
         return self.kafka.endpoint
 
     @property
+    def zipkin_spans_url(self) -> str:
+        """Where tracers POST spans (Zipkin JSON v2)."""
+        return self.zipkin.spans_url
+
+    @property
+    def zipkin_ui_url(self) -> str:
+        return self.zipkin.ui_url
+
+    @property
+    def prometheus_url(self) -> str:
+        """Prometheus' UI; its HTTP API is under api/v1/."""
+        return self.prometheus.url
+
+    @property
     def tls_dir(self) -> Path:
         """The profile's CA and every party's certificate (see shared/tls.py)."""
         return self.profile_dir / "tls"
@@ -87,6 +107,7 @@ class Stack:
             "SHOP_ETCD_ENDPOINT": self.etcd_endpoint,
             "SHOP_PG_DSN_BASE": self.pg_dsn_base,
             "SHOP_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+            "SHOP_TRACE_ENDPOINT": self.zipkin_spans_url,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -112,7 +133,8 @@ class Stack:
             # Every entry point that starts a stack (make run, tests, bench, load, fuzz)
             # comes through here, so every profile has its CA and certificates.
             ensure_authority(self.tls_dir)
-            # In parallel: the Kafka JVM dominates, the others finish while it boots.
+            # In parallel: the Kafka JVM dominates, the others finish while it boots (Prometheus'
+            # targets bridge retries until etcd answers, so it needs no ordering either).
             started = self._each(COMPONENTS, lambda c: c.start())
             return any(started)
 
@@ -143,7 +165,7 @@ class Stack:
         ]
 
     def reset(self) -> None:
-        """Stop and wipe this profile's data (the shared Kafka jar cache is kept)."""
+        """Stop and wipe this profile's data (the shared Kafka and Zipkin jar caches are kept)."""
         with self._locked():
             self.down()
             if self.profile_dir.is_dir():

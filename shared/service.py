@@ -24,6 +24,12 @@ from shared.db.migrations import apply_migrations
 from shared.db.probe import DatabaseProbe
 from shared.logs import apply_log_level, configure_logging
 from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
+from shared.observability.tracing import (
+    LiveRatioSampler,
+    start_tracing,
+    stop_tracing,
+    zipkin_exporter,
+)
 from shared.registry.etcd import etcd_client
 from shared.rpc.interceptors import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
@@ -58,8 +64,20 @@ class ServiceDefinition(Generic[SettingsT]):
         """Wait for the database, migrate, then serve until SIGINT/SIGTERM."""
         await wait_for_database(settings.pg_dsn)
         await self.migrate(settings)
-        async with open_config(settings) as config, self.bindings(settings, config) as bindings:
-            await ServiceHost(settings, bindings, self.access, config).serve_until_stopped()
+        async with open_config(settings) as config:
+            if settings.trace_endpoint:
+                start_tracing(
+                    settings.service_name,
+                    settings.instance_id,
+                    zipkin_exporter(settings.trace_endpoint),
+                    LiveRatioSampler(lambda: config.current.tracing.sample_ratio),
+                )
+            try:
+                async with self.bindings(settings, config) as bindings:
+                    await ServiceHost(settings, bindings, self.access, config).serve_until_stopped()
+            finally:
+                # Off the loop: the exporter's last flush is a blocking HTTP call.
+                await asyncio.to_thread(stop_tracing)
 
     def cli(self) -> None:
         app = typer.Typer(add_completion=False, help=f"The {self.name} service.")
@@ -68,7 +86,7 @@ class ServiceDefinition(Generic[SettingsT]):
         def serve_command() -> None:
             """Apply pending migrations, then serve until SIGINT/SIGTERM."""
             settings = self.settings_type()
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, settings)
             asyncio.run(self.serve(settings))
 
         @app.command("migrate")

@@ -66,6 +66,17 @@ class ServiceSettings(BaseSettings):
     consume_events: bool = True
 
     log_level: str = "INFO"
+    # Where the JSON log file goes (<log_dir>/<service>-<instance_id>.jsonl, with trace and
+    # span ids); unset: none. The console keeps the readable lines either way.
+    log_dir: Path | None = None
+
+    # Zipkin's span endpoint (http://host:9411/api/v2/spans); empty: no spans recorded.
+    trace_endpoint: str = ""
+    # The Prometheus /metrics port (plain HTTP, registered in etcd with the instance);
+    # 0 picks a free one. metrics_enabled=false drops the port and the RPC metrics (the
+    # baseline of the overhead benchmark).
+    metrics_port: int = Field(default=0, ge=0, le=65_535)
+    metrics_enabled: bool = True
     # How long in-flight RPCs may run after shutdown begins.
     shutdown_grace_seconds: float = 5.0
 

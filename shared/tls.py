@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from shared.observability.tracing import client_interceptors
+
 log = logging.getLogger(__name__)
 
 SERVICES = ("user", "product", "inventory", "payment", "order")
@@ -385,9 +387,13 @@ class ClientTLS:
     def channel(
         self, address: str, service: str, options: Sequence[tuple[str, str | int]] = ()
     ) -> grpc.aio.Channel:
-        """A channel to one instance of ``service``, verifying that it is ``service``."""
+        """A channel to one instance of ``service``, verifying that it is ``service``; its
+        calls are traced (and carry the trace on) when this process traces."""
         return grpc.aio.secure_channel(
-            address, self.credentials(), options=[*channel_options(service), *options]
+            address,
+            self.credentials(),
+            options=[*channel_options(service), *options],
+            interceptors=client_interceptors(),
         )
 
 

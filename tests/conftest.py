@@ -15,6 +15,16 @@ import pytest
 
 from devstack.stack import COMPONENTS, Stack
 from tests.support.tokens import TestKeys, make_keys
+from tests.support.tracing import RecentSpans, trace_the_test_process
+
+# Before any server or channel is built: they take their interceptors when created.
+RECENT_SPANS = trace_the_test_process()
+
+
+@pytest.fixture(scope="session")
+def recent_spans() -> RecentSpans:
+    """Spans the test process recorded (its in-process instances, clients, consumers)."""
+    return RECENT_SPANS
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,8 @@ SERVICES = ("user", "product", "inventory", "payment", "order")
 # replica i of a service listens on its port + 100 * i.
 DEV_PORTS = {"user": 50051, "product": 50052, "inventory": 50053, "payment": 50054, "order": 50055}
 REPLICA_PORT_STEP = 100
+# And its metrics port is its gRPC port + 1000 (51051 ...), so its /metrics URL is fixed too.
+METRICS_PORT_OFFSET = 1000
 STATE_FILE = "instances.json"
 # A supervised instance that exits this often while wait_ready waits is crash-looping:
 # start-up fails at once instead of waiting out the timeout.
@@ -113,6 +115,9 @@ class SystemLauncher:
     restart_backoff: RestartBackoff = field(default_factory=RestartBackoff)
     # Keep .stack/<profile>/instances.json up to date.
     publish_state: bool = True
+    # Spans to the stack's Zipkin and a metrics port per instance; off only for the
+    # baseline of the overhead benchmark.
+    observe: bool = True
     processes: list[ServiceProcess] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _published: str | None = field(default=None, init=False, repr=False)
@@ -136,6 +141,14 @@ class SystemLauncher:
         }
         if service == "user":
             env[f"{prefix}JWT_PRIVATE_KEY_FILE"] = f"{jwt_dir}/private.pem"
+        if self.observe:
+            env[f"{prefix}TRACE_ENDPOINT"] = self.stack.zipkin.spans_url
+            if self.fixed_ports:
+                env[f"{prefix}METRICS_PORT"] = str(port + METRICS_PORT_OFFSET)
+        else:
+            env[f"{prefix}METRICS_ENABLED"] = "false"
+        if not self.container:  # JSON lines beside the daemons' logs, one file per instance
+            env[f"{prefix}LOG_DIR"] = str(self.stack.profile.logs_dir)
         env.update(self.extra_env)
         return env
 

@@ -85,15 +85,19 @@ def table_rows(
 ) -> list[tuple[str, ...]]:
     """One row per instance the launcher runs, then the infrastructure."""
     registered = {i.instance_id: i for s in SERVICES for i in directory.instances(s)}
-    rows: list[tuple[str, ...]] = [("SERVICE", "INSTANCE", "PID", "ADDRESS", "LEASE")]
+    rows: list[tuple[str, ...]] = [("SERVICE", "INSTANCE", "PID", "ADDRESS", "LEASE", "METRICS")]
     for child in sorted(launcher.processes, key=lambda c: (SERVICES.index(c.service), c.index)):
         instance = registered.get(child.instance_id)
         address = instance.address if instance else f"127.0.0.1:{child.port}"
         lease = f"{instance.lease_id:x}" if instance else "-"
-        rows.append((child.service, child.instance_id, str(child.process.pid), address, lease))
-    rows.append(("postgresql", "-", "-", stack.postgres.endpoint, "-"))
-    rows.append(("etcd", "-", "-", stack.etcd_endpoint, "-"))
-    rows.append(("kafka", "-", "-", stack.kafka_bootstrap, "-"))
+        metrics = f"http://{instance.metrics}/metrics" if instance and instance.metrics else "-"
+        pid = str(child.process.pid)
+        rows.append((child.service, child.instance_id, pid, address, lease, metrics))
+    rows.append(("postgresql", "-", "-", stack.postgres.endpoint, "-", "-"))
+    rows.append(("etcd", "-", "-", stack.etcd_endpoint, "-", "-"))
+    rows.append(("kafka", "-", "-", stack.kafka_bootstrap, "-", "-"))
+    rows.append(("zipkin (traces)", "-", "-", stack.zipkin.ui_url, "-", "-"))
+    rows.append(("prometheus", "-", "-", stack.prometheus.url, "-", "-"))
     return rows
 
 

@@ -11,6 +11,7 @@ python -m tools.shopctl config set SCOPE '{"...": ...}'
 python -m tools.shopctl config history SCOPE
 python -m tools.shopctl config rollback SCOPE [--to ENTRY]
 python -m tools.shopctl config status
+python -m tools.shopctl logs TRACE_ID           (every log line of one trace, all services)
 """
 
 from __future__ import annotations
@@ -29,9 +30,13 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
+from devstack.stack import Stack
 from shared.config import store
 from shared.config.models import SCOPES
+from shared.messaging import trace_context
+from shared.observability.tracing import tracer
 from shared.registry.etcd import etcd_client
 from shared.settings import DEV_TLS_DIR
 from shop.user.v1 import user_pb2
@@ -39,6 +44,7 @@ from tools.config_admin import wait_applied
 from tools.seed import ADMIN, CUSTOMER
 from tools.shop_client import ShopClient, connect
 from tools.table import render_table
+from tools.tracing import trace_tool
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -48,6 +54,7 @@ EmailOption = Annotated[str, typer.Option(help="log in as")]
 PasswordOption = Annotated[str, typer.Option(help="password")]
 # Set once for every command by the callback below: where the operator's certificate is.
 tls_dir = DEV_TLS_DIR
+DEV = Stack("dev")
 
 
 @app.callback()
@@ -60,9 +67,17 @@ def common_options(
             help="ca.pem, operator.pem and operator-key.pem: shopctl calls as the operator",
         ),
     ] = DEV_TLS_DIR,
+    trace_endpoint: Annotated[
+        str,
+        typer.Option(
+            envvar="SHOP_TRACE_ENDPOINT", help="Zipkin's span URL; shopctl's calls are traced"
+        ),
+    ] = DEV.zipkin.spans_url,
 ) -> None:
     global tls_dir
     tls_dir = tls
+    # A person's command is always traced: place-order prints where to look at it.
+    trace_tool("shopctl", trace_endpoint, ParentBased(ALWAYS_ON))
 
 
 def show(message: Message) -> None:
@@ -111,7 +126,11 @@ def place_order(
         by_sku = {p.sku: p.product_id for p in await client.all_products()}
         if sku not in by_sku:
             raise typer.BadParameter(f"no product with sku {sku}")
-        return await client.place_order([(by_sku[sku], quantity)], str(uuid.uuid4()))
+        with tracer().start_as_current_span("shopctl place-order") as span:
+            order = await client.place_order([(by_sku[sku], quantity)], str(uuid.uuid4()))
+        if (trace_id := trace_context.current_trace_id(span)) is not None:
+            typer.echo(f"trace {trace_id}: {DEV.zipkin.ui_url}traces/{trace_id}", err=True)
+        return order
 
     show(run(etcd, email, password, action))
 
@@ -337,6 +356,42 @@ def config_status(etcd: EtcdOption = "127.0.0.1:12379") -> None:
         )
     for line in render_table(rows):
         typer.echo(line)
+
+
+def lines_of_trace(log_dir: Path, trace_id: str) -> list[dict[str, str]]:
+    """The JSON log lines (shared/logs.py) carrying ``trace_id``, oldest first."""
+    found = []
+    for path in sorted(log_dir.glob("*.jsonl")):
+        with path.open(encoding="utf-8", errors="replace") as lines:
+            for text in lines:
+                if trace_id not in text:  # cheap: most lines are of other traces
+                    continue
+                try:
+                    line = json.loads(text)
+                except ValueError:
+                    continue  # a line being written right now
+                if line.get("trace_id") == trace_id:
+                    found.append(line)
+    return sorted(found, key=lambda line: str(line.get("ts", "")))
+
+
+@app.command()
+def logs(
+    trace_id: Annotated[str, typer.Argument(help="a trace id (32 hex digits)")],
+    log_dir: Annotated[
+        Path, typer.Option(help="where the services write their JSON lines")
+    ] = DEV.profile.logs_dir,
+) -> None:
+    """Every log line of one trace, across all services and instances, in time order."""
+    lines = lines_of_trace(log_dir, trace_id.lower())
+    for line in lines:
+        typer.echo(
+            f"{line['ts']} {line['service']:<9} {line['instance']:<18} {line['level']:<7}"
+            f" {line['message']}"
+        )
+    if not lines:
+        typer.echo(f"no log line of trace {trace_id} in {log_dir}/*.jsonl", err=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

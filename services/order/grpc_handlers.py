@@ -24,6 +24,7 @@ from services.order.persistence import OrderUnitOfWork
 from services.order.watch import OrderStatusHub
 from shared.auth.identity import Identity, current_identity
 from shared.errors import InvalidArgument, NotFound
+from shared.logs import journal
 from shared.messaging.topics import ORDERS
 from shared.rpc.convert import money_to_proto, timestamp
 from shared.rpc.interceptors import AccessPolicy
@@ -123,6 +124,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             # duplicate that lost the race got the winner's order back.
             if stored.order_id == order.order_id:
                 uow.outbox.add(ORDERS, order_created(stored), str(stored.order_id))
+        journal("order %s placed by %s: %d lines", stored.order_id, user_id, len(stored.items))
         return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(stored, wanted)))
 
     async def GetOrder(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from types import TracebackType
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -13,6 +14,7 @@ from services.order.domain import Order, OrderItem, OrderStatus
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
 from shared.money import Money
+from shared.observability.metrics import SAGA_ORDERS, SAGA_SECONDS
 
 _IDEMPOTENCY_CONSTRAINT = "orders_user_idempotency_key"
 _COLUMNS = (
@@ -49,6 +51,8 @@ def _item(row: asyncpg.Record) -> OrderItem:
 class OrderRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
+        # Orders this transaction brought to an end, for the saga metrics once it commits.
+        self.settled: list[Order] = []
 
     async def add(self, order: Order) -> Order:
         """Stores a new order; returns it, or the caller's order that already holds its key.
@@ -171,6 +175,8 @@ class OrderRepository:
             order.status_reason,
             order.updated_at,
         )
+        if order.status is not OrderStatus.PENDING:
+            self.settled.append(order)
 
     async def _with_items(self, rows: Sequence[asyncpg.Record]) -> list[Order]:
         items: dict[uuid.UUID, list[OrderItem]] = {row["order_id"]: [] for row in rows}
@@ -244,3 +250,18 @@ class OrderUnitOfWork(PostgresUnitOfWork):
     def bind(self, connection: PoolConnectionProxy) -> None:
         self.orders = OrderRepository(connection)
         self.clock = SagaClock(connection)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        settled = self.orders.settled
+        await super().__aexit__(exc_type, exc, tb)
+        if exc_type is None:  # committed: these orders really ended
+            for order in settled:
+                SAGA_ORDERS.labels(order.status.value).inc()
+                SAGA_SECONDS.labels(order.status.value).observe(
+                    (order.updated_at - order.created_at).total_seconds()
+                )

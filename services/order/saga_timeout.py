@@ -60,6 +60,8 @@ from typing import Protocol
 from services.order.domain import time_out
 from services.order.events import order_cancelled
 from services.order.persistence import OrderUnitOfWork
+from shared.messaging.outbox import first_traceparents
+from shared.messaging.spans import aggregate_spans
 from shared.messaging.topics import ORDERS
 from shared.tasks import PeriodicTask
 
@@ -182,10 +184,14 @@ class SagaTimeout:
                 ceiling_seconds=self._ceiling(),
                 limit=self._batch_size,
             )
-            for order in overdue:
-                cancelled = time_out(order)
-                await uow.orders.save(cancelled)
-                uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order.order_id))
+            ids = [str(order.order_id) for order in overdue]
+            # The cancellation joins each order's own trace, beside its stalled saga.
+            traces = await first_traceparents(uow.connection, ids) if ids else {}
+            with aggregate_spans("saga timeout cancels the order", {i: traces.get(i) for i in ids}):
+                for order in overdue:
+                    cancelled = time_out(order)
+                    await uow.orders.save(cancelled)
+                    uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order.order_id))
         if overdue:
             log.info("saga timeout cancelled %d orders", len(overdue))
         self.cancelled += len(overdue)

@@ -34,6 +34,7 @@ from shared.config.models import (
     RateLimits,
     RetryPolicy,
     ServiceKnobs,
+    Tracing,
     validate_document,
 )
 from shared.registry.watch import KeyRangeFollower, prefix_range
@@ -72,6 +73,10 @@ class RuntimeConfig:
     @property
     def faults(self) -> Faults:
         return self.service.faults or self.common.faults
+
+    @property
+    def tracing(self) -> Tracing:
+        return self.service.tracing or self.common.tracing
 
     @property
     def breaker(self) -> BreakerPolicy:

@@ -86,6 +86,15 @@ class Faults(Knobs):
     unavailable_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
 
 
+class Tracing(Knobs):
+    """Which share of the requests that enter the system is traced (shared/observability/
+    tracing.py): a sampled request is traced through every service and saga hop."""
+
+    # 5 %: keeps tracing's cost within the overhead goal of `make bench`; a person
+    # following one order sets it to 1 for a while (or sends a sampled traceparent).
+    sample_ratio: float = Field(default=0.05, ge=0, le=1, allow_inf_nan=False)
+
+
 class GlobalConfig(Knobs):
     """``/config/global``."""
 
@@ -96,6 +105,7 @@ class GlobalConfig(Knobs):
     retry: RetryPolicy = RetryPolicy()
     deadlines: DeadlinePolicy = DeadlinePolicy()
     faults: Faults = Faults()
+    tracing: Tracing = Tracing()
 
 
 class ServiceKnobs(Knobs):
@@ -104,6 +114,7 @@ class ServiceKnobs(Knobs):
     log_level: LogLevel | None = None
     rate_limits: RateLimits | None = None
     faults: Faults | None = None
+    tracing: Tracing | None = None
 
 
 class Degradation(Knobs):

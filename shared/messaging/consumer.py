@@ -42,10 +42,11 @@ from tenacity import (
 
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
-from shared.messaging import trace_context
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import Event, MalformedEvent, unwrap
 from shared.messaging.kafka import KafkaTuning
+from shared.messaging.spans import handling_spans
+from shared.observability.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 1.0
 # consumer is replaced by a new one, which joins the group afresh.
 REBALANCE_STUCK_SECONDS = 15.0
 STOP_TIMEOUT_SECONDS = 5.0
+LAG_SECONDS = 1.0
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
 # Failures of the database connection itself: the whole batch waits and is read again.
@@ -149,6 +151,8 @@ class IdempotentConsumer(Generic[UowT]):
         self.handled = 0
         self.duplicates = 0
         self.dead_lettered = 0
+        self._lag_recorded = 0.0
+        self._lag_labels: set[tuple[str, str, str]] = set()
 
     @property
     def connected(self) -> bool:
@@ -277,6 +281,7 @@ class IdempotentConsumer(Generic[UowT]):
                 log.warning("%s: fetch failed (%s); retrying", self.name, exc)
                 await asyncio.sleep(1.0)
                 continue
+            await self._record_lag()
             if not batches:
                 continue
             try:
@@ -307,6 +312,27 @@ class IdempotentConsumer(Generic[UowT]):
                     "%s: offset commit failed (%s); records will be redelivered", self.name, exc
                 )
 
+    async def _record_lag(self) -> None:
+        """shop_consumer_lag of each partition this member holds, at most once a second
+        (high watermark from the last fetch, minus the position: what is left to read)."""
+        now = time.monotonic()
+        if self._consumer is None or now - self._lag_recorded < LAG_SECONDS:
+            return
+        self._lag_recorded = now
+        owned = self._consumer.assignment()
+        for tp in owned:
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self._consumer.position(tp)
+            labels = (self.name, tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*labels).set(max(highwater - position, 0))
+            self._lag_labels.add(labels)
+        gone = [lab for lab in self._lag_labels if TopicPartition(lab[1], int(lab[2])) not in owned]
+        for labels in gone:
+            CONSUMER_LAG.remove(*labels)  # another member reports it now
+            self._lag_labels.discard(labels)
+
     async def _process(self, records: list[ConsumerRecord]) -> None:
         """Handles the records, each partition's in order."""
         events: list[tuple[ConsumerRecord, Event]] = []
@@ -320,8 +346,9 @@ class IdempotentConsumer(Generic[UowT]):
                 events.append((record, event))
         if events:
             try:
-                await self._prepare(events)
-                await self._apply(events)
+                with handling_spans(self.name, events):
+                    await self._prepare(events)
+                    await self._apply(events)
             except INFRASTRUCTURE_ERRORS:
                 raise
             except Exception as exc:
@@ -360,13 +387,11 @@ class IdempotentConsumer(Generic[UowT]):
             if todo and self._row_locks is not None:
                 await self._row_locks(uow, [event for _, event in todo])
             for run in _runs_of_one_type(todo):
-                trace_context.set_current(_traceparent(run[0][0]))
                 batch_handler = self._batch_handlers.get(run[0][1].type)
                 if batch_handler is not None:
                     await batch_handler(uow, [event for _, event in run])
                 else:
-                    for record, event in run:
-                        trace_context.set_current(_traceparent(record))
+                    for _, event in run:
                         await self._handlers[event.type](uow, event)
                 handled += len(run)
         self.handled += handled
@@ -382,7 +407,7 @@ class IdempotentConsumer(Generic[UowT]):
         )
         try:
             async for attempt in retrying:
-                with attempt:
+                with attempt, handling_spans(self.name, [(record, event)]):
                     await self._prepare([(record, event)])
                     await self._apply([(record, event)])
         except INFRASTRUCTURE_ERRORS:
@@ -406,10 +431,3 @@ def _runs_of_one_type(
         else:
             runs.append([item])
     return runs
-
-
-def _traceparent(record: ConsumerRecord) -> str | None:
-    for key, value in record.headers or ():
-        if key == trace_context.HEADER:
-            return bytes(value).decode(errors="replace")
-    return None

@@ -20,6 +20,7 @@ from aiokafka.structs import ConsumerRecord
 
 from shared.messaging.kafka import KafkaTuning, kafka_producer
 from shared.messaging.topics import DEADLETTER
+from shared.observability.metrics import DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class DeadLetterPublisher:
         except BaseException:
             await self.stop()  # a fresh producer next time (see relay.OutboxRelay)
             raise
+        DEAD_LETTERS.labels(record.topic).inc()
         log.error(
             "dead-lettered %s/%s/%s for %s: %s",
             record.topic,

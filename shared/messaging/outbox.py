@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from asyncpg.pool import PoolConnectionProxy
@@ -22,12 +23,12 @@ class Outbox:
 
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
-        self._rows: list[tuple[str, str, str, str, bytes, str]] = []
+        self._rows: list[tuple[str, str, str, str, bytes, str | None]] = []
 
     def add(self, topic: str, payload: Message, aggregate_id: str) -> str:
         """Stages the event; it is published only if the transaction commits."""
         envelope = wrap(payload, aggregate_id)
-        traceparent = trace_context.child_of(trace_context.current())
+        traceparent = trace_context.traceparent_for(aggregate_id)
         self._rows.append(
             (
                 envelope.event_id,
@@ -56,3 +57,14 @@ class Outbox:
             *columns,
         )
         self._rows.clear()
+
+
+async def first_traceparents(conn: PoolConnectionProxy, keys: Sequence[str]) -> dict[str, str]:
+    """The trace of each aggregate's first event still in the outbox (sent rows are kept
+    for an hour): what a later step about it, not caused by an event, continues."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (key) key, traceparent FROM outbox"
+        " WHERE key = ANY($1::text[]) AND traceparent IS NOT NULL ORDER BY key, id",
+        list(keys),
+    )
+    return {row["key"]: row["traceparent"] for row in rows}

@@ -21,7 +21,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.messaging.kafka import KafkaTuning, kafka_producer
+from shared.messaging.spans import publish_spans
 from shared.messaging.trace_context import HEADER as TRACE_HEADER
+from shared.observability.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 # failed connect; a longer pause would add itself to the recovery after the broker is back).
 BACKOFF_START, BACKOFF_MAX = 0.1, 1.0
 IDLE_RECHECK_SECONDS = 1.0  # in case a notification was missed (reconnect)
+GAUGE_SECONDS = 5.0  # how often the backlog gauges are read while publishing works
 
 
 @dataclass(frozen=True)
@@ -128,15 +131,19 @@ class OutboxRelay:
         backoff = BACKOFF_START
         last_cleanup = 0.0
         last_lag_log = 0.0
+        last_gauges = 0.0
         while True:
             try:
                 await self._listen()
                 self._wakeup.clear()
                 sent = await self.publish_batch()
                 backoff = BACKOFF_START
+                now = time.monotonic()
+                if now - last_gauges > GAUGE_SECONDS:
+                    await self._update_gauges()
+                    last_gauges = now
                 if sent == self._batch_size:
                     continue  # more are waiting: no sleep
-                now = time.monotonic()
                 if now - last_cleanup > 60:
                     await self._delete_old_sent_rows()
                     last_cleanup = now
@@ -152,6 +159,9 @@ class OutboxRelay:
                 now = time.monotonic()
                 if now - last_lag_log > 5:
                     lag = await self._lag_or_none()
+                    if lag is not None:
+                        OUTBOX_BACKLOG.set(lag.pending)
+                        OUTBOX_OLDEST_AGE.set(lag.oldest_age_seconds)
                     log.warning(
                         "outbox relay cannot publish (%s); retrying in %.1fs; lag %s",
                         exc,
@@ -164,6 +174,11 @@ class OutboxRelay:
                     await self._drop_producer()  # a fresh one next time: see the class doc
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _update_gauges(self) -> None:
+        lag = await outbox_lag(self._pool)
+        OUTBOX_BACKLOG.set(lag.pending)
+        OUTBOX_OLDEST_AGE.set(lag.oldest_age_seconds)
 
     async def _lag_or_none(self) -> OutboxLag | None:
         try:
@@ -185,16 +200,17 @@ class OutboxRelay:
             try:
                 async with asyncio.timeout(self._publish_timeout):
                     # Sent in order; the idempotent producer keeps per-partition order.
-                    futures = [
-                        await producer.send(
-                            row["topic"],
-                            value=row["payload"],
-                            key=row["key"].encode(),
-                            headers=[(TRACE_HEADER, (row["traceparent"] or "").encode())],
-                        )
-                        for row in rows
-                    ]
-                    await asyncio.gather(*futures)
+                    with publish_spans(rows) as traceparents:
+                        futures = [
+                            await producer.send(
+                                row["topic"],
+                                value=row["payload"],
+                                key=row["key"].encode(),
+                                headers=[(TRACE_HEADER, (traceparent or "").encode())],
+                            )
+                            for row, traceparent in zip(rows, traceparents, strict=True)
+                        ]
+                        await asyncio.gather(*futures)
             except TimeoutError:
                 raise PublishTimeout(
                     f"{len(rows)} events not acknowledged within {self._publish_timeout}s"

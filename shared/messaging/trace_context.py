@@ -1,45 +1,66 @@
 """W3C trace context carried from a gRPC call into events, and from event to event.
 
-The saga is one trace: PlaceOrder starts it (or continues the caller's), the
-outbox stores the ``traceparent`` with each event, the relay puts it in the
-Kafka record headers, and a consumer makes it current while it handles the
-event, so the events it emits continue the same trace.
+The saga is one trace: PlaceOrder's server span is current when the order's first
+event is staged, the outbox stores that span's ``traceparent`` with the event, the
+relay's publish span continues it into the Kafka record's headers, and a consumer
+handles the record in a span whose parent is that header, so the events it stages
+continue the same trace.
+
+A consumer handles a batch of many orders' events in one transaction. Each event
+gets its own span, and ``Outbox.add`` asks ``traceparent_for(aggregate_id)``: the
+span of the event of the same aggregate (the same order) in this batch, not
+whichever span happens to be current.
 """
 
 from __future__ import annotations
 
-import os
-import re
+import contextlib
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 HEADER = "traceparent"
-_FORMAT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-_current: ContextVar[str | None] = ContextVar("shop_traceparent", default=None)
+_propagator = TraceContextTextMapPropagator()
+_by_aggregate: ContextVar[Mapping[str, trace.Span] | None] = ContextVar(
+    "shop_spans_by_aggregate", default=None
+)
 
 
-def new_traceparent(trace_id: str | None = None) -> str:
-    return f"00-{trace_id or os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+def traceparent_of(span: trace.Span | None = None) -> str | None:
+    """The ``traceparent`` of ``span`` (default: the current one); None without a trace."""
+    context = trace.set_span_in_context(span) if span is not None else None
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=context)
+    return carrier.get(HEADER)
 
 
-def child_of(traceparent: str | None) -> str:
-    """A new span id in the same trace; a new trace when there is no valid parent."""
-    if traceparent and _FORMAT.match(traceparent):
-        return new_traceparent(traceparent.split("-")[1])
-    return new_traceparent()
+def context_from(traceparent: str | None) -> Context:
+    """The context a ``traceparent`` names (an empty one if it is missing or malformed)."""
+    return _propagator.extract({HEADER: traceparent} if traceparent else {})
 
 
-def set_current(traceparent: str | None) -> None:
-    _current.set(traceparent if traceparent and _FORMAT.match(traceparent) else None)
+def traceparent_for(aggregate_id: str) -> str | None:
+    """What an event about ``aggregate_id`` should carry: the span handling that
+    aggregate's event in this batch, else the current span."""
+    spans = _by_aggregate.get()
+    if spans is not None and (span := spans.get(aggregate_id)) is not None:
+        return traceparent_of(span)
+    return traceparent_of()
 
 
-def current() -> str:
-    """The current traceparent, starting a trace if none is current."""
-    value = _current.get()
-    if value is None:
-        value = new_traceparent()
-        _current.set(value)
-    return value
+@contextlib.contextmanager
+def spans_by_aggregate(spans: Mapping[str, trace.Span]) -> Iterator[None]:
+    token = _by_aggregate.set(spans)
+    try:
+        yield
+    finally:
+        _by_aggregate.reset(token)
 
 
-def trace_id(traceparent: str) -> str:
-    return traceparent.split("-")[1]
+def current_trace_id(span: trace.Span | None = None) -> str | None:
+    """The trace id of ``span`` (default: the current one) in hex; None outside a trace."""
+    context = (span or trace.get_current_span()).get_span_context()
+    return format(context.trace_id, "032x") if context.is_valid else None

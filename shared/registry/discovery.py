@@ -39,6 +39,8 @@ class Instance:
     address: str
     version: str
     lease_id: int
+    # Where its Prometheus metrics are served ("" if not).
+    metrics: str = ""
 
 
 def parse_instance(key: bytes, value: bytes, lease_id: int) -> Instance | None:
@@ -49,7 +51,12 @@ def parse_instance(key: bytes, value: bytes, lease_id: int) -> Instance | None:
     try:
         record = json.loads(value)
         return Instance(
-            parts[0], parts[1], str(record["address"]), str(record.get("version", "")), lease_id
+            parts[0],
+            parts[1],
+            str(record["address"]),
+            str(record.get("version", "")),
+            lease_id,
+            str(record.get("metrics", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None

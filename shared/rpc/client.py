@@ -52,6 +52,7 @@ import grpc
 
 from shared.config.center import ConfigCenter, RuntimeConfig
 from shared.config.models import GlobalConfig, ServiceKnobs
+from shared.observability.metrics import BREAKER_STATE
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.rpc.breaker import CircuitBreaker, Outcome, State, outcome_of
 from shared.rpc.deadlines import outbound_deadline
@@ -109,6 +110,10 @@ def forwarded_credentials(
     )
 
 
+# shop_breaker_state's values.
+BREAKER_LEVELS = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
 class ServiceClients:
     def __init__(
         self,
@@ -155,6 +160,10 @@ class ServiceClients:
         breaker = self._breakers.get(service)
         if breaker is None:
             breaker = self._breakers[service] = CircuitBreaker(service, self._clock)
+            # Read at scrape time: an open breaker turns half-open by the clock alone.
+            BREAKER_STATE.labels(service).set_function(
+                lambda: BREAKER_LEVELS[breaker.state(self.config.breaker)]
+            )
         return breaker
 
     def retry_budget(self, service: str) -> RetryBudget:

@@ -7,7 +7,7 @@ call, with its context, so it sees the request, the caller's certificate and
 the outcome. The chain is built in one place (``default_chain``), outermost
 first, and is meant to grow (metrics, rate limits, deadlines slot in here):
 
-    trace context → deadline → error mapping → faults → auth → rate limits
+    span → metrics → deadline → error mapping → faults → auth → rate limits
     → request checks → the servicer
 """
 
@@ -36,6 +36,7 @@ from shared.errors import (
     Unavailable,
 )
 from shared.messaging import trace_context
+from shared.observability.tracing import server_interceptors
 from shared.rpc import status
 from shared.rpc.deadlines import remember_time_remaining
 from shared.tls import peer_identity
@@ -175,25 +176,6 @@ class WrappingInterceptor(grpc.aio.ServerInterceptor):
 # --- the interceptors ---------------------------------------------------------------------
 
 
-class TraceContextInterceptor(grpc.aio.ServerInterceptor):
-    """Continues the caller's trace (``traceparent`` metadata) or starts one.
-
-    The saga's events carry it on, so one trace spans PlaceOrder and every event
-    it causes. (OpenTelemetry spans will hang off this same context.)
-    """
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> Handler:
-        incoming = None
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == trace_context.HEADER:
-                incoming = str(value)
-                break
-        trace_context.set_current(trace_context.child_of(incoming))
-        return await continuation(handler_call_details)  # type: ignore[return-value]
-
-
 class DeadlineInterceptor(WrappingInterceptor):
     """Remembers the incoming call's deadline, for the deadline budget of every outbound
     call its handler makes (shared/rpc/deadlines.py, ``ServiceClients.call``)."""
@@ -251,8 +233,9 @@ class ErrorMappingInterceptor(WrappingInterceptor):
             "unexpected error %s in %s (trace %s)",
             error_id,
             method,
-            trace_context.trace_id(trace_context.current()),
+            trace_context.current_trace_id(),
             exc_info=error,
+            extra={"error_id": error_id},
         )
         await status.abort_internal(context, error_id)
 
@@ -408,11 +391,19 @@ def _rate_limits(config: ConfigCenter | None) -> list[grpc.aio.ServerInterceptor
 
 
 def default_chain(
-    verifier: TokenVerifier, policy: AccessPolicy, config: ConfigCenter | None = None
+    verifier: TokenVerifier,
+    policy: AccessPolicy,
+    config: ConfigCenter | None = None,
+    metrics: bool = True,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: the trace starts before auth, so rejections are traced too."""
+    """Outermost first: the span and the metrics start before auth, so rejections are
+    traced and counted too."""
+    # Imported here: it builds on this module's WrappingInterceptor.
+    from shared.rpc.metrics import MetricsInterceptor
+
     return [
-        TraceContextInterceptor(),
+        *server_interceptors(),  # the call's span, when this process traces
+        *([MetricsInterceptor()] if metrics else []),
         DeadlineInterceptor(),  # before any handler code, so its outbound calls get the budget
         ErrorMappingInterceptor(),
         # Inside error mapping (an injected fault looks like a real one), before auth and

@@ -33,6 +33,7 @@ from shared.auth.identity import current_identity_or_none
 from shared.config.center import ConfigCenter, RuntimeConfig
 from shared.config.models import RateLimit
 from shared.errors import RateLimited
+from shared.observability.metrics import RATE_LIMIT_REJECTIONS
 from shared.rpc.interceptors import AdmissionInterceptor, Context
 
 Clock = Callable[[], float]
@@ -220,6 +221,7 @@ class RateLimitInterceptor(AdmissionInterceptor):
         limit = limits.for_method(method)
         wait = self.buckets.take(caller_of(context), method, limit)
         if wait > 0:
+            RATE_LIMIT_REJECTIONS.labels(method).inc()
             ms = retry_after_ms(wait)
             raise RateLimited(
                 f"rate limit exceeded for {method}: at most {limit.rate_per_second:g} calls"

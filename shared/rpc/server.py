@@ -33,8 +33,9 @@ from grpc_health.v1._async import HealthServicer as AsyncHealthServicer  # healt
 
 from shared.auth.jwks import JwksWatcher
 from shared.auth.tokens import TokenVerifier
-from shared.config.center import ConfigCenter, publish_status
+from shared.config.center import ConfigCenter, RuntimeConfig, publish_status
 from shared.db.probe import DatabaseProbe
+from shared.observability.metrics import CONFIG_REVISION, MetricsEndpoint
 from shared.registry.etcd import etcd_client
 from shared.registry.registration import ServiceRegistration
 from shared.rpc.interceptors import AccessPolicy, default_chain
@@ -100,7 +101,9 @@ class ServiceHost:
         self.withdrawals = 0  # how often the database outage took this instance out
         self._names: list[str] = [""]  # the health names of readiness
         self._server = grpc.aio.server(
-            interceptors=default_chain(self.verifier, policy, self.config),
+            interceptors=default_chain(
+                self.verifier, policy, self.config, metrics=settings.metrics_enabled
+            ),
             options=[
                 ("grpc.so_reuseport", 0),
                 # No request here is near this; a bigger one is RESOURCE_EXHAUSTED unread.
@@ -111,15 +114,24 @@ class ServiceHost:
         # Kubernetes' native gRPC probes speak plaintext only: they get a port of their
         # own that serves the health service and nothing else (0: no such port).
         self._probe_server: grpc.aio.Server | None = None
+        self._metrics: MetricsEndpoint | None = None
         self._stopping = asyncio.Event()
         self.port = 0
         self.health_port = 0
+        self.metrics_port = 0
         self.registration: ServiceRegistration | None = None
 
     @property
     def address(self) -> str:
         host = self.settings.advertise_host or self.settings.host
         return f"{host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str:
+        """Where Prometheus scrapes this instance ("" without metrics)."""
+        if not self.metrics_port:
+            return ""
+        return f"{self.settings.advertise_host or self.settings.host}:{self.metrics_port}"
 
     async def start(self) -> None:
         for binding in self._bindings:
@@ -140,6 +152,9 @@ class ServiceHost:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, self._probe_server)
             self.health_port = self._probe_server.add_insecure_port(f"{s.host}:{s.health_port}")
             await self._probe_server.start()
+        if s.metrics_enabled:
+            self._metrics = MetricsEndpoint(s.host, s.metrics_port)
+            self.metrics_port = self._metrics.start()
         self._etcd = etcd_client(s.etcd_endpoint)
         # The signing keys: loaded now if etcd has them (never waiting for them to appear).
         self._jwks = JwksWatcher(self._etcd, self.verifier.replace_keys)
@@ -151,11 +166,13 @@ class ServiceHost:
             address=self.address,
             version=s.version,
             ttl_seconds=s.registry_ttl_seconds,
+            metrics_address=self.metrics_address,
         )
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         for name in self._names:
             await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.config.listeners.append(self._on_config)
+        self._on_config(self.config.current)
         await self._check_readiness()
         self._readiness.start()
         self._status.start()
@@ -196,7 +213,8 @@ class ServiceHost:
     def request_stop(self) -> None:
         self._stopping.set()
 
-    def _on_config(self, _: object) -> None:
+    def _on_config(self, config: RuntimeConfig) -> None:
+        CONFIG_REVISION.set(max(config.revisions.values(), default=0))
         self._status.wake()
 
     async def _publish_status(self) -> float | None:
@@ -237,6 +255,8 @@ class ServiceHost:
         await self._server.stop(self.settings.shutdown_grace_seconds)
         if self._probe_server is not None:
             await self._probe_server.stop(None)
+        if self._metrics is not None:
+            self._metrics.stop()
         await self._jwks.stop()
         await self._etcd.close()
         log.info("%s %s stopped", self.settings.service_name, self.settings.instance_id)
