@@ -281,6 +281,28 @@ def ensure_prometheus() -> Path:
     return exe
 
 
+# --- Chromium (the browser check of `make test`) -------------------------------------------------
+
+
+def find_chromium() -> Path | None:
+    for name in ("chromium", "chromium-browser"):
+        if found := shutil.which(name):
+            return Path(found)
+    return None
+
+
+def ensure_chromium() -> Path:
+    """Debian's Chromium, for the headless screenshots of the trace UI and Prometheus; not
+    part of ``ensure_all``: `make run` has no use for it."""
+    exe = find_chromium()
+    if exe is None:
+        apt_install("chromium")
+        exe = find_chromium()
+        if exe is None:
+            raise StackError("installed chromium but it is not on PATH")
+    return exe
+
+
 # --- apt ----------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,8 @@ Kafka (shared/messaging/trace_context.py), so one PlaceOrder is one trace.
 Sampling is parent-based: a span follows its parent's decision, so a trace is kept
 whole or not at all. A trace starts (a root span) only where a request enters the
 system: an RPC's server span, or the client span of a tool's RPC (shopctl, the load
-harness), at the ratio the config center gives (``tracing.sample_ratio``), read live.
+harness), or a tool's own span around its calls, at the ratio the config center gives
+(``tracing.sample_ratio``), read live.
 Any other root (a database query of a polling loop, a relay publish of an event
 stored without a trace) is dropped: those would fill the backend with one-span traces.
 
@@ -57,7 +58,8 @@ def enabled() -> bool:
 
 
 class LiveRatioSampler(Sampler):
-    """Parent-based; RPC roots of ``root_kinds`` sampled at ``ratio()``, other roots dropped.
+    """Parent-based; roots of ``root_kinds`` (client ones only if RPCs) sampled at
+    ``ratio()``, other roots dropped.
 
     ``ratio`` is called for each root, so a change in the config center applies to
     the next request without a restart.
@@ -91,7 +93,10 @@ class LiveRatioSampler(Sampler):
     ) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
         if not parent.is_valid and (
-            kind not in self._root_kinds or not (attributes or {}).get("rpc.system")
+            kind not in self._root_kinds
+            # A client span is a root of its own only if it is an RPC: a database query
+            # is a client span too.
+            or (kind is SpanKind.CLIENT and not (attributes or {}).get("rpc.system"))
         ):
             return SamplingResult(Decision.DROP)
         return self._for_ratio(self._ratio()).should_sample(

@@ -13,8 +13,9 @@ from opentelemetry.trace import SpanKind
 
 from shared.observability import tracing
 
-# A test's client calls start traces too: tests drive the services as a tool does.
-ROOT_KINDS = frozenset({SpanKind.SERVER, SpanKind.CLIENT})
+# A test's calls, and its own spans around them, start traces: tests drive the services
+# as a tool does.
+ROOT_KINDS = frozenset({SpanKind.SERVER, SpanKind.CLIENT, SpanKind.INTERNAL})
 
 
 class RecentSpans(SpanExporter):

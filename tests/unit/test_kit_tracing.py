@@ -45,8 +45,10 @@ def test_roots_that_are_not_rpcs_or_not_of_the_root_kinds_are_dropped() -> None:
     assert decide(sampler, SpanKind.CLIENT, {"db.system": "postgresql"}) is Decision.DROP
     assert decide(sampler, SpanKind.CLIENT, RPC) is Decision.DROP  # a service's own call
     assert decide(sampler, SpanKind.PRODUCER) is Decision.DROP
-    tool = LiveRatioSampler(lambda: 1.0, frozenset({SpanKind.CLIENT}))
+    tool = LiveRatioSampler(lambda: 1.0, frozenset({SpanKind.CLIENT, SpanKind.INTERNAL}))
     assert decide(tool, SpanKind.CLIENT, RPC) is Decision.RECORD_AND_SAMPLE
+    assert decide(tool, SpanKind.INTERNAL) is Decision.RECORD_AND_SAMPLE  # its own span
+    assert decide(tool, SpanKind.CLIENT, {"db.system": "postgresql"}) is Decision.DROP
 
 
 def test_a_child_follows_its_parent_whatever_the_ratio() -> None:
