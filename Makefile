@@ -111,8 +111,9 @@ audit: deps ## Check every invariant against the `make run` stack's data (exit 1
 	$(PY) -m tools.audit --profile dev
 
 .PHONY: bench
-bench: install ## Saga benchmark on its own stack: hot-SKU reservations/s vs pgbench, saga latency
+bench: install $(GHZ) ## On its own stack: hot-SKU reservations/s vs pgbench, saga latency, observability's cost
 	$(PY) -m tools.bench_saga
+	$(PY) -m tools.bench_observability
 
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)

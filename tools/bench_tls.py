@@ -42,11 +42,14 @@ def write_protoset(path: Path) -> Path:
     return path
 
 
-async def ghz_rps(args: list[str], seconds: float, concurrency: int) -> float:
+async def ghz_rps(
+    args: list[str], seconds: float, concurrency: int, call: str = CALL, data: str = "{}"
+) -> float:
+    """Calls per second ghz reached over one connection; raises if any call failed."""
     process = await asyncio.create_subprocess_exec(
         str(GHZ),
-        f"--call={CALL}",
-        "--data={}",
+        f"--call={call}",
+        f"--data={data}",
         f"--duration={seconds}s",
         f"--concurrency={concurrency}",
         "--connections=1",

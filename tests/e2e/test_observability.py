@@ -16,15 +16,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aetcd
+import grpc
 import pytest
 import pytest_asyncio
 
 from devstack.install import ensure_chromium
 from devstack.stack import Stack
-from shared.tls import ClientTLS
+from shared.config import store
+from shared.config.center import config_key
+from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS, channel_options
+from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
-from tests.support.tokens import TestKeys
+from tests.support.tokens import TestKeys, bearer
 from tools import demo_trace
+from tools.config_admin import wait_applied
 from tools.seed import CUSTOMER
 from tools.shop_client import ShopClient
 from tools.shopctl import lines_of_trace
@@ -222,3 +229,63 @@ async def test_a_browser_shows_the_trace_and_the_placeorder_p95_graph(
     shot = REPORTS / "prometheus-placeorder-p95.png"
     await asyncio.to_thread(chromium, f"--screenshot={shot}", graph_url)
     assert shot.stat().st_size > 10_000
+
+
+def product_traces(stack: Stack) -> int:
+    """How many traces Zipkin holds whose root is a GetProduct server span of product."""
+    query = urllib.parse.urlencode(
+        {
+            "serviceName": "product",
+            "spanName": "/shop.product.v1.productservice/getproduct",
+            "lookback": 3_600_000,
+            "limit": 10_000,
+        }
+    )
+    traces = get_json(f"http://{stack.zipkin.endpoint}/api/v2/traces?{query}")
+    return sum(1 for spans in traces if any("parentId" not in span for span in spans))
+
+
+async def untraced_get_products(system: RunningSystem, calls: int) -> None:
+    """GetProduct over a channel without interceptors: no traceparent, so whether a
+    trace starts is the product service's own decision, at its ratio."""
+    [product] = system.directory.instances("product")
+    operator = ClientTLS.operator(system.stack.tls_dir)
+    request = product_pb2.GetProductRequest(product_id=system.products["DEMO-MUG"])
+    metadata = bearer(system.keys.token())
+    async with grpc.aio.secure_channel(
+        product.address, operator.credentials(), options=channel_options("product")
+    ) as channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)
+        for _ in range(calls):
+            await stub.GetProduct(request, metadata=metadata, timeout=5)
+
+
+async def set_sample_ratio(etcd: aetcd.Client, ratio: float) -> None:
+    current = await store.read(etcd, "global")
+    document = {**current.document, "tracing": {"sample_ratio": ratio}}
+    revision = await store.write(
+        etcd, "global", document, expected_revision=current.revision, author="test"
+    )
+    await wait_applied(etcd, "global", revision, timeout=10)
+
+
+async def test_the_sample_ratio_is_changed_live_from_the_config_center(
+    system: RunningSystem,
+) -> None:
+    etcd = etcd_client(system.stack.etcd_endpoint)
+    try:
+        await set_sample_ratio(etcd, 1.0)
+        before = await asyncio.to_thread(product_traces, system.stack)
+        await untraced_get_products(system, 10)
+        deadline = time.monotonic() + 15
+        while (traced := await asyncio.to_thread(product_traces, system.stack)) < before + 10:
+            assert time.monotonic() < deadline, f"{traced - before} of 10 calls traced at 1.0"
+            await asyncio.sleep(0.5)
+
+        await set_sample_ratio(etcd, 0.0)
+        await untraced_get_products(system, 10)
+        await asyncio.sleep(3)  # three export periods: anything recorded has arrived
+        assert await asyncio.to_thread(product_traces, system.stack) == traced
+    finally:
+        await etcd.delete(config_key("global").encode())  # back to the defaults
+        await etcd.close()
