@@ -10,7 +10,9 @@ controllers make of the manifests; no container runs (the image's own test does 
    Pod Security "restricted", which the namespace enforces;
 2. the Secrets, created by the same code as `make up`, then the overlay applied;
 3. every Deployment Available and every StatefulSet ready on three fake nodes, the
-   PVCs bound, the HPAs and PDBs accepted, and the Jobs' pods admitted.
+   PVCs bound, the HPAs and PDBs accepted, and the Jobs' pods admitted;
+4. Prometheus' ServiceAccount allowed pod discovery in the namespace and nothing else,
+   by the API server's own authorizer (RBAC).
 """
 
 from __future__ import annotations
@@ -305,6 +307,7 @@ def check(work: Path, overlay: str, kwok_stages: Path) -> None:
         # no container, so they have no log; kwok completes a Job's pods).
         k8s.deploy(kubectl, overlay, "dev", work / "state", smoke_log=False)
         report(kubectl)
+        prometheus_access(kubectl)
 
 
 def available(kubectl: k8s.Kubectl) -> dict[str, int]:
@@ -320,7 +323,7 @@ def available(kubectl: k8s.Kubectl) -> dict[str, int]:
 
 def report(kubectl: k8s.Kubectl, timeout: float = 120) -> None:
     # The autoscalers lift product and order to their minimum of two (no metrics here).
-    wanted = {**{s: 2 for s in k8s.SERVICES}, "shopctl": 1}
+    wanted = {**{s: 2 for s in k8s.SERVICES}, "shopctl": 1, "zipkin": 1, "prometheus": 1}
     deadline = time.monotonic() + timeout
     while (counts := available(kubectl)) != wanted and time.monotonic() < deadline:
         time.sleep(3)
@@ -340,6 +343,33 @@ def report(kubectl: k8s.Kubectl, timeout: float = 120) -> None:
     say(f"jobs complete: {' '.join(sorted(jobs))} (on fake nodes: admitted, not run)")
     if counts != wanted or claims.count("Bound") != len(VOLUMES):
         raise k8s.ClusterError(f"wanted {wanted}, available {counts}; claims {claims}")
+
+
+# What Prometheus' account may do (deploy/k8s/observability/prometheus.yaml): watch the
+# pods of its namespace for discovery, and nothing more.
+PROMETHEUS_ACCESS = {
+    ("list", "pods"): True,
+    ("watch", "pods"): True,
+    ("get", "pods"): True,
+    ("list", "pods", "--all-namespaces"): False,
+    ("delete", "pods"): False,
+    ("create", "pods/exec"): False,
+    ("get", "secrets"): False,
+    ("list", "endpoints"): False,
+}
+
+
+def prometheus_access(kubectl: k8s.Kubectl) -> None:
+    account = f"system:serviceaccount:{k8s.NAMESPACE}:prometheus"
+    wrong = []
+    for args, wanted in PROMETHEUS_ACCESS.items():
+        # Exit 0 and "yes" when allowed, exit 1 and "no" when not.
+        answer = kubectl("auth", "can-i", *args, f"--as={account}", check=False, capture=True)
+        if answer.ok != wanted:
+            wrong.append(f"{' '.join(args)}: {answer.stdout.strip() or 'no'}")
+    if wrong:
+        raise k8s.ClusterError(f"prometheus's RBAC: {'; '.join(wrong)}")
+    say(f"prometheus's account: pod discovery in {k8s.NAMESPACE} only, as its Role says")
     say("passed")
 
 

@@ -126,9 +126,9 @@ def test_every_pod_passes_the_restricted_profile(name: str) -> None:
     for what, spec in pod_specs(overlay(name)):
         assert restricted_violations(spec) == [], what
         checked += 1
-    # Five services, shopctl, three StatefulSets, and the seed, topics, config-defaults,
-    # smoke and load Jobs.
-    assert checked == 14
+    # Five services, shopctl, Zipkin, Prometheus, three StatefulSets, and the seed,
+    # topics, config-defaults, smoke and load Jobs.
+    assert checked == 16
     namespace = find(overlay(name), "Namespace", k8s.NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -157,11 +157,13 @@ def test_the_restricted_check_finds_what_it_should() -> None:
 # --- settings -------------------------------------------------------------------------------
 
 # Their defaults point at this machine (127.0.0.1, the dev stack's files) or pick a free
-# port: in a cluster each must be set.
+# port: in a cluster each must be set. trace_endpoint's default is no spans at all.
 SET_IN_A_CLUSTER = {
     "host",
     "port",
     "health_port",
+    "metrics_port",
+    "trace_endpoint",
     "advertise_host",
     "instance_id",
     "etcd_endpoint",
@@ -229,6 +231,7 @@ def test_ports_and_probes_match_the_service(service: str) -> None:
         assert ports == {
             "grpc": int(env[f"{prefix}PORT"]),
             "probe": int(env[f"{prefix}HEALTH_PORT"]),
+            "metrics": int(env[f"{prefix}METRICS_PORT"]),
         }
         assert env[f"{prefix}HOST"] == "0.0.0.0"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -412,6 +415,8 @@ FLOWS_ALLOWED = [
     ("config-defaults", "etcd", 2379),
     ("kafka-topics", "kafka", 9092),
     ("etcd", "etcd", 2380),
+    *((s, "zipkin", 9411) for s in DEFINITIONS),
+    *(("prometheus", s, 9464) for s in DEFINITIONS),
 ]
 FLOWS_DENIED = [
     ("payment", "product", 50051),  # only order calls product
@@ -423,6 +428,16 @@ FLOWS_DENIED = [
     ("config-defaults", "kafka", 9092),
     ("order", "etcd", 2380),  # raft is etcd's own
     ("product", "postgres", 2379),
+    ("order", "product", 9464),  # only Prometheus scrapes
+    ("shopctl", "payment", 9464),
+    ("shopctl", "zipkin", 9411),  # only the services send spans
+    ("seed", "zipkin", 9411),
+    ("prometheus", "zipkin", 9411),
+    ("prometheus", "etcd", 2379),  # discovery is the Kubernetes API's, not etcd's
+    ("prometheus", "postgres", 5432),
+    ("zipkin", "order", 50051),
+    ("order", "prometheus", 9090),  # nothing in the system queries Prometheus
+    ("shopctl", "prometheus", 9090),
 ]
 
 
