@@ -40,7 +40,13 @@ async def test_the_short_chaos_profile_meets_the_goals(
 
     replicas = dict.fromkeys(SERVICES, REPLICAS)
     async with running_system(stack, keys, replicas=replicas, supervise=True) as system:
-        target = Target(stack.profile.name, system.clients, system.directory, stack_dsns(stack))
+        target = Target(
+            stack.profile.name,
+            system.clients,
+            system.directory,
+            stack_dsns(stack),
+            stack.prometheus.url,
+        )
         assert all(len(target.instances()[s]) == REPLICAS for s in SERVICES)
         result = await run_chaos(
             SHORT, target, stack, lambda: instances_of(stack), tmp_path, say=say

@@ -149,7 +149,13 @@ async def test_rotating_twice_under_load_refuses_nothing_and_then_removes_the_ol
     lasting_old_token = keys.token(ttl=timedelta(minutes=30))
     await get_balance(system, lasting_old_token)
 
-    target = Target(stack.profile.name, system.clients, system.directory, stack_dsns(stack))
+    target = Target(
+        stack.profile.name,
+        system.clients,
+        system.directory,
+        stack_dsns(stack),
+        stack.prometheus.url,
+    )
     buyers = await sign_in_buyers(system.clients, USERS)
     assert {kid_of(b.token) for b in buyers} == {first_kid}
 

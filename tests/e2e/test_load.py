@@ -50,7 +50,13 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def loaded(stack: Stack, keys: TestKeys) -> AsyncIterator[tuple[Target, list[Buyer]]]:
     async with running_system(stack, keys) as system:
-        target = Target(stack.profile.name, system.clients, system.directory, stack_dsns(stack))
+        target = Target(
+            stack.profile.name,
+            system.clients,
+            system.directory,
+            stack_dsns(stack),
+            stack.prometheus.url,
+        )
         yield target, await sign_in_buyers(system.clients, USERS)
 
 
@@ -84,6 +90,11 @@ async def test_a_short_run_writes_a_complete_sane_report(
         assert_sane(figures, name)
         assert set(report["ratios"][name]) == {"qps", "p50", "p95", "p99"}
         assert report["ratios"][name]["p50"] > 0
+    # What the services measured, from the test stack's Prometheus (a 2 s run may fall
+    # between two scrapes, so only its shape is certain).
+    saw = report["services_saw"]
+    assert "error" not in saw, saw
+    assert set(saw) >= {"server_p95_ms", "outbox_backlog_peak", "consumer_lag_peak"}, saw
     png = result.png_path.read_bytes()
     assert png.startswith(PNG_MAGIC) and len(png) > 10_000
     assert result.png_path == result.json_path.with_suffix(".png")

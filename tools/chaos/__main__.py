@@ -26,6 +26,7 @@ from tools.chaos.faults import Proc
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import PROFILES, profile
 from tools.launcher import REPO_ROOT, SERVICES, read_instances
+from tools.tracing import trace_tool
 
 REPLICAS = 2
 
@@ -64,6 +65,8 @@ def main(
 ) -> None:
     """Chaos against the `make run` system (started with 2 replicas if none is up)."""
     configure_logging(os.environ.get("SHOP_LOG_LEVEL", "ERROR"))
+    # Its calls start traces as any client's would, at the default ratio (if Zipkin is up).
+    trace_tool("chaos", Stack("dev").zipkin.spans_url)
     if profile_name not in PROFILES:
         raise typer.BadParameter(f"--profile is one of {', '.join(PROFILES)}, not {profile_name!r}")
     try:

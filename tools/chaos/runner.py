@@ -27,7 +27,7 @@ from shared.registry.etcd import etcd_client
 from tests.e2e.load.buyers import TokenCache, sign_in_buyers
 from tests.e2e.load.calls import PLACE_ORDER_DEADLINE
 from tests.e2e.load.driver import Recorder, SagaOutcome
-from tests.e2e.load.report import write_json
+from tests.e2e.load.report import services_saw_line, write_json
 from tests.e2e.load.runner import Prepared, measure, prepare_scenario
 from tests.e2e.load.scenarios import Arrival, new_run_id
 from tests.e2e.load.settings import FLASH_SALE, STEADY_SAGA, ScenarioSettings
@@ -39,6 +39,7 @@ from tools.chaos import plot
 from tools.chaos.faults import Injector, Instances, RunClock
 from tools.chaos.sampler import OutboxSampler
 from tools.chaos.schedule import MIN_GAP, ChaosProfile
+from tools.services_saw import what_services_saw
 from tools.table import render_table
 
 Say = Callable[[str], None]
@@ -186,6 +187,13 @@ async def run_chaos(
         profile, run_id, started_at, target, recorder, result.scheduled, records,
         sampler, flash, audited.as_dict(), timed_out, run_end,
     )  # fmt: skip
+    if target.prometheus_url:
+        document["services_saw"] = await asyncio.to_thread(
+            what_services_saw,
+            target.prometheus_url,
+            started_at.timestamp(),
+            datetime.now(UTC).timestamp(),
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path = reports_dir / f"chaos-{profile.name}-{stamp}.json"
     png_path = json_path.with_suffix(".png")
@@ -199,6 +207,8 @@ async def run_chaos(
     for name, goal in document["goals"].items():
         if not goal["met"]:
             say(f"goal missed: {name} = {goal['value']} (goal {goal['goal']})")
+    if "services_saw" in document:
+        say(services_saw_line(document["services_saw"]))
     say(document["line"])
     return ChaosResult(document, json_path, png_path, document["line"])
 

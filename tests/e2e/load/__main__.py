@@ -20,6 +20,7 @@ from tests.e2e.load.runner import ScenarioResult, run_scenarios
 from tests.e2e.load.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
 from tests.e2e.load.target import dev_target, env_target
 from tools.launcher import REPO_ROOT
+from tools.tracing import trace_tool
 
 PROFILE_HELP = ", ".join(
     f"{name} ({' + '.join(s.scenario for s in scenarios)})" for name, scenarios in PROFILES.items()
@@ -92,6 +93,8 @@ def main(
 ) -> None:
     """Load-test the `make run` system (started in the background if none is up)."""
     configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
+    # Its calls start traces as any client's would, at the default ratio (if Zipkin is up).
+    trace_tool("load", os.environ.get("SHOP_TRACE_ENDPOINT") or Stack("dev").zipkin.spans_url)
     try:
         scenarios = resolve(
             profile,

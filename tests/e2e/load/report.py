@@ -164,6 +164,21 @@ def _errors(figures: Mapping[str, Any]) -> str:
     return " ".join(parts) or "-"
 
 
+def services_saw_line(saw: Mapping[str, Any]) -> str:
+    """What the services measured themselves (from Prometheus), in one line."""
+    if "error" in saw:
+        return f"services {saw['error']}"
+    p95 = " ".join(
+        f"{method} {_ms(ms)}" for method, ms in saw["server_p95_ms"].items() if ms is not None
+    )
+    backlog = max(saw["outbox_backlog_peak"].values(), default=0) or 0
+    lag = max(saw["consumer_lag_peak"].values(), default=0) or 0
+    return (
+        f"services (Prometheus) server p95 ms: {p95 or '-'} · outbox backlog peak {backlog:.0f}"
+        f" · consumer lag peak {lag:.0f}"
+    )
+
+
 def summary(report: Mapping[str, Any], json_path: Path, png_path: Path) -> str:
     s, load = report["settings"], report["load"]
     head = (
@@ -218,6 +233,8 @@ def summary(report: Mapping[str, Any], json_path: Path, png_path: Path) -> str:
     )
     if goal_text:
         lines.append(f"goals {goal_text}")
+    if (saw := report.get("services_saw")) is not None:
+        lines.append(services_saw_line(saw))
     audit = report["audit"]
     failed = [c["name"] for c in audit.get("checks", []) if not c["ok"]]
     lines.append(

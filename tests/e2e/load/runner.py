@@ -46,6 +46,7 @@ from tests.e2e.load.stats import all_rpc_figures, saga_figures
 from tests.e2e.load.target import Target
 from tools.audit import audit
 from tools.seed import ADMIN
+from tools.services_saw import what_services_saw
 from tools.shop_client import DEADLINE, ShopClient
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,7 @@ async def run_scenario(
     )
 
     say(f"{name}: measuring at {settings.rate:g}/s for {settings.duration:g}s ...")
+    measured_from = time.time()
     result, _ = await measure(
         settings.rate,
         settings.concurrency,
@@ -282,6 +284,10 @@ async def run_scenario(
         load=load,
         audit=audit_figures,
     )
+    if target.prometheus_url:
+        document["services_saw"] = await asyncio.to_thread(
+            what_services_saw, target.prometheus_url, measured_from, time.time()
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     json_path = reports_dir / f"{name}-{stamp}.json"
     png_path = json_path.with_suffix(".png")

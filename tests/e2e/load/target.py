@@ -40,6 +40,8 @@ class Target:
     clients: ServiceClients
     directory: ServiceDirectory
     audit_dsns: Mapping[str, str]
+    # Where the services' own figures are (tools/services_saw.py); "" when unknown.
+    prometheus_url: str = ""
 
     def instances(self) -> dict[str, list[str]]:
         return {s: [i.address for i in self.directory.instances(s)] for s in SERVICES}
@@ -167,7 +169,7 @@ async def dev_target(
         directory = await resources.enter_async_context(open_directory(stack))
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         resources.push_async_callback(clients.close)
-        yield Target("dev", clients, directory, stack_dsns(stack))
+        yield Target("dev", clients, directory, stack_dsns(stack), stack.prometheus.url)
 
 
 @contextlib.asynccontextmanager
@@ -184,7 +186,13 @@ async def env_target(environ: Mapping[str, str] = os.environ) -> AsyncIterator[T
     await directory.start()
     clients = ServiceClients(directory, ClientTLS.operator(Path(environ["SHOP_TLS_DIR"])))
     try:
-        yield Target("env", clients, directory, {s: environ[n] for s, n in dsn_names.items()})
+        yield Target(
+            "env",
+            clients,
+            directory,
+            {s: environ[n] for s, n in dsn_names.items()},
+            environ.get("SHOP_PROMETHEUS_URL", ""),
+        )
     finally:
         await clients.close()
         await directory.stop()
