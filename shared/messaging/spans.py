@@ -37,22 +37,26 @@ def _traceparent(record: ConsumerRecord) -> str | None:
 
 def _span(consumer: str, record: ConsumerRecord, event: Event) -> trace.Span:
     short_type = event.type.rsplit(".", 1)[-1]
-    return tracer().start_span(
+    span = tracer().start_span(
         f"{consumer} handle {short_type}",
         context=trace_context.context_from(_traceparent(record)),
         kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": "kafka",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": record.topic,
-            "messaging.destination.partition.id": str(record.partition),
-            "messaging.kafka.offset": record.offset,
-            "messaging.consumer.group.name": consumer,
-            "messaging.message.id": str(event.event_id),
-            "shop.event.type": event.type,
-            "shop.aggregate.id": event.envelope.aggregate_id,
-        },
     )
+    if span.is_recording():  # attributes only for a span that is kept: most are not
+        span.set_attributes(
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.consumer.group.name": consumer,
+                "messaging.message.id": str(event.event_id),
+                "shop.event.type": event.type,
+                "shop.aggregate.id": event.envelope.aggregate_id,
+            }
+        )
+    return span
 
 
 @contextlib.contextmanager
@@ -92,20 +96,23 @@ def handling_spans(consumer: str, events: Sequence[tuple[ConsumerRecord, Event]]
 def publish_spans(rows: Sequence[asyncpg.Record]) -> Iterator[list[str | None]]:
     """A producer span per event, a child of the context stored with it; yields what
     each record's header carries on (the span's own context, so consumers hang off it)."""
-    spans = [
-        tracer().start_span(
+    spans = []
+    for row in rows:
+        span = tracer().start_span(
             f"publish {row['topic']}",
             context=trace_context.context_from(row["traceparent"]),
             kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.operation.type": "send",
-                "messaging.destination.name": row["topic"],
-                "messaging.kafka.message.key": row["key"],
-            },
         )
-        for row in rows
-    ]
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "messaging.system": "kafka",
+                    "messaging.operation.type": "send",
+                    "messaging.destination.name": row["topic"],
+                    "messaging.kafka.message.key": row["key"],
+                }
+            )
+        spans.append(span)
     try:
         yield [
             trace_context.traceparent_of(span) or row["traceparent"]
