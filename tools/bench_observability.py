@@ -5,8 +5,9 @@
   as any client). An observed and a bare product instance run side by side and ghz
   alternates between them, round by round, so both meet the same machine: on a shared
   2-core box two runs minutes apart differ by more than the cost being measured.
-- The saga's P95 at a fixed open-loop rate, with the whole system on, off, off, on
-  (the mean of each pair), since a saga needs all five services in one mode.
+- The saga's P95 at a fixed open-loop rate (50/s by default: see ``main``), with the
+  whole system on, off, off, on (the mean of each pair), since a saga needs all five
+  services in one mode.
 
 "Off" starts instances without a trace endpoint and without metrics (no span recorded,
 no metrics interceptor, no /metrics port). Rate limits are lifted for the product
@@ -164,6 +165,8 @@ async def saga_p95(
             await wait_sagas_ended(stack)
         finally:
             await clients.close()
+    if latency["refused"]:
+        print(f"  {latency['refused']} of {latency['orders']} orders refused (overloaded)")
     return float(latency["p95_ms"])
 
 
@@ -235,7 +238,10 @@ def main(
     rounds: Annotated[int, typer.Option(help="ghz rounds per instance")] = 4,
     ghz_seconds: Annotated[float, typer.Option(help="length of each ghz round")] = 5.0,
     concurrency: Annotated[int, typer.Option(help="ghz workers")] = 32,
-    rate: Annotated[float, typer.Option(help="orders/s for the saga")] = 100.0,
+    # The figure is at 100/s; on this 2-core machine the saga no longer keeps up at
+    # 100/s even bare (P95 of seconds: a queue, whose growth swamps any cost), so the
+    # default measures where it does; `--rate 100` measures the point.
+    rate: Annotated[float, typer.Option(help="orders/s for the saga")] = 50.0,
     seconds: Annotated[float, typer.Option(help="length of each saga run")] = 15.0,
 ) -> None:
     asyncio.run(run(rounds, ghz_seconds, concurrency, rate, seconds))

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
+import grpc
 import numpy as np
 import typer
 
@@ -199,10 +200,16 @@ async def saga_latency(
     loop = asyncio.get_running_loop()
     t0 = loop.time()
 
+    failed: list[str] = []
+
     async def place(i: int, shopper: ShopClient) -> None:
         await asyncio.sleep(max(0.0, t0 + i / rate - loop.time()))
         scheduled = datetime.now(UTC)  # latency counts from the schedule (open loop)
-        order = await shopper.place_order([(product.product_id, 1)], str(uuid.uuid4()))
+        try:
+            order = await shopper.place_order([(product.product_id, 1)], str(uuid.uuid4()))
+        except grpc.aio.AioRpcError as error:  # an overloaded system refuses: counted
+            failed.append(error.code().name)
+            return
         started[order.order_id] = scheduled
 
     await asyncio.gather(*(place(i, s) for i, s in enumerate(shoppers)))
@@ -226,9 +233,12 @@ async def saga_latency(
             if r["status"] != "pending"
         ]
     )
+    if not len(latencies):
+        raise RuntimeError(f"no order of {count} ended ({len(failed)} refused: {set(failed)})")
     p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
     return {
         "orders": count,
+        "refused": len(failed),
         "rate": rate,
         "completed": len(latencies),
         "p50_ms": p50,
@@ -337,7 +347,8 @@ async def run(
                 )
                 lat = await saga_latency(stack, clients, issuer, rate, seconds)
                 print(
-                    f"  completed {lat['completed']:.0f}/{lat['orders']:.0f}:"
+                    f"  completed {lat['completed']:.0f}/{lat['orders']:.0f}"
+                    f" ({lat['refused']} refused):"
                     f" P50 {lat['p50_ms']:.0f} ms, P95 {lat['p95_ms']:.0f} ms,"
                     f" P99 {lat['p99_ms']:.0f} ms, max {lat['max_ms']:.0f} ms",
                     flush=True,
