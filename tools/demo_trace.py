@@ -28,10 +28,9 @@ from typing import Any
 import aetcd
 import grpc
 from opentelemetry import trace
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
 from devstack.stack import Stack
-from shared.observability.tracing import start_tracing, stop_tracing, tracer, zipkin_exporter
+from shared.observability.tracing import ALWAYS_SAMPLE, stop_tracing, tracer
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import SERVICES, ClientTLS
@@ -39,6 +38,7 @@ from shop.order.v1 import order_pb2
 from tools.demo_session import DemoResult, on_make_run
 from tools.seed import ADMIN, CATALOG
 from tools.shop_client import ShopClient
+from tools.tracing import trace_tool
 
 NAME = "demo-trace"
 SKU = "DEMO-MUG"
@@ -157,7 +157,9 @@ async def run_demo(
     clients = ServiceClients(directory, tls)
     try:
         buyer, email, product_id = await prepare_buyer(clients)
-        with tracer().start_as_current_span("demo-trace: log in and place an order") as root:
+        with tracer().start_as_current_span(
+            "demo-trace: log in and place an order", attributes={ALWAYS_SAMPLE: True}
+        ) as root:
             trace_id = format(root.get_span_context().trace_id, "032x")
             await buyer.login(email, "trace-password-1")
             order = await buyer.place_order([(product_id, 1)], uuid.uuid4().hex)
@@ -192,9 +194,7 @@ async def main_async() -> int:
             f"{NAME}: Zipkin is not up at {stack.zipkin.ui_url}; start the system with `make run`"
         )
         return 2
-    start_tracing(
-        NAME, uuid.uuid4().hex[:12], zipkin_exporter(stack.zipkin.spans_url), ParentBased(ALWAYS_ON)
-    )
+    trace_tool(NAME, stack.zipkin.spans_url)
 
     async def demo(_: aetcd.Client, directory: ServiceDirectory, stack: Stack) -> DemoResult:
         api = f"http://{stack.zipkin.endpoint}"

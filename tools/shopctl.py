@@ -30,13 +30,12 @@ import typer
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
 from devstack.stack import Stack
 from shared.config import store
 from shared.config.models import SCOPES
 from shared.messaging import trace_context
-from shared.observability.tracing import tracer
+from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.etcd import etcd_client
 from shared.settings import DEV_TLS_DIR
 from shop.user.v1 import user_pb2
@@ -76,8 +75,7 @@ def common_options(
 ) -> None:
     global tls_dir
     tls_dir = tls
-    # A person's command is always traced: place-order prints where to look at it.
-    trace_tool("shopctl", trace_endpoint, ParentBased(ALWAYS_ON))
+    trace_tool("shopctl", trace_endpoint)
 
 
 def show(message: Message) -> None:
@@ -126,7 +124,10 @@ def place_order(
         by_sku = {p.sku: p.product_id for p in await client.all_products()}
         if sku not in by_sku:
             raise typer.BadParameter(f"no product with sku {sku}")
-        with tracer().start_as_current_span("shopctl place-order") as span:
+        # A person's order is always traced: the command prints where to look at it.
+        with tracer().start_as_current_span(
+            "shopctl place-order", attributes={ALWAYS_SAMPLE: True}
+        ) as span:
             order = await client.place_order([(by_sku[sku], quantity)], str(uuid.uuid4()))
         if (trace_id := trace_context.current_trace_id(span)) is not None:
             typer.echo(f"trace {trace_id}: {DEV.zipkin.ui_url}traces/{trace_id}", err=True)

@@ -39,6 +39,7 @@ def trace_tool(name: str, endpoint: str, sampler: Sampler | None = None) -> bool
     # The config center's default ratio: a tool's load is sampled like any other traffic.
     ratio = Tracing().sample_ratio
     sampler = sampler or LiveRatioSampler(lambda: ratio, frozenset({SpanKind.CLIENT}))
+    # (a root marked ALWAYS_SAMPLE is kept whatever the ratio)
     start_tracing(name, uuid.uuid4().hex[:12], zipkin_exporter(endpoint), sampler)
     atexit.register(stop_tracing)
     return True

@@ -45,6 +45,10 @@ TRACER_NAME = "shop"
 # Health probes and reflection are neither requests nor worth a span each second.
 _UNTRACED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+# A root span with this attribute true is kept whatever the ratio: a person asked to
+# follow this request (`make demo-trace`, `shopctl place-order`).
+ALWAYS_SAMPLE = "shop.trace.always"
+
 _provider: TracerProvider | None = None
 
 
@@ -59,7 +63,7 @@ def enabled() -> bool:
 
 class LiveRatioSampler(Sampler):
     """Parent-based; roots of ``root_kinds`` (client ones only if RPCs) sampled at
-    ``ratio()``, other roots dropped.
+    ``ratio()``, a root marked ``ALWAYS_SAMPLE`` kept, other roots dropped.
 
     ``ratio`` is called for each root, so a change in the config center applies to
     the next request without a restart.
@@ -92,6 +96,8 @@ class LiveRatioSampler(Sampler):
         trace_state: Any = None,
     ) -> SamplingResult:
         parent = trace.get_current_span(parent_context).get_span_context()
+        if not parent.is_valid and (attributes or {}).get(ALWAYS_SAMPLE):
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
         if not parent.is_valid and (
             kind not in self._root_kinds
             # A client span is a root of its own only if it is an RPC: a database query

@@ -17,12 +17,13 @@ from shared.db.migrations import apply_migrations
 from shared.messaging import trace_context
 from shared.messaging.outbox import MIGRATIONS, Outbox, first_traceparents
 from shared.messaging.spans import aggregate_spans
-from shared.observability.tracing import tracer
+from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shop.events.v1 import order_events_pb2
 from tests.support.services import recreate_database
 from tests.support.tracing import RecentSpans
 
 pytestmark = pytest.mark.integration
+FOLLOWED = {ALWAYS_SAMPLE: True}  # kept whatever the test process's ratio
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -73,9 +74,7 @@ async def test_the_saga_timeout_continues_the_trace_of_the_orders_first_event(
     first, second = str(uuid.uuid4()), str(uuid.uuid4())
     placed = {}
     for order in (first, second):
-        with tracer().start_as_current_span(
-            "place", kind=trace.SpanKind.CLIENT, attributes={"rpc.system": "grpc"}
-        ):
+        with tracer().start_as_current_span("place", attributes=FOLLOWED):
             await stage(pool, order)
         placed[order] = (await traceparents_of(pool, order))[0]
     assert trace_id_of(placed[first]) != trace_id_of(placed[second])

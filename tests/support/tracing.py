@@ -11,11 +11,15 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
+from shared.config.models import Tracing
 from shared.observability import tracing
 
-# A test's calls, and its own spans around them, start traces: tests drive the services
-# as a tool does.
+# A test's calls, and its own spans around them, start traces as a tool's do: at the
+# default ratio, so a flash sale of 500 orders is not traced through every service (the
+# tests would measure tracing, not the system); a test that follows a trace marks its
+# root span ALWAYS_SAMPLE.
 ROOT_KINDS = frozenset({SpanKind.SERVER, SpanKind.CLIENT, SpanKind.INTERNAL})
+RATIO = Tracing().sample_ratio
 
 
 class RecentSpans(SpanExporter):
@@ -42,6 +46,6 @@ class RecentSpans(SpanExporter):
 
 def trace_the_test_process() -> RecentSpans:
     exporter = RecentSpans()
-    sampler = tracing.LiveRatioSampler(lambda: 1.0, root_kinds=ROOT_KINDS)
+    sampler = tracing.LiveRatioSampler(lambda: RATIO, root_kinds=ROOT_KINDS)
     tracing.start_tracing("tests", "pytest", exporter, sampler)
     return exporter

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from shared.observability.tracing import LiveRatioSampler
+from shared.observability.tracing import ALWAYS_SAMPLE, LiveRatioSampler
 
 RPC = {"rpc.system": "grpc"}
 TRACE_ID = 0x1234_5678_9ABC_DEF0_1234_5678_9ABC_DEF0
@@ -26,7 +28,7 @@ def parent(sampled: bool) -> Context:
 def decide(
     sampler: LiveRatioSampler,
     kind: SpanKind,
-    attributes: dict[str, str] | None = None,
+    attributes: Mapping[str, str | bool] | None = None,
     context: Context | None = None,
 ) -> Decision:
     return sampler.should_sample(context, TRACE_ID, "span", kind, attributes).decision
@@ -58,3 +60,12 @@ def test_a_child_follows_its_parent_whatever_the_ratio() -> None:
     for kind in (SpanKind.CLIENT, SpanKind.CONSUMER, SpanKind.INTERNAL):
         assert decide(never, kind, context=sampled) is Decision.RECORD_AND_SAMPLE
         assert decide(always, kind, context=unsampled) is Decision.DROP
+
+
+def test_a_root_a_person_asked_to_follow_is_kept_whatever_the_ratio() -> None:
+    never = LiveRatioSampler(lambda: 0.0)
+    followed = {ALWAYS_SAMPLE: True}
+    assert decide(never, SpanKind.INTERNAL, followed) is Decision.RECORD_AND_SAMPLE
+    assert decide(never, SpanKind.INTERNAL) is Decision.DROP
+    # A child still follows its parent: the mark starts traces, it does not split them.
+    assert decide(never, SpanKind.INTERNAL, followed, parent(False)) is Decision.DROP
