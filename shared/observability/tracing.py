@@ -52,8 +52,14 @@ ALWAYS_SAMPLE = "shop.trace.always"
 _provider: TracerProvider | None = None
 
 
+# Got once: get_tracer builds a new tracer per call, and the consumer asks for one per
+# event. Before start_tracing this is OpenTelemetry's proxy, which follows the provider
+# set later.
+_tracer = trace.get_tracer(TRACER_NAME)
+
+
 def tracer() -> trace.Tracer:
-    return trace.get_tracer(TRACER_NAME)
+    return _tracer
 
 
 def enabled() -> bool:
