@@ -97,6 +97,12 @@ async def test_instance_registers_again_after_etcd_restarts_empty(stack: Stack) 
         shutil.rmtree(stack.etcd.data_dir)
         await asyncio.to_thread(stack.start, "etcd")
         await wait_for_key(client, reg.key, present=True, timeout=TTL * 4)
+        # The key can be seen a moment before the registration counts its put (both wait
+        # on etcd's answers on one loop): the count follows within a few turns.
+        for _ in range(50):
+            if reg.registrations >= 2:
+                break
+            await asyncio.sleep(0.02)
         assert reg.registrations >= 2
     finally:
         await reg.stop()
