@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -12,7 +11,7 @@ from pathlib import Path
 from devstack.component import Component
 from devstack.config import HOST
 from devstack.install import ensure_etcd, find_etcd
-from devstack.process import StackError, spawn_detached
+from devstack.process import StackError, http_get, spawn_detached
 
 log = logging.getLogger("devstack")
 
@@ -80,13 +79,12 @@ class Etcd(Component):
         Plain HTTP rather than aetcd: this runs in helper threads of processes (pytest) that may
         be using grpc.aio on their own loop, and the probe should not touch that machinery.
         """
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=3)
+        answer = http_get(HOST, self.port, "/health")
         try:
-            conn.request("GET", "/health")
-            resp = conn.getresponse()
-            body = resp.read()
-            return resp.status == 200 and json.loads(body).get("health") == "true"
-        except (OSError, ValueError, http.client.HTTPException):
+            return (
+                answer is not None
+                and answer[0] == 200
+                and (json.loads(answer[1]).get("health") == "true")
+            )
+        except ValueError:
             return False
-        finally:
-            conn.close()

@@ -281,6 +281,15 @@ def ensure_prometheus() -> Path:
     return exe
 
 
+def ensure_promtool() -> Path:
+    """promtool, which comes with Debian's prometheus package (the rules' checker)."""
+    ensure_prometheus()
+    exe = find_promtool()
+    if exe is None:
+        raise StackError("installed prometheus but promtool is not on PATH")
+    return exe
+
+
 # --- Chromium (the browser check of `make test`) -------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import json
 import logging
 import os
@@ -207,6 +208,20 @@ def listeners(port: int) -> tuple[bool, set[int]]:
 
 def _port_free(port: int) -> bool:
     return not listeners(port)[0]
+
+
+def http_get(host: str, port: int, path: str, timeout: float = 3.0) -> tuple[int, bytes] | None:
+    """(status, body) of a GET, or None if the daemon did not answer: a readiness probe's
+    one request, in plain HTTP (no client library in the helper threads that probe)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
 
 
 def accepts(host: str, port: int, timeout: float = 0.5) -> bool:

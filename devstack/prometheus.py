@@ -9,7 +9,6 @@ quietly scrape a stale list.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from devstack.install import ensure_prometheus, find_prometheus
 from devstack.process import (
     PidFile,
     StackError,
+    http_get,
     kill_tree,
     matches,
     spawn_detached,
@@ -176,16 +176,8 @@ class Prometheus(Component):
                 f"the targets bridge is not running; end of {self.bridge_log_file}:\n"
                 f"{tail(self.bridge_log_file, lines=5)}"
             )
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=3)
-        try:
-            conn.request("GET", "/-/ready")
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
+        answer = http_get(HOST, self.port, "/-/ready")
+        return answer is not None and answer[0] == 200
 
     # --- the bridge follows Prometheus through every lifecycle path -------------------------------
 

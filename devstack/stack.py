@@ -84,20 +84,6 @@ class Stack:
         return self.kafka.endpoint
 
     @property
-    def zipkin_spans_url(self) -> str:
-        """Where tracers POST spans (Zipkin JSON v2)."""
-        return self.zipkin.spans_url
-
-    @property
-    def zipkin_ui_url(self) -> str:
-        return self.zipkin.ui_url
-
-    @property
-    def prometheus_url(self) -> str:
-        """Prometheus' UI; its HTTP API is under api/v1/."""
-        return self.prometheus.url
-
-    @property
     def tls_dir(self) -> Path:
         """The profile's CA and every party's certificate (see shared/tls.py)."""
         return self.profile_dir / "tls"
@@ -107,7 +93,7 @@ class Stack:
             "SHOP_ETCD_ENDPOINT": self.etcd_endpoint,
             "SHOP_PG_DSN_BASE": self.pg_dsn_base,
             "SHOP_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "SHOP_TRACE_ENDPOINT": self.zipkin_spans_url,
+            "SHOP_TRACE_ENDPOINT": self.zipkin.spans_url,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 from devstack.component import Component
 from devstack.config import HOST
 from devstack.install import ensure_java, ensure_zipkin, find_java, zipkin_jar
-from devstack.process import StackError, spawn_detached
+from devstack.process import StackError, http_get, spawn_detached
 
 # A dev stack keeps traces for a while, not forever: bounded heap, bounded span count (Zipkin
 # evicts the oldest traces past MEM_MAX_SPANS; about 1 KB a span, so 200k spans fit in 384 MB).
@@ -90,13 +89,12 @@ class Zipkin(Component):
 
     def probe(self) -> bool:
         """GET /health: 200 and status UP once the HTTP server and the storage are ready."""
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=3)
+        answer = http_get(HOST, self.port, "/health")
         try:
-            conn.request("GET", "/health")
-            resp = conn.getresponse()
-            body = resp.read()
-            return resp.status == 200 and json.loads(body).get("status") == "UP"
-        except (OSError, ValueError, http.client.HTTPException):
+            return (
+                answer is not None
+                and answer[0] == 200
+                and (json.loads(answer[1]).get("status") == "UP")
+            )
+        except ValueError:
             return False
-        finally:
-            conn.close()

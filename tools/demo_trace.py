@@ -30,7 +30,7 @@ import grpc
 from opentelemetry import trace
 
 from devstack.stack import Stack
-from shared.observability.tracing import ALWAYS_SAMPLE, stop_tracing, tracer
+from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import SERVICES, ClientTLS
@@ -189,12 +189,11 @@ async def run_demo(
 
 async def main_async() -> int:
     stack = Stack("dev")
-    if not stack.zipkin.is_up():
+    if not trace_tool(NAME, stack.zipkin.spans_url):  # its spans go out as it exits
         print(
             f"{NAME}: Zipkin is not up at {stack.zipkin.ui_url}; start the system with `make run`"
         )
         return 2
-    trace_tool(NAME, stack.zipkin.spans_url)
 
     async def demo(_: aetcd.Client, directory: ServiceDirectory, stack: Stack) -> DemoResult:
         api = f"http://{stack.zipkin.endpoint}"
@@ -208,8 +207,6 @@ async def main_async() -> int:
         detail = error.details() if isinstance(error, grpc.aio.AioRpcError) else str(error)
         print(f"{NAME}: FAILED: {detail}")
         return 1
-    finally:
-        await asyncio.to_thread(stop_tracing)
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ import socket
 import uuid
 from urllib.parse import urlsplit
 
-from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind
 
 from shared.config.models import Tracing
@@ -30,16 +29,16 @@ def reachable(endpoint: str, timeout: float = 0.3) -> bool:
         return False
 
 
-def trace_tool(name: str, endpoint: str, sampler: Sampler | None = None) -> bool:
-    """Traces this process's calls to ``endpoint`` (Zipkin's span URL), if it answers;
-    by default a share of them, as the services sample what enters them. Returns
-    whether tracing is on; the spans still buffered go out when the process exits."""
+def trace_tool(name: str, endpoint: str) -> bool:
+    """Traces this process's calls to ``endpoint`` (Zipkin's span URL), if it answers: a
+    share of them, as the services sample what enters them, and every root marked
+    ALWAYS_SAMPLE. Returns whether tracing is on; the spans still buffered go out when
+    the process exits."""
     if not endpoint or not reachable(endpoint):
         return False
     # The config center's default ratio: a tool's load is sampled like any other traffic.
     ratio = Tracing().sample_ratio
-    sampler = sampler or LiveRatioSampler(lambda: ratio, frozenset({SpanKind.CLIENT}))
-    # (a root marked ALWAYS_SAMPLE is kept whatever the ratio)
+    sampler = LiveRatioSampler(lambda: ratio, frozenset({SpanKind.CLIENT}))
     start_tracing(name, uuid.uuid4().hex[:12], zipkin_exporter(endpoint), sampler)
     atexit.register(stop_tracing)
     return True

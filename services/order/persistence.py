@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from types import TracebackType
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -251,17 +250,9 @@ class OrderUnitOfWork(PostgresUnitOfWork):
         self.orders = OrderRepository(connection)
         self.clock = SagaClock(connection)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        settled = self.orders.settled
-        await super().__aexit__(exc_type, exc, tb)
-        if exc_type is None:  # committed: these orders really ended
-            for order in settled:
-                SAGA_ORDERS.labels(order.status.value).inc()
-                SAGA_SECONDS.labels(order.status.value).observe(
-                    (order.updated_at - order.created_at).total_seconds()
-                )
+    def committed(self) -> None:
+        for order in self.orders.settled:  # orders this committed transaction ended
+            SAGA_ORDERS.labels(order.status.value).inc()
+            SAGA_SECONDS.labels(order.status.value).observe(
+                (order.updated_at - order.created_at).total_seconds()
+            )

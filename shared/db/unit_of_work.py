@@ -98,6 +98,12 @@ class PostgresUnitOfWork:
             self._conn = None
             self._transaction = None
             self._outbox = None
+        if exc_type is None:
+            self.committed()
+
+    def committed(self) -> None:
+        """Hook for subclasses: runs once the transaction committed (what only a done
+        change may count, such as metrics)."""
 
 
 def discard_if_broken(conn: PoolConnectionProxy, error: BaseException) -> bool:

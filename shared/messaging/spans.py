@@ -28,6 +28,20 @@ from shared.messaging.envelope import Event
 from shared.observability.tracing import tracer
 
 
+@contextlib.contextmanager
+def _ended(spans: Sequence[trace.Span]) -> Iterator[None]:
+    """Ends ``spans`` with the block; an error that leaves it marks them all."""
+    try:
+        yield
+    except BaseException as error:
+        for span in spans:
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        raise
+    finally:
+        for span in spans:
+            span.end()
+
+
 def _traceparent(record: ConsumerRecord) -> str | None:
     for key, value in record.headers or ():
         if key == trace_context.HEADER:
@@ -69,10 +83,11 @@ def handling_spans(consumer: str, events: Sequence[tuple[ConsumerRecord, Event]]
     current = (
         trace.use_span(spans[0], end_on_exit=False) if len(spans) == 1 else contextlib.nullcontext()
     )
-    try:
-        with trace_context.spans_by_aggregate(by_aggregate), current:
-            yield
+    with _ended(spans), trace_context.spans_by_aggregate(by_aggregate), current:
+        yield
         for span, (record, event) in zip(spans, events, strict=True):
+            if not span.is_recording():  # only a sampled trace's steps are journalled
+                continue
             with trace.use_span(span):
                 journal(
                     "%s handled %s of %s (%s/%d/%d)",
@@ -83,13 +98,6 @@ def handling_spans(consumer: str, events: Sequence[tuple[ConsumerRecord, Event]]
                     record.partition,
                     record.offset,
                 )
-    except BaseException as error:
-        for span in spans:
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        raise
-    finally:
-        for span in spans:
-            span.end()
 
 
 @contextlib.contextmanager
@@ -113,18 +121,11 @@ def publish_spans(rows: Sequence[asyncpg.Record]) -> Iterator[list[str | None]]:
                 }
             )
         spans.append(span)
-    try:
+    with _ended(spans):
         yield [
             trace_context.traceparent_of(span) or row["traceparent"]
             for row, span in zip(rows, spans, strict=True)
         ]
-    except BaseException as error:
-        for span in spans:
-            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
-        raise
-    finally:
-        for span in spans:
-            span.end()
 
 
 @contextlib.contextmanager
@@ -135,9 +136,5 @@ def aggregate_spans(name: str, traceparents: Mapping[str, str | None]) -> Iterat
         aggregate: tracer().start_span(name, context=trace_context.context_from(traceparent))
         for aggregate, traceparent in traceparents.items()
     }
-    try:
-        with trace_context.spans_by_aggregate(spans):
-            yield
-    finally:
-        for span in spans.values():
-            span.end()
+    with _ended(list(spans.values())), trace_context.spans_by_aggregate(spans):
+        yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,13 +23,20 @@ def _code_name(context: Context, error: BaseException | None) -> str:
     return code.name if isinstance(code, grpc.StatusCode) else str(code)
 
 
+@functools.cache
+def _labels(method: str) -> tuple[str, str]:
+    """("shop.order.v1.OrderService", "PlaceOrder") of "/shop.order.v1.OrderService/PlaceOrder"."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return service, name
+
+
 class MetricsInterceptor(WrappingInterceptor):
     """Outside the error mapping, so it sees the status the caller gets."""
 
     def _observe(
         self, method: str, context: Context, started: float, error: BaseException | None
     ) -> None:
-        service, _, name = method.lstrip("/").rpartition("/")
+        service, name = _labels(method)
         RPC_HANDLED.labels(service, name, _code_name(context, error)).inc()
         RPC_SECONDS.labels(service, name).observe(time.perf_counter() - started)
 

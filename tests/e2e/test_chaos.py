@@ -16,9 +16,8 @@ import pytest
 
 from devstack.stack import Stack
 from tests.e2e.conftest import running_system
-from tests.e2e.load.target import Target
+from tests.e2e.load.target import stack_target
 from tests.support.tokens import TestKeys
-from tools.audit import stack_dsns
 from tools.chaos.__main__ import REPLICAS, instances_of
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import SHORT
@@ -40,13 +39,7 @@ async def test_the_short_chaos_profile_meets_the_goals(
 
     replicas = dict.fromkeys(SERVICES, REPLICAS)
     async with running_system(stack, keys, replicas=replicas, supervise=True) as system:
-        target = Target(
-            stack.profile.name,
-            system.clients,
-            system.directory,
-            stack_dsns(stack),
-            stack.prometheus.url,
-        )
+        target = stack_target(stack, system.clients, system.directory)
         assert all(len(target.instances()[s]) == REPLICAS for s in SERVICES)
         result = await run_chaos(
             SHORT, target, stack, lambda: instances_of(stack), tmp_path, say=say

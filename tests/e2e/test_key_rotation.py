@@ -34,9 +34,8 @@ from tests.e2e.conftest import RunningSystem, running_system
 from tests.e2e.load.buyers import sign_in_buyers
 from tests.e2e.load.runner import run_scenario
 from tests.e2e.load.settings import MIXED, ScenarioSettings
-from tests.e2e.load.target import Target
+from tests.e2e.load.target import stack_target
 from tests.support.tokens import TestKeys
-from tools.audit import stack_dsns
 from tools.launcher import REPO_ROOT
 from tools.seed import ADMIN, CUSTOMER
 from tools.shop_client import DEADLINE, ShopClient
@@ -149,13 +148,7 @@ async def test_rotating_twice_under_load_refuses_nothing_and_then_removes_the_ol
     lasting_old_token = keys.token(ttl=timedelta(minutes=30))
     await get_balance(system, lasting_old_token)
 
-    target = Target(
-        stack.profile.name,
-        system.clients,
-        system.directory,
-        stack_dsns(stack),
-        stack.prometheus.url,
-    )
+    target = stack_target(stack, system.clients, system.directory)
     buyers = await sign_in_buyers(system.clients, USERS)
     assert {kid_of(b.token) for b in buyers} == {first_kid}
 

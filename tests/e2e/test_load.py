@@ -25,9 +25,8 @@ from tests.e2e.load.settings import (
     STEADY_SAGA,
     ScenarioSettings,
 )
-from tests.e2e.load.target import Target
+from tests.e2e.load.target import Target, stack_target
 from tests.support.tokens import TestKeys
-from tools.audit import stack_dsns
 
 pytestmark = pytest.mark.e2e
 
@@ -50,13 +49,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def loaded(stack: Stack, keys: TestKeys) -> AsyncIterator[tuple[Target, list[Buyer]]]:
     async with running_system(stack, keys) as system:
-        target = Target(
-            stack.profile.name,
-            system.clients,
-            system.directory,
-            stack_dsns(stack),
-            stack.prometheus.url,
-        )
+        target = stack_target(stack, system.clients, system.directory)
         yield target, await sign_in_buyers(system.clients, USERS)
 
 

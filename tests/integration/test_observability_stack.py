@@ -73,7 +73,7 @@ def test_zipkin_is_up_and_finds_a_posted_span(stack: Stack) -> None:
         "localEndpoint": {"serviceName": "observability-test"},
         "tags": {"test": "test_observability_stack"},
     }
-    status, _ = http_json(stack.zipkin_spans_url, [span])
+    status, _ = http_json(stack.zipkin.spans_url, [span])
     assert status == 202
 
     # The collector stores asynchronously: the trace shows up a moment later.
@@ -88,13 +88,13 @@ def test_zipkin_is_up_and_finds_a_posted_span(stack: Stack) -> None:
 
 def test_urls_and_env_point_at_the_profile_ports(stack: Stack) -> None:
     ports = stack.profile.ports
-    assert stack.zipkin_spans_url == f"http://127.0.0.1:{ports.zipkin}/api/v2/spans"
-    assert stack.zipkin_ui_url == f"http://127.0.0.1:{ports.zipkin}/zipkin/"
-    assert stack.prometheus_url == f"http://127.0.0.1:{ports.prometheus}/"
-    assert stack.env()["SHOP_TRACE_ENDPOINT"] == stack.zipkin_spans_url
-    with urllib.request.urlopen(stack.zipkin_ui_url, timeout=5) as resp:
+    assert stack.zipkin.spans_url == f"http://127.0.0.1:{ports.zipkin}/api/v2/spans"
+    assert stack.zipkin.ui_url == f"http://127.0.0.1:{ports.zipkin}/zipkin/"
+    assert stack.prometheus.url == f"http://127.0.0.1:{ports.prometheus}/"
+    assert stack.env()["SHOP_TRACE_ENDPOINT"] == stack.zipkin.spans_url
+    with urllib.request.urlopen(stack.zipkin.ui_url, timeout=5) as resp:
         assert resp.status == 200
-    with urllib.request.urlopen(stack.prometheus_url, timeout=5) as resp:
+    with urllib.request.urlopen(stack.prometheus.url, timeout=5) as resp:
         assert resp.status == 200
     names = {row.name: row for row in stack.status()}
     assert names["zipkin"].up and names["prometheus"].up
@@ -147,7 +147,7 @@ async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
 
 
 def active_target(stack: Stack, instance_id: str) -> dict[str, Any] | None:
-    status, body = http_json(f"{stack.prometheus_url}api/v1/targets?state=active")
+    status, body = http_json(f"{stack.prometheus.url}api/v1/targets?state=active")
     assert status == 200, body
     for target in body["data"]["activeTargets"]:
         if target["labels"].get("instance_id") == instance_id:
@@ -187,7 +187,7 @@ async def test_prometheus_scrapes_an_instance_registered_in_etcd_until_it_goes(
         query = urllib.parse.quote(f'shop_probe_test_up{{instance_id="{instance_id}"}}')
 
         def sample() -> list[dict[str, Any]] | None:
-            status, body = http_json(f"{stack.prometheus_url}api/v1/query?query={query}")
+            status, body = http_json(f"{stack.prometheus.url}api/v1/query?query={query}")
             return (body["data"]["result"] or None) if status == 200 else None
 
         result, _ = await asyncio.to_thread(wait_for, "the scraped sample", sample, 10.0)

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from devstack.config import INFRA_DIR
-from devstack.install import ensure_prometheus, find_promtool
+from devstack.install import ensure_promtool
 from tests.k8s.test_manifests import (
     DEFINITIONS,
     Obj,
@@ -276,12 +276,7 @@ def test_prometheus_loads_the_rules_beside_its_config(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    # Comes with Debian's prometheus package, as in tests/unit/test_prometheus_rules.py.
-    if find_promtool() is None:
-        ensure_prometheus()
-    exe = find_promtool()
-    assert exe is not None, "promtool missing after installing prometheus"
-    return exe
+    return ensure_promtool()
 
 
 def test_promtool_accepts_the_config_and_its_rules(promtool: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.config import INFRA_DIR
-from devstack.install import ensure_prometheus, find_promtool
+from devstack.install import ensure_promtool
 
 RULES = INFRA_DIR / "prometheus" / "rules.yml"
 RULES_TEST = INFRA_DIR / "prometheus" / "rules_test.yml"
@@ -16,12 +16,7 @@ RULES_TEST = INFRA_DIR / "prometheus" / "rules_test.yml"
 
 @pytest.fixture(scope="module")
 def promtool() -> Path:
-    # Comes with Debian's prometheus package, installed like the rest of the stack.
-    if find_promtool() is None:
-        ensure_prometheus()
-    exe = find_promtool()
-    assert exe is not None, "promtool missing after installing prometheus"
-    return exe
+    return ensure_promtool()
 
 
 @pytest.mark.parametrize(

@@ -47,6 +47,11 @@ class Target:
         return {s: [i.address for i in self.directory.instances(s)] for s in SERVICES}
 
 
+def stack_target(stack: Stack, clients: ServiceClients, directory: ServiceDirectory) -> Target:
+    """The system running on a devstack profile: its databases audited, its Prometheus read."""
+    return Target(stack.profile.name, clients, directory, stack_dsns(stack), stack.prometheus.url)
+
+
 async def all_serving(directory: ServiceDirectory, tls: ClientTLS) -> bool:
     for service in SERVICES:
         instances = directory.instances(service)
@@ -169,7 +174,7 @@ async def dev_target(
         directory = await resources.enter_async_context(open_directory(stack))
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         resources.push_async_callback(clients.close)
-        yield Target("dev", clients, directory, stack_dsns(stack), stack.prometheus.url)
+        yield stack_target(stack, clients, directory)
 
 
 @contextlib.asynccontextmanager
