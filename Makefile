@@ -111,9 +111,12 @@ audit: deps ## Check every invariant against the `make run` stack's data (exit 1
 	$(PY) -m tools.audit --profile dev
 
 .PHONY: bench
-bench: install $(GHZ) ## On its own stack: hot-SKU reservations/s vs pgbench, saga latency, observability's cost
-	$(PY) -m tools.bench_saga
-	$(PY) -m tools.bench_observability
+bench: install $(GHZ) ## On its own stack: the performance goals P1-P7 at 1 and 2 instances per service (reports/bench-*.json)
+	$(PY) -m tools.bench $(BENCH_ARGS)
+
+.PHONY: bench-observability
+bench-observability: install $(GHZ) ## What tracing and metrics cost: observed vs bare, GetProduct (ghz) and the saga
+	$(PY) -m tools.bench_observability $(BENCH_ARGS)
 
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)

@@ -135,14 +135,16 @@ async def hot_sku_throughput(
     await admin.set_stock(sku, orders // 2)  # half of them must be rejected, none oversold
     shoppers = buyers(clients, issuer, orders)
     await bounded([s.top_up(100, "bench") for s in shoppers], 64)
-    for child in [p for p in launcher.processes if p.service == "inventory"]:
+    stopped = [p for p in launcher.processes if p.service == "inventory"]
+    for child in stopped:
         child.process.terminate()
         await child.process.wait()
         launcher.processes.remove(child)
     await bounded(
         [s.place_order([(product.product_id, 1)], str(uuid.uuid4())) for s in shoppers], 64
     )
-    await launcher.start_instance("inventory")
+    for child in stopped:  # as many as there were, so every replica takes its share
+        await launcher.start_instance("inventory", child.index)
     conn = await asyncpg.connect(stack.pg_dsn("shop_inventory"))
     try:
         while (

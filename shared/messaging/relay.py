@@ -215,8 +215,10 @@ class OutboxRelay:
                 raise PublishTimeout(
                     f"{len(rows)} events not acknowledged within {self._publish_timeout}s"
                 ) from None
+            # clock_timestamp(), not now(): the moment Kafka acknowledged, not the moment
+            # this transaction began (the outbox lag figures read it).
             await conn.execute(
-                "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+                "UPDATE outbox SET sent_at = clock_timestamp() WHERE id = ANY($1::bigint[])",
                 [row["id"] for row in rows],
             )
         self.published += len(rows)
