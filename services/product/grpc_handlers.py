@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import asyncpg
 import grpc
 
+from services.product.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus, new_product
-from services.product.persistence import ProductUnitOfWork
+from services.product.persistence import ProductReads, ProductUnitOfWork
 from shared.errors import InvalidArgument, NotFound
 from shared.rpc.convert import money_from_proto, money_to_proto, timestamp
 from shared.rpc.interceptors import OPERATOR, OPERATOR_ONLY, Access, AccessPolicy
@@ -68,8 +69,9 @@ def _status(value: int, field: str = "status") -> ProductStatus | None:
 
 
 class ProductServicer(product_pb2_grpc.ProductServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], ProductUnitOfWork]) -> None:
+    def __init__(self, unit_of_work: Callable[[], ProductUnitOfWork], reads: ProductReads) -> None:
         self._uow = unit_of_work
+        self._reads = reads
 
     async def CreateProduct(
         self, request: product_pb2.CreateProductRequest, context: grpc.aio.ServicerContext
@@ -108,8 +110,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.GetProductRequest, context: grpc.aio.ServicerContext
     ) -> product_pb2.GetProductResponse:
         product_id = parse_uuid(request.product_id, "product_id")
-        async with self._uow() as uow:
-            product = await uow.products.get(product_id)
+        product = await self._reads.get(product_id)
         if product is None:
             raise NotFound(f"product {product_id} does not exist")
         return product_pb2.GetProductResponse(product=product_to_proto(product))
@@ -119,8 +120,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     ) -> product_pb2.BatchGetProductsResponse:
         raw_ids = require_batch(request.product_ids, "product_ids", max_items=MAX_BATCH)
         ids = [parse_uuid(raw, f"product_ids[{i}]") for i, raw in enumerate(raw_ids)]
-        async with self._uow() as uow:
-            products = await uow.products.get_many(ids)
+        products = await self._reads.get_many(ids)
         found = {p.product_id for p in products}
         return product_pb2.BatchGetProductsResponse(
             products=[product_to_proto(p) for p in products],
@@ -159,5 +159,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         )
 
 
-def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], ProductUnitOfWork]:
-    return lambda: ProductUnitOfWork(pool)
+def unit_of_work_factory(
+    pool: asyncpg.Pool, cache: CatalogCache | None = None
+) -> Callable[[], ProductUnitOfWork]:
+    return lambda: ProductUnitOfWork(pool, cache)

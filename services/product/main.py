@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from services.product.catalog_cache import CatalogCache, CatalogInvalidations
 from services.product.grpc_handlers import ACCESS, ProductServicer, unit_of_work_factory
+from services.product.persistence import ProductReads
 from services.product.settings import ProductSettings
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
@@ -20,13 +22,24 @@ async def bindings(
     settings: ProductSettings, config: ConfigCenter
 ) -> AsyncIterator[list[ServiceBinding]]:
     async with service_pool(settings) as pool:
-        yield [
-            ServiceBinding(
-                "shop.product.v1.ProductService",
-                product_pb2_grpc.add_ProductServiceServicer_to_server,
-                ProductServicer(unit_of_work_factory(pool)),
+        cache, invalidations = None, None
+        if settings.catalog_cache_entries:
+            cache = CatalogCache(
+                settings.catalog_cache_entries, settings.catalog_cache_max_age_seconds
             )
-        ]
+            invalidations = CatalogInvalidations(settings.pg_dsn, cache)
+            invalidations.start()
+        try:
+            yield [
+                ServiceBinding(
+                    "shop.product.v1.ProductService",
+                    product_pb2_grpc.add_ProductServiceServicer_to_server,
+                    ProductServicer(unit_of_work_factory(pool, cache), ProductReads(pool, cache)),
+                )
+            ]
+        finally:
+            if invalidations is not None:
+                await invalidations.stop()
 
 
 SERVICE = ServiceDefinition(

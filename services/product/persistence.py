@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from services.product.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
@@ -35,6 +36,7 @@ def _product(row: asyncpg.Record) -> Product:
 class ProductRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
+        self.written: set[uuid.UUID] = set()  # what the catalog cache must forget on commit
 
     async def add(self, product: Product) -> None:
         try:
@@ -42,6 +44,7 @@ class ProductRepository:
                 f"INSERT INTO products ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)",
                 *_values(product),
             )
+            self.written.add(product.product_id)
         except asyncpg.UniqueViolationError:
             raise AlreadyExists(f"a product with sku {product.sku!r} already exists") from None
 
@@ -51,12 +54,6 @@ class ProductRepository:
             f"SELECT {_COLUMNS} FROM products WHERE product_id = $1{lock}", product_id
         )
         return _product(row) if row else None
-
-    async def get_many(self, product_ids: list[uuid.UUID]) -> list[Product]:
-        rows = await self._conn.fetch(
-            f"SELECT {_COLUMNS} FROM products WHERE product_id = ANY($1::uuid[])", product_ids
-        )
-        return [_product(r) for r in rows]
 
     async def save(self, product: Product) -> None:
         await self._conn.execute(
@@ -70,6 +67,7 @@ class ProductRepository:
             product.status.value,
             product.updated_at,
         )
+        self.written.add(product.product_id)
 
     async def list_page(
         self,
@@ -110,8 +108,59 @@ def _values(p: Product) -> tuple[Any, ...]:
     )
 
 
+class ProductReads:
+    """The read path: from the catalog cache when it holds the product, else one
+    statement outside any transaction (a single SELECT needs none: no BEGIN and COMMIT
+    round trips), whose result fills the cache."""
+
+    def __init__(self, pool: asyncpg.Pool, cache: CatalogCache | None) -> None:
+        self._pool = pool
+        self._cache = cache
+
+    async def get(self, product_id: uuid.UUID) -> Product | None:
+        found = await self.get_many([product_id])
+        return found[0] if found else None
+
+    async def get_many(self, product_ids: list[uuid.UUID]) -> list[Product]:
+        """The products that exist, in no particular order."""
+        cache = self._cache
+        if cache is None:
+            return await self._select(product_ids)
+        hits = [p for p in map(cache.get, product_ids) if p is not None]
+        wanted = [i for i in product_ids if i not in {p.product_id for p in hits}]
+        if not wanted:
+            return hits
+        ticket = cache.ticket()  # before the read: see catalog_cache's module doc
+        loaded = await self._select(wanted)
+        for product in loaded:
+            cache.fill(product, ticket)
+        return hits + loaded
+
+    async def _select(self, product_ids: list[uuid.UUID]) -> list[Product]:
+        if len(product_ids) == 1:
+            row = await self._pool.fetchrow(
+                f"SELECT {_COLUMNS} FROM products WHERE product_id = $1", product_ids[0]
+            )
+            return [_product(row)] if row else []
+        rows = await self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id = ANY($1::uuid[])", product_ids
+        )
+        return [_product(r) for r in rows]
+
+
 class ProductUnitOfWork(PostgresUnitOfWork):
     products: ProductRepository
 
+    def __init__(self, pool: asyncpg.Pool, cache: CatalogCache | None = None) -> None:
+        super().__init__(pool)
+        self._cache = cache
+
     def bind(self, connection: PoolConnectionProxy) -> None:
         self.products = ProductRepository(connection)
+
+    def committed(self) -> None:
+        # This instance's caller reads its own write here at once; the other instances
+        # hear of it through the trigger's notification.
+        if self._cache is not None:
+            for product_id in self.products.written:
+                self._cache.invalidate(product_id)

@@ -52,7 +52,7 @@ def test_make_bench_measures_every_goal_and_writes_its_report(stack: Stack) -> N
         assert result["replicas"] == 1
     assert report["machine"]["cpus"] >= 1
     [row] = report["benchmarks_rows"]
-    assert row in lines and row.count("|") == 4 + len(GOALS) + 1
+    assert row in lines and row.count("|") == 4 + len(GOALS) + 2
     # The hot-SKU phase sold no unit twice; P6 measured all five services.
     by_goal = {r["goal"]: r for r in report["results"]}
     assert by_goal["P5"]["detail"]["oversold"] == 0
