@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
@@ -23,6 +23,7 @@ from services.order.events import order_cancelled, order_created
 from services.order.persistence import OrderUnitOfWork
 from services.order.watch import OrderStatusHub
 from shared.auth.identity import Identity, current_identity
+from shared.db.unit_of_work import UnitOfWorkFactory
 from shared.errors import InvalidArgument, NotFound
 from shared.logs import journal
 from shared.messaging.topics import ORDERS
@@ -90,7 +91,7 @@ def _page_cursor(token: str) -> tuple[datetime, uuid.UUID] | None:
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     def __init__(
         self,
-        unit_of_work: Callable[[], OrderUnitOfWork],
+        unit_of_work: UnitOfWorkFactory[OrderUnitOfWork],
         catalog: ProductCatalog,
         hub: OrderStatusHub,
     ) -> None:
@@ -106,7 +107,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             request.idempotency_key, [(i.product_id, i.quantity) for i in request.items]
         )
         # A retry is answered from our own table, so it succeeds even while the catalog is down.
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             existing = await uow.orders.by_idempotency_key(user_id, wanted.idempotency_key)
         if existing is not None:
             return order_pb2.PlaceOrderResponse(order=order_to_proto(replay(existing, wanted)))
@@ -169,7 +170,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def _read(self, order_id: uuid.UUID, caller: Identity) -> Order:
         """The order as ``caller`` may see it: their own, or any for an admin."""
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             order = await uow.orders.get(order_id)
         # Another user's order reads exactly like a missing one: ids leak nothing.
         if order is None or (order.user_id != caller.user_id and not caller.is_admin):
@@ -182,7 +183,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         user_id = current_identity().user_id
         limit = page_size(request.page_size)
         before = _page_cursor(request.page_token)
-        async with self._uow() as uow:
+        async with self._uow(read_only=True) as uow:
             # One extra row tells whether another page exists.
             orders = await uow.orders.list_page(user_id=user_id, limit=limit + 1, before=before)
         next_token = ""
@@ -201,5 +202,5 @@ def _not_found(order_id: uuid.UUID) -> NotFound:
     return NotFound(f"order {order_id} does not exist")
 
 
-def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], OrderUnitOfWork]:
-    return lambda: OrderUnitOfWork(pool)
+def unit_of_work_factory(pool: asyncpg.Pool) -> UnitOfWorkFactory[OrderUnitOfWork]:
+    return lambda read_only=False: OrderUnitOfWork(pool, read_only=read_only)

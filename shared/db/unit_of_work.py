@@ -8,7 +8,7 @@ transaction or not at all.
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -19,8 +19,14 @@ from shared.messaging.outbox import Outbox
 
 
 class PostgresUnitOfWork:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    """``read_only``: the repositories on a connection with no transaction around them,
+    for a handler that reads with one statement (which is its own transaction): it
+    saves the BEGIN and COMMIT round trips. Staging an event there is a bug (there is
+    no commit to publish it with), so its outbox refuses."""
+
+    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False) -> None:
         self._pool = pool
+        self._read_only = read_only
         self._conn: PoolConnectionProxy | None = None
         self._transaction: asyncpg.transaction.Transaction | None = None
         self._outbox: Outbox | None = None
@@ -42,6 +48,10 @@ class PostgresUnitOfWork:
         return self._outbox
 
     async def __aenter__(self) -> Self:
+        if self._read_only:
+            self._conn = await self._pool.acquire()
+            self.bind(self._conn)
+            return self
         conn = await self._pool.acquire()
         try:
             transaction = conn.transaction()
@@ -75,6 +85,13 @@ class PostgresUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._read_only:
+            assert self._conn is not None
+            conn, self._conn = self._conn, None
+            if exc is not None:
+                discard_if_broken(conn, exc)
+            await self._pool.release(conn)
+            return
         assert self._transaction is not None and self._conn is not None
         try:
             if exc_type is None:
@@ -116,3 +133,12 @@ def discard_if_broken(conn: PoolConnectionProxy, error: BaseException) -> bool:
         conn.terminate()
         return True
     return False
+
+
+UowT_co = TypeVar("UowT_co", bound=PostgresUnitOfWork, covariant=True)
+
+
+class UnitOfWorkFactory(Protocol[UowT_co]):
+    """A service's units of work: transactional, or ``read_only`` for a one-statement read."""
+
+    def __call__(self, *, read_only: bool = False) -> UowT_co: ...

@@ -300,3 +300,19 @@ async def test_an_outage_reported_by_the_unit_of_work_is_read_again_not_dead_let
     finally:
         await consumer.stop()
     assert consumer.dead_lettered == 0 and outages == 0
+
+
+async def test_a_read_only_unit_of_work_opens_no_transaction_and_stages_no_event(
+    pool: asyncpg.Pool,
+) -> None:
+    async with PostgresUnitOfWork(pool, read_only=True) as uow:
+        assert not uow.connection.is_in_transaction()
+        # Each statement commits on its own: a later failure takes nothing back.
+        await uow.connection.execute("INSERT INTO effects VALUES (gen_random_uuid(), 'ro')")
+        with pytest.raises(RuntimeError):
+            assert uow.outbox  # no commit to publish an event with
+    async with PostgresUnitOfWork(pool) as uow:
+        assert uow.connection.is_in_transaction()
+    assert await pool.fetchval("SELECT count(*) FROM effects WHERE note = 'ro'") == 1
+    # A connection a pool holds is still usable after a session-state-free release.
+    assert await pool.fetchval("SELECT 1") == 1
