@@ -18,6 +18,15 @@ import asyncpg
 INTERVAL = 0.5
 CONNECT_TIMEOUT = 1.0
 UNSENT = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+# What a sample taken while PostgreSQL goes down or comes back can end in: a gap. (asyncpg
+# raised InternalClientError, "cannot switch to state", on a connection the restart cut.)
+UNSAMPLED = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @dataclass
@@ -30,11 +39,11 @@ class OutboxSampler:
     async def _count(self, dsn: str) -> int | None:
         try:
             conn = await asyncpg.connect(dsn, timeout=CONNECT_TIMEOUT)
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except UNSAMPLED:
             return None
         try:
             return int(await conn.fetchval(UNSENT, timeout=CONNECT_TIMEOUT))
-        except (OSError, asyncpg.PostgresError, TimeoutError):
+        except UNSAMPLED:
             return None
         finally:
             with contextlib.suppress(Exception):
