@@ -10,18 +10,12 @@ import asyncpg
 from shared.settings import ServiceSettings
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: nothing beyond what asyncpg always does (roll back a
-    transaction left open, drop listeners). Its default also sends ``RESET ALL``,
-    ``UNLISTEN *``, ``CLOSE ALL`` and an advisory unlock, a round trip per release that
-    buys nothing here: no code sets session state on a pool connection (listeners open
-    their own connections, advisory locks are transaction-scoped)."""
-
-
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, command_timeout=30, reset=_keep_session
-    )
+    # asyncpg's reset on release (RESET ALL, UNLISTEN *, ...) costs a round trip, and it
+    # stays: it is also what finds a connection that PostgreSQL's restart cut mid-statement
+    # and drops it; skipped, such a connection came back to the pool and failed the next
+    # caller with INTERNAL (seen under `make chaos` when it was tried, issue 12).
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
     if pool is None:  # only when a pool is created with no connections at all
         raise RuntimeError("asyncpg returned no pool")
     return pool
