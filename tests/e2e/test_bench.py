@@ -39,7 +39,7 @@ def test_make_bench_measures_every_goal_and_writes_its_report(stack: Stack) -> N
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    summary = [m for m in map(GOAL_LINE.match, lines) if m]
+    summary = [m for m in (GOAL_LINE.match(line.strip()) for line in lines) if m]
     # Each goal once as measured and once in the summary.
     assert sorted({m.group(1) for m in summary}) == [g.key for g in GOALS]
     assert {m.group(2) for m in summary} == {g.name for g in GOALS}
