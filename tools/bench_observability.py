@@ -39,7 +39,7 @@ from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
-from tools.bench_saga import saga_latency, wait_sagas_ended
+from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ, ghz_rps
 from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 from tools.shop_client import ShopClient
@@ -47,6 +47,7 @@ from tools.shop_client import ShopClient
 GOAL_PERCENT = 10.0
 GET_PRODUCT = "shop.product.v1.ProductService.GetProduct"
 NO_RATE_LIMITS = {"rate_limits": {"enabled": False}}
+SAGA_BUYERS = 200
 
 
 async def lift_product_rate_limits(stack: Stack) -> None:
@@ -161,7 +162,8 @@ async def saga_p95(
     async with system(stack, jwt_dir, directory, observe=observe, tag=tag):
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         try:
-            latency = await saga_latency(stack, clients, issuer, rate, seconds)
+            shop = await Shop.open(clients, issuer, SAGA_BUYERS)
+            latency, _ = await steady_saga(stack, shop, rate, seconds)
             await wait_sagas_ended(stack)
         finally:
             await clients.close()

@@ -38,15 +38,17 @@ from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.registry.discovery import ServiceDirectory
+from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.settings import REPO_ROOT
 from shared.tls import ClientTLS
 from tools.bench import goals
-from tools.bench.read_path import get_product_vs_check, raise_get_product_limit
+from tools.bench.hot_sku import hot_row_baseline, hot_sku_throughput
+from tools.bench.read_path import GET_PRODUCT_OUT_OF_REACH, get_product_vs_check
 from tools.bench.relay_lag import relay_lag
-from tools.bench.saga import Shop, steady_saga
-from tools.bench_saga import hot_row_baseline, hot_sku_throughput, wait_sagas_ended
+from tools.bench.saga import Shop, saga_hops, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ
+from tools.demo_knobs import patched_config
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 
 REPORTS = REPO_ROOT / "reports"
@@ -124,6 +126,7 @@ class System:
         self.clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         self.results: list[goals.Result] = []
         self.saga_runs: list[dict[str, Any]] = []
+        self.last_orders: list[str] = []  # of the last saga run
 
     async def measure(
         self, key: str, phase: Callable[[], Awaitable[tuple[float, dict[str, Any]]]]
@@ -140,17 +143,22 @@ class System:
         self.results.append(result)
 
     async def p1(self) -> tuple[float, dict[str, Any]]:
-        await raise_get_product_limit(self.stack)
-        await asyncio.sleep(1)  # the config watch delivers the new bucket
         shop = await self.shop()
         product_id = await shop.new_product("GHZ", 1)
         instance = sorted(self.directory.instances("product"), key=lambda i: i.instance_id)[0]
         token = self.issuer.issue(uuid.uuid4(), Role.CUSTOMER)[0]
         plan = self.plan
-        figures = await get_product_vs_check(
-            self.stack, instance.address, token, product_id,
-            rounds=plan.ghz_rounds, seconds=plan.ghz_seconds, concurrency=plan.ghz_concurrency,
-        )  # fmt: skip
+        etcd = etcd_client(self.stack.etcd_endpoint)
+        try:
+            async with patched_config(etcd, "product", "bench", say=print) as patch:
+                await patch.set(GET_PRODUCT_OUT_OF_REACH)  # returns once every instance has it
+                figures = await get_product_vs_check(
+                    self.stack, instance.address, token, product_id,
+                    rounds=plan.ghz_rounds, seconds=plan.ghz_seconds,
+                    concurrency=plan.ghz_concurrency,
+                )  # fmt: skip
+        finally:
+            await etcd.close()
         return figures["ratio"], figures
 
     _shop: Shop | None = None
@@ -162,7 +170,10 @@ class System:
 
     async def saga(self, rate: float) -> dict[str, Any]:
         await wait_sagas_ended(self.stack)
-        figures = await steady_saga(self.stack, await self.shop(), rate, self.plan.saga_seconds)
+        shop = await self.shop()
+        figures, self.last_orders = await steady_saga(
+            self.stack, shop, rate, self.plan.saga_seconds
+        )
         self.saga_runs.append(figures)
         print(
             f"    {rate:g}/s: {figures['terminal']}/{figures['orders']} terminal,"
@@ -174,7 +185,9 @@ class System:
 
     async def p4(self) -> tuple[float, dict[str, Any]]:
         figures = await self.saga(20)
-        return figures["p50_ms"], figures
+        # Where a saga's time goes at this rate, hop by hop (P50, P95 ms).
+        hops = await saga_hops(self.stack, self.last_orders)
+        return figures["p50_ms"], figures | {"hops_ms": hops}
 
     async def p2(self) -> tuple[float, dict[str, Any]]:
         figures = await self.saga(100)

@@ -15,33 +15,18 @@ import statistics
 from typing import Any
 
 from devstack.stack import Stack
-from shared.config import store
-from shared.registry.etcd import etcd_client
 from tools.bench_observability import GET_PRODUCT, ghz_args
 from tools.bench_tls import CALL as CHECK
 from tools.bench_tls import ghz_rps
 
 GET_PRODUCT_METHOD = "/shop.product.v1.ProductService/GetProduct"
-UNREACHABLE_BUCKET = {"rate_per_second": 1_000_000, "burst": 1_000_000}
-
-
-async def raise_get_product_limit(stack: Stack) -> None:
-    """GetProduct's per-caller bucket above ghz's reach; the limiter itself stays on."""
-    client = etcd_client(stack.etcd_endpoint)
-    try:
-        current = await store.read(client, "product")
-        limits = dict(current.document.get("rate_limits") or {})
-        limits["enabled"] = True
-        limits["methods"] = {**limits.get("methods", {}), GET_PRODUCT_METHOD: UNREACHABLE_BUCKET}
-        await store.write(
-            client,
-            "product",
-            {**current.document, "rate_limits": limits},
-            expected_revision=current.revision,
-            author="bench",
-        )
-    finally:
-        await client.close()
+# /config/product's change for the measurement (put back after it: tools/demo_knobs.py).
+GET_PRODUCT_OUT_OF_REACH = {
+    "rate_limits": {
+        "enabled": True,
+        "methods": {GET_PRODUCT_METHOD: {"rate_per_second": 1_000_000, "burst": 1_000_000}},
+    }
+}
 
 
 async def get_product_vs_check(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -27,19 +28,27 @@ EVENT_TYPE = "bench.RelayProbe"
 TICK_SECONDS = 0.02
 
 
-async def ensure_topic(stack: Stack) -> None:
+@contextlib.asynccontextmanager
+async def probe_topic(stack: Stack) -> AsyncIterator[None]:
+    """The bench's topic for the probe rows, deleted afterwards (the stack may be the tests')."""
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="bench")
     await admin.start()
     try:
         if TOPIC not in set(await admin.list_topics()):
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(TOPIC, 6, 1)], timeout_ms=30000)
+        yield
+        await admin.delete_topics([TOPIC], timeout_ms=30000)
     finally:
         await admin.close()
 
 
 async def relay_lag(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
-    await ensure_topic(stack)
+    async with probe_topic(stack):
+        return await _measure(stack, rate, seconds)
+
+
+async def _measure(stack: Stack, rate: float, seconds: float) -> dict[str, Any]:
     conn = await asyncpg.connect(stack.pg_dsn("shop_order"))
     try:
         per_tick = max(1, round(rate * TICK_SECONDS))
@@ -71,6 +80,10 @@ async def relay_lag(stack: Stack, rate: float, seconds: float) -> dict[str, Any]
             " WHERE id > $1 AND event_type = $2",
             first_id,
             EVENT_TYPE,
+        )
+        # Any never sent must not outlive their topic: the relay would retry them for good.
+        await conn.execute(
+            "DELETE FROM outbox WHERE event_type = $1 AND sent_at IS NULL", EVENT_TYPE
         )
     finally:
         await conn.close()
