@@ -144,7 +144,7 @@ class SystemLauncher:
         if self.observe:
             env[f"{prefix}TRACE_ENDPOINT"] = self.stack.zipkin.spans_url
             if self.fixed_ports:
-                env[f"{prefix}METRICS_PORT"] = str(port + METRICS_PORT_OFFSET)
+                env[f"{prefix}METRICS_PORT"] = str(metrics_port_for(port))
         else:
             env[f"{prefix}METRICS_ENABLED"] = "false"
         if not self.container:  # JSON lines beside the daemons' logs, one file per instance
@@ -445,6 +445,26 @@ def describe_exit(returncode: int) -> str:
         return f"signal {signal.Signals(-returncode).name}"
     except ValueError:
         return f"signal {-returncode}"
+
+
+def metrics_port_for(grpc_port: int) -> int:
+    """``make run``'s metrics port for an instance: its gRPC port + 1000, or 0 (a free one,
+    registered in etcd as always, where Prometheus finds it) while that port is held. The
+    fixed ports lie in Linux's ephemeral range, where any outgoing connection may hold
+    one for a while (a Kafka client's once kept payment from starting under make chaos)."""
+    port = grpc_port + METRICS_PORT_OFFSET
+    return port if bindable(port) else 0
+
+
+def bindable(port: int) -> bool:
+    """Whether a server could listen on ``port`` now (with SO_REUSEADDR, as http.server)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:

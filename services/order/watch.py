@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import uuid
 from collections.abc import Iterator
 
-import asyncpg
-
+from shared.db.listener import Listener
 from shared.errors import Unavailable
-
-log = logging.getLogger(__name__)
 
 CHANNEL = "order_status"
 RECONNECT_CHECK_SECONDS = 1.0
@@ -64,10 +60,17 @@ class Watch:
 
 class OrderStatusHub:
     def __init__(self, dsn: str) -> None:
-        self._dsn = dsn  # the LISTEN connection is its own, never a pooled one
-        self._conn: asyncpg.Connection | None = None
+        # Changes made while it was away were not heard: on listening (again) everyone
+        # re-reads.
+        self.listener = Listener(
+            dsn,
+            CHANNEL,
+            self.wake,
+            name="order status listener",
+            on_listening=self._wake_all,
+            check_seconds=RECONNECT_CHECK_SECONDS,
+        )
         self._watches: dict[str, set[Watch]] = {}
-        self._task: asyncio.Task[None] | None = None
         self.closed = False
 
     @property
@@ -75,8 +78,8 @@ class OrderStatusHub:
         return sum(len(watches) for watches in self._watches.values())
 
     async def start(self) -> None:
-        await self._connect()  # at start-up, a database we cannot reach is an error
-        self._task = asyncio.create_task(self._keep_listening(), name="order status hub")
+        await self.listener.listen()  # at start-up, a database we cannot reach is an error
+        self.listener.start()
 
     async def close(self) -> None:
         """Ends every watch (ShuttingDown) and stops listening; safe to call twice."""
@@ -84,11 +87,7 @@ class OrderStatusHub:
             return
         self.closed = True
         self._wake_all()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._disconnect()
+        await self.listener.stop()
 
     @contextlib.contextmanager
     def watch(self, order_id: uuid.UUID) -> Iterator[Watch]:
@@ -114,36 +113,3 @@ class OrderStatusHub:
         for watches in self._watches.values():
             for watch in watches:
                 watch.wake()
-
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self.wake(str(payload))
-
-    async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
-        try:
-            await conn.add_listener(CHANNEL, self._on_notify)
-        except BaseException:
-            await conn.close()
-            raise
-        self._conn = conn
-
-    async def _disconnect(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close(timeout=2)
-            self._conn = None
-
-    async def _keep_listening(self) -> None:
-        while True:
-            await asyncio.sleep(RECONNECT_CHECK_SECONDS)
-            if self._conn is not None and not self._conn.is_closed():
-                continue
-            try:
-                await self._disconnect()
-                await self._connect()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("order status listener cannot reconnect (%s); retrying", exc)
-                continue
-            log.info("order status listener reconnected")
-            # Changes made while it was away were not heard: have everyone re-read.
-            self._wake_all()

@@ -23,24 +23,16 @@ fault not foreseen here could leave behind.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
-import asyncpg
-
 from services.product.domain import Product
-from shared.tasks import PeriodicTask
-
-log = logging.getLogger(__name__)
+from shared.db.listener import Listener
 
 CHANNEL = "product_changed"
 CHECK_SECONDS = 2.0  # how often the listening connection proves it is alive
-CHECK_TIMEOUT = 2.0
 LISTENER_NAME = "product catalog listener"  # pg_stat_activity's application_name
 
 
@@ -58,8 +50,6 @@ class CatalogCache:
         self._entries: OrderedDict[uuid.UUID, tuple[Product, float]] = OrderedDict()
         self._epoch = 0
         self._live = False
-        self.hits = 0
-        self.misses = 0
 
     @property
     def live(self) -> bool:
@@ -77,10 +67,8 @@ class CatalogCache:
         if entry is None or self._clock() - entry[1] > self._max_age:
             if entry is not None:
                 del self._entries[product_id]
-            self.misses += 1
             return None
         self._entries.move_to_end(product_id)
-        self.hits += 1
         return entry[0]
 
     def fill(self, product: Product, ticket: int) -> bool:
@@ -112,66 +100,21 @@ class CatalogCache:
         self.invalidate_all()
 
 
-class CatalogInvalidations:
-    """Keeps one connection LISTENing on ``product_changed`` and the cache in step."""
+def catalog_listener(dsn: str, cache: CatalogCache) -> Listener:
+    """The connection that keeps ``cache`` in step with every instance's writes."""
 
-    def __init__(self, dsn: str, cache: CatalogCache) -> None:
-        self._dsn = dsn
-        self._cache = cache
-        self._conn: asyncpg.Connection | None = None
-        self._checks = PeriodicTask("catalog invalidations", self._keep, interval=CHECK_SECONDS)
-
-    def start(self) -> None:
-        self._checks.start()
-
-    async def stop(self) -> None:
-        await self._checks.stop()
-        self._cache.go_dark()
-        await self._close()
-
-    async def _keep(self) -> None:
-        if self._conn is None or self._conn.is_closed():
-            await self._listen()
-            return
+    def changed(payload: str) -> None:
         try:
-            await self._conn.fetchval("SELECT 1", timeout=CHECK_TIMEOUT)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            self._cache.go_dark()
-            await self._close()
-            raise
+            cache.invalidate(uuid.UUID(payload))
+        except ValueError:  # not one product (a TRUNCATE, a bulk change by hand): all of them
+            cache.invalidate_all()
 
-    async def _listen(self) -> None:
-        self._cache.go_dark()
-        await self._close()
-        conn = await asyncpg.connect(
-            self._dsn, timeout=CHECK_TIMEOUT, server_settings={"application_name": LISTENER_NAME}
-        )
-        try:
-            conn.add_termination_listener(self._lost)
-            await conn.add_listener(CHANNEL, self._changed)
-        except BaseException:
-            conn.terminate()
-            raise
-        self._conn = conn
-        self._cache.go_live()
-        log.info("catalog cache: listening for product changes")
-
-    def _changed(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        try:
-            self._cache.invalidate(uuid.UUID(str(payload)))
-        except ValueError:  # not one product (a bulk change by hand, say): drop them all
-            self._cache.invalidate_all()
-
-    def _lost(self, conn: object) -> None:
-        if conn is not self._conn:  # one this class closed itself, already replaced
-            return
-        if self._cache.live:
-            log.warning("catalog cache: lost the listening connection; serving from the database")
-        self._cache.go_dark()
-        self._checks.wake()
-
-    async def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.close(), CHECK_TIMEOUT)
+    return Listener(
+        dsn,
+        CHANNEL,
+        changed,
+        name=LISTENER_NAME,
+        on_listening=cache.go_live,
+        on_lost=cache.go_dark,
+        check_seconds=CHECK_SECONDS,
+    )

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from services.product.catalog_cache import CatalogCache, CatalogInvalidations
+from services.product.catalog_cache import CatalogCache, catalog_listener
 from services.product.grpc_handlers import ACCESS, ProductServicer, unit_of_work_factory
 from services.product.persistence import ProductReads
 from services.product.settings import ProductSettings
@@ -22,13 +22,13 @@ async def bindings(
     settings: ProductSettings, config: ConfigCenter
 ) -> AsyncIterator[list[ServiceBinding]]:
     async with service_pool(settings) as pool:
-        cache, invalidations = None, None
+        cache, listener = None, None
         if settings.catalog_cache_entries:
             cache = CatalogCache(
                 settings.catalog_cache_entries, settings.catalog_cache_max_age_seconds
             )
-            invalidations = CatalogInvalidations(settings.pg_dsn, cache)
-            invalidations.start()
+            listener = catalog_listener(settings.pg_dsn, cache)
+            listener.start()  # the cache serves nothing until it listens
         try:
             yield [
                 ServiceBinding(
@@ -38,8 +38,9 @@ async def bindings(
                 )
             ]
         finally:
-            if invalidations is not None:
-                await invalidations.stop()
+            if listener is not None and cache is not None:
+                await listener.stop()
+                cache.go_dark()
 
 
 SERVICE = ServiceDefinition(

@@ -126,8 +126,14 @@ class ProductReads:
         cache = self._cache
         if cache is None:
             return await self._select(product_ids)
-        hits = [p for p in map(cache.get, product_ids) if p is not None]
-        wanted = [i for i in product_ids if i not in {p.product_id for p in hits}]
+        hits: list[Product] = []
+        wanted: list[uuid.UUID] = []
+        for product_id in product_ids:
+            cached = cache.get(product_id)
+            if cached is None:
+                wanted.append(product_id)
+            else:
+                hits.append(cached)
         if not wanted:
             return hits
         ticket = cache.ticket()  # before the read: see catalog_cache's module doc
@@ -137,11 +143,6 @@ class ProductReads:
         return hits + loaded
 
     async def _select(self, product_ids: list[uuid.UUID]) -> list[Product]:
-        if len(product_ids) == 1:
-            row = await self._pool.fetchrow(
-                f"SELECT {_COLUMNS} FROM products WHERE product_id = $1", product_ids[0]
-            )
-            return [_product(row)] if row else []
         rows = await self._pool.fetch(
             f"SELECT {_COLUMNS} FROM products WHERE product_id = ANY($1::uuid[])", product_ids
         )

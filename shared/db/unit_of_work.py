@@ -44,7 +44,11 @@ class PostgresUnitOfWork:
     def outbox(self) -> Outbox:
         """Events staged here are written just before commit, and published only after it."""
         if self._outbox is None:
-            raise RuntimeError("unit of work used outside 'async with'")
+            raise RuntimeError(
+                "a read-only unit of work stages no events"
+                if self._read_only
+                else "unit of work used outside 'async with'"
+            )
         return self._outbox
 
     async def __aenter__(self) -> Self:

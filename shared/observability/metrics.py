@@ -8,14 +8,10 @@ Counters carry Prometheus' ``_total`` suffix on the wire.
 
 from __future__ import annotations
 
-import errno
-import logging
 import threading
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
-
-log = logging.getLogger(__name__)
 
 # RED per RPC, with the names of go-grpc-prometheus, which dashboards already know.
 RPC_HANDLED = Counter(
@@ -77,16 +73,7 @@ class MetricsEndpoint:
         return self._server.server_port if self._server is not None else 0
 
     def start(self) -> int:
-        try:
-            self._server, self._thread = start_http_server(self._port, addr=self._host)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE or self._port == 0:
-                raise
-            # A fixed port (make run's gRPC port + 1000) lies in Linux's ephemeral range,
-            # where any outgoing connection may hold it for a while. Prometheus finds the
-            # port in etcd, not by convention, so another one serves as well.
-            log.warning("metrics port %d is in use; serving /metrics on a free port", self._port)
-            self._server, self._thread = start_http_server(0, addr=self._host)
+        self._server, self._thread = start_http_server(self._port, addr=self._host)
         return self.port
 
     def stop(self) -> None:

@@ -615,8 +615,8 @@ async def test_a_watch_survives_losing_the_listener_connection(saga: Saga) -> No
     hub = hub_of(saga.order)
     call = watch(saga, order.order_id, saga.token(user))
     assert (await call.read()).order.status == pb.ORDER_STATUS_PENDING
-    assert hub._conn is not None
-    listener_pid = hub._conn.get_server_pid()
+    assert hub.listener.connection is not None
+    listener_pid = hub.listener.connection.get_server_pid()
     assert await saga.pool.fetchval("SELECT pg_terminate_backend($1)", listener_pid)
     await deliver(saga, on_inventory_committed, committed(order.order_id))
     got = await asyncio.wait_for(call.read(), 5)
@@ -624,7 +624,7 @@ async def test_a_watch_survives_losing_the_listener_connection(saga: Saga) -> No
     assert await call.read() == EOF
 
     async def listening_again() -> bool:
-        conn = hub._conn
+        conn = hub.listener.connection
         return conn is not None and not conn.is_closed() and conn.get_server_pid() != listener_pid
 
     await until(listening_again, timeout=5)

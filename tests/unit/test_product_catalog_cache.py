@@ -93,16 +93,12 @@ class FakePool:
         self.selects = 0
         self.gate: asyncio.Event | None = None
 
-    async def fetchrow(self, _sql: str, product_id: uuid.UUID) -> Any:
-        snapshot = self.rows.get(product_id)
+    async def fetch(self, _sql: str, ids: list[uuid.UUID]) -> list[Any]:
+        snapshot = [self.rows[i] for i in ids if i in self.rows]
         self.selects += 1
         if self.gate is not None:
             await self.gate.wait()
-        return None if snapshot is None else as_row(snapshot)
-
-    async def fetch(self, _sql: str, ids: list[uuid.UUID]) -> list[Any]:
-        self.selects += 1
-        return [as_row(self.rows[i]) for i in ids if i in self.rows]
+        return [as_row(p) for p in snapshot]
 
 
 def as_row(p: Any) -> dict[str, Any]:

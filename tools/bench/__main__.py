@@ -127,6 +127,7 @@ class System:
         self.results: list[goals.Result] = []
         self.saga_runs: list[dict[str, Any]] = []
         self.last_orders: list[str] = []  # of the last saga run
+        self._shop: Shop | None = None  # its buyers, funded on first use
 
     async def measure(
         self, key: str, phase: Callable[[], Awaitable[tuple[float, dict[str, Any]]]]
@@ -160,8 +161,6 @@ class System:
         finally:
             await etcd.close()
         return figures["ratio"], figures
-
-    _shop: Shop | None = None
 
     async def shop(self) -> Shop:
         if self._shop is None:
