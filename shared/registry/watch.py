@@ -19,6 +19,8 @@ from aetcd.utils import prefix_range_end
 
 log = logging.getLogger(__name__)
 
+CANCEL_SECONDS = 1.0
+
 OnListing = Callable[[rtypes.GetRange], Awaitable[None]]
 OnEvent = Callable[[rtypes.Event], Awaitable[None]]
 
@@ -85,6 +87,9 @@ class KeyRangeFollower:
             async for event in watch:
                 await self._on_event(event)
         finally:
+            # Best effort and bounded: aetcd's cancel queues a request behind the stream's
+            # lock, and a stop (this task cancelled) must not wait on a stream that broke.
             with contextlib.suppress(Exception):
-                await watch.cancel()
+                async with asyncio.timeout(CANCEL_SECONDS):
+                    await watch.cancel()
         raise ConnectionError("watch stream ended")
