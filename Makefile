@@ -155,8 +155,8 @@ load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sal
 # PROFILE is `make load`'s too (default smoke); chaos defaults to full unless one is given.
 CHAOS_PROFILE = $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),full)
 .PHONY: chaos
-chaos: install ## Faults under load against `make run` (REPLICAS=2 started if down): PROFILE=full|short; exit 1 on a missed goal
-	$(PY) -m tools.chaos --profile $(CHAOS_PROFILE)
+chaos: install ## Faults under load against `make run` (REPLICAS=2 started if down): PROFILE=full|short, RATE=orders/s; exit 1 on a missed goal
+	$(PY) -m tools.chaos --profile $(CHAOS_PROFILE) $(if $(RATE),--rate $(RATE))
 
 FUZZ_MINUTES ?= 10
 FUZZ_EXAMPLES ?= 25

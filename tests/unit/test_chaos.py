@@ -128,3 +128,13 @@ def test_the_profiles_fit_their_budgets() -> None:
     assert all(f.at < FULL.duration for f in FULL.faults)
     with pytest.raises(ValueError, match="unknown fault kind"):
         FaultSpec(1, "unplug", "order")
+
+
+def test_a_profile_at_another_rate_keeps_its_schedule_and_the_ratio_of_buyers_to_stock() -> None:
+    faster = FULL.at_rate(FULL.rate * 2)
+    assert faster.rate == FULL.rate * 2
+    assert faster.faults == FULL.faults and faster.duration == FULL.duration
+    assert faster.stock == FULL.stock * 2
+    assert faster.name == f"full@{FULL.rate * 2:g}"
+    slow = SHORT.at_rate(0.1)
+    assert slow.stock == 1  # a sale always has something to sell

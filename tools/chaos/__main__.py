@@ -35,8 +35,10 @@ def instances_of(stack: Stack) -> list[Proc]:
     return [Proc(r.service, r.index, r.instance_id, r.pid) for r in read_instances(stack)]
 
 
-async def run(profile_name: str, reports: Path) -> int:
+async def run(profile_name: str, reports: Path, rate: float | None = None) -> int:
     chosen = profile(profile_name)
+    if rate is not None:
+        chosen = chosen.at_rate(rate)
     stack = Stack("dev")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     async with dev_target(reports / f"stack-{stamp}.log", replicas=REPLICAS) as target:
@@ -60,6 +62,10 @@ def main(
     profile_name: Annotated[
         str, typer.Option("--profile", help=f"one of: {', '.join(PROFILES)}")
     ] = "full",
+    rate: Annotated[
+        float | None,
+        typer.Option(help="arrivals per second instead of the profile's (its stock scales along)"),
+    ] = None,
     reports: Annotated[Path, typer.Option(help="where the JSON and PNG go")] = REPO_ROOT
     / "reports",
 ) -> None:
@@ -69,8 +75,10 @@ def main(
     trace_tool("chaos", Stack("dev").zipkin.spans_url)
     if profile_name not in PROFILES:
         raise typer.BadParameter(f"--profile is one of {', '.join(PROFILES)}, not {profile_name!r}")
+    if rate is not None and not 0 < rate <= 1000:
+        raise typer.BadParameter(f"--rate is arrivals per second in (0, 1000], not {rate:g}")
     try:
-        code = asyncio.run(run(profile_name, reports))
+        code = asyncio.run(run(profile_name, reports, rate))
     except grpc.aio.AioRpcError as error:
         print(
             f"chaos: a setup call failed: {error.code().name}: {error.details()}", file=sys.stderr

@@ -10,7 +10,7 @@ expelled the stopped consumers (their session timeout) before it may commit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 KILL_INSTANCE: Final = "kill-instance"  # SIGKILL one instance; the supervisor restarts it
@@ -67,6 +67,11 @@ class ChaosProfile:
     @property
     def duration(self) -> float:
         return self.flash_seconds + self.steady_seconds
+
+    def at_rate(self, rate: float) -> ChaosProfile:
+        """The same run at another rate; the flash sale keeps its ratio of buyers to stock."""
+        stock = max(1, round(self.stock * rate / self.rate))
+        return replace(self, name=f"{self.name}@{rate:g}", rate=rate, stock=stock)
 
 
 FULL = ChaosProfile(
