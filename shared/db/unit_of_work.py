@@ -17,6 +17,9 @@ from shared.db.errors import OUTAGE_MESSAGE
 from shared.errors import Unavailable
 from shared.messaging.outbox import Outbox
 
+# What a connection's state raises once an outage cut it (checked by discard_if_broken).
+CONNECTION_STATE_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 
 class PostgresUnitOfWork:
     """``read_only``: the repositories on a connection with no transaction around them,
@@ -77,7 +80,7 @@ class PostgresUnitOfWork:
         assert self._transaction is not None and self._conn is not None
         try:
             await self._transaction.rollback()
-        except asyncpg.InterfaceError as error:
+        except CONNECTION_STATE_ERRORS as error:
             # A connection the server dropped has no transaction left to roll back; the
             # error that brought us here is the one to report.
             if not discard_if_broken(self._conn, error):
@@ -89,12 +92,15 @@ class PostgresUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # A statement that met a connection PostgreSQL's restart cut (closed, or left
+        # mid-operation: asyncpg's InternalClientError) is an outage, as BEGIN's is.
         if self._read_only:
             assert self._conn is not None
             conn, self._conn = self._conn, None
-            if exc is not None:
-                discard_if_broken(conn, exc)
+            broken = exc is not None and discard_if_broken(conn, exc)
             await self._pool.release(conn)
+            if broken:
+                raise Unavailable(OUTAGE_MESSAGE) from exc
             return
         assert self._transaction is not None and self._conn is not None
         try:
@@ -106,7 +112,7 @@ class PostgresUnitOfWork:
                     raise
                 try:
                     await self._transaction.commit()
-                except asyncpg.InterfaceError as error:
+                except CONNECTION_STATE_ERRORS as error:
                     if not discard_if_broken(self._conn, error):
                         raise
                     # Whether the commit landed is unknown; the caller retries (with
@@ -114,6 +120,8 @@ class PostgresUnitOfWork:
                     raise Unavailable(OUTAGE_MESSAGE) from error
             else:
                 await self._rollback()
+                if exc is not None and discard_if_broken(self._conn, exc):
+                    raise Unavailable(OUTAGE_MESSAGE) from exc
         finally:
             await self._pool.release(self._conn)
             self._conn = None
@@ -131,9 +139,10 @@ def discard_if_broken(conn: PoolConnectionProxy, error: BaseException) -> bool:
     """Whether ``error`` says the connection was lost with the server (closed, or left
     mid-operation by the loss); if so it is terminated, so the pool never hands it out
     again."""
-    if not isinstance(error, asyncpg.InterfaceError):
-        return False
-    if conn.is_closed() or isinstance(error, asyncpg.InternalClientError):
+    # InternalClientError is no InterfaceError: asyncpg raises it for a connection whose
+    # protocol is still in the middle of an operation the outage cut.
+    left_mid_operation = isinstance(error, asyncpg.InternalClientError)
+    if left_mid_operation or (isinstance(error, asyncpg.InterfaceError) and conn.is_closed()):
         conn.terminate()
         return True
     return False

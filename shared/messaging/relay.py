@@ -155,6 +155,7 @@ class OutboxRelay:
                 OSError,
                 asyncpg.PostgresError,
                 asyncpg.InterfaceError,
+                asyncpg.InternalClientError,  # a connection the restart left mid-operation
             ) as exc:
                 now = time.monotonic()
                 if now - last_lag_log > 5:
