@@ -53,12 +53,17 @@ log = logging.getLogger(__name__)
 # While the broker cannot be reached at start-up: 0.2 s, 0.4 s, ... up to 1 s between tries.
 CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 1.0
 
-# A rebalance ends within the session timeout (aiokafka's rebalance timeout), a few seconds
-# more after a broker restart. After a broker restart aiokafka can instead stay between
-# revocation and assignment for good, silently (seen under `make chaos`): past this, the
-# consumer is replaced by a new one, which joins the group afresh.
-REBALANCE_STUCK_SECONDS = 15.0
-STOP_TIMEOUT_SECONDS = 5.0
+# A rebalance ends within the rebalance timeout (aiokafka's default: the session timeout,
+# 3 s), after at most one session timeout more while the coordinator waits out a member
+# that died; after a broker restart, which also loads the group, `make chaos` saw 2-4 s.
+# aiokafka can instead stay between revocation and assignment for good, silently (seen
+# after broker restarts under load): past this, the consumer is replaced by a new one,
+# which joins the group afresh. Twice the longest wait above (it was 15 s, which cost a
+# chaos run 23 s of a stalled group after one broker restart).
+REBALANCE_STUCK_SECONDS = 8.0
+# A stuck client's stop (LeaveGroup first) can hang as well; the coordinator expels an
+# abandoned member after its session timeout anyway.
+STOP_TIMEOUT_SECONDS = 2.0
 LAG_SECONDS = 1.0
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)

@@ -10,6 +10,9 @@ itself did not do its job (a fault not injected, a report incomplete).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from tests.support.tokens import TestKeys
 from tools.chaos.__main__ import REPLICAS, instances_of
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import SHORT
-from tools.launcher import SERVICES
+from tools.launcher import REPO_ROOT, SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -59,3 +62,33 @@ async def test_the_short_chaos_profile_meets_the_goals(
     # The system: the goals, as `make chaos` judges them.
     missed = {n: g for n, g in report["goals"].items() if not g["met"]}
     assert result.ok and not missed, f"{result.line}; missed: {missed}"
+
+
+def make_dry_run(*args: str) -> str:
+    """The command `make chaos ...` would run (its last line), without running it."""
+    # Under a parent make (CI's `make test`) MAKEFLAGS would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "chaos", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert dry_run.returncode == 0, dry_run.stderr
+    return dry_run.stdout.rstrip().splitlines()[-1]
+
+
+def test_make_chaos_takes_a_profile_and_a_rate() -> None:
+    assert make_dry_run().endswith("-m tools.chaos --profile full")
+    assert make_dry_run("PROFILE=short").endswith("-m tools.chaos --profile short")
+    assert make_dry_run("RATE=50").endswith("-m tools.chaos --profile full --rate 50")
+    # A rate that is no rate is refused before anything starts.
+    refused = subprocess.run(
+        [sys.executable, "-m", "tools.chaos", "--rate", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2 and "--rate is arrivals per second" in refused.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools.bench.goals import BY_KEY, GOALS, Result, capacity, sustained
+from tools.bench.goals import BY_KEY, GOALS, SAGA_P95_AT_50, Result, capacity, sustained
 
 
 def test_every_goal_of_the_issue_once_in_order() -> None:
@@ -45,3 +45,12 @@ def test_a_rate_is_sustained_with_99_percent_terminal_within_500_ms() -> None:
     assert not sustained(989, 1000, 100.0)
     assert not sustained(1000, 1000, 500.1)
     assert not sustained(0, 0, 0.0)
+
+
+def test_issue_10s_saga_goal_is_judged_like_the_others_but_has_no_column() -> None:
+    assert BY_KEY["A6"] is SAGA_P95_AT_50 and SAGA_P95_AT_50 not in GOALS
+    assert Result(SAGA_P95_AT_50, 2, 300.0, {}).met
+    assert not Result(SAGA_P95_AT_50, 2, 301.0, {}).met
+    assert Result(SAGA_P95_AT_50, 2, 432.4, {}).line() == (
+        "bench: A6 saga_p95_at_50 432 ms (goal <= 300 ms) NOT met [2 instances per service]"
+    )
