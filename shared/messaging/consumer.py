@@ -204,6 +204,7 @@ class IdempotentConsumer(Generic[UowT]):
             heartbeat_interval_ms=t.heartbeat_interval_ms,
             metadata_max_age_ms=t.metadata_max_age_ms,
             retry_backoff_ms=t.retry_backoff_ms,
+            request_timeout_ms=t.request_timeout_ms,
         )
         consumer.subscribe(self._topics, listener=self._listener)
         return consumer

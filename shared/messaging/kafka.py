@@ -17,8 +17,14 @@ instance costs seconds, not the library defaults' tens of seconds.
   hop's latency; it is how often an idle consumer asks again. 10 ms cost each idle
   consumer 7 % of a core and the broker 19 % (six consumers, `make run REPLICAS=2`), with
   the same saga P50/P95 in `make bench` (179/468 ms against 182/412 ms at 100 ms).
-- ``request_timeout_ms`` (5 s, producers): an acknowledgement that never comes (the
-  broker died with the request) fails in 5 s rather than 40 s.
+- ``request_timeout_ms`` (5 s, library default 40 s): an acknowledgement that never comes
+  (the broker died with the request) fails in 5 s. Consumers too: a restarted broker
+  (Kafka 4.1) can load a partition of its group coordinator twice at once, for two
+  leader epochs, and a JoinGroup handled by the state it then drops is never answered
+  (its log: "Ignored load completion from __consumer_offsets-0 because context is in
+  ACTIVE state", and the group's generation going back); the member waited the whole
+  40 s, its group stalled, in `make chaos`. A JoinGroup legitimately waits at most the
+  rebalance timeout (3 s, the session timeout).
 """
 
 from __future__ import annotations
