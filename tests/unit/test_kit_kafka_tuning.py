@@ -1,0 +1,47 @@
+"""Every Kafka client the kit builds carries the shop's tuning (shared/messaging/kafka.py),
+not the library's defaults: a consumer that waited aiokafka's 40 s for a JoinGroup a
+restarted broker never answered stalled its group in `make chaos`."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.consumer import IdempotentConsumer
+from shared.messaging.dead_letter import DeadLetterPublisher
+from shared.messaging.kafka import KafkaTuning, kafka_producer
+
+TUNING = KafkaTuning(
+    session_timeout_ms=2_000,
+    heartbeat_interval_ms=600,
+    metadata_max_age_ms=7_000,
+    retry_backoff_ms=150,
+    fetch_max_wait_ms=90,
+    request_timeout_ms=4_000,
+)
+
+
+async def test_a_consumer_is_built_with_the_tuning_it_is_given() -> None:
+    consumer: IdempotentConsumer[PostgresUnitOfWork] = IdempotentConsumer(
+        name="tuning",
+        topics=["shop.orders.v1"],
+        bootstrap="127.0.0.1:1",
+        unit_of_work=lambda: cast(PostgresUnitOfWork, None),  # never called: never started
+        handlers={},
+        dead_letters=DeadLetterPublisher("127.0.0.1:1"),
+        tuning=TUNING,
+    )
+    client = consumer._new_consumer()  # built, not started: no broker needed
+    assert client._client._request_timeout_ms == 4_000
+    assert client._client._metadata_max_age_ms == 7_000
+    assert client._client._retry_backoff == 0.15
+    assert client._session_timeout_ms == 2_000
+    assert client._heartbeat_interval_ms == 600
+    assert client._rebalance_timeout_ms == 2_000  # aiokafka's default: the session's
+    assert client._fetch_max_wait_ms == 90
+
+
+async def test_the_default_tuning_times_requests_out_in_seconds_not_forty() -> None:
+    assert KafkaTuning().request_timeout_ms <= 5_000
+    producer = kafka_producer("127.0.0.1:1")
+    assert producer.client._request_timeout_ms == KafkaTuning().request_timeout_ms
