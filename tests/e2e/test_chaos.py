@@ -10,7 +10,6 @@ itself did not do its job (a fault not injected, a report incomplete).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from devstack.stack import Stack
 from tests.e2e.conftest import running_system
 from tests.e2e.load.target import stack_target
+from tests.support.make import make_dry_run
 from tests.support.tokens import TestKeys
 from tools.chaos.__main__ import REPLICAS, instances_of
 from tools.chaos.runner import run_chaos
@@ -64,25 +64,10 @@ async def test_the_short_chaos_profile_meets_the_goals(
     assert result.ok and not missed, f"{result.line}; missed: {missed}"
 
 
-def make_dry_run(*args: str) -> str:
-    """The command `make chaos ...` would run (its last line), without running it."""
-    # Under a parent make (CI's `make test`) MAKEFLAGS would add "Entering directory" lines.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    dry_run = subprocess.run(
-        ["make", "--no-print-directory", "-n", "chaos", *args],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert dry_run.returncode == 0, dry_run.stderr
-    return dry_run.stdout.rstrip().splitlines()[-1]
-
-
 def test_make_chaos_takes_a_profile_and_a_rate() -> None:
-    assert make_dry_run().endswith("-m tools.chaos --profile full")
-    assert make_dry_run("PROFILE=short").endswith("-m tools.chaos --profile short")
-    assert make_dry_run("RATE=50").endswith("-m tools.chaos --profile full --rate 50")
+    assert make_dry_run("chaos").endswith("-m tools.chaos --profile full")
+    assert make_dry_run("chaos", "PROFILE=short").endswith("-m tools.chaos --profile short")
+    assert make_dry_run("chaos", "RATE=50").endswith("-m tools.chaos --profile full --rate 50")
     readme = (REPO_ROOT / "README.md").read_text()
     assert "make chaos RATE=50 " in readme and "tests/e2e/test_chaos.py" in readme
     # A rate that is no rate is refused before anything starts.

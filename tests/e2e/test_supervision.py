@@ -12,7 +12,6 @@ import dataclasses
 import os
 import re
 import signal
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
 from shared.tls import ClientTLS
 from tests.e2e.conftest import E2E_TTL
+from tests.support.make import make_dry_run
 from tests.support.tokens import TestKeys
 from tools import run
 from tools.launcher import (
@@ -108,18 +108,8 @@ async def wait_reregistered(system: Supervised, child: ServiceProcess, old_lease
 def test_make_run_replicas_2_starts_two_supervised_instances_of_each_service(
     stack: Stack, keys: TestKeys
 ) -> None:
-    # Under a parent make (CI's `make test`) MAKEFLAGS would add "Entering directory" lines.
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
-    dry_run = subprocess.run(
-        ["make", "--no-print-directory", "-n", "run", "REPLICAS=2"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    assert dry_run.returncode == 0, dry_run.stderr
     assert "make run REPLICAS=2" in README and "tests/e2e/test_supervision.py" in README
-    assert dry_run.stdout.rstrip().splitlines()[-1].endswith("-m tools.run --replicas 2")
+    assert make_dry_run("run", "REPLICAS=2").endswith("-m tools.run --replicas 2")
     assert run.parse_args(["--replicas", "2"]).replicas == 2
     assert run.parse_args([]).replicas == 1
     launcher = run.launcher_for(stack, keys.directory, run.parse_args(["--replicas", "2"]).replicas)
