@@ -19,6 +19,24 @@ log = logging.getLogger(__name__)
 
 Action = Callable[[], Awaitable[float | None]]
 
+# How long a cancelled task gets before it is cancelled again.
+CANCEL_RETRY_SECONDS = 1.0
+
+
+async def cancel_and_wait(task: asyncio.Task[object]) -> None:
+    """Cancels ``task`` and returns once it has ended, whatever it raised.
+
+    One cancel is not always enough on Python 3.11: ``asyncio.wait_for`` (aetcd's watch
+    set-up uses it) swallows a cancellation that arrives as its inner future completes,
+    and the task then goes on to wait for good (a test's teardown in CI hung 300 s on a
+    service directory's watch). So the cancel is repeated until the task is done."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=CANCEL_RETRY_SECONDS)
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.result()
+
 
 class PeriodicTask:
     def __init__(
@@ -49,9 +67,7 @@ class PeriodicTask:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:

@@ -47,6 +47,7 @@ from shared.messaging.envelope import Event, MalformedEvent, unwrap
 from shared.messaging.kafka import KafkaTuning
 from shared.messaging.spans import handling_spans
 from shared.observability.metrics import CONSUMER_LAG
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -184,9 +185,7 @@ class IdempotentConsumer(Generic[UowT]):
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         if self._consumer is not None:
             await self._consumer.stop()
         await self._dead_letters.stop()

@@ -24,6 +24,7 @@ from shared.messaging.kafka import KafkaTuning, kafka_producer
 from shared.messaging.spans import publish_spans
 from shared.messaging.trace_context import HEADER as TRACE_HEADER
 from shared.observability.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,7 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         await self._unlisten()
         await self._drop_producer()
 

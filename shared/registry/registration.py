@@ -14,7 +14,6 @@ it stops serving; ``withdraw`` does the same while the instance cannot serve
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ import aetcd
 from aetcd.exceptions import ClientError
 
 from shared.registry.etcd import instance_key
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +104,7 @@ class ServiceRegistration:
     async def abandon(self) -> None:
         """Stops the keepalive without revoking: what a crash or a long pause looks like."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def withdraw(self) -> None:

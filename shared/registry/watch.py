@@ -17,6 +17,8 @@ import aetcd
 from aetcd import rtypes
 from aetcd.utils import prefix_range_end
 
+from shared.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 CANCEL_SECONDS = 1.0
@@ -61,9 +63,7 @@ class KeyRangeFollower:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _run(self) -> None:
