@@ -215,10 +215,7 @@ class IdempotentConsumer(Generic[UowT]):
             try:
                 await self._watch(loop)
             finally:
-                if not loop.done():
-                    loop.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await loop
+                await cancel_and_wait(loop)
             await self._drop_consumer()
 
     async def _watch(self, loop: asyncio.Task[None]) -> None:

@@ -183,6 +183,11 @@ class System:
         )
         return figures
 
+    async def saga_at(self, rate: float) -> dict[str, Any]:
+        """This system's saga run at ``rate``: an earlier phase's if there was one."""
+        earlier = next((r for r in self.saga_runs if r["rate"] == rate), None)
+        return earlier or await self.saga(rate)
+
     async def p4(self) -> tuple[float, dict[str, Any]]:
         figures = await self.saga(20)
         # Where a saga's time goes at this rate, hop by hop (P50, P95 ms).
@@ -196,8 +201,7 @@ class System:
     async def p3(self) -> tuple[float, dict[str, Any]]:
         kept_up: dict[float, bool] = {}
         for rate in self.plan.ramp:
-            previous = next((r for r in self.saga_runs if r["rate"] == rate), None)
-            figures = previous or await self.saga(rate)
+            figures = await self.saga_at(rate)
             kept_up[rate] = goals.sustained(
                 figures["terminal"], figures["orders"], figures.get("p95_ms", float("inf"))
             )
@@ -207,8 +211,7 @@ class System:
         return goals.capacity(kept_up), {"ramp": runs}
 
     async def a6(self) -> tuple[float, dict[str, Any]]:
-        previous = next((r for r in self.saga_runs if r["rate"] == 50), None)
-        figures = previous or await self.saga(50)
+        figures = await self.saga_at(50)
         return figures["p95_ms"], figures
 
     async def p7(self) -> tuple[float, dict[str, Any]]:
