@@ -21,6 +21,7 @@ KUBE_SCORE := $(TOOLS)/bin/kube-score
 KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
 ETCD_36 := $(TOOLS)/bin/etcd-3.6
 KWOK := $(TOOLS)/bin/kwok
+KUBE_ROUTER := $(TOOLS)/bin/kube-router
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PROTOS := $(shell find protos -name '*.proto')
@@ -28,7 +29,7 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 # --- installation: a venv pinned by uv.lock, generated stubs, the infrastructure ---------
 
@@ -188,11 +189,28 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBERNETES_VERSION
   -X k8s.io/component-base/version.gitMajor=1 \
   -X k8s.io/component-base/version.gitMinor=$(word 2,$(subst ., ,$(KUBERNETES_VERSION))) \
   -X k8s.io/component-base/version.gitTreeState=clean
-$(KUBE_APISERVER): deploy/k8s/cluster-check/kube/go.mod
+# One build for the control plane and the node (kubelet, kube-proxy): they share most code.
+$(KUBE_APISERVER): deploy/k8s/cluster-check/kube/go.mod deploy/k8s/cluster-check/kube/tools.go
 	cd deploy/k8s/cluster-check/kube && GOFLAGS=-mod=mod go build -ldflags "$(KUBE_LDFLAGS)" -o $(TOOLS)/bin/ \
 	  k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-	  k8s.io/kubernetes/cmd/kube-scheduler
+	  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
 	@touch $@
+
+# NetworkPolicy on the real node: kube-router's firewall (iptables and ipset) as a host process.
+$(KUBE_ROUTER): deploy/k8s/real-check/go/kube-router/go.mod
+	cd deploy/k8s/real-check/go/kube-router && CGO_ENABLED=0 GOFLAGS=-mod=mod go build -o $@ \
+	  github.com/cloudnativelabs/kube-router/v2/cmd/kube-router
+
+# The node's runtime and kernel tools, from Debian: containerd with runc, the CNI plugins,
+# what kube-proxy and kube-router call (conntrack, iptables, ipset), and what the stand-in
+# images are built with (setcap for CoreDNS, Maven for Kafka's jars).
+.PHONY: node-tools
+node-tools: image-tools
+	@missing=""; for c in containerd ctr runc conntrack iptables ipset setcap mvn; do command -v $$c >/dev/null || missing=1; done; \
+	[ -x /usr/lib/cni/bridge ] || missing=1; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends containerd runc containernetworking-plugins conntrack iptables ipset \
+	  libcap2-bin maven >/dev/null; fi
 
 $(ETCD_36): deploy/k8s/cluster-check/etcd/go.mod deploy/k8s/cluster-check/etcd/main.go
 	cd deploy/k8s/cluster-check/etcd && GOFLAGS=-mod=mod go build -o $@ .
@@ -204,6 +222,10 @@ $(KWOK):
 k8s-cluster-check: deps $(KUBE_APISERVER) $(ETCD_36) $(KWOK) ## The overlay on a real kube-apiserver with kwok's fake nodes: admitted, rolled out, Available
 	$(PY) -m tools.k8s_cluster_check \
 	  --kwok-stages "$$(go env GOMODCACHE)/sigs.k8s.io/kwok@$(KWOK_VERSION)/kustomize/stage/fast"
+
+.PHONY: k8s-real-check
+k8s-real-check: deps image-tools node-tools $(KUBE_APISERVER) $(ETCD_36) $(KUBE_ROUTER) ## The overlay's containers in real pods on a real node here (containerd, kubelet, kube-proxy, CoreDNS, NetworkPolicy)
+	$(PY) -m tools.k8s_real_check --profile $(or $(PROFILE),smoke) $(if $(KEEP),--keep)
 
 .PHONY: k8s-check
 k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the image's test
@@ -231,7 +253,7 @@ test-integration: install grpc-tools
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
-test: install grpc-tools lint typecheck k8s-check k8s-cluster-check ## Lint, type-check, k8s-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, k8s-check, unit, integration and e2e tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q --ignore=tests/k8s
 
 .PHONY: clean

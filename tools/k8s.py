@@ -324,11 +324,17 @@ def deploy(
     if not kubectl.wait_job("seed", 600):
         raise ClusterError("job/seed failed: kubectl -n shop logs job/seed")
 
+    run_smoke(kubectl, tag, state, smoke_log)
+
+
+def run_smoke(kubectl: Kubectl, tag: str, state: Path = STATE_DIR, show_log: bool = True) -> None:
+    """The smoke Job at ``tag``: the demo customer's order CONFIRMED, the audit clean."""
     say("smoke: the demo customer's order, then the audit")
+    kubectl("delete", "job", "smoke", "--ignore-not-found", "--wait=true", capture=True)
     smoke = pinned_kustomization(state / "smoke", K8S_DIR / "jobs" / "smoke", tag)
     kubectl("apply", "-k", str(smoke), capture=True)
     passed = kubectl.wait_job("smoke", 300)
-    if smoke_log:
+    if show_log or not passed:
         kubectl("logs", "job/smoke", check=False)
     if not passed:
         raise ClusterError("the smoke Job failed (its log is above)")
@@ -359,15 +365,21 @@ the pods, the load harness, and the way back:
 
 def load(requested: str | None, profile: str, args: str, reports: Path) -> int:
     cluster = Cluster(choose_cluster(requested))
-    kubectl = Kubectl(cluster.context)
     if not DEPLOYED_TAG.exists():
         raise ClusterError("nothing deployed from here yet: run `make up` first")
     tag = DEPLOYED_TAG.read_text().strip()
+    return run_load_job(Kubectl(cluster.context), tag, profile, args, reports)
+
+
+def run_load_job(
+    kubectl: Kubectl, tag: str, profile: str, args: str, reports: Path, state: Path = STATE_DIR
+) -> int:
+    """The load harness as job/load at ``tag``; its reports copied to ``reports``."""
     kubectl("delete", "job", "load", "--ignore-not-found", "--wait=true", capture=True)
     job = pinned_kustomization(
-        STATE_DIR / "load", K8S_DIR / "jobs" / "load", tag, load_settings(profile, args)
+        state / "load", K8S_DIR / "jobs" / "load", tag, load_settings(profile, args)
     )
-    kubectl("apply", "-k", str(job))
+    kubectl("apply", "-k", str(job), capture=True)
     say(f"load-k8s: profile {profile} running as job/load (kubectl -n shop logs -f job/load)")
     kubectl("wait", "--for=condition=Ready", "pod", "-l", "job-name=load", "--timeout=300s")
     pod = kubectl(

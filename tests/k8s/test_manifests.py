@@ -527,4 +527,72 @@ def test_the_minikube_overlay_patches_what_it_means_to() -> None:
     assert heap == {"name": "KAFKA_HEAP_OPTS", "value": "-Xms384m -Xmx384m"}
     for service in DEFINITIONS:
         pod = find(overlay("minikube"), "Deployment", service)["spec"]["template"]["spec"]
-        assert pod["containers"][0]["resources"]["requests"]["cpu"] == "50m"
+        assert pod["containers"][0]["resources"]["requests"]["cpu"] == "40m"
+    for hpa in (o for o in overlay("minikube") if o["kind"] == "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["metrics"][0]["resource"]["target"]
+        assert target == {"type": "AverageValue", "averageValue": "70m"}
+        assert hpa["spec"]["maxReplicas"] == 3
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_no_pod_gets_service_links(name: str) -> None:
+    """The images read their own prefixes (ETCD_*, KAFKA_*, POSTGRES_*), and a Service named
+    like one (etcd, kafka, postgres) would add ETCD_PORT and the like to every pod's env."""
+    for what, spec in pod_specs(overlay(name)):
+        assert spec.get("enableServiceLinks") is False, what
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_kafka_logs_only_to_stdout(name: str) -> None:
+    """No GC log (-loggc) and no log4j file appender: files in /tmp would get the pod evicted."""
+    objs = overlay(name)
+    kafka = find(objs, "StatefulSet", "kafka")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in kafka["env"]}
+    assert env["EXTRA_ARGS"] == "-name kafkaServer"
+    config = env["KAFKA_LOG4J_OPTS"].removeprefix("-Dlog4j2.configurationFile=")
+    mount = next(
+        m for m in kafka["volumeMounts"] if config.startswith(m["mountPath"].rstrip("/") + "/")
+    )
+    volumes = {
+        v["name"]: v
+        for v in find(objs, "StatefulSet", "kafka")["spec"]["template"]["spec"]["volumes"]
+    }
+    files = config_map(objs, volumes[mount["name"]]["configMap"]["name"])
+    log4j2 = files[config.rsplit("/", 1)[1]]
+    appenders = {
+        line.split("=", 1)[1].strip()
+        for line in log4j2.splitlines()
+        if re.match(r"appender\.\w+\.type\s*=", line)
+    }
+    assert appenders == {"Console"}
+    server = files["server.properties"]
+    found = re.search(r"^log\.dirs=(.+)$", server, re.M)
+    assert found, "server.properties sets no log.dirs"
+    log_dirs = found.group(1)
+    assert log_dirs.startswith("/var/lib/kafka/data/"), log_dirs
+    assert f"{mount['mountPath']}/server.properties" in kafka["command"]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_postgres_probes_spare_the_first_init(name: str) -> None:
+    """initdb's temporary server listens on the socket only: no TCP probe may kill it."""
+    pod = find(overlay(name), "StatefulSet", "postgres")["spec"]["template"]["spec"]
+    postgres = pod["containers"][0]
+    for probe in ("startupProbe", "livenessProbe"):
+        command = " ".join(postgres[probe]["exec"]["command"])
+        assert "-h /var/run/postgresql" in command, probe
+        assert "initialDelaySeconds" not in postgres[probe]
+    startup = postgres["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    env = {e["name"]: e.get("value") for e in postgres["env"]}
+    assert env["PGDATA"].startswith("/var/lib/postgresql/data/")
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_first_run_jobs_wait_without_spending_their_retries(name: str) -> None:
+    for job in ("seed", "config-defaults", "kafka-topics"):
+        spec = find(overlay(name), "Job", job)["spec"]
+        assert spec["activeDeadlineSeconds"] >= 3600, job
+        script = spec["template"]["spec"]["containers"][0]["command"][-1]
+        first = next(line for line in script.splitlines() if line != "set -e")
+        assert first.startswith("until "), job
