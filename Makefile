@@ -253,7 +253,7 @@ test-integration: install grpc-tools
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
-test: install grpc-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, k8s-check, unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, the k8s checks (a real node too), unit, integration and e2e tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q --ignore=tests/k8s
 
 .PHONY: clean

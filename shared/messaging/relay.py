@@ -135,7 +135,7 @@ class OutboxRelay:
             try:
                 await self._listen()
                 self._wakeup.clear()
-                sent = await self.publish_batch()
+                sent = await self._publish_within_deadline()
                 backoff = BACKOFF_START
                 now = time.monotonic()
                 if now - last_gauges > GAUGE_SECONDS:
@@ -174,6 +174,23 @@ class OutboxRelay:
                     await self._drop_producer()  # a fresh one next time: see the class doc
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
+
+    async def _publish_within_deadline(self) -> int:
+        """``publish_batch`` in a task of its own, given up if it outlives its own timeout by
+        far: a cancellation the client library swallows (Python 3.11's ``wait_for`` can)
+        would leave the relay waiting for good. Seen on Kubernetes after Kafka's pod was
+        replaced: both order relays silent, their rows unsent, until they were restarted."""
+        task = asyncio.create_task(self.publish_batch(), name="outbox publish")
+        deadline = self._publish_timeout * 3
+        try:
+            done, _ = await asyncio.wait({task}, timeout=deadline)
+        except asyncio.CancelledError:
+            await cancel_and_wait(task)
+            raise
+        if not done:
+            await cancel_and_wait(task)
+            raise PublishTimeout(f"a batch still unpublished after {deadline:g}s")
+        return task.result()
 
     async def _update_gauges(self) -> None:
         lag = await outbox_lag(self._pool)

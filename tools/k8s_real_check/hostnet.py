@@ -9,8 +9,11 @@ bridge and its pod range), so it is safe to run before a start and after a stop.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +69,7 @@ class HostNetwork:
         return found
 
     def clean(self) -> None:
+        self.kill_stragglers()
         for point in self.mounts():
             if sh("umount", point).returncode != 0:
                 sh("umount", "-l", point)
@@ -88,9 +92,7 @@ class HostNetwork:
         for table in ("filter", "nat", "mangle", "raw"):
             rules = sh("iptables", "-t", table, "-S").stdout.splitlines()
             ours = {
-                rule.split()[-1]
-                for rule in rules
-                if NETWORK in rule and rule.split()[-2] == "-j"
+                rule.split()[-1] for rule in rules if NETWORK in rule and rule.split()[-2] == "-j"
             }
             ours |= {rule.split()[1] for rule in rules if rule.startswith("-N KUBE-")}
             for rule in rules:
@@ -105,9 +107,31 @@ class HostNetwork:
             for chain in ours:
                 sh("iptables", "-t", table, "-X", chain)
 
+    def processes(self) -> dict[int, str]:
+        """Processes whose command line names the node's folder (shims, servers)."""
+        root = str(self.work.resolve())
+        found = {}
+        mine = _ancestors()
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) in mine:
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(root.encode() in arg for arg in argv):
+                found[int(proc.name)] = argv[0].decode(errors="replace")
+        return found
+
+    def kill_stragglers(self) -> None:
+        for pid in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
     def leftovers(self) -> list[str]:
         """What is still on the host after ``clean()``; empty when it worked."""
-        found = [f"mount {point}" for point in self.mounts()]
+        found = [f"process {pid} {name}" for pid, name in self.processes().items()]
+        found += [f"mount {point}" for point in self.mounts()]
         found += [f"netns {name}" for name in self.namespaces()]
         if sh("ip", "link", "show", self.bridge).returncode == 0:
             found.append(f"bridge {self.bridge}")
@@ -121,3 +145,16 @@ class HostNetwork:
             if name.startswith("KUBE-")
         ]
         return found
+
+
+def _ancestors() -> set[int]:
+    """This process and those above it, which may name the folder in their arguments."""
+    found, pid = set(), os.getpid()
+    while pid > 1 and pid not in found:
+        found.add(pid)
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            break
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+    return found

@@ -167,6 +167,38 @@ def scrape_targets(kubectl: k8s.Kubectl) -> dict[str, int]:
     return up
 
 
+def zipkin_healthy(kubectl: k8s.Kubectl) -> bool:
+    ran = kubectl(
+        "get",
+        "--raw",
+        f"/api/v1/namespaces/{k8s.NAMESPACE}/services/zipkin:9411/proxy/health",
+        capture=True,
+        check=False,
+    )
+    return ran.ok and '"UP"' in ran.stdout
+
+
+def trace_everything(kubectl: k8s.Kubectl) -> str:
+    """The global config's sample ratio raised to 1, as an operator would: shopctl, in its
+    pod, with the admin's login; returns shopctl's answer (how many instances applied it)."""
+    out = exec_in(
+        kubectl, "deploy/shopctl", "python", "-m", "tools.shopctl", "config", "get", "global"
+    )
+    document = json.loads(out.split("\n", 1)[1])
+    document["tracing"] = {"sample_ratio": 1.0}
+    return exec_in(
+        kubectl,
+        "deploy/shopctl",
+        "python",
+        "-m",
+        "tools.shopctl",
+        "config",
+        "set",
+        "global",
+        json.dumps(document),
+    ).strip()
+
+
 def traced_services(kubectl: k8s.Kubectl) -> set[str]:
     """The services Zipkin holds spans of, asked through the API server's proxy."""
     ran = kubectl(
