@@ -31,7 +31,6 @@ from tools.k8s_real_check import probes
 from tools.k8s_real_check.images import build_all
 from tools.k8s_real_check.node import NODE_NAME, Node, NodeError
 from tools.k8s_real_check.usage import UsageSampler
-from tools.k8s_real_check.volumes import Provisioner
 
 ALLOWED = probes.Flow("deploy/payment", "kafka", 9092)
 # product takes calls from order and from clients only; a client reaches no broker.
@@ -69,7 +68,6 @@ class RealCheck:
         self.load_args = load_args
         self.steps = Steps()
         self.tag = ""
-        self.provisioner: Provisioner | None = None
         self.kubectl = k8s.Kubectl("shop-node")
 
     # --- 1 and 2 ----------------------------------------------------------------------
@@ -103,8 +101,6 @@ class RealCheck:
         applied = node.kubectl("apply", "-f", str(addons))
         if applied.returncode != 0:
             raise CheckFailed(f"the add-ons were refused: {applied.stderr}")
-        self.provisioner = Provisioner(node.kubectl, node.work / "volumes", NODE_NAME)
-        self.provisioner.start()
         node.wait_until(
             "node Ready",
             lambda: (
@@ -266,8 +262,6 @@ class RealCheck:
             )
 
     def down(self) -> list[str]:
-        if self.provisioner is not None:
-            self.provisioner.stop()
         self.node.down()
         return self.node.network.leftovers()
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -265,7 +266,8 @@ class Node:
         self.wait_until("containerd", self.containerd_socket.exists, 60)
 
     def start_node_agents(self) -> None:
-        """kubelet, kube-proxy and kube-router; the images they need are imported first."""
+        """kubelet, the volume provisioner, kube-proxy and kube-router; the images they
+        need are imported first."""
         self.start(
             "kubelet",
             [
@@ -276,6 +278,17 @@ class Node:
                 f"--cert-dir={self.work / 'kubelet-pki'}",
                 f"--hostname-override={NODE_NAME}",
                 f"--node-ip={self.ip}",
+            ],
+        )
+        self.start(
+            "volume-provisioner",
+            [
+                sys.executable,
+                "-m",
+                "tools.k8s_real_check.volumes",
+                f"--kubeconfig={self.admin_kubeconfig}",
+                f"--root={self.work / 'volumes'}",
+                f"--node={NODE_NAME}",
             ],
         )
         self.start(
@@ -344,7 +357,7 @@ class Node:
 
     def down(self) -> None:
         """Every process, container, mount and rule of the node's, in reverse order."""
-        for name in ("kube-router", "kube-proxy", "kubelet"):
+        for name in ("kube-router", "kube-proxy", "volume-provisioner", "kubelet"):
             self.stop(name)
         if "containerd" in self.recorded():
             self.remove_containers()

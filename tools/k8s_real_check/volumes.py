@@ -10,8 +10,10 @@ deleted `postgres-0` or `kafka-0` come back to its data.
 
 from __future__ import annotations
 
+import argparse
 import json
-import threading
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -83,23 +85,13 @@ def volume_manifest(claim: dict[str, str], folder: Path, node: str) -> str:
 
 
 class Provisioner:
-    """Polls for claims every second in a thread, until ``stop()``."""
+    """Answers pending claims every second, until the process is stopped."""
 
     def __init__(self, kubectl: Kubectl, root: Path, node: str) -> None:
         self.kubectl = kubectl
         self.root = root
         self.node = node
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.loop, name="provisioner", daemon=True)
         self.made: list[str] = []
-
-    def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.done.set()
-        self.thread.join(10)
 
     def provision_once(self) -> None:
         for claim in pending_claims(self.kubectl):
@@ -112,5 +104,32 @@ class Provisioner:
                 self.made.append(claim["name"])
 
     def loop(self) -> None:
-        while not self.done.wait(1.0):
+        while True:
             self.provision_once()
+            time.sleep(1.0)
+
+
+def main() -> None:
+    """Run as one of the node's processes, so a node kept up (--keep) still provisions."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--root", type=Path, required=True)
+    parser.add_argument("--node", required=True)
+    args = parser.parse_args()
+
+    def kubectl(*argv: str, stdin: str | None = None) -> CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", f"--kubeconfig={args.kubeconfig}", *argv],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    provisioner = Provisioner(kubectl, args.root, args.node)
+    args.root.mkdir(parents=True, exist_ok=True)
+    provisioner.loop()
+
+
+if __name__ == "__main__":
+    main()
