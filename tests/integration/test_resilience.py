@@ -329,8 +329,8 @@ async def test_order_breaker_opens_on_a_hung_product_fails_fast_then_closes(
         assert error is not None and error.code() == C.UNAVAILABLE
         fast.append(took)
     assert world.product.batch_calls == calls_before  # the product was not called at all
-    # Failing fast is not waiting out the deadline; the median, because one call in ten
-    # can meet a scheduling pause on a busy two-core machine (0.205 s seen once in a fresh clone's make test).
+    # Failing fast is not waiting out the deadline; the median, because one call in ten can
+    # meet a scheduling pause on a busy two-core machine (0.205 s, once, in a fresh clone).
     assert statistics.median(fast) < 0.2 < min(slow)
 
     world.product.recover()
