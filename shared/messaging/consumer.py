@@ -62,6 +62,13 @@ CONNECT_BACKOFF_START, CONNECT_BACKOFF_MAX = 0.2, 1.0
 # which joins the group afresh. Twice the longest wait above (it was 15 s, which cost a
 # chaos run 23 s of a stalled group after one broker restart).
 REBALANCE_STUCK_SECONDS = 8.0
+# A client that owns partitions has a fetch answered every few hundred milliseconds, with
+# records or without. After Kafka's pod was replaced on Kubernetes (a new address, its
+# groups still loading), every member once lost its coordinator and then waited, silently
+# and without a revocation the watchdog above could see, for over a minute: past this
+# much silence while it owns partitions, the client is replaced too. Above the ~13 s a
+# replaced broker pod takes to come back, so an outage alone costs one replacement.
+SILENT_SECONDS = 20.0
 # A stuck client's stop (LeaveGroup first) can hang as well; the coordinator expels an
 # abandoned member after its session timeout anyway.
 STOP_TIMEOUT_SECONDS = 2.0
@@ -103,6 +110,8 @@ class _Listener(ConsumerRebalanceListener):
         self.assigned: set[TopicPartition] = set()
         # When the rebalance in progress began (its revocation), until its assignment.
         self.rebalancing_since: float | None = None
+        # When (time.time()) it was last given partitions.
+        self.assigned_at: float | None = None
 
     def rebalancing_for(self) -> float:
         since = self.rebalancing_since
@@ -118,6 +127,7 @@ class _Listener(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalancing_since = None
+        self.assigned_at = time.time()
         self.assigned |= assigned
         log.info("%s: partitions assigned: %s", self._name, sorted(assigned))
 
@@ -243,6 +253,22 @@ class IdempotentConsumer(Generic[UowT]):
                     stuck,
                 )
                 return
+            if (silent := self._silent_for()) > SILENT_SECONDS:
+                log.warning(
+                    "%s: it owns partitions but no fetch was answered for %.0fs; replacing"
+                    " the consumer (its uncommitted records are redelivered)",
+                    self.name,
+                    silent,
+                )
+                return
+
+    def _silent_for(self) -> float:
+        """Seconds since the broker last answered a fetch of a partition this client owns
+        (or since it was given them); 0 while it owns none."""
+        if not self._listener.assigned:
+            return 0.0
+        heard = self.last_fetch_at or self._listener.assigned_at
+        return 0.0 if heard is None else time.time() - heard
 
     async def _drop_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
@@ -252,6 +278,7 @@ class IdempotentConsumer(Generic[UowT]):
                     await consumer.stop()
         self._listener.assigned.clear()
         self._listener.rebalancing_since = None
+        self._listener.assigned_at = None
 
     async def _connect(self) -> None:
         backoff = CONNECT_BACKOFF_START
