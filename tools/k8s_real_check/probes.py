@@ -68,20 +68,7 @@ def wait_all_ready(kubectl: k8s.Kubectl, timeout: float) -> tuple[int, int]:
 
 
 def databases(kubectl: k8s.Kubectl) -> set[str]:
-    out = exec_in(
-        kubectl,
-        "postgres-0",
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-U",
-        "shop",
-        "-d",
-        "postgres",
-        "-Atc",
-        "SELECT datname FROM pg_database",
-    )
-    return set(out.split())
+    return set(sql(kubectl, "postgres", "SELECT datname FROM pg_database").split())
 
 
 def sql(kubectl: k8s.Kubectl, database: str, query: str) -> str:
