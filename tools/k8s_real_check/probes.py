@@ -135,15 +135,15 @@ def ready_replicas(kubectl: k8s.Kubectl, deployment: str) -> int:
     return int(out or 0)
 
 
+def through_api_server(kubectl: k8s.Kubectl, service: str, path: str) -> k8s.Ran:
+    """GET ``path`` of ``service`` (name:port) through the API server's service proxy."""
+    url = f"/api/v1/namespaces/{k8s.NAMESPACE}/services/{service}/proxy{path}"
+    return kubectl("get", "--raw", url, capture=True, check=False)
+
+
 def scrape_targets(kubectl: k8s.Kubectl) -> dict[str, int]:
     """Prometheus' healthy targets per job, asked through the API server's proxy."""
-    ran = kubectl(
-        "get",
-        "--raw",
-        f"/api/v1/namespaces/{k8s.NAMESPACE}/services/prometheus:9090/proxy/api/v1/targets",
-        capture=True,
-        check=False,
-    )
+    ran = through_api_server(kubectl, "prometheus:9090", "/api/v1/targets")
     if not ran.ok:
         raise ProbeError("Prometheus' targets could not be read")
     up: dict[str, int] = {}
@@ -155,13 +155,7 @@ def scrape_targets(kubectl: k8s.Kubectl) -> dict[str, int]:
 
 
 def zipkin_healthy(kubectl: k8s.Kubectl) -> bool:
-    ran = kubectl(
-        "get",
-        "--raw",
-        f"/api/v1/namespaces/{k8s.NAMESPACE}/services/zipkin:9411/proxy/health",
-        capture=True,
-        check=False,
-    )
+    ran = through_api_server(kubectl, "zipkin:9411", "/health")
     return ran.ok and '"UP"' in ran.stdout
 
 
@@ -188,13 +182,7 @@ def trace_everything(kubectl: k8s.Kubectl) -> str:
 
 def traced_services(kubectl: k8s.Kubectl) -> set[str]:
     """The services Zipkin holds spans of, asked through the API server's proxy."""
-    ran = kubectl(
-        "get",
-        "--raw",
-        f"/api/v1/namespaces/{k8s.NAMESPACE}/services/zipkin:9411/proxy/api/v2/services",
-        capture=True,
-        check=False,
-    )
+    ran = through_api_server(kubectl, "zipkin:9411", "/api/v2/services")
     if not ran.ok:
         raise ProbeError("Zipkin's services could not be read")
     return set(json.loads(ran.stdout))
