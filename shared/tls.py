@@ -13,6 +13,7 @@ Layout of a TLS dir (``.stack/<profile>/tls``, later a mounted Kubernetes Secret
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import logging
 import os
 import secrets
@@ -36,7 +37,42 @@ log = logging.getLogger(__name__)
 
 SERVICES = ("user", "product", "inventory", "payment", "order")
 OPERATOR = "operator"
-IDENTITIES = (*SERVICES, OPERATOR)
+# The parties below the gRPC ports. Each server proves the names its clients dial; a
+# client's certificate name is its user in etcd (common-name authentication), its
+# principal in Kafka (User:<name>). PostgreSQL's clients log in with passwords.
+ETCD = "etcd"
+KAFKA = "kafka"
+POSTGRES = "postgres"
+# etcd's administrator (its user is "root"): only the step that switches etcd's
+# authentication on and writes its roles uses it.
+ETCD_ROOT = "root"
+# Prometheus' target bridge, which reads the registry to find the services' /metrics.
+PROMETHEUS_TARGETS = "prometheus-targets"
+INFRASTRUCTURE = (ETCD, KAFKA, POSTGRES)
+IDENTITIES = (*SERVICES, OPERATOR, *INFRASTRUCTURE, ETCD_ROOT, PROMETHEUS_TARGETS)
+
+# The namespace and Services of deploy/k8s/: a server's certificate names every
+# address a client dials it by, in a local stack (127.0.0.1) and in Kubernetes.
+K8S_NAMESPACE = "shop"
+LOOPBACK = ("localhost", "127.0.0.1")
+
+
+def _cluster_names(service: str, headless: str | None = None) -> list[str]:
+    names = [service]
+    for domain in (f"{K8S_NAMESPACE}.svc", f"{K8S_NAMESPACE}.svc.cluster.local"):
+        names.append(f"{service}.{domain}")
+    if headless is not None:  # the StatefulSet's pods: <pod>.<headless>[.<domain>]
+        names.append(f"*.{headless}")
+        for domain in (f"{K8S_NAMESPACE}.svc", f"{K8S_NAMESPACE}.svc.cluster.local"):
+            names.append(f"*.{headless}.{domain}")
+    return names
+
+
+SERVER_NAMES: dict[str, tuple[str, ...]] = {
+    ETCD: (*_cluster_names("etcd", "etcd-headless"), *LOOPBACK),
+    KAFKA: (*_cluster_names("kafka", "kafka-headless"), *LOOPBACK),
+    POSTGRES: (*_cluster_names("postgres", "postgres-headless"), *LOOPBACK),
+}
 
 CA_LIFETIME = dt.timedelta(days=3650)
 LEAF_LIFETIME = dt.timedelta(days=365)
@@ -145,14 +181,31 @@ def _issue_ca() -> tuple[PrivateKey, x509.Certificate]:
     return key, cert
 
 
+def subject_alternative_names(name: str) -> list[x509.GeneralName]:
+    """A service's certificate names the service (callers check it, whatever address
+    discovery gave them); an infrastructure server's names every address it is dialled by."""
+    names: list[x509.GeneralName] = []
+    for entry in SERVER_NAMES.get(name, (name,)):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(entry)))
+        except ValueError:
+            names.append(x509.DNSName(entry))
+    return names
+
+
+def _serves(name: str) -> bool:
+    # Services and the infrastructure serve and call (Kafka and etcd call their peers);
+    # the operator, etcd's root and Prometheus' bridge only call.
+    return name in SERVICES or name in INFRASTRUCTURE
+
+
 def _issue_leaf(
     name: str, authority: tuple[PrivateKey, x509.Certificate]
 ) -> tuple[PrivateKey, x509.Certificate]:
     ca_key, ca_cert = authority
     key = ec.generate_private_key(ec.SECP256R1())
-    # Services serve and call; the operator only calls.
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
-    if name != OPERATOR:
+    if _serves(name):
         usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
     now = dt.datetime.now(dt.UTC)
     cert = (
@@ -163,7 +216,7 @@ def _issue_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - BACKDATE)
         .not_valid_after(now + LEAF_LIFETIME)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName(subject_alternative_names(name)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(
@@ -207,10 +260,20 @@ def _leaf_is_good(tls_dir: Path, name: str, ca_cert: x509.Certificate) -> bool:
         cert.verify_directly_issued_by(ca_cert)
     except (OSError, ValueError, TypeError, InvalidSignature):
         return False
-    if not _same_key(cert, key) or _expiring(cert):
+    if not _same_key(cert, key) or _expiring(cert) or not _names_match(cert, name):
         return False
     _ensure_private(key_file(tls_dir, name))
     return True
+
+
+def _names_match(cert: x509.Certificate, name: str) -> bool:
+    """A certificate whose names are not today's (a server dialled by a new name) is
+    re-issued, like one near its end."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return set(san) == set(subject_alternative_names(name))
 
 
 def _same_key(cert: x509.Certificate, key: PrivateKeyTypes) -> bool:
