@@ -26,8 +26,21 @@ from typing import Annotated
 import typer
 
 from shared.auth.keys import generate_keypair
-from shared.tls import OPERATOR, SERVICES, ca_file, cert_file, ensure_authority, key_file
+from shared.tls import (
+    ETCD,
+    ETCD_ROOT,
+    KAFKA,
+    OPERATOR,
+    POSTGRES,
+    SERVICES,
+    ca_file,
+    cert_file,
+    ensure_authority,
+    key_file,
+    keystore_file,
+)
 from tools.image import IMAGE, Engine, ImageError, build, content_ref
+from tools.trust import rights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
@@ -37,7 +50,7 @@ CLUSTER_NAME = "shop"
 CLUSTERS = ("kind", "minikube")
 INFRASTRUCTURE = ("postgres", "etcd", "kafka")
 # The overlay's Jobs; each is safe to repeat, and made again by every `make up`.
-JOBS = ("kafka-topics", "config-defaults", "seed")
+JOBS = ("etcd-auth", "postgres-roles", "kafka-topics", "config-defaults", "seed")
 ROLLOUT_TIMEOUT = "600s"
 # The image tag `make up` deployed; `make load-k8s` runs its Job on the same image.
 DEPLOYED_TAG = STATE_DIR / "deployed-tag"
@@ -62,31 +75,49 @@ def secret_specs(state: Path = STATE_DIR) -> list[SecretSpec]:
     tls = state / "tls"
 
     def tls_secret(identity: str) -> SecretSpec:
-        return SecretSpec(
-            f"shop-tls-{identity}",
-            {
-                "ca.pem": ca_file(tls),
-                f"{identity}.pem": cert_file(tls, identity),
-                f"{identity}-key.pem": key_file(tls, identity),
-            },
-        )
+        files = {
+            "ca.pem": ca_file(tls),
+            f"{identity}.pem": cert_file(tls, identity),
+            f"{identity}-key.pem": key_file(tls, identity),
+        }
+        if identity == KAFKA:  # the broker reads its key and chain from one PEM file
+            files[keystore_file(tls, identity).name] = keystore_file(tls, identity)
+        return SecretSpec(f"shop-tls-{identity}", files)
 
     return [
-        SecretSpec("shop-postgres", {"password": state / "postgres-password"}),
+        # The administrator's password: the PostgreSQL pod and the Job that makes the roles.
+        SecretSpec("shop-postgres", {"password": postgres_password(state, rights.PG_ADMIN)}),
+        # Each service's own role; only its pods (and the roles Job) mount it.
+        *(
+            SecretSpec(f"shop-postgres-{service}", {"password": postgres_password(state, role)})
+            for service, role in rights.PG_ROLES.items()
+        ),
+        SecretSpec(
+            "shop-postgres-audit", {"password": postgres_password(state, rights.PG_AUDITOR)}
+        ),
         SecretSpec("shop-jwt-bootstrap", {"private.pem": state / "jwt" / "private.pem"}),
-        *(tls_secret(identity) for identity in (*SERVICES, OPERATOR)),
+        *(
+            tls_secret(identity)
+            for identity in (*SERVICES, OPERATOR, ETCD, ETCD_ROOT, KAFKA, POSTGRES)
+        ),
     ]
 
 
+def postgres_password(state: Path, role: str) -> Path:
+    return state / "postgres" / role
+
+
 def ensure_local_secrets(state: Path = STATE_DIR) -> None:
-    """The cluster's own CA and certificates, signing key and database password."""
+    """The cluster's own CA and certificates, signing key and database passwords."""
     ensure_authority(state / "tls")
     generate_keypair(state / "jwt")
-    password = state / "postgres-password"
-    if not password.exists():
-        # Hex: safe inside the postgresql:// DSNs the manifests build from it.
-        password.write_text(secrets.token_hex(24))
-        password.chmod(0o600)
+    (state / "postgres").mkdir(mode=0o700, parents=True, exist_ok=True)
+    for role in (rights.PG_ADMIN, rights.PG_AUDITOR, *rights.PG_ROLES.values()):
+        password = postgres_password(state, role)
+        if not password.exists():
+            # Hex: safe inside the postgresql:// DSNs the manifests build from it.
+            password.write_text(secrets.token_hex(24))
+            password.chmod(0o600)
 
 
 # --- kustomizations that pin the image tag ---------------------------------------------------
@@ -312,10 +343,10 @@ def deploy(
     say(f"apply: overlays/{overlay} with {IMAGE}:{tag}")
     kubectl("apply", "-k", str(target), capture=True)
 
-    say("wait: PostgreSQL, etcd, Kafka, then the topics and the config defaults")
+    say("wait: PostgreSQL, etcd, Kafka, their rights, the topics and the config defaults")
     for name in INFRASTRUCTURE:
         kubectl("rollout", "status", f"statefulset/{name}", f"--timeout={ROLLOUT_TIMEOUT}")
-    for job in ("kafka-topics", "config-defaults"):
+    for job in ("etcd-auth", "postgres-roles", "kafka-topics", "config-defaults"):
         if not kubectl.wait_job(job, 600):
             raise ClusterError(f"job/{job} failed: kubectl -n shop logs job/{job}")
     say("wait: the services")
@@ -325,19 +356,32 @@ def deploy(
         raise ClusterError("job/seed failed: kubectl -n shop logs job/seed")
 
     run_smoke(kubectl, tag, state, smoke_log)
+    run_trust_check(kubectl, tag, state, smoke_log)
 
 
 def run_smoke(kubectl: Kubectl, tag: str, state: Path = STATE_DIR, show_log: bool = True) -> None:
     """The smoke Job at ``tag``: the demo customer's order CONFIRMED, the audit clean."""
     say("smoke: the demo customer's order, then the audit")
-    kubectl("delete", "job", "smoke", "--ignore-not-found", "--wait=true", capture=True)
-    smoke = pinned_kustomization(state / "smoke", K8S_DIR / "jobs" / "smoke", tag)
-    kubectl("apply", "-k", str(smoke), capture=True)
-    passed = kubectl.wait_job("smoke", 300)
+    _run_check_job(kubectl, "smoke", tag, state, show_log)
+
+
+def run_trust_check(
+    kubectl: Kubectl, tag: str, state: Path = STATE_DIR, show_log: bool = True
+) -> None:
+    """The trust-check Job at ``tag``: every attack on etcd, Kafka and PostgreSQL refused."""
+    say("trust-check: forged keys, events and logins against etcd, Kafka and PostgreSQL")
+    _run_check_job(kubectl, "trust-check", tag, state, show_log)
+
+
+def _run_check_job(kubectl: Kubectl, name: str, tag: str, state: Path, show_log: bool) -> None:
+    kubectl("delete", "job", name, "--ignore-not-found", "--wait=true", capture=True)
+    job = pinned_kustomization(state / name, K8S_DIR / "jobs" / name, tag)
+    kubectl("apply", "-k", str(job), capture=True)
+    passed = kubectl.wait_job(name, 300)
     if show_log or not passed:
-        kubectl("logs", "job/smoke", check=False)
+        kubectl("logs", f"job/{name}", check=False)
     if not passed:
-        raise ClusterError("the smoke Job failed (its log is above)")
+        raise ClusterError(f"the {name} Job failed (its log is above)")
 
 
 def print_access(cluster: Cluster) -> None:

@@ -22,7 +22,7 @@ from tools.k8s import K8S_DIR, REPO_ROOT
 
 KUBERNETES_VERSION = "1.32.0"
 OVERLAYS = ("kind", "minikube")
-JOBS = ("smoke", "load")
+JOBS = ("smoke", "trust-check", "load")
 KUBE_SCORE_IGNORED = {
     # Images are loaded into the nodes (kind load, minikube image load): there is no
     # registry to pull from, so IfNotPresent is the only policy that works.

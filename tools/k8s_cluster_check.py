@@ -300,7 +300,7 @@ def check(work: Path, overlay: str, kwok_stages: Path) -> None:
         say('Pod Security "restricted" is enforced (a plain pod was refused)')
         for name in k8s.CLUSTERS:
             dry_run(plane, k8s.K8S_DIR / "overlays" / name)
-        for job in ("smoke", "load"):
+        for job in ("smoke", "trust-check", "load"):
             dry_run(plane, k8s.K8S_DIR / "jobs" / job)
         plane.kubectl("apply", "-f", "-", stdin=volumes())
         # What `make up` does after loading the image, on the fake nodes (whose pods run

@@ -7,6 +7,7 @@ smoke and load Jobs), then read as plain data. No cluster is needed.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -127,8 +128,8 @@ def test_every_pod_passes_the_restricted_profile(name: str) -> None:
         assert restricted_violations(spec) == [], what
         checked += 1
     # Five services, shopctl, Zipkin, Prometheus, three StatefulSets, and the seed,
-    # topics, config-defaults, smoke and load Jobs.
-    assert checked == 16
+    # etcd-auth, postgres-roles, topics, config-defaults, smoke, trust-check and load Jobs.
+    assert checked == 19
     namespace = find(overlay(name), "Namespace", k8s.NAMESPACE)
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
@@ -313,10 +314,15 @@ def test_every_secret_the_pods_use_is_created_by_make_up(tmp_path: Path) -> None
 
 def test_make_up_makes_every_secret_file(tmp_path: Path) -> None:
     k8s.ensure_local_secrets(tmp_path)
-    password = (tmp_path / "postgres-password").read_text()
+    password = k8s.postgres_password(tmp_path, "shop_order")
+    first = password.read_text()
     k8s.ensure_local_secrets(tmp_path)  # safe to repeat: the same secrets
-    assert (tmp_path / "postgres-password").read_text() == password
-    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    assert password.read_text() == first
+    assert re.fullmatch(r"[0-9a-f]{48}", first)
+    assert stat.S_IMODE(password.stat().st_mode) == 0o600
+    # One password per role, none shared.
+    roles = ["shop", *(f"shop_{s}" for s in DEFINITIONS)]
+    assert len({k8s.postgres_password(tmp_path, r).read_text() for r in roles}) == len(roles)
     for spec in k8s.secret_specs(tmp_path):
         for path in spec.files.values():
             assert path.is_file() and path.stat().st_size > 0, path
@@ -339,20 +345,46 @@ def test_the_user_service_reads_its_bootstrap_key_from_the_secret() -> None:
 # --- infrastructure -------------------------------------------------------------------------
 
 
-def test_the_topics_job_creates_the_saga_topics() -> None:
-    job = find(overlay("kind"), "Job", "kafka-topics")
-    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
-    block = script.split("<<TOPICS\n", 1)[1].split("\nTOPICS", 1)[0]
-    created = {line.split()[0]: int(line.split()[1]) for line in block.splitlines()}
-    assert created == TOPICS
+def test_the_rights_jobs_apply_the_one_table_as_the_least_identity_that_can() -> None:
+    """etcd's roles as etcd's root, the topics and ACLs as the operator, the roles in
+    PostgreSQL as its administrator with only the CA's certificate (tools/trust)."""
+    objs = overlay("kind")
+    expected = {"etcd-auth": "etcd", "kafka-topics": "kafka", "postgres-roles": "postgres"}
+    for job, subcommand in expected.items():
+        pod = find(objs, "Job", job)["spec"]["template"]["spec"]
+        command = pod["containers"][0]["command"]
+        assert command[:4] == ["python", "-m", "tools.trust", subcommand], job
+        assert "--wait" in command, job
+    tls = {
+        job: next(
+            v
+            for v in find(objs, "Job", job)["spec"]["template"]["spec"]["volumes"]
+            if v["name"] == "tls"
+        )["secret"]
+        for job in expected
+    }
+    assert tls["etcd-auth"]["secretName"] == "shop-tls-root"
+    assert tls["kafka-topics"]["secretName"] == "shop-tls-operator"
+    assert [i["key"] for i in tls["postgres-roles"]["items"]] == ["ca.pem"]
 
 
-def test_postgres_gets_one_database_per_service() -> None:
-    sql = Path(k8s.K8S_DIR / "infra" / "create-databases.sql").read_text()
-    assert set(re.findall(r"CREATE DATABASE (\w+)", sql)) == {f"shop_{s}" for s in DEFINITIONS}
+def test_every_service_logs_in_to_postgres_as_its_own_role_over_verified_tls() -> None:
     for service in DEFINITIONS:
-        dsn = service_env(overlay("kind"), service)[f"SHOP_{service.upper()}_PG_DSN"]
-        assert dsn.endswith(f"@postgres:5432/shop_{service}")
+        objs = overlay("kind")
+        env = service_env(objs, service)
+        dsn = env[f"SHOP_{service.upper()}_PG_DSN"]
+        assert dsn.startswith(
+            f"postgresql://shop_{service}:$(PG_PASSWORD)@postgres:5432/shop_{service}?"
+        )
+        assert "sslmode=verify-full" in dsn and "sslrootcert=/etc/shop/tls/ca.pem" in dsn
+        container = find(objs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
+        password = next(e for e in container["env"] if e["name"] == "PG_PASSWORD")
+        assert password["valueFrom"]["secretKeyRef"]["name"] == f"shop-postgres-{service}"
+    hba = (k8s.K8S_DIR / "infra" / "pg_hba.conf").read_text()
+    rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
+    # Over the network only hostssl is admitted, and everything unmatched is refused.
+    assert {r[0] for r in rules if r[-1] != "reject"} <= {"hostssl", "local"}
+    assert rules[-1] == ["host", "all", "all", "all", "reject"]
 
 
 # --- network policies ----------------------------------------------------------------------
@@ -414,6 +446,8 @@ FLOWS_ALLOWED = [
     ("seed", "user", 50051),
     ("config-defaults", "etcd", 2379),
     ("kafka-topics", "kafka", 9092),
+    ("etcd-auth", "etcd", 2379),
+    ("postgres-roles", "postgres", 5432),
     ("etcd", "etcd", 2380),
     *((s, "zipkin", 9411) for s in DEFINITIONS),
     *(("prometheus", s, 9464) for s in DEFINITIONS),
@@ -425,6 +459,10 @@ FLOWS_DENIED = [
     ("order", "user", 50051),
     ("shopctl", "kafka", 9092),
     ("kafka-topics", "postgres", 5432),
+    ("etcd-auth", "postgres", 5432),  # each rights Job reaches only its own server
+    ("etcd-auth", "kafka", 9092),
+    ("postgres-roles", "etcd", 2379),
+    ("postgres-roles", "kafka", 9092),
     ("config-defaults", "kafka", 9092),
     ("order", "etcd", 2380),  # raft is etcd's own
     ("product", "postgres", 2379),
@@ -590,7 +628,7 @@ def test_postgres_probes_spare_the_first_init(name: str) -> None:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_first_run_jobs_wait_without_spending_their_retries(name: str) -> None:
-    for job in ("seed", "config-defaults", "kafka-topics"):
+    for job in ("seed", "config-defaults"):
         spec = find(overlay(name), "Job", job)["spec"]
         assert spec["activeDeadlineSeconds"] >= 3600, job
         script = spec["template"]["spec"]["containers"][0]["command"][-1]

@@ -19,7 +19,12 @@ MEMORY_BUDGET_MI = 6 * 1024 - 1024
 # Jobs that run at the same time. The overlay's own are created together by every
 # `make up` and wait for their dependencies; `make up` runs the smoke Job after they are
 # done, and `make load-k8s` the load Job on the running system.
-JOB_GROUPS = ({"seed", "config-defaults", "kafka-topics"}, {"smoke"}, {"load"})
+JOB_GROUPS = (
+    {"seed", "config-defaults", "kafka-topics", "etcd-auth", "postgres-roles"},
+    {"smoke"},
+    {"trust-check"},
+    {"load"},
+)
 Obj = dict[str, Any]
 
 
