@@ -7,7 +7,8 @@ public one, because only our own parties may connect at all. Files are read agai
 when they change, so a renewed certificate reaches new connections without a restart.
 
 Layout of a TLS dir (``.stack/<profile>/tls``, later a mounted Kubernetes Secret):
-``ca.pem``, ``ca-key.pem``, and ``<name>.pem`` + ``<name>-key.pem`` per identity.
+``ca.pem``, ``ca-key.pem``, and ``<name>.pem`` + ``<name>-key.pem`` per identity
+(Kafka's server also ``kafka-keystore.pem``, both in one file).
 """
 
 from __future__ import annotations
@@ -102,6 +103,16 @@ def key_file(tls_dir: Path, name: str) -> Path:
     return tls_dir / f"{name}-key.pem"
 
 
+def keystore_file(tls_dir: Path, name: str) -> Path:
+    """Kafka's PEM keystore: the key (PKCS#8, unencrypted) and the certificate in one file."""
+    return tls_dir / f"{name}-keystore.pem"
+
+
+# The servers that read their key and certificate as one keystore file (Kafka's
+# ssl.keystore.type=PEM takes one location); a Kubernetes Secret carries it as well.
+KEYSTORE_IDENTITIES = (KAFKA,)
+
+
 def load_certificate(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
@@ -129,7 +140,24 @@ def ensure_authority(tls_dir: Path, names: Iterable[str] = IDENTITIES) -> list[s
         if not _leaf_is_good(tls_dir, name, authority[1]):
             _write_leaf(tls_dir, name, authority)
             issued.append(name)
+        if name in KEYSTORE_IDENTITIES:
+            write_keystore(tls_dir, name)
     return issued
+
+
+def write_keystore(tls_dir: Path, name: str) -> bool:
+    """Writes ``<name>-keystore.pem`` from the key and certificate unless it already holds
+    exactly them; returns whether it wrote. Key first: Kafka's PEM store wants both."""
+    path = keystore_file(tls_dir, name)
+    data = key_file(tls_dir, name).read_bytes() + cert_file(tls_dir, name).read_bytes()
+    try:
+        if path.read_bytes() == data:
+            _ensure_private(path)
+            return False
+    except OSError:
+        pass
+    _write_atomic(path, data, 0o600)
+    return True
 
 
 def renew(tls_dir: Path, name: str) -> x509.Certificate:
@@ -140,7 +168,10 @@ def renew(tls_dir: Path, name: str) -> x509.Certificate:
     authority = _load_authority(tls_dir)
     if authority is None:
         raise FileNotFoundError(f"no usable CA in {tls_dir}; run ensure_authority first")
-    return _write_leaf(tls_dir, name, authority)
+    cert = _write_leaf(tls_dir, name, authority)
+    if name in KEYSTORE_IDENTITIES:
+        write_keystore(tls_dir, name)
+    return cert
 
 
 def _issue_ca() -> tuple[PrivateKey, x509.Certificate]:
