@@ -16,9 +16,10 @@ from typing import Any
 from devstack.component import Component, run_coro
 from devstack.config import HOST
 from devstack.install import KAFKA_LOG4J, ensure_java, ensure_kafka, find_java, kafka_libs_dir
+from devstack.kafka_renewal import reload_keystore, served_serial
 from devstack.process import StackError, run, spawn_detached, tail
 from devstack.topics import REPLICATION_FACTOR, TOPICS
-from shared.tls import ca_file, ensure_authority, keystore_file
+from shared.tls import KAFKA, ca_file, cert_file, ensure_authority, keystore_file, load_certificate
 from tools.trust.kafka_acls import operator_admin, provision
 from tools.trust.rights import KAFKA_SUPER_USERS
 
@@ -162,7 +163,7 @@ class Kafka(Component):
             broker=self.profile.ports.kafka_broker,
             controller=self.profile.ports.kafka_controller,
             log_dirs=log_dirs,
-            keystore=keystore_file(self.tls_dir, "kafka"),
+            keystore=keystore_file(self.tls_dir, KAFKA),
             truststore=ca_file(self.tls_dir),
             super_users=";".join(f"User:{name}" for name in KAFKA_SUPER_USERS),
         )
@@ -280,6 +281,7 @@ class Kafka(Component):
 
     def provision(self) -> None:
         """The saga's topics, then the ACLs of the rights table (tools/trust/kafka_acls.py)."""
+        self.reload_certificate(only_if_renewed=True)
         done = run_coro(provision(self.endpoint, self.tls_dir, REPLICATION_FACTOR))
         for topic in done.topics:
             log.info("kafka: created topic %s (%d partitions)", topic, TOPICS[topic])
@@ -289,6 +291,21 @@ class Kafka(Component):
                 len(done.acls.created),
                 len(done.acls.deleted),
             )
+
+    def reload_certificate(self, *, only_if_renewed: bool = False) -> bool:
+        """Makes the running broker read its renewed keystore (devstack/kafka_renewal.py);
+        returns whether it asked. ``only_if_renewed``: only if it presents another one."""
+        if only_if_renewed:
+            try:
+                files = load_certificate(cert_file(self.tls_dir, KAFKA)).serial_number
+                served = served_serial(HOST, self.profile.ports.kafka_broker, self.tls_dir)
+            except (OSError, ValueError):
+                return False
+            if served == files:
+                return False
+        run_coro(reload_keystore(self.endpoint, self.tls_dir))
+        log.info("kafka: the broker reloaded its certificate")
+        return True
 
     def reset_topics(self) -> None:
         """Deletes and re-creates the saga's topics: every record and committed offset goes.
