@@ -16,8 +16,12 @@ from typing import Any
 from devstack.component import Component, run_coro
 from devstack.config import HOST
 from devstack.install import KAFKA_LOG4J, ensure_java, ensure_kafka, find_java, kafka_libs_dir
+from devstack.kafka_renewal import reload_keystore, served_serial
 from devstack.process import StackError, run, spawn_detached, tail
 from devstack.topics import REPLICATION_FACTOR, TOPICS
+from shared.tls import KAFKA, ca_file, cert_file, ensure_authority, keystore_file, load_certificate
+from tools.trust.kafka_acls import operator_admin, provision
+from tools.trust.rights import KAFKA_SUPER_USERS
 
 log = logging.getLogger("devstack")
 
@@ -26,12 +30,25 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller}
-listeners=PLAINTEXT://{host}:{broker},CONTROLLER://{host}:{controller}
-advertised.listeners=PLAINTEXT://{host}:{broker}
+listeners=SSL://{host}:{broker},CONTROLLER://{host}:{controller}
+advertised.listeners=SSL://{host}:{broker}
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+inter.broker.listener.name=SSL
+listener.security.protocol.map=CONTROLLER:SSL,SSL:SSL
 log.dirs={log_dirs}
+
+# Every listener is TLS with a client certificate of the project's CA (shared/tls.py);
+# the broker talks to its controller with its own `kafka` certificate.
+ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={truststore}
+# The certificate's common name is the principal: CN=order -> User:order.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users={super_users}
 
 num.partitions=6
 default.replication.factor=1
@@ -125,6 +142,10 @@ class Kafka(Component):
     def log4j_dir(self) -> Path:
         return self.profile.logs_dir / "kafka"
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.profile.dir / "tls"
+
     def diagnostics(self) -> str:
         # stdout only catches JVM-level failures; the broker itself logs through log4j.
         server_log = self.log4j_dir / "server.log"
@@ -136,15 +157,33 @@ class Kafka(Component):
 
     # --- on-disk state --------------------------------------------------------------------------
 
-    def _write_properties(self, path: Path, log_dirs: Path) -> None:
-        path.write_text(
-            _SERVER_PROPERTIES.format(
-                host=HOST,
-                broker=self.profile.ports.kafka_broker,
-                controller=self.profile.ports.kafka_controller,
-                log_dirs=log_dirs,
-            )
+    def _properties(self, log_dirs: Path) -> str:
+        return _SERVER_PROPERTIES.format(
+            host=HOST,
+            broker=self.profile.ports.kafka_broker,
+            controller=self.profile.ports.kafka_controller,
+            log_dirs=log_dirs,
+            keystore=keystore_file(self.tls_dir, KAFKA),
+            truststore=ca_file(self.tls_dir),
+            super_users=";".join(f"User:{name}" for name in KAFKA_SUPER_USERS),
         )
+
+    def _write_properties(self, path: Path, log_dirs: Path) -> None:
+        path.write_text(self._properties(log_dirs))
+
+    def start(self) -> bool:
+        # A broker running with other properties (a stack from before this version of
+        # the file, e.g. with plaintext listeners) would never answer the probe: restart it.
+        if self.pid(cleanup=True) is not None and self._properties_changed():
+            log.info("kafka: its server.properties changed; restarting it")
+            self.stop()
+        return super().start()
+
+    def _properties_changed(self) -> bool:
+        try:
+            return self.properties_file.read_text() != self._properties(self.data_dir)
+        except OSError:
+            return False
 
     def _cluster_id(self) -> str:
         """Persisted beside the data so a re-format after a half-done one keeps the same id."""
@@ -156,6 +195,8 @@ class Kafka(Component):
         return cid
 
     def prepare(self) -> None:
+        # Its keystore, also when only Kafka is started (Stack.up has made it already).
+        ensure_authority(self.tls_dir)
         self.home.mkdir(parents=True, exist_ok=True)
         self.log4j_dir.mkdir(parents=True, exist_ok=True)
         self._write_properties(self.properties_file, self.data_dir)
@@ -219,10 +260,8 @@ class Kafka(Component):
         return spawn_detached(argv, self.log_file, cwd=self.home, env=_java_env())
 
     def _admin(self) -> Any:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        return AIOKafkaAdminClient(
-            bootstrap_servers=self.endpoint, request_timeout_ms=5000, client_id="devstack"
+        return operator_admin(
+            self.endpoint, self.tls_dir, request_timeout_ms=5000, client_id="devstack"
         )
 
     def probe(self) -> bool:
@@ -241,8 +280,32 @@ class Kafka(Component):
                 await admin.close()
 
     def provision(self) -> None:
-        for topic in run_coro(self._create_topics()):
+        """The saga's topics, then the ACLs of the rights table (tools/trust/kafka_acls.py)."""
+        self.reload_certificate(only_if_renewed=True)
+        done = run_coro(provision(self.endpoint, self.tls_dir, REPLICATION_FACTOR))
+        for topic in done.topics:
             log.info("kafka: created topic %s (%d partitions)", topic, TOPICS[topic])
+        if done.acls.created or done.acls.deleted:
+            log.info(
+                "kafka: ACLs: %d granted, %d revoked",
+                len(done.acls.created),
+                len(done.acls.deleted),
+            )
+
+    def reload_certificate(self, *, only_if_renewed: bool = False) -> bool:
+        """Makes the running broker read its renewed keystore (devstack/kafka_renewal.py);
+        returns whether it asked. ``only_if_renewed``: only if it presents another one."""
+        if only_if_renewed:
+            try:
+                files = load_certificate(cert_file(self.tls_dir, KAFKA)).serial_number
+                served = served_serial(HOST, self.profile.ports.kafka_broker, self.tls_dir)
+            except (OSError, ValueError):
+                return False
+            if served == files:
+                return False
+        run_coro(reload_keystore(self.endpoint, self.tls_dir))
+        log.info("kafka: the broker reloaded its certificate")
+        return True
 
     def reset_topics(self) -> None:
         """Deletes and re-creates the saga's topics: every record and committed offset goes.
@@ -269,53 +332,6 @@ class Kafka(Component):
         finally:
             with contextlib.suppress(Exception):
                 await admin.close()
-
-    async def _create_topics(self) -> list[str]:
-        from aiokafka.admin import NewTopic
-        from aiokafka.errors import TopicAlreadyExistsError
-
-        admin = self._admin()
-        created: list[str] = []
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [name for name in TOPICS if name not in existing]
-            if missing:
-                new = [NewTopic(name, TOPICS[name], REPLICATION_FACTOR) for name in missing]
-                try:
-                    resp = await admin.create_topics(new, timeout_ms=30000)
-                except TopicAlreadyExistsError:
-                    resp = None
-                for entry in resp.topic_errors if resp is not None else []:
-                    topic, code = entry[0], entry[1]
-                    if code == 0:
-                        created.append(topic)
-                    elif code != TopicAlreadyExistsError.errno:
-                        message = entry[2] if len(entry) > 2 else ""
-                        raise StackError(
-                            f"kafka: creating topic {topic} failed: error {code} {message}"
-                        )
-            await self._wait_for_leaders(admin)
-            return created
-        finally:
-            with contextlib.suppress(Exception):
-                await admin.close()
-
-    async def _wait_for_leaders(self, admin: Any) -> None:
-        """Ready means producible: right after a (re)start or creation, partitions can be
-        leaderless for a moment and the first produce of a test would fail on that."""
-        deadline = time.monotonic() + 30
-        while True:
-            leaderless = []
-            for topic in await admin.describe_topics(list(TOPICS)):
-                parts = topic.get("partitions") or []
-                if topic.get("error_code") or not parts or any(p["leader"] < 0 for p in parts):
-                    leaderless.append(topic["topic"])
-            if not leaderless:
-                return
-            if time.monotonic() > deadline:
-                raise StackError(f"kafka: topics still without leaders after 30s: {leaderless}")
-            await asyncio.sleep(0.2)
 
 
 def _java_env() -> dict[str, str]:

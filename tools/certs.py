@@ -59,6 +59,11 @@ def renew(
     where = tls_dir(profile, directory)
     tls.renew(where, name)
     typer.echo(describe(tls.cert_file(where, name)))
+    # Kafka alone does not look at its files again by itself: ask the profile's broker.
+    kafka = Stack(profile).kafka
+    if name == tls.KAFKA and directory is None and kafka.is_up():
+        kafka.reload_certificate()
+        typer.echo("kafka: the running broker reloaded it")
 
 
 @app.command()

@@ -43,8 +43,8 @@ from tenacity import (
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
 from shared.messaging.dead_letter import DeadLetterPublisher
-from shared.messaging.envelope import Event, MalformedEvent, unwrap
-from shared.messaging.kafka import KafkaTuning
+from shared.messaging.envelope import Event, MalformedEvent, foreign_event, unwrap
+from shared.messaging.kafka import KafkaIdentity, KafkaTuning
 from shared.messaging.spans import handling_spans
 from shared.observability.metrics import CONSUMER_LAG
 from shared.tasks import cancel_and_wait
@@ -139,6 +139,7 @@ class IdempotentConsumer(Generic[UowT]):
         name: str,
         topics: Sequence[str],
         bootstrap: str,
+        identity: KafkaIdentity,
         unit_of_work: Callable[[], UowT],
         handlers: Mapping[str, Handler[UowT]],
         batch_handlers: Mapping[str, BatchHandler[UowT]] | None = None,
@@ -152,6 +153,7 @@ class IdempotentConsumer(Generic[UowT]):
         self.name = name  # also the consumer group id
         self._topics = list(topics)
         self._bootstrap = bootstrap
+        self._identity = identity
         self._uow = unit_of_work
         self._handlers = dict(handlers)
         self._batch_handlers = dict(batch_handlers or {})
@@ -204,6 +206,7 @@ class IdempotentConsumer(Generic[UowT]):
         t = self._tuning
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
+            **self._identity.client_options(),
             group_id=self.name,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -370,6 +373,9 @@ class IdempotentConsumer(Generic[UowT]):
                 event = unwrap(record.value or b"")
             except MalformedEvent as exc:
                 await self._give_up(record, f"malformed: {exc}")
+                continue
+            if (refused := foreign_event(record.topic, event.type)) is not None:
+                await self._give_up(record, refused)
                 continue
             if event.type in self._handlers:
                 events.append((record, event))

@@ -18,7 +18,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from shared.messaging.kafka import KafkaTuning, kafka_producer
+from shared.messaging.kafka import KafkaIdentity, KafkaTuning, kafka_producer
 from shared.messaging.topics import DEADLETTER
 from shared.observability.metrics import DEAD_LETTERS
 
@@ -30,8 +30,11 @@ PUBLISH_TIMEOUT_SECONDS = 10.0
 
 
 class DeadLetterPublisher:
-    def __init__(self, bootstrap: str, tuning: KafkaTuning | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, identity: KafkaIdentity, tuning: KafkaTuning | None = None
+    ) -> None:
         self._bootstrap = bootstrap
+        self._identity = identity
         self._tuning = tuning or KafkaTuning()
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
@@ -65,7 +68,7 @@ class DeadLetterPublisher:
     async def _connected(self) -> AIOKafkaProducer:
         async with self._lock:
             if self._producer is None:
-                producer = kafka_producer(self._bootstrap, self._tuning)
+                producer = kafka_producer(self._bootstrap, self._identity, self._tuning)
                 try:
                     await producer.start()
                 except BaseException:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import ModuleType
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
+from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
 from shared.rpc.convert import timestamp
 from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
 
@@ -19,6 +21,30 @@ EVENT_TYPES: dict[str, type[Message]] = {
     for module in _EVENT_MODULES
     for name, descriptor in module.DESCRIPTOR.message_types_by_name.items()
 }
+
+
+def _type_names(module: ModuleType) -> frozenset[str]:
+    return frozenset(d.full_name for d in module.DESCRIPTOR.message_types_by_name.values())
+
+
+# topic -> the event types its owner publishes. Only the owner may write its topic
+# (tools/trust/rights.py); consumers refuse any other type on it, so a service that
+# may write cannot pass off another service's events (a forged InventoryReserved on
+# its own topic would be as good as one on shop.inventory.v1 otherwise).
+TOPIC_EVENT_TYPES: dict[str, frozenset[str]] = {
+    ORDERS: _type_names(order_events_pb2),
+    INVENTORY: _type_names(inventory_events_pb2),
+    PAYMENTS: _type_names(payment_events_pb2),
+}
+
+
+def foreign_event(topic: str, event_type: str) -> str | None:
+    """Why ``event_type`` may not be read from ``topic``, or None if it may (a topic
+    outside the saga's has no owner to check against)."""
+    allowed = TOPIC_EVENT_TYPES.get(topic)
+    if allowed is None or event_type in allowed:
+        return None
+    return f"event type {event_type} is not published on {topic}"
 
 
 class MalformedEvent(ValueError):

@@ -29,9 +29,46 @@ instance costs seconds, not the library defaults' tens of seconds.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
+
+from shared.tls import OPERATOR, ca_file, cert_file, key_file
+
+
+@dataclass(frozen=True)
+class KafkaIdentity:
+    """Who a client is to Kafka: the certificate ``name`` of the CA in ``tls_dir``.
+
+    The broker requires a client certificate on every listener and takes its common
+    name as the principal (``User:<name>``) its ACLs are about (tools/trust/rights.py).
+    The files are read for each new client, so one made after a renewal uses the new
+    certificate; a running client keeps its connection.
+    """
+
+    tls_dir: Path
+    name: str
+
+    @classmethod
+    def operator(cls, tls_dir: Path) -> KafkaIdentity:
+        return cls(tls_dir, OPERATOR)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        # What aiokafka's create_ssl_context builds (the broker's name checked against
+        # its certificate, which names 127.0.0.1 and its Kubernetes names), without its
+        # log line on every reconnect.
+        context = ssl.create_default_context(cafile=ca_file(self.tls_dir))
+        context.load_cert_chain(
+            cert_file(self.tls_dir, self.name), key_file(self.tls_dir, self.name)
+        )
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """The keyword arguments that make an aiokafka client connect as this identity."""
+        return {"security_protocol": "SSL", "ssl_context": self.ssl_context()}
 
 
 @dataclass(frozen=True)
@@ -44,10 +81,13 @@ class KafkaTuning:
     request_timeout_ms: int = 5_000
 
 
-def kafka_producer(bootstrap: str, tuning: KafkaTuning | None = None) -> AIOKafkaProducer:
+def kafka_producer(
+    bootstrap: str, identity: KafkaIdentity, tuning: KafkaTuning | None = None
+) -> AIOKafkaProducer:
     tuning = tuning or KafkaTuning()
     return AIOKafkaProducer(
         bootstrap_servers=bootstrap,
+        **identity.client_options(),
         enable_idempotence=True,  # implies acks=all: no loss, no broker-side duplicates
         acks="all",
         # 0, not 2: a hop does not wait for company (a saga has four). Batches still form

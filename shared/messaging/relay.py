@@ -20,7 +20,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.messaging.kafka import KafkaTuning, kafka_producer
+from shared.messaging.kafka import KafkaIdentity, KafkaTuning, kafka_producer
 from shared.messaging.spans import publish_spans
 from shared.messaging.trace_context import HEADER as TRACE_HEADER
 from shared.observability.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
@@ -65,6 +65,7 @@ class OutboxRelay:
         pool: asyncpg.Pool,
         *,
         bootstrap: str,
+        identity: KafkaIdentity,
         dsn: str,
         batch_size: int = 500,
         retention_seconds: float = 3600.0,
@@ -74,6 +75,7 @@ class OutboxRelay:
         self._pool = pool
         self._dsn = dsn  # for the LISTEN connection, which must not go back to the pool
         self._bootstrap = bootstrap
+        self._identity = identity
         self._tuning = tuning or KafkaTuning()
         self._producer: AIOKafkaProducer | None = None
         self._publish_timeout = publish_timeout
@@ -95,7 +97,7 @@ class OutboxRelay:
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = kafka_producer(self._bootstrap, self._tuning)
+            producer = kafka_producer(self._bootstrap, self._identity, self._tuning)
             try:
                 await producer.start()
             except BaseException:

@@ -25,7 +25,7 @@ from shared.messaging.consumer import (
     UowT,
 )
 from shared.messaging.dead_letter import DeadLetterPublisher
-from shared.messaging.kafka import KafkaTuning
+from shared.messaging.kafka import KafkaIdentity, KafkaTuning
 from shared.messaging.relay import OutboxRelay
 from shared.settings import ServiceSettings
 
@@ -56,8 +56,14 @@ async def run_messaging(
     subscriptions: Subscriptions[UowT] | None = None,
 ) -> AsyncIterator[Messaging[UowT]]:
     tuning = kafka_tuning(settings)
+    # The service is its certificate's name to Kafka, as to its gRPC peers.
+    identity = KafkaIdentity(settings.tls_dir, settings.service_name)
     relay = OutboxRelay(
-        pool, bootstrap=settings.kafka_bootstrap, dsn=settings.pg_dsn, tuning=tuning
+        pool,
+        bootstrap=settings.kafka_bootstrap,
+        identity=identity,
+        dsn=settings.pg_dsn,
+        tuning=tuning,
     )
     consumer: IdempotentConsumer[UowT] | None = None
     try:
@@ -67,12 +73,13 @@ async def run_messaging(
                 name=settings.service_name,
                 topics=subscriptions.topics,
                 bootstrap=settings.kafka_bootstrap,
+                identity=identity,
                 unit_of_work=unit_of_work,
                 handlers=subscriptions.handlers,
                 batch_handlers=subscriptions.batch_handlers,
                 preparers=subscriptions.preparers,
                 row_locks=subscriptions.row_locks,
-                dead_letters=DeadLetterPublisher(settings.kafka_bootstrap, tuning),
+                dead_letters=DeadLetterPublisher(settings.kafka_bootstrap, identity, tuning),
                 tuning=tuning,
             )
             await consumer.start()

@@ -13,6 +13,7 @@ from aiokafka.structs import TopicPartition
 
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS, TOPICS
 from tests.e2e.conftest import RunningSystem
+from tests.support.kafka import options
 from tests.support.saga import (
     funded_buyers,
     new_product,
@@ -63,13 +64,12 @@ async def test_multi_item_orders_are_all_or_nothing(system: RunningSystem) -> No
 async def test_poison_message_goes_to_the_dead_letter_topic_and_the_partition_moves_on(
     system: RunningSystem,
 ) -> None:
-    kafka = system.stack.kafka_bootstrap
     dlq = AIOKafkaConsumer(
-        DEADLETTER, bootstrap_servers=kafka, group_id=None, auto_offset_reset="latest"
+        DEADLETTER, **options(system.stack), group_id=None, auto_offset_reset="latest"
     )
     await dlq.start()
     await dlq.seek_to_end()
-    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    producer = AIOKafkaProducer(**options(system.stack))
     await producer.start()
     marker = uuid.uuid4().hex.encode()
     try:
@@ -127,9 +127,7 @@ async def snapshot(system: RunningSystem) -> dict[str, list[tuple[Any, ...]]]:
 
 
 async def rewind_group(system: RunningSystem, group: str, topics: list[str]) -> None:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=system.stack.kafka_bootstrap, group_id=group, enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(**options(system.stack), group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in range(TOPICS[t])]
@@ -180,7 +178,7 @@ async def wait_for_consumers_to_catch_up(
     async with asyncio.timeout(60):
         for group, topics in subscriptions.items():
             probe = AIOKafkaConsumer(
-                bootstrap_servers=system.stack.kafka_bootstrap,
+                **options(system.stack),
                 group_id=group,
                 enable_auto_commit=False,
             )

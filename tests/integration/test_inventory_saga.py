@@ -26,7 +26,7 @@ from services.inventory.settings import InventorySettings
 from shared.db.pool import create_pool
 from shared.errors import InvalidArgument
 from shared.messaging.envelope import Event, unwrap, wrap
-from shared.messaging.kafka import kafka_producer
+from shared.messaging.kafka import KafkaIdentity, kafka_producer
 from shared.messaging.topics import ORDERS, PAYMENTS
 from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
@@ -633,7 +633,7 @@ async def test_running_service_consumes_the_saga_topics(
 ) -> None:
     sku, order = new_sku(), new_order()
     await set_stock(pool, sku, 3)
-    producer = kafka_producer(stack.kafka_bootstrap)
+    producer = kafka_producer(stack.kafka_bootstrap, KafkaIdentity.operator(stack.tls_dir))
     await producer.start()
     try:
         async with run_service(SERVICE, stack, keys, pg_dsn=dsn):

@@ -26,6 +26,7 @@ from shared.messaging.outbox import MIGRATIONS
 from shared.messaging.relay import OutboxRelay, outbox_lag
 from shared.messaging.topics import DEADLETTER
 from shop.events.v1 import order_events_pb2
+from tests.support.kafka import identity, options
 from tests.support.services import recreate_database
 from tests.support.tcp_proxy import TcpProxy
 
@@ -44,7 +45,7 @@ async def pool(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
-    kafka = kafka_producer(stack.kafka_bootstrap)
+    kafka = kafka_producer(stack.kafka_bootstrap, identity(stack))
     await kafka.start()
     yield kafka
     await kafka.stop()
@@ -52,7 +53,7 @@ async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
 
 async def new_topic(stack: Stack, partitions: int = 3) -> str:
     name = f"test.messaging.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**options(stack))
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, partitions, 1)])
@@ -67,7 +68,7 @@ def order_created(order_id: str) -> order_events_pb2.OrderCreated:
 
 async def read_all(stack: Stack, topic: str, expected: int, timeout: float = 20.0) -> list:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=stack.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+        topic, **options(stack), auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     records: list = []
@@ -98,7 +99,14 @@ async def test_only_committed_outbox_rows_are_published_once_by_two_relays(
             raise RuntimeError("the state change failed, so must the event")
     dsn = stack.pg_dsn("shop_messaging_test")
     relays = [
-        OutboxRelay(pool, bootstrap=stack.kafka_bootstrap, dsn=dsn, batch_size=50) for _ in range(2)
+        OutboxRelay(
+            pool,
+            bootstrap=stack.kafka_bootstrap,
+            identity=identity(stack),
+            dsn=dsn,
+            batch_size=50,
+        )
+        for _ in range(2)
     ]
     for relay in relays:
         await relay.start()
@@ -142,14 +150,15 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
         name=group,
         topics=[topic],
         bootstrap=stack.kafka_bootstrap,
+        identity=identity(stack),
         unit_of_work=lambda: PostgresUnitOfWork(pool),
         handlers={"shop.events.v1.OrderCreated": record, "shop.events.v1.OrderCancelled": explode},
-        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap),
+        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap, identity(stack)),
         attempts=2,
     )
     dlq = AIOKafkaConsumer(
         DEADLETTER,
-        bootstrap_servers=stack.kafka_bootstrap,
+        **options(stack),
         auto_offset_reset="latest",
         group_id=None,
     )
@@ -184,7 +193,7 @@ async def test_consumer_applies_each_event_once_and_dead_letters_poison(
 
 
 def recording_consumer(
-    pool: asyncpg.Pool, topic: str, bootstrap: str, handled: list[str]
+    pool: asyncpg.Pool, topic: str, bootstrap: str, handled: list[str], stack: Stack
 ) -> IdempotentConsumer[PostgresUnitOfWork]:
     """A consumer of its own group that appends each OrderCreated's aggregate id to
     ``handled``."""
@@ -196,9 +205,10 @@ def recording_consumer(
         name=f"test-{uuid.uuid4().hex[:6]}",
         topics=[topic],
         bootstrap=bootstrap,
+        identity=identity(stack),
         unit_of_work=lambda: PostgresUnitOfWork(pool),
         handlers={"shop.events.v1.OrderCreated": record},
-        dead_letters=DeadLetterPublisher(bootstrap),
+        dead_letters=DeadLetterPublisher(bootstrap, identity(stack)),
     )
 
 
@@ -210,8 +220,8 @@ async def test_relay_and_consumer_start_without_kafka_and_connect_when_it_answer
     broker = TcpProxy(host, int(port))  # cut: the broker is unreachable, as if it were down
     handled: list[str] = []
     dsn = stack.pg_dsn("shop_messaging_test")
-    relay = OutboxRelay(pool, bootstrap=broker.endpoint, dsn=dsn)
-    consumer = recording_consumer(pool, topic, broker.endpoint, handled)
+    relay = OutboxRelay(pool, bootstrap=broker.endpoint, identity=identity(stack), dsn=dsn)
+    consumer = recording_consumer(pool, topic, broker.endpoint, handled, stack)
     # Neither start waits for the broker (a bound only so that a regression fails, not hangs).
     async with asyncio.timeout(5):
         await relay.start()
@@ -243,7 +253,7 @@ async def test_a_consumer_stuck_between_revocation_and_assignment_is_replaced(
     joins the group afresh and goes on with the partition."""
     topic = await new_topic(stack, partitions=1)
     handled: list[str] = []
-    consumer = recording_consumer(pool, topic, stack.kafka_bootstrap, handled)
+    consumer = recording_consumer(pool, topic, stack.kafka_bootstrap, handled, stack)
     await consumer.start()
     try:
         await producer.send_and_wait(topic, wrap(order_created("a"), "a").SerializeToString())
@@ -286,9 +296,10 @@ async def test_an_outage_reported_by_the_unit_of_work_is_read_again_not_dead_let
         name=f"test-{uuid.uuid4().hex[:6]}",
         topics=[topic],
         bootstrap=stack.kafka_bootstrap,
+        identity=identity(stack),
         unit_of_work=lambda: PostgresUnitOfWork(pool),
         handlers={"shop.events.v1.OrderCreated": flaky},
-        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap),
+        dead_letters=DeadLetterPublisher(stack.kafka_bootstrap, identity(stack)),
         attempts=2,
     )
     await producer.send_and_wait(topic, wrap(order_created("a"), "a").SerializeToString())

@@ -43,7 +43,7 @@ from services.order.persistence import OrderUnitOfWork
 from services.order.watch import OrderStatusHub
 from shared.auth.identity import Role
 from shared.messaging.envelope import Event, unwrap, wrap
-from shared.messaging.kafka import kafka_producer
+from shared.messaging.kafka import KafkaIdentity, kafka_producer
 from shared.messaging.topics import INVENTORY, ORDERS
 from shared.money import Money
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
@@ -319,7 +319,8 @@ async def test_a_batch_of_events_in_one_transaction(saga: Saga) -> None:
 async def test_the_running_service_consumes_the_inventory_topic(saga: Saga) -> None:
     """The wiring: an InventoryCommitted on Kafka reaches the running instance's handler."""
     order = await new_order(saga)
-    producer = kafka_producer(saga.stack.kafka_bootstrap)
+    operator = KafkaIdentity.operator(saga.stack.tls_dir)
+    producer = kafka_producer(saga.stack.kafka_bootstrap, operator)
     await producer.start()
     try:
         delivered = committed(order.order_id)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, cast
 
 import asyncpg
 import pytest
 
+from shared.messaging.kafka import KafkaIdentity
 from shared.messaging.relay import OutboxRelay, PublishTimeout
+
+# Never connects: the files are read only when a producer is built.
+NOBODY = KafkaIdentity(Path("unused"), "order")
 
 
 class StuckRelay(OutboxRelay):
@@ -17,7 +22,11 @@ class StuckRelay(OutboxRelay):
 
     def __init__(self) -> None:
         super().__init__(
-            cast(asyncpg.Pool, None), bootstrap="unused:9092", dsn="unused", publish_timeout=0.05
+            cast(asyncpg.Pool, None),
+            bootstrap="unused:9092",
+            identity=NOBODY,
+            dsn="unused",
+            publish_timeout=0.05,
         )
         self.cancels = 0
 
@@ -40,7 +49,7 @@ async def test_a_publish_that_swallows_its_cancel_is_still_given_up() -> None:
 
 class QuickRelay(OutboxRelay):
     def __init__(self) -> None:
-        super().__init__(cast(Any, None), bootstrap="unused:9092", dsn="unused")
+        super().__init__(cast(Any, None), bootstrap="unused:9092", identity=NOBODY, dsn="unused")
 
     async def publish_batch(self) -> int:
         return 3

@@ -22,6 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from devstack.stack import Stack
+from shared.messaging.kafka import KafkaIdentity
+from tools.trust.kafka_acls import Acl, create_acls, delete_acls
 
 TOPIC = "bench.relay-lag.v1"
 EVENT_TYPE = "bench.RelayProbe"
@@ -31,13 +33,21 @@ TICK_SECONDS = 0.02
 @contextlib.asynccontextmanager
 async def probe_topic(stack: Stack) -> AsyncIterator[None]:
     """The bench's topic for the probe rows, deleted afterwards (the stack may be the tests')."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, client_id="bench")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=stack.kafka_bootstrap,
+        **KafkaIdentity.operator(stack.tls_dir).client_options(),
+        client_id="bench",
+    )
+    # The order service's relay publishes the probe rows: for the bench's length it may.
+    write = [Acl.allow("order", "WRITE", "TOPIC", TOPIC)]
     await admin.start()
     try:
         if TOPIC not in set(await admin.list_topics()):
             with contextlib.suppress(TopicAlreadyExistsError):
                 await admin.create_topics([NewTopic(TOPIC, 6, 1)], timeout_ms=30000)
+        await create_acls(admin, write)
         yield
+        await delete_acls(admin, write)
         await admin.delete_topics([TOPIC], timeout_ms=30000)
     finally:
         await admin.close()

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aetcd
 from aiokafka import AIOKafkaConsumer
@@ -22,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from devstack.stack import Stack
 from shared.config import store
+from shared.messaging.kafka import KafkaIdentity
 from tools.chaos import schedule
 from tools.chaos.figures import FaultRecord
 from tools.demo_knobs import ConfigPatch
@@ -166,7 +168,9 @@ class Injector:
         for p in members:
             os.kill(p.pid, signal.SIGSTOP)
         try:
-            moved = await rewind_group(self.stack.kafka_bootstrap, group, schedule.REWIND_RECORDS)
+            moved = await rewind_group(
+                self.stack.kafka_bootstrap, self.stack.tls_dir, group, schedule.REWIND_RECORDS
+            )
         finally:
             for p in members:
                 with contextlib.suppress(ProcessLookupError):
@@ -198,10 +202,11 @@ def _group_state(response: object) -> tuple[str, int]:
         raise FaultFailed(f"unexpected DescribeGroups answer: {error!r}") from None
 
 
-async def rewind_group(bootstrap: str, group: str, records: int) -> int:
+async def rewind_group(bootstrap: str, tls_dir: Path, group: str, records: int) -> int:
     """Moves ``group``'s committed offsets back by up to ``records`` per partition, once
     the group has no members; returns how many records will be delivered again."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    operator = KafkaIdentity.operator(tls_dir)  # a super user: may rewind any group
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **operator.client_options())
     await admin.start()
     try:
         loop = asyncio.get_running_loop()
@@ -227,7 +232,10 @@ async def rewind_group(bootstrap: str, group: str, records: int) -> int:
     # A consumer of the group with partitions assigned by hand (no subscription, so it
     # never joins the group) may commit for it while it is Empty.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        **operator.client_options(),
+        group_id=group,
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:
