@@ -72,9 +72,14 @@ def databases(kubectl: k8s.Kubectl) -> set[str]:
 
 
 def sql(kubectl: k8s.Kubectl, database: str, query: str) -> str:
+    """As the administrator over the pod's own socket, with the password the pod holds
+    (pg_hba.conf wants it there too)."""
     return exec_in(
         kubectl,
         "postgres-0",
+        "sh",
+        "-c",
+        'PGPASSWORD="$POSTGRES_PASSWORD" exec psql "$@"',
         "psql",
         "-h",
         "/var/run/postgresql",
@@ -87,14 +92,23 @@ def sql(kubectl: k8s.Kubectl, database: str, query: str) -> str:
     ).strip()
 
 
+# etcd-0's own certificate: enough for the members' status, which needs no etcd user.
+ETCD_TLS = [
+    "--cacert=/etc/etcd/tls/ca.pem",
+    "--cert=/etc/etcd/tls/etcd.pem",
+    "--key=/etc/etcd/tls/etcd-key.pem",
+]
+
+
 def etcd_members(kubectl: k8s.Kubectl) -> list[dict[str, object]]:
     """Every member's status as etcd-0 sees it: all three must answer, one leader."""
     out = exec_in(
         kubectl,
         "etcd-0",
         "etcdctl",
-        "--endpoints=http://etcd-0.etcd-headless:2379,http://etcd-1.etcd-headless:2379,"
-        "http://etcd-2.etcd-headless:2379",
+        *ETCD_TLS,
+        "--endpoints=https://etcd-0.etcd-headless:2379,https://etcd-1.etcd-headless:2379,"
+        "https://etcd-2.etcd-headless:2379",
         "endpoint",
         "status",
         "-w",
@@ -121,7 +135,8 @@ def topics(kubectl: k8s.Kubectl) -> set[str]:
         "sh",
         "-c",
         "KAFKA_HEAP_OPTS=-Xmx64m /opt/kafka/bin/kafka-topics.sh "
-        "--bootstrap-server localhost:9092 --list",
+        "--bootstrap-server localhost:9092 --command-config /etc/kafka/shop/client.properties "
+        "--list",
         container="kafka",
     )
     # The broker's console logging reaches the tool's stdout too; topic names have no spaces.
