@@ -266,7 +266,7 @@ async def apply(
         if PG_ADMIN in passwords and await set_password(conn, PG_ADMIN, passwords[PG_ADMIN]):
             done.append(f"set the password of {PG_ADMIN}")
         # The maintenance database is the administrator's alone, too.
-        await conn.execute("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC")
+        await conn.execute("REVOKE ALL ON DATABASE postgres FROM PUBLIC")
         for service in services:
             role = PG_ROLES[service]
             if role not in passwords:
