@@ -6,6 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import parse_qs, urlsplit
 
 import typer
 
@@ -28,11 +29,16 @@ def postgres(
     generate: Annotated[bool, typer.Option(help="create the missing password files")] = False,
 ) -> None:
     """One role per service, owning its database; CONNECT revoked from everyone else."""
+    import asyncpg
+
     from tools.trust.postgres_roles import apply, ensure_passwords, read_password
     from tools.trust.rights import PG_ROLES
 
     if not dsn:
         raise typer.BadParameter("no administrator DSN (--dsn or SHOP_PG_ADMIN_DSN)")
+    for ca in parse_qs(urlsplit(dsn).query).get("sslrootcert", []):
+        if not Path(ca).is_file():
+            raise typer.BadParameter(f"the DSN's sslrootcert {ca} is not a file")
     roles = list(PG_ROLES.values())
     try:
         passwords = (
@@ -41,8 +47,11 @@ def postgres(
             else {role: read_password(passwords_dir, role) for role in roles}
         )
         done = asyncio.run(apply(dsn, passwords))
-    except (ValueError, OSError) as error:
-        print(f"trust postgres: FAILED: {error}", file=sys.stderr)
+    except (ValueError, OSError, asyncpg.PostgresError) as error:
+        reason = str(error)
+        if isinstance(error, OSError) and error.filename:
+            reason = f"{error.strerror}: {error.filename}"
+        print(f"trust postgres: FAILED: {reason}", file=sys.stderr)
         sys.exit(1)
     for line in done or ["nothing to change"]:
         print(f"trust postgres: {line}")
