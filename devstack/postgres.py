@@ -1,4 +1,9 @@
-"""PostgreSQL: one cluster per profile, one database per service, superuser `shop`, TCP only."""
+"""PostgreSQL: one cluster per profile, one database and role per service, TLS only.
+
+Clients connect over TCP with TLS (verify-full against the profile's CA) and a
+password: the administrator ``shop`` (tests and tools), or a service's own role,
+which reaches only its own database (devstack/postgres_auth.py, tools/trust).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,19 @@ import signal
 import stat
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
 
 from devstack.component import Component, run_coro
 from devstack.config import HOST
 from devstack.install import ensure_postgres, find_pg_bindir
+from devstack.postgres_auth import (
+    SSL_CONF,
+    admin_password_is_set,
+    mark_admin_password,
+    set_admin_password,
+    sync_tls,
+    write_hba,
+)
 from devstack.process import (
     RunAs,
     StackError,
@@ -23,13 +37,17 @@ from devstack.process import (
     run,
     spawn_detached,
 )
+from shared.tls import POSTGRES, ca_file, ensure_authority
+from tools.trust.postgres_roles import apply as apply_roles
+from tools.trust.postgres_roles import ensure_passwords
+from tools.trust.rights import PG_ADMIN, pg_database, pg_role
 
 log = logging.getLogger("devstack")
 
-SUPERUSER: Final = "shop"
+SUPERUSER: Final = PG_ADMIN
 OS_USER: Final = "postgres"
 SERVICES: Final = ("user", "product", "order", "inventory", "payment")
-DATABASES: Final[dict[str, str]] = {svc: f"shop_{svc}" for svc in SERVICES}
+DATABASES: Final[dict[str, str]] = {svc: pg_database(svc) for svc in SERVICES}
 
 # Rewritten on every start so a port change in config.py takes effect without a re-initdb.
 # No unix socket: the default socket dir may not exist on a fresh machine, a repo-relative one can
@@ -46,7 +64,7 @@ log_destination = 'stderr'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
-"""
+{ssl}"""
 _INCLUDE = "\ninclude_if_exists = 'devstack.conf'\n"
 
 
@@ -66,11 +84,33 @@ class Postgres(Component):
     def data_dir(self) -> Path:
         return self.profile.dir / "postgres"
 
+    @property
+    def tls_dir(self) -> Path:
+        """The profile's CA and certificates (the stack's tls_dir)."""
+        return self.profile.dir / "tls"
+
+    @property
+    def passwords_dir(self) -> Path:
+        """One password file per role, generated per stack; never committed, never logged."""
+        return self.profile.dir / "secrets" / "postgres"
+
+    def _dsn(self, role: str, db: str) -> str:
+        password = quote(ensure_passwords(self.passwords_dir, (role,))[role], safe="")
+        tls = f"sslmode=verify-full&sslrootcert={quote(str(ca_file(self.tls_dir)))}"
+        return f"postgresql://{role}:{password}@{HOST}:{self.port}/{quote(db)}?{tls}"
+
     def dsn(self, db: str) -> str:
-        return f"postgresql://{SUPERUSER}@{HOST}:{self.port}/{db}"
+        """The administrator's DSN to ``db``, for tests and tools (no service uses it)."""
+        return self._dsn(SUPERUSER, db)
+
+    def service_dsn(self, service: str, db: str | None = None) -> str:
+        """The service's own DSN: its role, into its database (or ``db``, for tests)."""
+        role = pg_role(service)
+        return self._dsn(role, db or role)
 
     @property
     def dsn_base(self) -> str:
+        # Without the password, which is read from the passwords dir by dsn().
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}"
 
     def install(self) -> None:
@@ -92,6 +132,8 @@ class Postgres(Component):
 
     def prepare(self) -> None:
         run_as = self._run_as()
+        # Normally done by Stack.up already; `devstack start postgres` alone needs it too.
+        ensure_authority(self.tls_dir, (POSTGRES,))
         if self.data_dir.exists() and not (self.data_dir / "PG_VERSION").is_file():
             log.warning(
                 "postgres: %s is half-initialised (no PG_VERSION); re-creating", self.data_dir
@@ -103,9 +145,14 @@ class Postgres(Component):
             _chown_tree(self.data_dir, run_as)
         self._clear_stale_lock()
         conf = self.data_dir / "devstack.conf"
-        conf.write_text(_CONF.format(host=HOST, port=self.port))
+        conf.write_text(_CONF.format(host=HOST, port=self.port, ssl=SSL_CONF))
         if run_as is not None:
             os.chown(conf, run_as.uid, run_as.gid)
+        sync_tls(self.tls_dir, self.data_dir, run_as)
+        write_hba(self.data_dir, HOST, run_as)
+        password = ensure_passwords(self.passwords_dir)[SUPERUSER]
+        if not admin_password_is_set(self.data_dir, password):
+            set_admin_password(self._bindir() / "postgres", self.data_dir, password, run_as)
 
     def _initdb(self, run_as: RunAs | None) -> None:
         # initdb into a scratch dir and rename, so an interrupted initdb never looks finished.
@@ -116,21 +163,35 @@ class Postgres(Component):
             _check_traversable(scratch, run_as)
             os.chown(scratch, run_as.uid, run_as.gid)
         log.info("postgres: initdb %s", self.data_dir)
-        run(
-            [
-                str(self._bindir() / "initdb"),
-                "-D", str(scratch),
-                "-U", SUPERUSER,
-                "-E", "UTF8",
-                "--no-locale",
-                "--auth=trust",
-                "--no-instructions",
-            ],
-            what="initdb",
-            run_as=run_as,
-            cwd=scratch,
-            timeout=300,
-        )  # fmt: skip
+        password = ensure_passwords(self.passwords_dir)[SUPERUSER]
+        # Beside the scratch dir (initdb wants that one empty), readable by the server's user.
+        pwfile = self.data_dir.with_name("postgres.pwfile")
+        pwfile.unlink(missing_ok=True)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        if run_as is not None:
+            os.chown(pwfile, run_as.uid, run_as.gid)
+        try:
+            run(
+                [
+                    str(self._bindir() / "initdb"),
+                    "-D", str(scratch),
+                    "-U", SUPERUSER,
+                    f"--pwfile={pwfile}",
+                    "-E", "UTF8",
+                    "--no-locale",
+                    "--auth=scram-sha-256",
+                    "--no-instructions",
+                ],
+                what="initdb",
+                run_as=run_as,
+                cwd=scratch,
+                timeout=300,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+        mark_admin_password(scratch, password, run_as)
         with (scratch / "postgresql.conf").open("a") as f:
             f.write(_INCLUDE)
         scratch.rename(self.data_dir)
@@ -164,6 +225,32 @@ class Postgres(Component):
 
     # --- process --------------------------------------------------------------------------------
 
+    def start(self) -> bool:
+        pid = self.pid()
+        if pid is not None:
+            password = ensure_passwords(self.passwords_dir)[SUPERUSER]
+            if not admin_password_is_set(self.data_dir, password):
+                # Started by an older devstack (trust, no TLS): prepare() changes it over.
+                log.info("postgres: restarting to switch on TLS and passwords")
+                self.stop()
+            else:
+                self.refresh(pid)
+        return super().start()
+
+    def refresh(self, pid: int | None = None) -> bool:
+        """Re-copies renewed TLS files and rewrites pg_hba.conf; reloads a running server.
+
+        Returns whether the server was asked to reload.
+        """
+        run_as = self._run_as()
+        changed = sync_tls(self.tls_dir, self.data_dir, run_as)
+        changed = write_hba(self.data_dir, HOST, run_as) or changed
+        pid = pid if pid is not None else self.pid()
+        if changed and pid is not None:
+            log.info("postgres: TLS files or pg_hba.conf changed; reloading")
+            os.kill(pid, signal.SIGHUP)
+        return changed and pid is not None
+
     def launch(self) -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         return spawn_detached(
@@ -190,28 +277,11 @@ class Postgres(Component):
             await conn.close()
 
     def provision(self) -> None:
-        created = run_coro(self._create_databases())
-        for db in created:
-            log.info("postgres: created database %s", db)
-
-    async def _create_databases(self) -> list[str]:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.dsn("postgres"), timeout=10)
-        created = []
-        try:
-            existing = {r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")}
-            for db in DATABASES.values():
-                if db in existing:
-                    continue
-                try:
-                    await conn.execute(f'CREATE DATABASE "{db}"')
-                    created.append(db)
-                except asyncpg.DuplicateDatabaseError:
-                    pass  # created concurrently by someone else: fine
-        finally:
-            await conn.close()
-        return created
+        # Renewed certificates reach a server that was already running.
+        self.refresh()
+        passwords = ensure_passwords(self.passwords_dir)
+        for change in run_coro(apply_roles(self.dsn("postgres"), passwords)):
+            log.info("postgres: %s", change)
 
 
 def _is_postgres_process(argv: list[str]) -> bool:

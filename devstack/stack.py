@@ -69,7 +69,12 @@ class Stack:
         return self.profile.dir
 
     def pg_dsn(self, db: str) -> str:
+        """The administrator's DSN (TLS, password): tests and tools, never a service."""
         return self.postgres.dsn(db)
+
+    def pg_service_dsn(self, service: str, db: str | None = None) -> str:
+        """The service's own role, into its own database unless ``db`` says otherwise."""
+        return self.postgres.service_dsn(service, db)
 
     @property
     def pg_dsn_base(self) -> str:

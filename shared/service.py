@@ -57,12 +57,13 @@ class ServiceDefinition(Generic[SettingsT]):
 
     async def migrate(self, settings: SettingsT) -> list[str]:
         """The messaging tables (outbox, processed events) first, then the service's own."""
-        applied = await apply_migrations(settings.pg_dsn, MESSAGING_MIGRATIONS)
-        return applied + await apply_migrations(settings.pg_dsn, self.migrations)
+        dsn = settings.database_dsn()
+        applied = await apply_migrations(dsn, MESSAGING_MIGRATIONS)
+        return applied + await apply_migrations(dsn, self.migrations)
 
     async def serve(self, settings: SettingsT) -> None:
         """Wait for the database, migrate, then serve until SIGINT/SIGTERM."""
-        await wait_for_database(settings.pg_dsn)
+        await wait_for_database(settings.database_dsn())
         await self.migrate(settings)
         async with open_config(settings) as config:
             if settings.trace_endpoint:
@@ -87,6 +88,7 @@ class ServiceDefinition(Generic[SettingsT]):
             """Apply pending migrations, then serve until SIGINT/SIGTERM."""
             settings = self.settings_type()
             configure_logging(settings.log_level, settings)
+            _require_database(settings)
             asyncio.run(self.serve(settings))
 
         @app.command("migrate")
@@ -94,9 +96,19 @@ class ServiceDefinition(Generic[SettingsT]):
             """Apply pending migrations and exit (a Kubernetes init container runs this)."""
             settings = self.settings_type()
             configure_logging(settings.log_level)
+            _require_database(settings)
             asyncio.run(self.migrate(settings))
 
         app()
+
+
+def _require_database(settings: ServiceSettings) -> None:
+    """Exit with the reason, not a traceback, when no DSN is configured."""
+    try:
+        settings.database_dsn()
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from None
 
 
 async def wait_for_database(dsn: str) -> None:

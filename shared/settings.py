@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,8 @@ class ServiceSettings(BaseSettings):
     etcd_endpoint: str = "127.0.0.1:12379"
     registry_ttl_seconds: int = Field(default=5, ge=1, le=300)
 
+    # No default: a service connects only as its own role (the launcher, or a Kubernetes
+    # Secret, sets SHOP_<SERVICE>_PG_DSN), never silently as whoever a default names.
     pg_dsn: str = ""
     pg_pool_min_size: int = 2
     pg_pool_max_size: int = 10
@@ -80,11 +82,15 @@ class ServiceSettings(BaseSettings):
     # How long in-flight RPCs may run after shutdown begins.
     shutdown_grace_seconds: float = 5.0
 
-    @model_validator(mode="after")
-    def _default_dsn(self) -> ServiceSettings:
+    def database_dsn(self) -> str:
+        """pg_dsn, or a clear error when it was not set."""
         if not self.pg_dsn:
-            self.pg_dsn = f"postgresql://shop@127.0.0.1:15432/shop_{self.service_name}"
-        return self
+            prefix = self.model_config.get("env_prefix", "SHOP_")
+            raise ValueError(
+                f"no database DSN for the {self.service_name or 'a'} service: set {prefix}PG_DSN "
+                "(`make run` and the tests set it from the local stack)"
+            )
+        return self.pg_dsn
 
     @property
     def etcd_host_port(self) -> tuple[str, int]:

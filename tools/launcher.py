@@ -24,6 +24,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import grpc
@@ -32,8 +33,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack.stack import Stack
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.registry.etcd import etcd_client
-from shared.tls import ClientTLS
+from shared.tls import ClientTLS, ca_file
 from tools.image import ContainerRun
+from tools.trust.postgres_roles import ensure_database
+from tools.trust.rights import pg_database, pg_role
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("user", "product", "inventory", "payment", "order")
@@ -134,7 +137,7 @@ class SystemLauncher:
             f"{prefix}PORT": str(port),
             f"{prefix}ETCD_ENDPOINT": self.stack.etcd_endpoint,
             f"{prefix}KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
-            f"{prefix}PG_DSN": self.stack.pg_dsn(f"shop_{service}"),
+            f"{prefix}PG_DSN": self._pg_dsn(service, tls_dir),
             f"{prefix}TLS_DIR": tls_dir,
             f"{prefix}REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "PYTHONUNBUFFERED": "1",
@@ -151,6 +154,13 @@ class SystemLauncher:
             env[f"{prefix}LOG_DIR"] = str(self.stack.profile.logs_dir)
         env.update(self.extra_env)
         return env
+
+    def _pg_dsn(self, service: str, tls_dir: str) -> str:
+        dsn = self.stack.pg_service_dsn(service)
+        if self.container:  # the CA as the container sees it
+            host_ca = quote(str(ca_file(self.stack.tls_dir)))
+            dsn = dsn.replace(f"sslrootcert={host_ca}", f"sslrootcert={quote(tls_dir)}/ca.pem")
+        return dsn
 
     def port_for(self, service: str, index: int) -> int:
         if self.fixed_ports:
@@ -349,14 +359,22 @@ class SystemLauncher:
 
 
 async def recreate_database(stack: Stack, name: str) -> str:
-    """A fresh, empty database ``name``; returns its DSN."""
+    """A fresh, empty database ``name``; returns its DSN.
+
+    A service's database (``shop_<service>``) is owned by the service's role and the DSN
+    is that role's, as in a running system; any other is the administrator's.
+    """
+    service = next((s for s in SERVICES if pg_database(s) == name), None)
     admin = await asyncpg.connect(stack.pg_dsn("postgres"))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        if service is None:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        else:
+            await ensure_database(admin, name, pg_role(service))
     finally:
         await admin.close()
-    return stack.pg_dsn(name)
+    return stack.pg_dsn(name) if service is None else stack.pg_service_dsn(service)
 
 
 async def wipe_system_data(stack: Stack) -> None:

@@ -124,7 +124,7 @@ async def run(replicas: int = 1) -> int:
         jwt_dir = stack.profile_dir / "jwt"
         generate_keypair(jwt_dir)
         for definition in DEFINITIONS:
-            settings = definition.settings_type(pg_dsn=stack.pg_dsn(f"shop_{definition.name}"))
+            settings = definition.settings_type(pg_dsn=stack.pg_service_dsn(definition.name))
             await definition.migrate(settings)
         # The config center's default documents, where no one has set any (never over them).
         etcd = etcd_client(stack.etcd_endpoint)
@@ -139,7 +139,7 @@ async def run(replicas: int = 1) -> int:
             await launcher.wait_ready(directory, timeout=90)
             clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
             try:
-                await seed(clients, stack.pg_dsn("shop_user"))
+                await seed(clients, stack.pg_service_dsn("user"))
             finally:
                 await clients.close()
             print_table(stack, launcher, directory)

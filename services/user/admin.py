@@ -77,9 +77,12 @@ def main(
     # No log setup: stdout carries only the id, for scripts.
     settings = UserSettings()
     try:
-        user_id = asyncio.run(ensure_admin(settings.pg_dsn, email, password))
+        user_id = asyncio.run(ensure_admin(settings.database_dsn(), email, password))
     except DomainError as error:
         typer.echo(f"error: {error.message}", err=True)
+        raise typer.Exit(code=2) from None
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from None
     typer.echo(str(user_id))
 

@@ -56,7 +56,7 @@ async def running_system(
         try:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)
-            products = await seed(clients, stack.pg_dsn("shop_user"))
+            products = await seed(clients, stack.pg_service_dsn("user"))
             yield RunningSystem(stack, keys, launcher, directory, clients, products, logs)
         finally:
             await clients.close()

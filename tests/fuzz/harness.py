@@ -505,7 +505,7 @@ class Fuzzer:
             )
             clients = ServiceClients(directory, ClientTLS.operator(self.stack.tls_dir))
             try:
-                products = await seed(clients, self.stack.pg_dsn("shop_user"))
+                products = await seed(clients, self.stack.pg_service_dsn("user"))
                 admin = ShopClient(clients)
                 admin_id = uuid.UUID((await admin.login(*ADMIN)).user.user_id)
                 customer = ShopClient(clients)

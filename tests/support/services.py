@@ -56,7 +56,7 @@ async def run_service(
     ``keys`` verify; the user service imports their private key as its bootstrap key
     (on an empty table) and publishes its own JWKS.
     """
-    dsn = stack.pg_dsn(database_name(definition.name))
+    dsn = stack.pg_service_dsn(definition.name)
     if "jwt_private_key_file" in definition.settings_type.model_fields:
         overrides.setdefault("jwt_private_key_file", keys.private_key_file)
     await keys.publish(stack.etcd_endpoint)

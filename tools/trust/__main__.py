@@ -1,26 +1,67 @@
-"""trust: apply the rights table (tools/trust/rights.py) to a running party, as its administrator.
+"""trust: the rights table (tools/trust/rights.py) applied to a running party, as its
+administrator, and the attacks that must fail against it.
 
-python -m tools.trust kafka --bootstrap kafka:9092 --tls-dir /tls   # topics, then ACLs
+python -m tools.trust kafka --bootstrap kafka:9092 --tls-dir /tls      # topics, then ACLs
+python -m tools.trust postgres --dsn ADMIN_DSN --passwords-dir DIR      # roles, databases
+python -m tools.trust attack --profile dev                              # against `make run`
 
-Safe to repeat; a Kubernetes Job runs it after every deploy. devstack does the same
-for a local stack.
+Safe to repeat; Kubernetes Jobs run the first ones after every deploy (with --wait, as
+the servers may still be starting), devstack does the same for a local stack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
+from urllib.parse import parse_qs, urlsplit
 
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+T = TypeVar("T")
+
+WaitOption = Annotated[
+    float,
+    typer.Option(help="seconds to keep trying while the server is not there yet (0: once)"),
+]
 
 
 @app.callback()
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+class Refused(Exception):
+    """The server answered, and said no: waiting longer would not change it."""
+
+
+def with_wait(what: str, wait: float, attempt: Callable[[], T]) -> T:
+    """``attempt()`` until it succeeds, fails with ``Refused``, or ``wait`` runs out."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return attempt()
+        except Refused:
+            raise
+        except Exception as error:  # not reachable, not ready: try again while allowed
+            if time.monotonic() >= deadline:
+                raise
+            print(f"trust {what}: waiting ({_one_line(error)})", file=sys.stderr)
+            time.sleep(5)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200] or "no answer"
+
+
+def fail(what: str, error: BaseException) -> None:
+    print(f"trust {what}: FAILED: {_one_line(error)}", file=sys.stderr)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -30,15 +71,69 @@ def kafka(
         Path, typer.Option(help="ca.pem, operator.pem and operator-key.pem (shared/tls.py)")
     ],
     replication_factor: Annotated[int, typer.Option(help="of topics it creates")] = 1,
+    wait: WaitOption = 0,
 ) -> None:
     """Create the saga's topics and make Kafka's ACLs match KAFKA_GRANTS, as the operator."""
     from tools.trust.kafka_acls import provision
 
-    done = asyncio.run(provision(bootstrap, tls_dir, replication_factor))
+    try:
+        done = with_wait(
+            "kafka", wait, lambda: asyncio.run(provision(bootstrap, tls_dir, replication_factor))
+        )
+    except Exception as error:
+        fail("kafka", error)
     typer.echo(
         f"kafka {bootstrap}: topics created {done.topics or 'none'};"
         f" ACLs granted {len(done.acls.created)}, revoked {len(done.acls.deleted)}"
     )
+
+
+@app.command()
+def postgres(
+    dsn: Annotated[
+        str, typer.Option(envvar="SHOP_PG_ADMIN_DSN", help="the administrator's DSN")
+    ] = "",
+    passwords_dir: Annotated[
+        Path,
+        typer.Option(
+            help="one password per role, named after it (shop_<service>): a file, or a"
+            " folder holding `password` (a mounted Secret)"
+        ),
+    ] = Path("/var/run/secrets/shop/postgres"),
+    generate: Annotated[bool, typer.Option(help="create the missing password files")] = False,
+    wait: WaitOption = 0,
+) -> None:
+    """One role per service, owning its database; the auditor, which may only read."""
+    import asyncpg
+
+    from tools.trust.postgres_roles import MANAGED_ROLES, apply, ensure_passwords, read_password
+
+    if not dsn:
+        raise typer.BadParameter("no administrator DSN (--dsn or SHOP_PG_ADMIN_DSN)")
+    for ca in parse_qs(urlsplit(dsn).query).get("sslrootcert", []):
+        if not Path(ca).is_file():
+            raise typer.BadParameter(f"the DSN's sslrootcert {ca} is not a file")
+
+    def attempt() -> list[str]:
+        try:
+            passwords = (
+                ensure_passwords(passwords_dir, MANAGED_ROLES)
+                if generate
+                else {role: read_password(passwords_dir, role) for role in MANAGED_ROLES}
+            )
+        except (ValueError, OSError) as error:
+            raise Refused(str(error)) from error
+        try:
+            return asyncio.run(apply(dsn, passwords))
+        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as error:
+            raise Refused(str(error)) from error
+
+    try:
+        done = with_wait("postgres", wait, attempt)
+    except Exception as error:
+        fail("postgres", error)
+    for line in done or ["nothing to change"]:
+        typer.echo(f"trust postgres: {line}")
 
 
 if __name__ == "__main__":
