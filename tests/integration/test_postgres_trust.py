@@ -21,7 +21,7 @@ from services.product.settings import ProductSettings
 from shared.tls import POSTGRES, ensure_authority, renew
 from tests.support.services import recreate_database
 from tools.trust.postgres_roles import apply, read_password
-from tools.trust.rights import PG_ADMIN, PG_ROLES, pg_database
+from tools.trust.rights import PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 
 pytestmark = pytest.mark.integration
 
@@ -231,3 +231,26 @@ async def test_a_renewed_server_certificate_is_served_after_a_refresh(stack: Sta
     assert served_certificate(stack.postgres.port).serial_number == renewed.serial_number
     assert await whoami(stack.pg_service_dsn("order")) == ("shop_order", "shop_order", True)
     assert stack.postgres.refresh() is False  # nothing changed since
+
+
+async def test_the_auditor_reads_the_saga_databases_and_can_change_nothing(stack: Stack) -> None:
+    password = read_password(stack.postgres.passwords_dir, PG_AUDITOR)
+    ca = quote(str(stack.tls_dir / "ca.pem"))
+
+    def auditor(db: str) -> str:
+        host, port = HOST, stack.postgres.port
+        return f"postgresql://{PG_AUDITOR}:{password}@{host}:{port}/{db}?sslmode=verify-full&sslrootcert={ca}"
+
+    conn = await asyncpg.connect(auditor("shop_order"), timeout=10)
+    try:
+        before = await conn.fetchval("SELECT count(*) FROM orders")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM orders")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("CREATE TABLE forged (id int)")
+        assert await conn.fetchval("SELECT count(*) FROM orders") == before
+    finally:
+        await conn.close()
+    for other in ("shop_user", "shop_product", "postgres"):
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match=r"pg_hba\.conf"):
+            await asyncpg.connect(auditor(other), timeout=10)

@@ -21,7 +21,6 @@ from services.order.main import SERVICE as ORDER
 from services.payment.main import SERVICE as PAYMENT
 from services.product.main import SERVICE as PRODUCT
 from services.user.main import SERVICE as USER
-from shared.messaging.topics import TOPICS
 from shared.rpc.server import LIVENESS
 from shared.settings import REPO_ROOT, ServiceSettings
 from tools import k8s

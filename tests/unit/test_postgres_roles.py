@@ -54,5 +54,13 @@ def test_hba_rejects_plaintext_first_and_everyone_unlisted_last() -> None:
         ["hostnossl", "all", "all", "all", "reject"],
         ["hostssl", "all", "shop", "127.0.0.1/32", "scram-sha-256"],
         ["hostssl", "sameuser", "shop_a,shop_b", "127.0.0.1/32", "scram-sha-256"],
+        # The audit: only the saga's databases (where pg_read_all_data lets it only read).
+        [
+            "hostssl",
+            "shop_inventory,shop_order,shop_payment",
+            "shop_audit",
+            "127.0.0.1/32",
+            "scram-sha-256",
+        ],
         ["host", "all", "all", "all", "reject"],
     ]

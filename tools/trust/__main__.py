@@ -125,7 +125,7 @@ def postgres(
             raise Refused(str(error)) from error
         try:
             return asyncio.run(apply(dsn, passwords))
-        except (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError) as error:
+        except asyncpg.InvalidAuthorizationSpecificationError as error:  # a wrong password too
             raise Refused(str(error)) from error
 
     try:

@@ -254,9 +254,8 @@ async def ensure_auditor(conn: asyncpg.Connection, password: str) -> list[str]:
     done = await ensure_role(conn, PG_AUDITOR, password)
     await conn.execute(await _quote(conn, "GRANT pg_read_all_data TO %I", PG_AUDITOR))
     for service in AUDITED:
-        await conn.execute(
-            await _quote(conn, "GRANT CONNECT ON DATABASE %I TO %I", pg_database(service), PG_AUDITOR)
-        )
+        grant = "GRANT CONNECT ON DATABASE %I TO %I"
+        await conn.execute(await _quote(conn, grant, pg_database(service), PG_AUDITOR))
     return done
 
 
