@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from devstack.stack import Stack
 from shared.registry.etcd import etcd_client, instance_key
+from shared.tls import ClientTLS
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
@@ -141,7 +142,7 @@ def metrics_server() -> Iterator[MetricsServer]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     yield client
     await client.close()
 
