@@ -22,7 +22,7 @@ def _etcd(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(apply_at(args.endpoint, args.tls_dir))
     except grpc.aio.AioRpcError as exc:
-        print(f"etcd at {args.endpoint} refused: {exc.details()}", file=sys.stderr)
+        print(f"etcd at {args.endpoint}: {exc.details()}", file=sys.stderr)
         return 1
     except TimeoutError:
         print(f"etcd at {args.endpoint} did not answer in time", file=sys.stderr)
