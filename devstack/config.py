@@ -23,6 +23,11 @@ class Ports:
     zipkin: int
     prometheus: int
 
+    @property
+    def etcd_metrics(self) -> int:
+        """etcd's plaintext /health and /metrics (its client port speaks TLS only)."""
+        return self.etcd_client + 2
+
 
 @dataclass(frozen=True)
 class Profile:

@@ -1,4 +1,10 @@
-"""etcd: a single-member cluster per profile, used by the services for discovery and config."""
+"""etcd: a single-member cluster per profile, used by the services for discovery and config.
+
+Clients and peers speak TLS only and must present a certificate of the profile's CA;
+with authentication on (provision), the certificate's common name is the etcd user
+(docs/decisions/trust-below-grpc.md). A plaintext listener serves /health and /metrics
+alone, on loopback, for the probe.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,15 @@ import os
 import shutil
 from pathlib import Path
 
-from devstack.component import Component
+from aetcd import rpc
+
+from devstack.component import Component, run_coro
 from devstack.config import HOST
 from devstack.install import ensure_etcd, find_etcd
 from devstack.process import StackError, http_get, spawn_detached
+from shared.registry.etcd import etcd_client
+from shared.tls import ETCD, ETCD_ROOT, ClientTLS, ca_file, cert_file, key_file
+from tools.trust.etcd_auth import apply_at
 
 log = logging.getLogger("devstack")
 
@@ -24,7 +35,13 @@ class Etcd(Component):
 
     @property
     def ports(self) -> tuple[int, ...]:
-        return (self.profile.ports.etcd_client, self.profile.ports.etcd_peer)
+        ports = self.profile.ports
+        return (ports.etcd_client, ports.etcd_peer, ports.etcd_metrics)
+
+    @property
+    def tls_dir(self) -> Path:
+        """The profile's CA and certificates (Stack.tls_dir; ensure_authority fills it)."""
+        return self.profile.dir / "tls"
 
     @property
     def data_dir(self) -> Path:
@@ -33,6 +50,10 @@ class Etcd(Component):
     @property
     def member_name(self) -> str:
         return f"shop-{self.profile.name}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://{HOST}:{self.profile.ports.etcd_peer}"
 
     def install(self) -> None:
         ensure_etcd()
@@ -51,8 +72,13 @@ class Etcd(Component):
         exe = find_etcd()
         if exe is None:
             raise StackError("etcd not found; run `python -m devstack install`")
-        client = f"http://{HOST}:{self.profile.ports.etcd_client}"
-        peer = f"http://{HOST}:{self.profile.ports.etcd_peer}"
+        client = f"https://{HOST}:{self.profile.ports.etcd_client}"
+        peer = self.peer_url
+        cert, key, ca = (
+            cert_file(self.tls_dir, ETCD),
+            key_file(self.tls_dir, ETCD),
+            ca_file(self.tls_dir),
+        )
         argv = [
             str(exe),
             f"--name={self.member_name}",
@@ -64,6 +90,17 @@ class Etcd(Component):
             f"--initial-cluster={self.member_name}={peer}",
             f"--initial-cluster-token={self.member_name}",
             "--initial-cluster-state=new",
+            # Clients: TLS with a certificate of our CA, its common name the etcd user.
+            f"--cert-file={cert}",
+            f"--key-file={key}",
+            f"--trusted-ca-file={ca}",
+            "--client-cert-auth",
+            # Peers the same way (one member here; Kubernetes runs three, alike).
+            f"--peer-cert-file={cert}",
+            f"--peer-key-file={key}",
+            f"--peer-trusted-ca-file={ca}",
+            "--peer-client-cert-auth",
+            f"--listen-metrics-urls=http://{HOST}:{self.profile.ports.etcd_metrics}",
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=1h",
             "--logger=zap",
@@ -73,13 +110,36 @@ class Etcd(Component):
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         return spawn_detached(argv, self.log_file, cwd=self.profile.dir, env=env)
 
+    def provision(self) -> None:
+        """Users and roles of the rights table, and authentication on (idempotent)."""
+        run_coro(self._advertise_tls_peer_url())
+        report = run_coro(apply_at(self.endpoint, self.tls_dir))
+        if report.changes:
+            log.info("etcd: %d auth change(s) applied", len(report.changes))
+
+    async def _advertise_tls_peer_url(self) -> None:
+        """A data dir from before peers spoke TLS keeps the member's http:// peer URL in
+        its membership (etcd ignores --initial-advertise-peer-urls on a restart)."""
+        client = etcd_client(self.endpoint, tls=ClientTLS(self.tls_dir, ETCD_ROOT))
+        try:
+            await client.connect()
+            stub = rpc.ClusterStub(client.channel)
+            for member in (await stub.MemberList(rpc.MemberListRequest(), timeout=5)).members:
+                if member.name == self.member_name and list(member.peerURLs) != [self.peer_url]:
+                    request = rpc.MemberUpdateRequest(ID=member.ID, peerURLs=[self.peer_url])
+                    await stub.MemberUpdate(request, timeout=5)
+                    log.info("etcd: member %s now advertises %s", member.name, self.peer_url)
+        finally:
+            await client.close()
+
     def probe(self) -> bool:
         """etcd's own /health: leader elected, no alarms, a quorum read succeeds.
 
-        Plain HTTP rather than aetcd: this runs in helper threads of processes (pytest) that may
-        be using grpc.aio on their own loop, and the probe should not touch that machinery.
+        Plain HTTP on the metrics listener rather than aetcd: this runs in helper threads of
+        processes (pytest) that may be using grpc.aio on their own loop, and the probe should
+        not touch that machinery.
         """
-        answer = http_get(HOST, self.port, "/health")
+        answer = http_get(HOST, self.profile.ports.etcd_metrics, "/health")
         try:
             return (
                 answer is not None

@@ -140,10 +140,12 @@ class Prometheus(Component):
             _BRIDGE_MODULE,
             "--etcd",
             self._etcd_endpoint,
+            "--tls-dir",
+            str(self.profile.dir / "tls"),  # Stack.tls_dir
             "--out",
             str(self.targets_file),
         ]
-        # The bridge is stdlib only, but `-m devstack...` needs the repo on its path.
+        # `-m devstack...` needs the repo on its path.
         path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
         env = {**os.environ, "PYTHONPATH": path}
         pid = spawn_detached(argv, self.bridge_log_file, cwd=self.home, env=env)

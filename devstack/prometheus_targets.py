@@ -5,28 +5,32 @@ Every instance registers ``/services/<service>/<instance-id>`` with a JSON value
 and writes a file_sd JSON file, one group per instance labelled with its service and
 instance id, so Prometheus finds instances exactly as the services find each other.
 
-Polling (not a watch) keeps it to the standard library and makes an etcd restart or a
-compaction a non-event: the next poll simply sees the current state. It talks to etcd's
-v3 HTTP/JSON gateway, so no grpc is needed here.
+Polling (not a watch) makes an etcd restart or a compaction a non-event: the next poll
+simply sees the current state. It reads over etcd's gRPC API as ``prometheus-targets``,
+whose role may read /services/ and nothing else: etcd's HTTP gateway ignores a client
+certificate's name, so it cannot act as a user there.
 
-    python -m devstack.prometheus_targets --etcd 127.0.0.1:22379 --out targets.json
+    python -m devstack.prometheus_targets --etcd 127.0.0.1:22379 --tls-dir tls --out targets.json
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import http.client
+import asyncio
 import json
 import logging
 import os
 import signal
 import sys
-import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
+
+from aetcd.exceptions import ClientError
+
+from shared.registry.etcd import EtcdClient, etcd_client
+from shared.tls import PROMETHEUS_TARGETS, ClientTLS
 
 log = logging.getLogger("devstack.prometheus_targets")
 
@@ -35,6 +39,7 @@ POLL_SECONDS: Final = 2.0
 _ETCD_TIMEOUT: Final = 3.0
 
 Group = dict[str, Any]
+KeyValues = list[tuple[str, bytes]]
 
 
 def parse_key(key: str) -> tuple[str, str] | None:
@@ -80,41 +85,33 @@ def render(groups: list[Group]) -> str:
     return json.dumps(groups, indent=2) + "\n"
 
 
-def _prefix_end(prefix: bytes) -> bytes:
-    """etcd's range_end for "every key starting with prefix": the prefix with its last byte + 1."""
-    return prefix[:-1] + bytes([prefix[-1] + 1])
+class RegistryReader:
+    """The registry's key/values, read as ``prometheus-targets``.
 
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-def fetch_registry(endpoint: str, prefix: str = SERVICES_PREFIX) -> list[tuple[str, bytes]]:
-    """Every key/value under prefix, through the gateway's POST /v3/kv/range.
-
-    Raises OSError, ValueError or HTTPException when etcd cannot answer.
+    One client for the bridge's life; a new one once the certificate was renewed, since
+    a channel keeps the credentials it was opened with.
     """
-    host, _, port = endpoint.rpartition(":")
-    body = json.dumps(
-        {"key": _b64(prefix.encode()), "range_end": _b64(_prefix_end(prefix.encode()))}
-    )
-    conn = http.client.HTTPConnection(host, int(port), timeout=_ETCD_TIMEOUT)
-    try:
-        conn.request("POST", "/v3/kv/range", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        payload = resp.read()
-    finally:
-        conn.close()
-    if resp.status != 200:
-        raise ValueError(f"etcd answered {resp.status}: {payload[:200]!r}")
-    # The gateway leaves out empty fields: no "kvs" at all when nothing is registered.
-    return [
-        (
-            base64.b64decode(kv["key"]).decode(errors="replace"),
-            base64.b64decode(kv.get("value", "")),
-        )
-        for kv in json.loads(payload).get("kvs", [])
-    ]
+
+    def __init__(self, endpoint: str, tls_dir: Path) -> None:
+        self.endpoint = endpoint
+        self.tls_dir = tls_dir
+        self._tls: ClientTLS | None = None
+        self._client: EtcdClient | None = None
+
+    async def __call__(self) -> KeyValues:
+        """Every key/value under the prefix; raises ClientError, OSError or TimeoutError."""
+        if self._tls is None:  # made here, so missing files are one more failed poll
+            self._tls = ClientTLS(self.tls_dir, PROMETHEUS_TARGETS)
+        if self._tls.reload() or self._client is None:
+            await self.close()
+            self._client = etcd_client(self.endpoint, tls=self._tls, timeout=_ETCD_TIMEOUT)
+        found = await self._client.get_prefix(SERVICES_PREFIX.encode())
+        return [(bytes(kv.key).decode(errors="replace"), bytes(kv.value)) for kv in found]
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -134,29 +131,27 @@ def _read(path: Path) -> str | None:
 class TargetsWriter:
     """Writes the file_sd file from the registry, only when it changed.
 
-    While etcd is unreachable the last file stays, since the instances it lists are most
-    likely still running; one line is logged per outage, not per poll.
+    While etcd is unreachable (or refuses) the last file stays, since the instances it
+    lists are most likely still running; one line is logged per outage, not per poll.
     """
 
-    def __init__(self, endpoint: str, out: Path) -> None:
-        self.endpoint = endpoint
+    def __init__(self, fetch: Callable[[], Awaitable[KeyValues]], out: Path) -> None:
+        self.fetch = fetch
         self.out = out
         self._written = _read(out)
         self._unreachable = False
 
-    def poll(self) -> bool:
+    async def poll(self) -> bool:
         """One round; returns whether the file was (re)written."""
         try:
-            kvs = fetch_registry(self.endpoint)
-        except (OSError, ValueError, http.client.HTTPException) as exc:
+            kvs = await self.fetch()
+        except (ClientError, OSError, TimeoutError) as exc:
             if not self._unreachable:
-                log.warning(
-                    "etcd %s unreachable (%s); keeping %s, retrying", self.endpoint, exc, self.out
-                )
+                log.warning("etcd unreachable (%s); keeping %s, retrying", exc, self.out)
             self._unreachable = True
             return False
         if self._unreachable:
-            log.info("etcd %s reachable again", self.endpoint)
+            log.info("etcd reachable again")
         self._unreachable = False
         groups = file_sd_groups(kvs)
         text = render(groups)
@@ -168,11 +163,15 @@ class TargetsWriter:
         return True
 
 
-def run(endpoint: str, out: Path, interval: float = POLL_SECONDS) -> None:
-    writer = TargetsWriter(endpoint, out)
-    while True:
-        writer.poll()
-        time.sleep(interval)
+async def run(endpoint: str, tls_dir: Path, out: Path, interval: float = POLL_SECONDS) -> None:
+    reader = RegistryReader(endpoint, tls_dir)
+    writer = TargetsWriter(reader, out)
+    try:
+        while True:
+            await writer.poll()
+            await asyncio.sleep(interval)
+    finally:
+        await reader.close()
 
 
 def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -182,6 +181,9 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--etcd", required=True, help="etcd client endpoint, host:port")
+    parser.add_argument(
+        "--tls-dir", required=True, type=Path, help="ca.pem and the prometheus-targets certificate"
+    )
     parser.add_argument("--out", required=True, type=Path, help="file_sd JSON file to write")
     parser.add_argument("--interval", type=float, default=POLL_SECONDS, help="seconds per poll")
     args = parser.parse_args(argv)
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         "polling %s%s every %.1fs into %s", args.etcd, SERVICES_PREFIX, args.interval, args.out
     )
     try:
-        run(args.etcd, args.out, args.interval)
+        asyncio.run(run(args.etcd, args.tls_dir, args.out, args.interval))
     except (KeyboardInterrupt, SystemExit):
         log.info("stopped")
 

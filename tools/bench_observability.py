@@ -51,7 +51,7 @@ SAGA_BUYERS = 200
 
 
 async def lift_product_rate_limits(stack: Stack) -> None:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         current = await store.read(client, "product")
         await store.write(

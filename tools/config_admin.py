@@ -21,6 +21,8 @@ import typer
 from shared.config import store
 from shared.config.models import SCOPES
 from shared.registry.etcd import etcd_client
+from shared.settings import DEV_TLS_DIR
+from shared.tls import ClientTLS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "deploy" / "config" / "defaults.json"
@@ -71,11 +73,16 @@ async def wait_applied(
 def main(
     etcd: Annotated[str, typer.Option(envvar="SHOP_ETCD_ENDPOINT")] = "127.0.0.1:12379",
     defaults: Annotated[Path, typer.Option(help="the default documents")] = DEFAULTS_FILE,
+    tls_dir: Annotated[
+        Path,
+        typer.Option(envvar="SHOP_TLS_DIR", help="ca.pem and the operator's certificate"),
+    ] = DEV_TLS_DIR,
 ) -> None:
     """Write the default config documents for every scope that has none yet."""
 
     async def go() -> dict[str, str]:
-        client = etcd_client(etcd)
+        # The operator: the one party etcd lets write config documents.
+        client = etcd_client(etcd, tls=ClientTLS.operator(tls_dir))
         try:
             return await seed_defaults(client, load_defaults(defaults))
         finally:
@@ -85,6 +92,9 @@ def main(
         outcome = asyncio.run(go())
     except (store.InvalidDocument, OSError, json.JSONDecodeError) as error:
         print(f"config seed: FAILED: {error}", file=sys.stderr)
+        raise typer.Exit(1) from None
+    except aetcd.exceptions.ClientError as error:  # refused (no right) or unreachable
+        print(f"config seed: FAILED: etcd: {error}", file=sys.stderr)
         raise typer.Exit(1) from None
     print("config seed: " + ", ".join(f"{scope} {what}" for scope, what in outcome.items()))
 

@@ -19,6 +19,7 @@ from devstack.stack import Stack
 from shared.config import store
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from tools.launcher import open_directory
 
 
@@ -45,7 +46,7 @@ async def on_make_run(name: str, needs: Sequence[str], demo: Demo) -> int:
     # The clients' retry and breaker notes are for services' logs; the demo says what happens.
     logging.getLogger("shared.rpc.client").setLevel(logging.ERROR)
     stack = Stack("dev")
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         # etcd first: discovery would wait for it forever, where one read fails at once.
         await store.read(client, "global")

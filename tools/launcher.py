@@ -402,7 +402,7 @@ async def is_serving(instance: Instance, tls: ClientTLS, timeout: float = 1.0) -
 
 @contextlib.asynccontextmanager
 async def open_directory(stack: Stack) -> AsyncIterator[ServiceDirectory]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     directory = ServiceDirectory(client)
     await directory.start()
     try:

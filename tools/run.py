@@ -127,7 +127,7 @@ async def run(replicas: int = 1) -> int:
             settings = definition.settings_type(pg_dsn=stack.pg_service_dsn(definition.name))
             await definition.migrate(settings)
         # The config center's default documents, where no one has set any (never over them).
-        etcd = etcd_client(stack.etcd_endpoint)
+        etcd = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
         try:
             outcome = await seed_defaults(etcd, load_defaults())
         finally:

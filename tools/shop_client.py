@@ -253,7 +253,7 @@ async def connect(etcd_endpoint: str, tls_dir: Path) -> AsyncIterator[ServiceCli
     ``operator-key.pem``), the identity of people and tools; the user is the token.
     """
     tls = ClientTLS.operator(tls_dir)
-    etcd = etcd_client(etcd_endpoint)
+    etcd = etcd_client(etcd_endpoint, tls=tls)
     directory = ServiceDirectory(etcd)
     await directory.start()
     clients = ServiceClients(directory, tls)

@@ -38,6 +38,7 @@ from shared.messaging import trace_context
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.etcd import etcd_client
 from shared.settings import DEV_TLS_DIR
+from shared.tls import ClientTLS
 from shop.user.v1 import user_pb2
 from tools.config_admin import wait_applied
 from tools.seed import ADMIN, CUSTOMER
@@ -211,7 +212,8 @@ ScopeArgument = Annotated[str, typer.Argument(help=f"one of: {', '.join(SCOPES)}
 
 def with_etcd(etcd: str, action: Callable[[aetcd.Client], Awaitable[T]]) -> T:
     async def go() -> T:
-        client = etcd_client(etcd)
+        # As the operator, whom etcd lets read everything and write config documents.
+        client = etcd_client(etcd, tls=ClientTLS.operator(tls_dir))
         try:
             return await action(client)
         finally:
@@ -220,6 +222,12 @@ def with_etcd(etcd: str, action: Callable[[aetcd.Client], Awaitable[T]]) -> T:
     try:
         return asyncio.run(go())
     except (store.InvalidDocument, store.ConfigConflict, TimeoutError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    except aetcd.exceptions.ClientError as error:  # refused (no right) or unreachable
+        typer.echo(f"error: etcd: {error}", err=True)
+        raise typer.Exit(1) from None
+    except OSError as error:  # the operator's certificate is missing
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
 

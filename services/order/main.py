@@ -38,7 +38,9 @@ async def bindings(
 ) -> AsyncIterator[list[ServiceBinding]]:
     async with AsyncExitStack() as resources:
         pool = await resources.enter_async_context(service_pool(settings))
-        etcd = etcd_client(settings.etcd_endpoint)
+        etcd = etcd_client(
+            settings.etcd_endpoint, tls=ClientTLS(settings.tls_dir, settings.service_name)
+        )
         resources.push_async_callback(etcd.close)
         directory = ServiceDirectory(etcd)
         resources.push_async_callback(directory.stop)

@@ -17,6 +17,7 @@ from shared.db.pool import service_pool
 from shared.registry.etcd import etcd_client
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
+from shared.tls import ClientTLS
 from shop.user.v1 import user_pb2_grpc
 
 
@@ -35,7 +36,9 @@ async def bindings(
     passwords = await asyncio.to_thread(Passwords)
     async with AsyncExitStack() as resources:
         pool = await resources.enter_async_context(service_pool(settings))
-        etcd = etcd_client(settings.etcd_endpoint)
+        etcd = etcd_client(
+            settings.etcd_endpoint, tls=ClientTLS(settings.tls_dir, settings.service_name)
+        )
         resources.push_async_callback(etcd.close)
         uow_factory = unit_of_work_factory(pool)
         keyring = SigningKeyring(

@@ -1,13 +1,26 @@
-"""Opening an aetcd client from a host:port endpoint."""
+"""Opening an aetcd client from a host:port endpoint, as one identity of the CA.
+
+etcd serves TLS only and takes the client certificate's common name as its user
+(docs/decisions/trust-below-grpc.md), so every client names who it is: a service its
+own name, tools and tests ``operator``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Final
 
 import aetcd
+from aetcd import rpc, watcher
+
+from shared.tls import ETCD, ClientTLS
 
 log = logging.getLogger(__name__)
+
+# The name etcd's certificate must carry, whatever address the client dials (its
+# certificate names the Kubernetes Services and the loopback too).
+SERVER_NAME: Final = ETCD
 
 PREFIX = "/services/"
 
@@ -29,9 +42,49 @@ class EtcdClient(aetcd.Client):
     it, then closes the channel itself: nothing it would still send matters then.
     """
 
-    def __init__(self, *args: object, close_seconds: float = 3.0, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        tls: ClientTLS | None,
+        close_seconds: float = 3.0,
+        **kwargs: object,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.tls = tls
         self.close_seconds = close_seconds
+
+    async def connect(self) -> None:
+        """aetcd's connect, over TLS with this client's certificate.
+
+        aetcd opens insecure channels only. The credentials are the identity's files as
+        they are now: a channel keeps them for its life, so a renewed certificate
+        reaches this client when it next connects (after ``close``).
+        """
+        if self.tls is None:  # plaintext: only the tests that prove etcd refuses it
+            await super().connect()
+            return
+        if self._connected.is_set():
+            return
+        if self._is_connecting:  # type: ignore[has-type]  # another task opens the channel
+            await asyncio.wait_for(self._connected.wait(), self._connect_wait_timeout)
+            return
+        self._is_connecting = True
+        try:
+            options = [*self._options.items(), ("grpc.ssl_target_name_override", SERVER_NAME)]
+            self.channel = rpc.secure_channel(
+                f"{self._host}:{self._port}", self.tls.credentials(), options=options
+            )
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
+            self.auth_stub = rpc.AuthStub(self.channel)
+            self._watcher = watcher.Watcher(
+                rpc.WatchStub(self.channel), timeout=self._timeout, metadata=None
+            )
+            self._connected.set()
+        finally:
+            self._is_connecting = False
 
     async def close(self) -> None:
         try:
@@ -49,7 +102,9 @@ class EtcdClient(aetcd.Client):
                 await channel.close()
 
 
-def etcd_client(endpoint: str, timeout: float = 5.0) -> EtcdClient:
+def etcd_client(endpoint: str, *, tls: ClientTLS | None, timeout: float = 5.0) -> EtcdClient:
+    """A client of etcd at host:port acting as ``tls``'s identity (None: plaintext,
+    which etcd refuses; only tests that prove so pass it)."""
     host, _, port = endpoint.rpartition(":")
     # aetcd's timeout is per RPC; without one a call to a dead etcd hangs forever.
-    return EtcdClient(host=host or "127.0.0.1", port=int(port), timeout=timeout)
+    return EtcdClient(host=host or "127.0.0.1", port=int(port), timeout=timeout, tls=tls)

@@ -15,6 +15,7 @@ import pytest
 from devstack.stack import Stack
 from shared.config.center import config_key, status_key
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.e2e.conftest import running_system
 from tests.support.saga import funded_buyers, new_product, settled_audit, wait_until_terminal
@@ -39,7 +40,7 @@ async def wait_applied(client: aetcd.Client, instance_id: str, revision: int) ->
 async def test_a_degraded_order_is_confirmed_and_charged_its_total(
     stack: Stack, keys: TestKeys
 ) -> None:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         async with running_system(stack, keys) as system:
             product_id, _ = await new_product(

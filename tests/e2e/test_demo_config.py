@@ -11,6 +11,7 @@ import pytest
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem
 from tools.demo_config import run_demo
 from tools.launcher import REPO_ROOT
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_demo_config_applies_refuses_and_rolls_back(system: RunningSystem) -> None:
-    client = etcd_client(system.stack.etcd_endpoint)
+    client = etcd_client(system.stack.etcd_endpoint, tls=ClientTLS.operator(system.stack.tls_dir))
     try:
         result = await run_demo(client, system.directory)
         assert result.ok, result.summary
@@ -57,7 +58,7 @@ def shopctl(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[st
 
 
 async def test_the_readme_shopctl_config_commands(system: RunningSystem) -> None:
-    client = etcd_client(system.stack.etcd_endpoint)
+    client = etcd_client(system.stack.etcd_endpoint, tls=ClientTLS.operator(system.stack.tls_dir))
     try:
         got = await asyncio.to_thread(shopctl, system, "get", "global")
         assert got.returncode == 0 and "# global @ revision" in got.stdout, got.stderr

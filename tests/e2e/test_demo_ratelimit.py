@@ -13,6 +13,7 @@ from devstack.stack import Stack
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys
 from tools.demo_ratelimit import run_demo
@@ -30,7 +31,7 @@ async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     await client.delete(GLOBAL)
     try:
         yield client

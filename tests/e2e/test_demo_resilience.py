@@ -30,7 +30,7 @@ async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(system: RunningSystem) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(system.stack.etcd_endpoint)
+    client = etcd_client(system.stack.etcd_endpoint, tls=ClientTLS.operator(system.stack.tls_dir))
     try:
         yield client
     finally:

@@ -29,6 +29,7 @@ import pytest_asyncio
 from devstack.stack import Stack
 from shared.auth.jwks import parse_jwks, read_jwks
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.e2e.load.buyers import sign_in_buyers
@@ -131,7 +132,7 @@ async def shopctl(stack: Stack, *args: str) -> str:
 
 
 async def published_kids(stack: Stack) -> set[str]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         raw = await read_jwks(client)
     finally:

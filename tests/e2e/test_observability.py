@@ -272,7 +272,7 @@ async def set_sample_ratio(etcd: aetcd.Client, ratio: float) -> None:
 async def test_the_sample_ratio_is_changed_live_from_the_config_center(
     system: RunningSystem,
 ) -> None:
-    etcd = etcd_client(system.stack.etcd_endpoint)
+    etcd = etcd_client(system.stack.etcd_endpoint, tls=ClientTLS.operator(system.stack.tls_dir))
     try:
         await set_sample_ratio(etcd, 1.0)
         before = await asyncio.to_thread(product_traces, system.stack)

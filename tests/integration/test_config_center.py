@@ -17,6 +17,7 @@ from services.product.main import SERVICE as PRODUCT
 from shared.config import store
 from shared.config.center import ConfigCenter, RuntimeConfig, config_key
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys
 from tools.config_admin import load_defaults, seed_defaults, wait_applied
@@ -29,7 +30,7 @@ SCOPES_TOUCHED = ("global", "product", "order")
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     await wipe(client)
     try:
         yield client
@@ -248,7 +249,10 @@ async def test_shopctl_config_get_and_status(
         # sends no lease keepalives (their 2 s leases, and the statuses on them, would expire).
         return await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "tools.shopctl", "config", *args, "--etcd", stack.etcd_endpoint],
+            [
+                *(sys.executable, "-m", "tools.shopctl", "--tls-dir", str(stack.tls_dir)),
+                *("config", *args, "--etcd", stack.etcd_endpoint),
+            ],
             cwd=REPO_ROOT,
             capture_output=True,
             text=True,
@@ -272,7 +276,7 @@ async def test_after_an_etcd_restart_the_instance_reads_again(
     stack: Stack, etcd: aetcd.Client
 ) -> None:
     center = ConfigCenter("product")
-    watcher = etcd_client(stack.etcd_endpoint)
+    watcher = etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, "product"))
     await center.start(watcher)
     try:
         await asyncio.to_thread(stack.stop, "etcd")

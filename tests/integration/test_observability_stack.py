@@ -22,7 +22,10 @@ import pytest_asyncio
 
 from devstack.stack import Stack
 from shared.registry.etcd import etcd_client, instance_key
+from shared.tls import ClientTLS
 
+# The instance the test registers, with the labels it expects on the scraped series.
+SERVICE = "product"
 pytestmark = pytest.mark.integration
 T = TypeVar("T")
 
@@ -141,7 +144,8 @@ def metrics_server() -> Iterator[MetricsServer]:
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(stack.etcd_endpoint)
+    # A service's certificate: etcd lets only the product service write product's records.
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, SERVICE))
     yield client
     await client.close()
 
@@ -160,7 +164,7 @@ async def test_prometheus_scrapes_an_instance_registered_in_etcd_until_it_goes(
 ) -> None:
     assert stack.is_up("prometheus")
     instance_id = f"probe-{uuid.uuid4().hex[:8]}"
-    key = instance_key("probe-test", instance_id)
+    key = instance_key(SERVICE, instance_id)
     lease = await etcd.lease(LEASE_TTL)
     record = {
         "address": "127.0.0.1:1",
@@ -179,7 +183,7 @@ async def test_prometheus_scrapes_an_instance_registered_in_etcd_until_it_goes(
             wait_for, f"{key} scraped up", scraped_up, TARGET_TIMEOUT
         )
         print(f"target up {took:.1f}s after the key was put")
-        assert target["labels"]["service"] == "probe-test"
+        assert target["labels"]["service"] == SERVICE
         assert target["labels"]["job"] == "shop"
         assert target["scrapeUrl"] == f"http://{metrics_server.address}/metrics"
 
@@ -191,7 +195,7 @@ async def test_prometheus_scrapes_an_instance_registered_in_etcd_until_it_goes(
             return (body["data"]["result"] or None) if status == 200 else None
 
         result, _ = await asyncio.to_thread(wait_for, "the scraped sample", sample, 10.0)
-        assert result[0]["metric"]["service"] == "probe-test"
+        assert result[0]["metric"]["service"] == SERVICE
         assert result[0]["value"][1] == "1"
     finally:
         await etcd.delete(key.encode())

@@ -29,6 +29,7 @@ from shared.messaging.envelope import Event, unwrap, wrap
 from shared.messaging.topics import ORDERS
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client, instance_key
+from shared.tls import ClientTLS
 from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2
 from shop.order.v1 import order_pb2 as pb
@@ -91,7 +92,7 @@ async def counts(service: RunningService) -> dict[str, int]:
 
 async def wait_for_product_instances(stack: Stack, wanted: Callable[[int], bool]) -> int:
     """How many product instances etcd lists, once ``wanted`` holds (or fails after 10 s)."""
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     directory = ServiceDirectory(client)
     await directory.start()
     try:
@@ -106,8 +107,9 @@ async def wait_for_product_instances(stack: Stack, wanted: Callable[[int], bool]
 
 @contextlib.asynccontextmanager
 async def registered_dead_product(stack: Stack) -> AsyncIterator[None]:
-    """A product instance record in etcd whose address nobody listens on."""
-    client = etcd_client(stack.etcd_endpoint)
+    """A product instance record in etcd whose address nobody listens on (written with
+    product's certificate: only it may write its records)."""
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, "product"))
     lease = await client.lease(10)  # cleans itself up should the test die here
     try:
         await client.put(

@@ -26,6 +26,7 @@ from services.order.main import SERVICE as ORDER
 from services.product.main import SERVICE as PRODUCT
 from shared.config.center import ConfigCenter, config_key
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2 as pb
 from shop.order.v1 import order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
@@ -94,7 +95,7 @@ async def outage(stack: Stack, keys: TestKeys) -> AsyncIterator[Outage]:
 async def set_knobs(stack: Stack, outage: Outage) -> AsyncIterator[SetKnobs]:
     """Writes /config/order and waits until the order instance applied it; deleted after."""
     center: ConfigCenter = outage.order.host.config
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
 
     async def applied(done: Callable[[int], bool]) -> None:
         async with asyncio.timeout(10):

@@ -31,6 +31,7 @@ from shared.config.models import GlobalConfig, RateLimit, RateLimits
 from shared.registry.etcd import etcd_client
 from shared.rpc.interceptors import AccessPolicy, default_chain
 from shared.rpc.status import REASON_KEY, RETRY_AFTER_KEY
+from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from shop.user.v1 import user_pb2, user_pb2_grpc
 from tests.support.services import RunningService, recreate_database, run_service
@@ -84,7 +85,7 @@ async def apply(
 ) -> AsyncIterator[Apply]:
     """Writes ``/config/global`` and waits until both services applied it; the document
     is always deleted at the end: later tests share this etcd."""
-    client: aetcd.Client = etcd_client(stack.etcd_endpoint)
+    client: aetcd.Client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     key = config_key("global").encode()
 
     async def put(document: dict[str, Any]) -> int:

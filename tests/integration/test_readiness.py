@@ -20,6 +20,7 @@ from devstack.stack import Stack
 from services.product.main import SERVICE as PRODUCT
 from shared.registry.etcd import etcd_client, instance_key
 from shared.rpc.server import LIVENESS
+from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tcp_proxy import TcpProxy
@@ -67,7 +68,7 @@ async def health(running: RunningService, service: str) -> int:
 
 
 async def registered(stack: Stack, running: RunningService) -> bool:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         key = instance_key("product", running.host.settings.instance_id)
         return await client.get(key.encode()) is not None

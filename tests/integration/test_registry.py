@@ -13,27 +13,35 @@ import pytest_asyncio
 
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client, instance_key
+from shared.registry.etcd import EtcdClient, etcd_client, instance_key
 from shared.registry.registration import ServiceRegistration
+from shared.tls import ClientTLS
 
 pytestmark = pytest.mark.integration
 TTL = 2
+# etcd lets a party write only its own registrations: the tests register as a real
+# service, with their own instance ids, and look only at those.
+SERVICE = "inventory"
 
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = as_service(stack)
     yield client
     await client.close()
 
 
+def as_service(stack: Stack) -> EtcdClient:
+    return etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, SERVICE))
+
+
 def registration(
-    client: aetcd.Client, service: str, instance_id: str | None = None, address: str = "127.0.0.1:1"
+    client: aetcd.Client, name: str, instance_id: str | None = None, address: str = "127.0.0.1:1"
 ) -> ServiceRegistration:
     return ServiceRegistration(
         client,
-        service=service,
-        instance_id=instance_id or uuid.uuid4().hex,
+        service=SERVICE,
+        instance_id=f"{name}-{instance_id or uuid.uuid4().hex}",
         address=address,
         version="test",
         ttl_seconds=TTL,
@@ -89,7 +97,7 @@ async def test_lost_lease_is_replaced_and_the_key_written_again(etcd: aetcd.Clie
 
 async def test_instance_registers_again_after_etcd_restarts_empty(stack: Stack) -> None:
     """etcd comes back with no state at all: the instance must heal on its own."""
-    client = etcd_client(stack.etcd_endpoint)
+    client = as_service(stack)
     reg = registration(client, "reg-restart")
     await reg.start()
     try:
@@ -110,7 +118,7 @@ async def test_instance_registers_again_after_etcd_restarts_empty(stack: Stack) 
 
 
 async def test_instance_survives_an_etcd_restart_that_keeps_its_data(stack: Stack) -> None:
-    client = etcd_client(stack.etcd_endpoint)
+    client = as_service(stack)
     reg = registration(client, "reg-bounce")
     await reg.start()
     try:
@@ -126,23 +134,27 @@ async def test_instance_survives_an_etcd_restart_that_keeps_its_data(stack: Stac
 async def test_discovery_sees_instances_come_and_go(etcd: aetcd.Client) -> None:
     directory = ServiceDirectory(etcd)
     await directory.start()
-    service = f"disc-{uuid.uuid4().hex[:6]}"
-    one = registration(etcd, service, "one", "127.0.0.1:1001")
-    two = registration(etcd, service, "two", "127.0.0.1:1002")
+    name = f"disc-{uuid.uuid4().hex[:6]}"
+    one = registration(etcd, name, "one", "127.0.0.1:1001")
+    two = registration(etcd, name, "two", "127.0.0.1:1002")
+
+    def mine() -> dict[str, str]:
+        instances = directory.instances(SERVICE)
+        return {i.instance_id: i.address for i in instances if i.instance_id.startswith(name)}
+
     try:
         await one.start()
         await two.start()
         async with asyncio.timeout(3):
-            await directory.wait_until(lambda: len(directory.instances(service)) == 2)
-        picks = {directory.pick(service).address for _ in range(4)}
-        assert picks == {"127.0.0.1:1001", "127.0.0.1:1002"}
+            await directory.wait_until(lambda: len(mine()) == 2)
+        assert set(mine().values()) == {"127.0.0.1:1001", "127.0.0.1:1002"}
         await one.stop()
         async with asyncio.timeout(1):  # a revoke is seen through the watch, not after a TTL
-            await directory.wait_until(lambda: len(directory.instances(service)) == 1)
-        assert {directory.pick(service).instance_id for _ in range(3)} == {"two"}
+            await directory.wait_until(lambda: len(mine()) == 1)
+        assert set(mine()) == {f"{name}-two"}
         await two.abandon()
         async with asyncio.timeout(TTL + 1.5):  # expiry is seen as soon as etcd deletes the key
-            await directory.wait_until(lambda: not directory.instances(service))
+            await directory.wait_until(lambda: not mine())
     finally:
         await one.stop()
         await two.stop()
@@ -150,20 +162,22 @@ async def test_discovery_sees_instances_come_and_go(etcd: aetcd.Client) -> None:
 
 
 async def test_discovery_resyncs_after_etcd_restarts(stack: Stack) -> None:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     directory = ServiceDirectory(client)
     await directory.start()
-    writer = etcd_client(stack.etcd_endpoint)
-    service = f"resync-{uuid.uuid4().hex[:6]}"
+    writer = as_service(stack)
+    late = f"resync-{uuid.uuid4().hex[:6]}"
     try:
         await asyncio.to_thread(stack.stop, "etcd")
         await asyncio.to_thread(stack.start, "etcd")
         lease = await writer.lease(30)
         await writer.put(
-            instance_key(service, "late").encode(), b'{"address": "127.0.0.1:1003"}', lease=lease
+            instance_key(SERVICE, late).encode(), b'{"address": "127.0.0.1:1003"}', lease=lease
         )
         async with asyncio.timeout(10):
-            await directory.wait_until(lambda: bool(directory.instances(service)))
+            await directory.wait_until(
+                lambda: any(i.instance_id == late for i in directory.instances(SERVICE))
+            )
         await lease.revoke()
     finally:
         await directory.stop()

@@ -78,7 +78,7 @@ PRICE = 700
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def etcd(stack: Stack) -> AsyncIterator[aetcd.Client]:
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         yield client
     finally:
@@ -198,7 +198,7 @@ class World:
 @pytest_asyncio.fixture(loop_scope="session")
 async def scripted(stack: Stack, keys: TestKeys) -> AsyncIterator[tuple[ScriptedProduct, Any]]:
     """A scripted product instance, registered in etcd; with its host."""
-    await keys.publish(stack.etcd_endpoint)
+    await keys.publish(stack.etcd_endpoint, stack.tls_dir)
     servicer = ScriptedProduct()
     settings = ProductSettings(
         port=0,
@@ -259,7 +259,7 @@ async def own_clients(
     stack: Stack,
 ) -> AsyncIterator[Callable[[ConfigCenter], Awaitable[ServiceClients]]]:
     """The test's own ServiceClients (operator certificate), each with the config given."""
-    client = etcd_client(stack.etcd_endpoint)
+    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     directory = ServiceDirectory(client)
     await directory.start()
     made: list[ServiceClients] = []

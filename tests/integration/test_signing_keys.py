@@ -38,6 +38,7 @@ from shared.auth.keys import key_id
 from shared.auth.tokens import TokenIssuer
 from shared.db.pool import create_pool
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from shop.user.v1 import user_pb2, user_pb2_grpc
 from tests.support.services import RunningService, recreate_database, run_service
@@ -79,7 +80,7 @@ async def restoring_jwks(stack: Stack, keys: TestKeys) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await keys.publish(stack.etcd_endpoint)
+        await keys.publish(stack.etcd_endpoint, stack.tls_dir)
 
 
 async def test_a_verifier_picks_up_a_new_key_and_drops_a_removed_one_even_if_cached(
@@ -99,7 +100,7 @@ async def test_a_verifier_picks_up_a_new_key_and_drops_a_removed_one_even_if_cac
         assert error.code() == grpc.StatusCode.UNAUTHENTICATED
         assert "unknown key" in (error.details() or "")
 
-        etcd = etcd_client(stack.etcd_endpoint)
+        etcd = etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, "user"))
         try:
             # Both keys: the new one arrives, the old one's tokens still verify.
             await publish_jwks(etcd, [new.public_key(), keys.public_key])
@@ -129,10 +130,10 @@ async def test_a_verifier_picks_up_a_new_key_and_drops_a_removed_one_even_if_cac
 async def test_a_service_starts_without_a_jwks_and_takes_one_when_it_appears(
     stack: Stack, keys: TestKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def publish_nothing(self: TestKeys, etcd_endpoint: str) -> None:
+    async def publish_nothing(self: TestKeys, etcd_endpoint: str, tls_dir: Path) -> None:
         pass
 
-    etcd = etcd_client(stack.etcd_endpoint)
+    etcd = etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, "user"))
     try:
         async with restoring_jwks(stack, keys):
             await etcd.delete(JWKS_KEY.encode())
@@ -171,7 +172,9 @@ async def test_two_instances_starting_on_an_empty_table_agree_on_one_key(
     dsn = await recreate_database(stack, "user")
     await USER.migrate(UserSettings(pg_dsn=dsn))
     pool = await create_pool(dsn, min_size=1, max_size=4)
-    clients = [etcd_client(stack.etcd_endpoint) for _ in range(2)]
+    clients = [
+        etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, "user")) for _ in range(2)
+    ]
     # No key file: each would generate its own key if the first start were not serialised.
     rings = [keyring(pool, c, tmp_path / "absent.pem") for c in clients]
     try:

@@ -140,7 +140,9 @@ async def test_every_service_registers_and_serves_from_its_container(containers)
 
 
 async def test_the_config_defaults_job_writes_the_default_documents(containers) -> None:
-    client = etcd_client(containers.stack.etcd_endpoint)
+    client = etcd_client(
+        containers.stack.etcd_endpoint, tls=ClientTLS.operator(containers.stack.tls_dir)
+    )
     try:
         for scope in load_defaults():
             await client.delete(config_key(scope).encode())

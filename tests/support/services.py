@@ -59,7 +59,7 @@ async def run_service(
     dsn = stack.pg_service_dsn(definition.name)
     if "jwt_private_key_file" in definition.settings_type.model_fields:
         overrides.setdefault("jwt_private_key_file", keys.private_key_file)
-    await keys.publish(stack.etcd_endpoint)
+    await keys.publish(stack.etcd_endpoint, stack.tls_dir)
     settings = definition.settings_type(
         **{
             "port": 0,

@@ -14,6 +14,7 @@ from shared.auth.jwks import publish_jwks
 from shared.auth.keys import generate_keypair, key_id, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 
 ISSUER = "shop-user"
 AUDIENCE = "shop"
@@ -43,10 +44,11 @@ class TestKeys:
     def kid(self) -> str:
         return key_id(self.public_key)
 
-    async def publish(self, etcd_endpoint: str) -> None:
-        """Makes the test key the whole JWKS in etcd, as the user service would publish it:
-        for services started without a user service, so minted tokens verify."""
-        client = etcd_client(etcd_endpoint)
+    async def publish(self, etcd_endpoint: str, tls_dir: Path) -> None:
+        """Makes the test key the whole JWKS in etcd, as the user service would publish it
+        (and with its certificate, the only one etcd lets write the JWKS): for services
+        started without a user service, so minted tokens verify."""
+        client = etcd_client(etcd_endpoint, tls=ClientTLS(tls_dir, "user"))
         try:
             await publish_jwks(client, [self.public_key])
         finally:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+
+import pytest
 
 from shared.registry.etcd import etcd_client
+from shared.tls import OPERATOR, ClientTLS, ensure_authority
 
 
 class StuckWatcher:
@@ -19,9 +23,16 @@ class StuckWatcher:
         await asyncio.Event().wait()
 
 
-async def test_close_gives_up_on_a_stuck_watch_stream_and_drops_the_channel() -> None:
+@pytest.mark.parametrize("secure", [True, False], ids=["tls", "plaintext"])
+async def test_close_gives_up_on_a_stuck_watch_stream_and_drops_the_channel(
+    secure: bool, tmp_path: Path
+) -> None:
     # No etcd is needed: connect only opens a lazy channel.
-    client = etcd_client("127.0.0.1:1")
+    tls = None
+    if secure:
+        ensure_authority(tmp_path, [OPERATOR])
+        tls = ClientTLS.operator(tmp_path)
+    client = etcd_client("127.0.0.1:1", tls=tls)
     client.close_seconds = 0.2
     await client.connect()
     channel = client.channel
@@ -41,7 +52,7 @@ async def test_close_gives_up_on_a_stuck_watch_stream_and_drops_the_channel() ->
 
 
 async def test_close_of_a_client_that_never_connected_returns_at_once() -> None:
-    client = etcd_client("127.0.0.1:1")
+    client = etcd_client("127.0.0.1:1", tls=None)
     async with asyncio.timeout(1):
         await client.close()
     assert client.channel is None

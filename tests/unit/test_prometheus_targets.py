@@ -1,20 +1,25 @@
-"""The targets bridge: registry key/values to file_sd groups, and its polling against a fake
-etcd gateway (the real etcd is in tests/integration/test_observability_stack.py)."""
+"""The targets bridge: registry key/values to file_sd groups, and its polling of a fake
+registry (the real etcd is in tests/integration/test_observability_stack.py)."""
 
 from __future__ import annotations
 
-import base64
 import json
+import os
 import socket
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devstack.prometheus_targets import TargetsWriter, file_sd_groups, parse_key, render
+from devstack.prometheus_targets import (
+    KeyValues,
+    RegistryReader,
+    TargetsWriter,
+    file_sd_groups,
+    parse_key,
+    render,
+)
+from shared.tls import PROMETHEUS_TARGETS, ensure_authority
 
 
 def value(**fields: Any) -> bytes:
@@ -85,102 +90,71 @@ def test_render_is_stable_json() -> None:
     assert render([]) == "[]\n"
 
 
-# --- polling against a fake v3 gateway ------------------------------------------------------------
+# --- polling a fake registry ------------------------------------------------------------------
 
 
-class FakeGateway:
-    """Answers POST /v3/kv/range like etcd's gateway, from a dict; records the requests."""
+class FakeRegistry:
+    """The registry's key/values from a dict; counts the reads."""
 
     def __init__(self) -> None:
         self.kvs: dict[str, bytes] = {}
-        self.requests: list[dict[str, Any]] = []
-        gateway = self
+        self.reads = 0
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                gateway.requests.append({"path": self.path, **body})
-                kvs = [
-                    {"key": _b64(k.encode()), "value": _b64(v)}
-                    for k, v in sorted(gateway.kvs.items())
-                ]
-                # Like the real gateway: empty fields are left out.
-                payload = json.dumps({"header": {}, **({"kvs": kvs} if kvs else {})}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    async def __call__(self) -> KeyValues:
+        self.reads += 1
+        return sorted(self.kvs.items())
 
 
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
-@pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    fake = FakeGateway()
-    yield fake
-    fake.close()
-
-
-def test_polls_the_services_prefix_and_writes_only_on_change(
-    gateway: FakeGateway, tmp_path: Path
-) -> None:
+async def test_polls_the_registry_and_writes_only_on_change(tmp_path: Path) -> None:
+    registry = FakeRegistry()
     out = tmp_path / "targets.json"
-    writer = TargetsWriter(gateway.endpoint, out)
+    writer = TargetsWriter(registry, out)
 
-    assert writer.poll()  # first poll: nothing registered is still a file, an empty one
+    assert await writer.poll()  # first poll: nothing registered is still a file, an empty one
     assert json.loads(out.read_text()) == []
-    request = gateway.requests[0]
-    assert request["path"] == "/v3/kv/range"
-    assert base64.b64decode(request["key"]) == b"/services/"
-    assert base64.b64decode(request["range_end"]) == b"/services0"  # every key under the prefix
 
-    gateway.kvs["/services/user/u-1"] = value(address="127.0.0.1:1", metrics="127.0.0.1:9001")
-    assert writer.poll()
+    registry.kvs["/services/user/u-1"] = value(address="127.0.0.1:1", metrics="127.0.0.1:9001")
+    assert await writer.poll()
     assert json.loads(out.read_text()) == [group("127.0.0.1:9001", "user", "u-1")]
     inode = out.stat().st_ino
 
-    assert not writer.poll()  # unchanged: not rewritten
+    assert not await writer.poll()  # unchanged: not rewritten
     assert out.stat().st_ino == inode
 
-    del gateway.kvs["/services/user/u-1"]
-    assert writer.poll()
+    del registry.kvs["/services/user/u-1"]
+    assert await writer.poll()
     assert json.loads(out.read_text()) == []
-    assert list(tmp_path.iterdir()) == [out]  # no temp file left behind
+    assert os.listdir(tmp_path) == [out.name]  # no temp file left behind
+    assert registry.reads == 4
 
 
-def test_an_unchanged_file_from_an_earlier_run_is_not_rewritten(
-    gateway: FakeGateway, tmp_path: Path
-) -> None:
-    gateway.kvs["/services/user/u-1"] = value(metrics="127.0.0.1:9001")
+async def test_an_unchanged_file_from_an_earlier_run_is_not_rewritten(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    registry.kvs["/services/user/u-1"] = value(metrics="127.0.0.1:9001")
     out = tmp_path / "targets.json"
-    assert TargetsWriter(gateway.endpoint, out).poll()
-    assert not TargetsWriter(gateway.endpoint, out).poll()
+    assert await TargetsWriter(registry, out).poll()
+    assert not await TargetsWriter(registry, out).poll()
 
 
-def test_keeps_the_last_file_while_etcd_is_unreachable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("certificates", [True, False], ids=["unreachable", "no-certificate"])
+async def test_keeps_the_last_file_while_etcd_is_unreachable(
+    tmp_path: Path, certificates: bool
+) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         endpoint = f"127.0.0.1:{sock.getsockname()[1]}"
+    tls_dir = tmp_path / "tls"
+    if certificates:
+        ensure_authority(tls_dir, [PROMETHEUS_TARGETS])
     out = tmp_path / "targets.json"
     last = render([group("127.0.0.1:9001", "user", "u-1")])
     out.write_text(last)
 
-    writer = TargetsWriter(endpoint, out)
-    assert not writer.poll()
-    assert not writer.poll()
+    reader = RegistryReader(endpoint, tls_dir)
+    writer = TargetsWriter(reader, out)
+    try:
+        assert not await writer.poll()
+        assert not await writer.poll()
+    finally:
+        await reader.close()
     assert out.read_text() == last

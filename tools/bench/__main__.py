@@ -150,7 +150,7 @@ class System:
         instance = sorted(self.directory.instances("product"), key=lambda i: i.instance_id)[0]
         token = self.issuer.issue(uuid.uuid4(), Role.CUSTOMER)[0]
         plan = self.plan
-        etcd = etcd_client(self.stack.etcd_endpoint)
+        etcd = etcd_client(self.stack.etcd_endpoint, tls=ClientTLS.operator(self.stack.tls_dir))
         try:
             async with patched_config(etcd, "product", "bench", say=print) as patch:
                 await patch.set(GET_PRODUCT_OUT_OF_REACH)  # returns once every instance has it

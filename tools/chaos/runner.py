@@ -24,6 +24,7 @@ import asyncpg
 from devstack.stack import Stack
 from services.order.domain import SAGA_TIMED_OUT
 from shared.registry.etcd import etcd_client
+from shared.tls import ClientTLS
 from tests.e2e.load.buyers import TokenCache, sign_in_buyers
 from tests.e2e.load.calls import PLACE_ORDER_DEADLINE
 from tests.e2e.load.driver import Recorder, SagaOutcome
@@ -148,7 +149,7 @@ async def run_chaos(
     async def execute(pair: tuple[Prepared, Arrival], due: float) -> bool:
         return await pair[0].operations.execute(pair[1], due)
 
-    etcd = etcd_client(stack.etcd_endpoint)
+    etcd = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     sampler = OutboxSampler(target.audit_dsns)
     measured_since = datetime.now(UTC)
 

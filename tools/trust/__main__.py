@@ -1,6 +1,7 @@
 """trust: the rights table (tools/trust/rights.py) applied to a running party, as its
 administrator, and the attacks that must fail against it.
 
+python -m tools.trust etcd --endpoint etcd:2379 --tls-dir /tls          # users, roles, auth on
 python -m tools.trust kafka --bootstrap kafka:9092 --tls-dir /tls      # topics, then ACLs
 python -m tools.trust postgres --dsn ADMIN_DSN --passwords-dir DIR      # roles, databases
 python -m tools.trust attack --profile dev                              # against `make run`
@@ -62,6 +63,34 @@ def _one_line(error: BaseException) -> str:
 def fail(what: str, error: BaseException) -> None:
     print(f"trust {what}: FAILED: {_one_line(error)}", file=sys.stderr)
     raise typer.Exit(1)
+
+
+@app.command()
+def etcd(
+    endpoint: Annotated[str, typer.Option(help="host:port of etcd's client port")],
+    tls_dir: Annotated[Path, typer.Option(help="ca.pem, root.pem and root-key.pem")],
+    wait: WaitOption = 0,
+) -> None:
+    """etcd's users and roles as ETCD_ROLES says, then its authentication on, as its root."""
+    import grpc
+
+    from tools.trust.etcd_auth import apply_at
+
+    def attempt() -> int:
+        try:
+            return len(asyncio.run(apply_at(endpoint, tls_dir)).changes)
+        except FileNotFoundError as error:
+            raise Refused(f"no root identity: {error}") from error
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                raise  # not up yet, or not answering: worth waiting for
+            raise Refused(f"{error.code().name}: {error.details()}") from error
+
+    try:
+        changes = with_wait("etcd", wait, attempt)
+    except Exception as error:
+        fail("etcd", error)
+    typer.echo(f"etcd {endpoint}: {changes} change(s); authentication on")
 
 
 @app.command()
@@ -134,6 +163,61 @@ def postgres(
         fail("postgres", error)
     for line in done or ["nothing to change"]:
         typer.echo(f"trust postgres: {line}")
+
+
+@app.command()
+def attack(
+    profile: Annotated[
+        str | None, typer.Option(help="a local stack (make run's is dev): its ports and files")
+    ] = None,
+    etcd: Annotated[str, typer.Option(help="etcd's host:port (without --profile)")] = "",
+    kafka: Annotated[str, typer.Option(help="Kafka's host:port")] = "",
+    postgres: Annotated[str, typer.Option(help="PostgreSQL's host:port")] = "",
+    attacker: Annotated[
+        str, typer.Option(help="the service whose credentials are stolen")
+    ] = "product",
+    attacker_tls_dir: Annotated[Path | None, typer.Option(help="its ca.pem and key pair")] = None,
+    attacker_pg_password_file: Annotated[
+        Path | None, typer.Option(help="its role's password")
+    ] = None,
+    verifier_tls_dir: Annotated[
+        Path | None, typer.Option(help="the operator's, to read the data before and after")
+    ] = None,
+) -> None:
+    """Forged keys, events and logins against etcd, Kafka and PostgreSQL; exit 1 unless
+    every one is refused with nothing changed."""
+    from tools.trust.attacks import Endpoints, Identity, report, run_attacks
+
+    if profile is not None:
+        from devstack.stack import Stack
+        from tools.trust.rights import pg_role
+
+        stack = Stack(profile)
+        where = Endpoints(
+            stack.etcd_endpoint, stack.kafka_bootstrap, f"127.0.0.1:{stack.postgres.port}"
+        )
+        attacker_tls_dir = verifier_tls_dir = stack.tls_dir
+        attacker_pg_password_file = stack.postgres.passwords_dir / pg_role(attacker)
+    else:
+        if not (etcd and kafka and postgres):
+            raise typer.BadParameter("give --profile, or --etcd, --kafka and --postgres")
+        where = Endpoints(etcd, kafka, postgres)
+    if attacker_tls_dir is None or verifier_tls_dir is None or attacker_pg_password_file is None:
+        raise typer.BadParameter(
+            "give --profile, or the attacker's and the verifier's TLS dirs and the password file"
+        )
+    password = attacker_pg_password_file.read_text().strip()
+    outcomes = asyncio.run(
+        run_attacks(
+            where,
+            Identity(attacker_tls_dir, attacker),
+            password,
+            Identity(verifier_tls_dir, "operator"),
+        )
+    )
+    typer.echo(report(outcomes))
+    if not all(o.held for o in outcomes):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

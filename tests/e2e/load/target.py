@@ -186,10 +186,11 @@ async def env_target(environ: Mapping[str, str] = os.environ) -> AsyncIterator[T
     dsn_names = {s: f"SHOP_{s.upper()}_PG_DSN" for s in ("inventory", "order", "payment")}
     if missing := [n for n in [*names, *dsn_names.values()] if not environ.get(n)]:
         raise RuntimeError(f"the environment does not name the system: {', '.join(missing)}")
-    etcd = etcd_client(environ["SHOP_ETCD_ENDPOINT"])
+    operator = ClientTLS.operator(Path(environ["SHOP_TLS_DIR"]))
+    etcd = etcd_client(environ["SHOP_ETCD_ENDPOINT"], tls=operator)
     directory = ServiceDirectory(etcd)
     await directory.start()
-    clients = ServiceClients(directory, ClientTLS.operator(Path(environ["SHOP_TLS_DIR"])))
+    clients = ServiceClients(directory, operator)
     try:
         yield Target(
             "env",
