@@ -28,7 +28,7 @@ from aiokafka.structs import TopicPartition
 
 from shared import tls
 from shared.messaging.envelope import wrap
-from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
+from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS, TOPICS
 from shop.events.v1 import inventory_events_pb2
 from tools.trust import rights
 
@@ -148,12 +148,12 @@ async def _kafka_produce(bootstrap: str, trust: Path, who: Identity | None, topi
 
 async def _kafka_end_offsets(bootstrap: str, verifier: Identity, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, **_kafka_security(verifier.tls_dir, verifier)
+        bootstrap_servers=bootstrap, group_id=None, **_kafka_security(verifier.tls_dir, verifier)
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        partitions = [TopicPartition(topic, p) for p in range(TOPICS[topic])]
+        ends = await consumer.end_offsets(partitions)
         return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
