@@ -59,11 +59,15 @@ def renew(
     where = tls_dir(profile, directory)
     tls.renew(where, name)
     typer.echo(describe(tls.cert_file(where, name)))
-    # Kafka alone does not look at its files again by itself: ask the profile's broker.
-    kafka = Stack(profile).kafka
-    if name == tls.KAFKA and directory is None and kafka.is_up():
-        kafka.reload_certificate()
+    # etcd reads its files on every handshake, the services and clients when they change;
+    # Kafka and PostgreSQL have to be asked, so the profile's running servers are.
+    stack = Stack(profile)
+    if name == tls.KAFKA and directory is None and stack.kafka.is_up():
+        stack.kafka.reload_certificate()
         typer.echo("kafka: the running broker reloaded it")
+    if name == tls.POSTGRES and directory is None and stack.postgres.is_up():
+        if stack.postgres.refresh():
+            typer.echo("postgres: the running server reloaded it")
 
 
 @app.command()

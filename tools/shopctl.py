@@ -36,7 +36,8 @@ from shared.config import store
 from shared.config.models import SCOPES
 from shared.messaging import trace_context
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
-from shared.registry.etcd import etcd_client
+from shared.registry.discovery import Instance, parse_instance
+from shared.registry.etcd import PREFIX, etcd_client
 from shared.settings import DEV_TLS_DIR
 from shared.tls import ClientTLS
 from shop.user.v1 import user_pb2
@@ -346,6 +347,24 @@ def config_rollback(
 
     entry, revision = with_etcd(etcd, go)
     typer.echo(f"rolled {scope} back to entry {entry.entry_id}; now at revision {revision}")
+
+
+@app.command()
+def instances(etcd: EtcdOption = "127.0.0.1:12379") -> None:
+    """Every instance registered in etcd: service, instance id, address, version."""
+
+    async def read(client: aetcd.Client) -> list[Instance]:
+        found = []
+        for kv in await client.get_prefix(PREFIX.encode()):
+            instance = parse_instance(kv.key, kv.value, kv.lease)
+            if instance is not None:
+                found.append(instance)
+        return sorted(found, key=lambda i: (i.service, i.instance_id))
+
+    rows = [("service", "instance", "address", "version")]
+    rows += [(i.service, i.instance_id, i.address, i.version) for i in with_etcd(etcd, read)]
+    for line in render_table(rows):
+        typer.echo(line)
 
 
 @config_app.command("status")

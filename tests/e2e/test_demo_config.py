@@ -104,3 +104,28 @@ async def test_the_readme_shopctl_config_commands(system: RunningSystem) -> None
         await client.delete(config_key("order").encode())
         await client.delete_prefix(f"{store.HISTORY_PREFIX}order/".encode())
         await client.close()
+
+
+async def test_shopctl_instances_lists_every_registered_instance(system: RunningSystem) -> None:
+    listed = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "tools.shopctl",
+            "--tls-dir",
+            str(system.stack.tls_dir),
+            "instances",
+            "--etcd",
+            system.stack.etcd_endpoint,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()]
+    assert {row[0] for row in rows} == {"user", "product", "inventory", "payment", "order"}
+    assert all(":" in row[2] for row in rows)  # host:port, as peers dial it

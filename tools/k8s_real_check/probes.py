@@ -119,13 +119,19 @@ def etcd_members(kubectl: k8s.Kubectl) -> list[dict[str, object]]:
 
 
 def registered_instances(kubectl: k8s.Kubectl) -> dict[str, int]:
-    out = exec_in(kubectl, "etcd-0", "etcdctl", "get", "/services/", "--prefix", "--keys-only")
+    """Instances per service, as the operator reads the registry (shopctl in its pod):
+    etcd's own certificate names no etcd user, so etcd-0 cannot read it itself."""
     counts: dict[str, int] = {}
-    for key in out.split():
-        parts = key.strip("/").split("/")
-        if len(parts) >= 3 and parts[0] == "services":
-            counts[parts[1]] = counts.get(parts[1], 0) + 1
+    for service, _instance in registry_entries(kubectl):
+        counts[service] = counts.get(service, 0) + 1
     return counts
+
+
+def registry_entries(kubectl: k8s.Kubectl) -> list[tuple[str, str]]:
+    """(service, instance id) of every registered instance."""
+    out = exec_in(kubectl, "deploy/shopctl", "python", "-m", "tools.shopctl", "instances")
+    rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
+    return [(row[0], row[1]) for row in rows if len(row) >= 2]
 
 
 def topics(kubectl: k8s.Kubectl) -> set[str]:

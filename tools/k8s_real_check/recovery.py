@@ -29,10 +29,11 @@ def wait_for(what: str, ready: Callable[[], bool], timeout: float) -> None:
 
 
 def instance_keys(kubectl: k8s.Kubectl, service: str) -> set[str]:
-    out = probes.exec_in(
-        kubectl, "etcd-0", "etcdctl", "get", f"/services/{service}/", "--prefix", "--keys-only"
-    )
-    return set(out.split())
+    return {
+        f"/services/{name}/{instance}"
+        for name, instance in probes.registry_entries(kubectl)
+        if name == service
+    }
 
 
 def pod_names(kubectl: k8s.Kubectl, service: str) -> list[str]:
