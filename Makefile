@@ -119,6 +119,10 @@ bench: install $(GHZ) ## On its own stack: the performance goals P1-P7 at 1 and 
 bench-observability: install $(GHZ) ## What tracing and metrics cost: observed vs bare, GetProduct (ghz) and the saga
 	$(PY) -m tools.bench_observability $(BENCH_ARGS)
 
+.PHONY: bench-trust
+bench-trust: install ## What TLS and auth on etcd/Kafka/PostgreSQL cost: saga P50/P95, relay lag, consumer drain, off vs on
+	$(PY) -m tools.bench.trust_cost $(BENCH_TRUST_ARGS)
+
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
 	$(PY) -m tools.bench_tls $(BENCH_TLS_ARGS)

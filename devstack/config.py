@@ -33,6 +33,11 @@ class Ports:
 class Profile:
     name: str
     ports: Ports
+    # etcd, Kafka and PostgreSQL with TLS and authentication (docs/decisions/
+    # trust-below-grpc.md). False only for `bench-plain`, the baseline of `make bench-trust`:
+    # plaintext etcd without auth, PLAINTEXT Kafka without ACLs, PostgreSQL without TLS
+    # (trust). gRPC's mTLS between the services stays on either way.
+    infra_tls: bool = True
 
     @property
     def dir(self) -> Path:
@@ -56,6 +61,11 @@ PROFILES: Final[dict[str, Profile]] = {
     "test": Profile("test", Ports(25432, 22379, 22380, 29092, 29093, 29411, 29090)),
     # `make bench` measures on its own stack, so figures never mix with a dev session's data.
     "bench": Profile("bench", Ports(35432, 32379, 32380, 39092, 39093, 39411, 39090)),
+    # `make bench-trust`'s baseline: the same stack with no TLS or auth below gRPC. It
+    # exists for that measurement only; nothing else may run on it.
+    "bench-plain": Profile(
+        "bench-plain", Ports(36432, 33379, 33380, 36092, 36093, 36411, 36090), infra_tls=False
+    ),
     # `make fuzz` too, so a long fuzz run never shares data with tests or a dev session.
     "fuzz": Profile("fuzz", Ports(45432, 42379, 42380, 49092, 49093, 49411, 49090)),
     # Spare test stacks (SHOP_TEST_PROFILE=test2 ...), so two test runs can go side by side.

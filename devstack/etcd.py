@@ -52,8 +52,13 @@ class Etcd(Component):
         return f"shop-{self.profile.name}"
 
     @property
+    def scheme(self) -> str:
+        """https, except on the plaintext baseline of `make bench-trust` (bench-plain)."""
+        return "https" if self.profile.infra_tls else "http"
+
+    @property
     def peer_url(self) -> str:
-        return f"https://{HOST}:{self.profile.ports.etcd_peer}"
+        return f"{self.scheme}://{HOST}:{self.profile.ports.etcd_peer}"
 
     def install(self) -> None:
         ensure_etcd()
@@ -72,13 +77,8 @@ class Etcd(Component):
         exe = find_etcd()
         if exe is None:
             raise StackError("etcd not found; run `python -m devstack install`")
-        client = f"https://{HOST}:{self.profile.ports.etcd_client}"
+        client = f"{self.scheme}://{HOST}:{self.profile.ports.etcd_client}"
         peer = self.peer_url
-        cert, key, ca = (
-            cert_file(self.tls_dir, ETCD),
-            key_file(self.tls_dir, ETCD),
-            ca_file(self.tls_dir),
-        )
         argv = [
             str(exe),
             f"--name={self.member_name}",
@@ -90,16 +90,7 @@ class Etcd(Component):
             f"--initial-cluster={self.member_name}={peer}",
             f"--initial-cluster-token={self.member_name}",
             "--initial-cluster-state=new",
-            # Clients: TLS with a certificate of our CA, its common name the etcd user.
-            f"--cert-file={cert}",
-            f"--key-file={key}",
-            f"--trusted-ca-file={ca}",
-            "--client-cert-auth",
-            # Peers the same way (one member here; Kubernetes runs three, alike).
-            f"--peer-cert-file={cert}",
-            f"--peer-key-file={key}",
-            f"--peer-trusted-ca-file={ca}",
-            "--peer-client-cert-auth",
+            *(self._tls_flags() if self.profile.infra_tls else []),
             f"--listen-metrics-urls=http://{HOST}:{self.profile.ports.etcd_metrics}",
             "--auto-compaction-mode=periodic",
             "--auto-compaction-retention=1h",
@@ -110,8 +101,29 @@ class Etcd(Component):
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         return spawn_detached(argv, self.log_file, cwd=self.profile.dir, env=env)
 
+    def _tls_flags(self) -> list[str]:
+        cert, key, ca = (
+            cert_file(self.tls_dir, ETCD),
+            key_file(self.tls_dir, ETCD),
+            ca_file(self.tls_dir),
+        )
+        return [
+            # Clients: TLS with a certificate of our CA, its common name the etcd user.
+            f"--cert-file={cert}",
+            f"--key-file={key}",
+            f"--trusted-ca-file={ca}",
+            "--client-cert-auth",
+            # Peers the same way (one member here; Kubernetes runs three, alike).
+            f"--peer-cert-file={cert}",
+            f"--peer-key-file={key}",
+            f"--peer-trusted-ca-file={ca}",
+            "--peer-client-cert-auth",
+        ]
+
     def provision(self) -> None:
         """Users and roles of the rights table, and authentication on (idempotent)."""
+        if not self.profile.infra_tls:  # bench-plain: auth stays off, as etcd starts
+            return
         run_coro(self._advertise_tls_peer_url())
         report = run_coro(apply_at(self.endpoint, self.tls_dir))
         if report.changes:

@@ -30,26 +30,8 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller}
-listeners=SSL://{host}:{broker},CONTROLLER://{host}:{controller}
-advertised.listeners=SSL://{host}:{broker}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=SSL
-listener.security.protocol.map=CONTROLLER:SSL,SSL:SSL
-log.dirs={log_dirs}
-
-# Every listener is TLS with a client certificate of the project's CA (shared/tls.py);
-# the broker talks to its controller with its own `kafka` certificate.
-ssl.client.auth=required
-ssl.keystore.type=PEM
-ssl.keystore.location={keystore}
-ssl.truststore.type=PEM
-ssl.truststore.location={truststore}
-# The certificate's common name is the principal: CN=order -> User:order.
-ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT
-authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-allow.everyone.if.no.acl.found=false
-super.users={super_users}
-
+{listeners}log.dirs={log_dirs}
+{security}
 num.partitions=6
 default.replication.factor=1
 min.insync.replicas=1
@@ -82,6 +64,38 @@ num.network.threads=2
 num.io.threads=4
 log.cleaner.dedupe.buffer.size=33554432
 log.retention.hours=168
+"""
+
+_LISTENERS = """\
+listeners=SSL://{host}:{broker},CONTROLLER://{host}:{controller}
+advertised.listeners=SSL://{host}:{broker}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SSL
+listener.security.protocol.map=CONTROLLER:SSL,SSL:SSL
+"""
+
+_SECURITY = """
+# Every listener is TLS with a client certificate of the project's CA (shared/tls.py);
+# the broker talks to its controller with its own `kafka` certificate.
+ssl.client.auth=required
+ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={truststore}
+# The certificate's common name is the principal: CN=order -> User:order.
+ssl.principal.mapping.rules=RULE:^CN=([^,]+)$/$1/,DEFAULT
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+allow.everyone.if.no.acl.found=false
+super.users={super_users}
+"""
+
+# bench-plain only (the baseline of `make bench-trust`): no TLS, no authorizer, no ACLs.
+_PLAINTEXT_LISTENERS = """\
+listeners=PLAINTEXT://{host}:{broker},CONTROLLER://{host}:{controller}
+advertised.listeners=PLAINTEXT://{host}:{broker}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 """
 
 # The format tool is a short-lived JVM: skip the optimising JIT and use the cheapest GC.
@@ -157,15 +171,27 @@ class Kafka(Component):
 
     # --- on-disk state --------------------------------------------------------------------------
 
+    @property
+    def plaintext(self) -> bool:
+        """bench-plain's broker: PLAINTEXT listeners, no authorizer (devstack/config.py)."""
+        return not self.profile.infra_tls
+
     def _properties(self, log_dirs: Path) -> str:
-        return _SERVER_PROPERTIES.format(
-            host=HOST,
-            broker=self.profile.ports.kafka_broker,
-            controller=self.profile.ports.kafka_controller,
-            log_dirs=log_dirs,
+        ports = {
+            "host": HOST,
+            "broker": self.profile.ports.kafka_broker,
+            "controller": self.profile.ports.kafka_controller,
+        }
+        security = _SECURITY.format(
             keystore=keystore_file(self.tls_dir, KAFKA),
             truststore=ca_file(self.tls_dir),
             super_users=";".join(f"User:{name}" for name in KAFKA_SUPER_USERS),
+        )
+        return _SERVER_PROPERTIES.format(
+            **ports,
+            listeners=(_PLAINTEXT_LISTENERS if self.plaintext else _LISTENERS).format(**ports),
+            log_dirs=log_dirs,
+            security="" if self.plaintext else security,
         )
 
     def _write_properties(self, path: Path, log_dirs: Path) -> None:
@@ -261,7 +287,11 @@ class Kafka(Component):
 
     def _admin(self) -> Any:
         return operator_admin(
-            self.endpoint, self.tls_dir, request_timeout_ms=5000, client_id="devstack"
+            self.endpoint,
+            self.tls_dir,
+            plaintext=self.plaintext,
+            request_timeout_ms=5000,
+            client_id="devstack",
         )
 
     def probe(self) -> bool:
@@ -281,8 +311,11 @@ class Kafka(Component):
 
     def provision(self) -> None:
         """The saga's topics, then the ACLs of the rights table (tools/trust/kafka_acls.py)."""
-        self.reload_certificate(only_if_renewed=True)
-        done = run_coro(provision(self.endpoint, self.tls_dir, REPLICATION_FACTOR))
+        if not self.plaintext:
+            self.reload_certificate(only_if_renewed=True)
+        done = run_coro(
+            provision(self.endpoint, self.tls_dir, REPLICATION_FACTOR, plaintext=self.plaintext)
+        )
         for topic in done.topics:
             log.info("kafka: created topic %s (%d partitions)", topic, TOPICS[topic])
         if done.acls.created or done.acls.deleted:

@@ -20,6 +20,7 @@ from devstack.component import Component, run_coro
 from devstack.config import HOST
 from devstack.install import ensure_postgres, find_pg_bindir
 from devstack.postgres_auth import (
+    PLAINTEXT_CONF,
     SSL_CONF,
     admin_password_is_set,
     mark_admin_password,
@@ -97,6 +98,8 @@ class Postgres(Component):
     def _dsn(self, role: str, db: str) -> str:
         password = quote(ensure_passwords(self.passwords_dir, (role,))[role], safe="")
         tls = f"sslmode=verify-full&sslrootcert={quote(str(ca_file(self.tls_dir)))}"
+        if self.plaintext:  # bench-plain: its server has ssl off
+            tls = "sslmode=disable"
         return f"postgresql://{role}:{password}@{HOST}:{self.port}/{quote(db)}?{tls}"
 
     def dsn(self, db: str) -> str:
@@ -112,6 +115,11 @@ class Postgres(Component):
     def dsn_base(self) -> str:
         # Without the password, which is read from the passwords dir by dsn().
         return f"postgresql://{SUPERUSER}@{HOST}:{self.port}"
+
+    @property
+    def plaintext(self) -> bool:
+        """bench-plain's server: no TLS, trust on loopback (devstack/config.py)."""
+        return not self.profile.infra_tls
 
     def install(self) -> None:
         ensure_postgres()
@@ -145,11 +153,12 @@ class Postgres(Component):
             _chown_tree(self.data_dir, run_as)
         self._clear_stale_lock()
         conf = self.data_dir / "devstack.conf"
-        conf.write_text(_CONF.format(host=HOST, port=self.port, ssl=SSL_CONF))
+        ssl = PLAINTEXT_CONF if self.plaintext else SSL_CONF
+        conf.write_text(_CONF.format(host=HOST, port=self.port, ssl=ssl))
         if run_as is not None:
             os.chown(conf, run_as.uid, run_as.gid)
         sync_tls(self.tls_dir, self.data_dir, run_as)
-        write_hba(self.data_dir, HOST, run_as)
+        write_hba(self.data_dir, HOST, run_as, plaintext=self.plaintext)
         password = ensure_passwords(self.passwords_dir)[SUPERUSER]
         if not admin_password_is_set(self.data_dir, password):
             set_admin_password(self._bindir() / "postgres", self.data_dir, password, run_as)
@@ -244,7 +253,7 @@ class Postgres(Component):
         """
         run_as = self._run_as()
         changed = sync_tls(self.tls_dir, self.data_dir, run_as)
-        changed = write_hba(self.data_dir, HOST, run_as) or changed
+        changed = write_hba(self.data_dir, HOST, run_as, plaintext=self.plaintext) or changed
         pid = pid if pid is not None else self.pid()
         if changed and pid is not None:
             log.info("postgres: TLS files or pg_hba.conf changed; reloading")

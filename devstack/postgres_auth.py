@@ -63,16 +63,30 @@ def hba(host: str, service_roles: Sequence[str] = tuple(PG_ROLES.values())) -> s
     )
 
 
+# bench-plain only (the baseline of `make bench-trust`): no TLS, no password asked.
+PLAINTEXT_CONF: Final = "ssl = off\npassword_encryption = 'scram-sha-256'\n"
+
+
+def plaintext_hba(host: str) -> str:
+    """bench-plain's pg_hba.conf: TCP on loopback without TLS, trusted (no password)."""
+    return (
+        "# Written by devstack on every start; change devstack/postgres_auth.py instead.\n"
+        "# bench-plain: the plaintext baseline of `make bench-trust`, never a real stack.\n"
+        "local      all       all            reject\n"
+        f"host       all       all   {host}/32  trust\n"
+    )
+
+
 def _owned(path: Path, run_as: RunAs | None, mode: int) -> None:
     if run_as is not None:
         os.chown(path, run_as.uid, run_as.gid)
     os.chmod(path, mode)
 
 
-def write_hba(data_dir: Path, host: str, run_as: RunAs | None) -> bool:
-    """Writes pg_hba.conf; returns whether it changed."""
+def write_hba(data_dir: Path, host: str, run_as: RunAs | None, *, plaintext: bool = False) -> bool:
+    """Writes pg_hba.conf (``plaintext``: bench-plain's); returns whether it changed."""
     path = data_dir / "pg_hba.conf"
-    text = hba(host)
+    text = plaintext_hba(host) if plaintext else hba(host)
     changed = not path.is_file() or path.read_text() != text
     if changed:
         tmp = path.with_suffix(".tmp")

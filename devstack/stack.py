@@ -21,12 +21,15 @@ from devstack.postgres import Postgres
 from devstack.process import StackError, file_lock
 from devstack.prometheus import Prometheus
 from devstack.zipkin import Zipkin
-from shared.tls import ensure_authority
+from shared.messaging.kafka import KafkaIdentity
+from shared.tls import ClientTLS, ensure_authority
 
 log = logging.getLogger("devstack")
 T = TypeVar("T")
 
 COMPONENTS: Final = ("postgres", "etcd", "kafka", "zipkin", "prometheus")
+# bench-plain's (no Prometheus: its targets bridge reads etcd over TLS only).
+PLAINTEXT_COMPONENTS: Final = ("postgres", "etcd", "kafka", "zipkin")
 _LOCK_NAME: Final = ".devstack.lock"
 
 
@@ -93,6 +96,19 @@ class Stack:
         """The profile's CA and every party's certificate (see shared/tls.py)."""
         return self.profile_dir / "tls"
 
+    @property
+    def infra_tls(self) -> bool:
+        """etcd, Kafka and PostgreSQL with TLS and auth: all but bench-plain (config.py)."""
+        return self.profile.infra_tls
+
+    def etcd_operator(self) -> ClientTLS | None:
+        """How the operator's etcd clients connect: its certificate, or plaintext (None)
+        on bench-plain."""
+        return ClientTLS.operator(self.tls_dir) if self.infra_tls else None
+
+    def kafka_operator(self) -> KafkaIdentity:
+        return KafkaIdentity.operator(self.tls_dir, plaintext=not self.infra_tls)
+
     def env(self) -> dict[str, str]:
         return {
             "SHOP_ETCD_ENDPOINT": self.etcd_endpoint,
@@ -114,11 +130,14 @@ class Stack:
     def install(self) -> None:
         ensure_all()
 
-    def up(self) -> bool:
+    def up(self, components: tuple[str, ...] | None = None) -> bool:
         """Start whatever is not running, wait until all is usable, create databases and topics.
 
-        Returns whether anything had to be started.
+        ``components``: only these (default: all the profile runs). Returns whether
+        anything had to be started.
         """
+        if components is None:
+            components = COMPONENTS if self.infra_tls else PLAINTEXT_COMPONENTS
         with self._locked():
             self.install()
             # Every entry point that starts a stack (make run, tests, bench, load, fuzz)
@@ -126,7 +145,7 @@ class Stack:
             ensure_authority(self.tls_dir)
             # In parallel: the Kafka JVM dominates, the others finish while it boots (Prometheus'
             # targets bridge retries until etcd answers, so it needs no ordering either).
-            started = self._each(COMPONENTS, lambda c: c.start())
+            started = self._each(components, lambda c: c.start())
             return any(started)
 
     def down(self) -> bool:

@@ -30,11 +30,10 @@ from shared.observability.tracing import (
     stop_tracing,
     zipkin_exporter,
 )
-from shared.registry.etcd import etcd_client
+from shared.registry.etcd import service_etcd_client
 from shared.rpc.interceptors import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.settings import ServiceSettings
-from shared.tls import ClientTLS
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +136,7 @@ def knob_defaults(settings: ServiceSettings) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def open_config(settings: ServiceSettings) -> AsyncIterator[ConfigCenter]:
     """The service's config center, following etcd until the block ends."""
-    client = etcd_client(
-        settings.etcd_endpoint, tls=ClientTLS(settings.tls_dir, settings.service_name)
-    )
+    client = service_etcd_client(settings)
     center = ConfigCenter(settings.service_name, knob_defaults(settings))
     center.listeners.append(lambda config: apply_log_level(config.log_level or settings.log_level))
     try:

@@ -62,6 +62,15 @@ class ServiceSettings(BaseSettings):
     # ca.pem, <service>.pem and <service>-key.pem (shared/tls.py); mTLS is always on.
     tls_dir: Path = DEV_TLS_DIR
 
+    # etcd and Kafka over TLS with this service's certificate (and PostgreSQL by the DSN's
+    # sslmode=verify-full). False only for the plaintext baseline of `make bench-trust`
+    # (profile bench-plain, whose etcd, Kafka and PostgreSQL have no TLS and no auth):
+    # etcd and Kafka are then dialled in plaintext without a certificate. It cannot
+    # weaken a real deployment: its servers accept TLS with a client certificate of the
+    # CA only, so a client with this off is refused, never let in with less. gRPC's mTLS
+    # is not affected. (PostgreSQL's sslmode is in the DSN, which the launcher builds.)
+    infra_tls: bool = True
+
     # False serves the gRPC API and relays the outbox, but takes no saga events from
     # Kafka: an instance that must not join the consumer group, such as the API tests,
     # which share the test stack's topics with every other test.

@@ -142,6 +142,8 @@ class SystemLauncher:
             f"{prefix}REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "PYTHONUNBUFFERED": "1",
         }
+        if not self.stack.infra_tls:  # bench-plain: etcd and Kafka in plaintext (settings.py)
+            env[f"{prefix}INFRA_TLS"] = "false"
         if service == "user":
             env[f"{prefix}JWT_PRIVATE_KEY_FILE"] = f"{jwt_dir}/private.pem"
         if self.observe:
@@ -402,7 +404,7 @@ async def is_serving(instance: Instance, tls: ClientTLS, timeout: float = 1.0) -
 
 @contextlib.asynccontextmanager
 async def open_directory(stack: Stack) -> AsyncIterator[ServiceDirectory]:
-    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
+    client = etcd_client(stack.etcd_endpoint, tls=stack.etcd_operator())
     directory = ServiceDirectory(client)
     await directory.start()
     try:

@@ -20,7 +20,7 @@ from shared.config.models import OrderKnobs
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client
+from shared.registry.etcd import service_etcd_client
 from shared.rpc.client import ServiceClients
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
@@ -38,9 +38,7 @@ async def bindings(
 ) -> AsyncIterator[list[ServiceBinding]]:
     async with AsyncExitStack() as resources:
         pool = await resources.enter_async_context(service_pool(settings))
-        etcd = etcd_client(
-            settings.etcd_endpoint, tls=ClientTLS(settings.tls_dir, settings.service_name)
-        )
+        etcd = service_etcd_client(settings)
         resources.push_async_callback(etcd.close)
         directory = ServiceDirectory(etcd)
         resources.push_async_callback(directory.stop)

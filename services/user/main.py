@@ -14,10 +14,9 @@ from services.user.keyring import SigningKeyring
 from services.user.settings import UserSettings
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
-from shared.registry.etcd import etcd_client
+from shared.registry.etcd import service_etcd_client
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
-from shared.tls import ClientTLS
 from shop.user.v1 import user_pb2_grpc
 
 
@@ -36,9 +35,7 @@ async def bindings(
     passwords = await asyncio.to_thread(Passwords)
     async with AsyncExitStack() as resources:
         pool = await resources.enter_async_context(service_pool(settings))
-        etcd = etcd_client(
-            settings.etcd_endpoint, tls=ClientTLS(settings.tls_dir, settings.service_name)
-        )
+        etcd = service_etcd_client(settings)
         resources.push_async_callback(etcd.close)
         uow_factory = unit_of_work_factory(pool)
         keyring = SigningKeyring(

@@ -51,10 +51,15 @@ class KafkaIdentity:
 
     tls_dir: Path
     name: str
+    # PLAINTEXT, no certificate: only for the baseline of `make bench-trust`, a stack whose
+    # broker has no TLS listener (ServiceSettings.infra_tls). A real broker has SSL
+    # listeners only and requires a client certificate, so a client that sets this is
+    # refused, never let in with less: it cannot weaken a deployment.
+    plaintext: bool = False
 
     @classmethod
-    def operator(cls, tls_dir: Path) -> KafkaIdentity:
-        return cls(tls_dir, OPERATOR)
+    def operator(cls, tls_dir: Path, *, plaintext: bool = False) -> KafkaIdentity:
+        return cls(tls_dir, OPERATOR, plaintext)
 
     def ssl_context(self) -> ssl.SSLContext:
         # What aiokafka's create_ssl_context builds (the broker's name checked against
@@ -68,6 +73,8 @@ class KafkaIdentity:
 
     def client_options(self) -> dict[str, Any]:
         """The keyword arguments that make an aiokafka client connect as this identity."""
+        if self.plaintext:
+            return {"security_protocol": "PLAINTEXT"}
         return {"security_protocol": "SSL", "ssl_context": self.ssl_context()}
 
 

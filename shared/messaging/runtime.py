@@ -57,7 +57,9 @@ async def run_messaging(
 ) -> AsyncIterator[Messaging[UowT]]:
     tuning = kafka_tuning(settings)
     # The service is its certificate's name to Kafka, as to its gRPC peers.
-    identity = KafkaIdentity(settings.tls_dir, settings.service_name)
+    identity = KafkaIdentity(
+        settings.tls_dir, settings.service_name, plaintext=not settings.infra_tls
+    )
     relay = OutboxRelay(
         pool,
         bootstrap=settings.kafka_bootstrap,

@@ -14,6 +14,7 @@ from typing import Final
 import aetcd
 from aetcd import rpc, watcher
 
+from shared.settings import ServiceSettings
 from shared.tls import ETCD, ClientTLS
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class EtcdClient(aetcd.Client):
         they are now: a channel keeps them for its life, so a renewed certificate
         reaches this client when it next connects (after ``close``).
         """
-        if self.tls is None:  # plaintext: only the tests that prove etcd refuses it
+        # Plaintext: the tests that prove etcd refuses it, and bench-plain (`make bench-trust`).
+        if self.tls is None:
             await super().connect()
             return
         if self._connected.is_set():
@@ -104,7 +106,14 @@ class EtcdClient(aetcd.Client):
 
 def etcd_client(endpoint: str, *, tls: ClientTLS | None, timeout: float = 5.0) -> EtcdClient:
     """A client of etcd at host:port acting as ``tls``'s identity (None: plaintext,
-    which etcd refuses; only tests that prove so pass it)."""
+    which etcd refuses; only tests that prove so and bench-plain's clients pass it)."""
     host, _, port = endpoint.rpartition(":")
     # aetcd's timeout is per RPC; without one a call to a dead etcd hangs forever.
     return EtcdClient(host=host or "127.0.0.1", port=int(port), timeout=timeout, tls=tls)
+
+
+def service_etcd_client(settings: ServiceSettings) -> EtcdClient:
+    """The service's own client of etcd: as its certificate's identity, or in plaintext
+    when ``settings.infra_tls`` is off (bench-plain only; a real etcd refuses it)."""
+    tls = ClientTLS(settings.tls_dir, settings.service_name) if settings.infra_tls else None
+    return etcd_client(settings.etcd_endpoint, tls=tls)

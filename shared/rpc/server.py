@@ -36,13 +36,13 @@ from shared.auth.tokens import TokenVerifier
 from shared.config.center import ConfigCenter, RuntimeConfig, publish_status
 from shared.db.probe import DatabaseProbe
 from shared.observability.metrics import CONFIG_REVISION, MetricsEndpoint
-from shared.registry.etcd import etcd_client
+from shared.registry.etcd import service_etcd_client
 from shared.registry.registration import ServiceRegistration
 from shared.rpc.interceptors import AccessPolicy, default_chain
 from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
 from shared.tasks import PeriodicTask
-from shared.tls import ClientTLS, server_credentials
+from shared.tls import server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class ServiceHost:
         if s.metrics_enabled:
             self._metrics = MetricsEndpoint(s.host, s.metrics_port)
             self.metrics_port = self._metrics.start()
-        self._etcd = etcd_client(s.etcd_endpoint, tls=ClientTLS(s.tls_dir, s.service_name))
+        self._etcd = service_etcd_client(s)
         # The signing keys: loaded now if etcd has them (never waiting for them to appear).
         self._jwks = JwksWatcher(self._etcd, self.verifier.replace_keys)
         await self._jwks.start()

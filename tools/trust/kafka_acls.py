@@ -236,12 +236,14 @@ async def _wait_for_leaders(admin: AIOKafkaAdminClient, timeout: float = 30.0) -
         await asyncio.sleep(0.2)
 
 
-def operator_admin(bootstrap: str, tls_dir: Path, **options: Any) -> AIOKafkaAdminClient:
+def operator_admin(
+    bootstrap: str, tls_dir: Path, *, plaintext: bool = False, **options: Any
+) -> AIOKafkaAdminClient:
     """An admin client acting as the operator, a super user: the only one that may
-    create topics and write ACLs."""
+    create topics and write ACLs (``plaintext``: bench-plain's broker, which has no ACLs)."""
     return AIOKafkaAdminClient(
         bootstrap_servers=bootstrap,
-        **KafkaIdentity.operator(tls_dir).client_options(),
+        **KafkaIdentity.operator(tls_dir, plaintext=plaintext).client_options(),
         **options,
     )
 
@@ -252,13 +254,17 @@ class Provisioned:
     acls: AclChanges
 
 
-async def provision(bootstrap: str, tls_dir: Path, replication_factor: int = 1) -> Provisioned:
-    """The topics, then the ACLs on them."""
-    admin = operator_admin(bootstrap, tls_dir, request_timeout_ms=10000, client_id="trust")
+async def provision(
+    bootstrap: str, tls_dir: Path, replication_factor: int = 1, *, plaintext: bool = False
+) -> Provisioned:
+    """The topics, then the ACLs on them (none on bench-plain's broker: no authorizer)."""
+    admin = operator_admin(
+        bootstrap, tls_dir, plaintext=plaintext, request_timeout_ms=10000, client_id="trust"
+    )
     try:
         await admin.start()
         topics = await ensure_topics(admin, replication_factor)
-        changes = await apply_acls(admin)
+        changes = AclChanges([], []) if plaintext else await apply_acls(admin)
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
