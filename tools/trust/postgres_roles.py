@@ -168,6 +168,13 @@ async def ensure_database(conn: asyncpg.Connection, database: str, owner: str) -
         done.append(f"database {database} now owned by {owner}")
     await conn.execute(await _quote(conn, "REVOKE ALL ON DATABASE %I FROM PUBLIC", database))
     await conn.execute(await _quote(conn, "GRANT CONNECT ON DATABASE %I TO %I", database, owner))
+    # A database made again (the tests do) keeps the audit's right to open it.
+    audited = {pg_database(service) for service in AUDITED}
+    if database in audited and await conn.fetchval(
+        "SELECT 1 FROM pg_roles WHERE rolname = $1", PG_AUDITOR
+    ):
+        grant = "GRANT CONNECT ON DATABASE %I TO %I"
+        await conn.execute(await _quote(conn, grant, database, PG_AUDITOR))
     return done
 
 
@@ -253,9 +260,8 @@ async def ensure_auditor(conn: asyncpg.Connection, password: str) -> list[str]:
     pg_read_all_data), writes nothing, and may open no other database."""
     done = await ensure_role(conn, PG_AUDITOR, password)
     await conn.execute(await _quote(conn, "GRANT pg_read_all_data TO %I", PG_AUDITOR))
-    for service in AUDITED:
-        grant = "GRANT CONNECT ON DATABASE %I TO %I"
-        await conn.execute(await _quote(conn, grant, pg_database(service), PG_AUDITOR))
+    for service in AUDITED:  # its CONNECT, which ensure_database gives once the role exists
+        done += await ensure_database(conn, pg_database(service), PG_ROLES[service])
     return done
 
 
