@@ -58,21 +58,22 @@ K8S_NAMESPACE = "shop"
 LOOPBACK = ("localhost", "127.0.0.1")
 
 
-def _cluster_names(service: str, headless: str | None = None) -> list[str]:
-    names = [service]
-    for domain in (f"{K8S_NAMESPACE}.svc", f"{K8S_NAMESPACE}.svc.cluster.local"):
-        names.append(f"{service}.{domain}")
-    if headless is not None:  # the StatefulSet's pods: <pod>.<headless>[.<domain>]
-        names.append(f"*.{headless}")
-        for domain in (f"{K8S_NAMESPACE}.svc", f"{K8S_NAMESPACE}.svc.cluster.local"):
-            names.append(f"*.{headless}.{domain}")
+def _cluster_names(service: str, statefulset_pods: int) -> list[str]:
+    """The Service's names, and each StatefulSet pod's (<pod>.<service>-headless), short
+    and qualified. The pods are named one by one: OpenSSL, which Python's clients use,
+    takes no wildcard over a single label (``*.kafka-headless``)."""
+    domains = ("", f".{K8S_NAMESPACE}.svc", f".{K8S_NAMESPACE}.svc.cluster.local")
+    names = [f"{service}{domain}" for domain in domains]
+    for index in range(statefulset_pods):
+        names += [f"{service}-{index}.{service}-headless{domain}" for domain in domains]
     return names
 
 
+# The replicas of deploy/k8s/infra/ (tests/k8s check the two agree).
 SERVER_NAMES: dict[str, tuple[str, ...]] = {
-    ETCD: (*_cluster_names("etcd", "etcd-headless"), *LOOPBACK),
-    KAFKA: (*_cluster_names("kafka", "kafka-headless"), *LOOPBACK),
-    POSTGRES: (*_cluster_names("postgres", "postgres-headless"), *LOOPBACK),
+    ETCD: (*_cluster_names("etcd", 3), *LOOPBACK),
+    KAFKA: (*_cluster_names("kafka", 1), *LOOPBACK),
+    POSTGRES: (*_cluster_names("postgres", 1), *LOOPBACK),
 }
 
 CA_LIFETIME = dt.timedelta(days=3650)

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
@@ -38,6 +38,7 @@ from tools.image import IMAGE, ContainerRun, Engine
 from tools.k8s_check import objects, rendered
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 from tools.smoke import place_demo_order
+from tools.trust.postgres_roles import read_password
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +74,13 @@ def on_test_stack(container: Mapping[str, Any], stack: Stack) -> dict[str, str]:
         if name.endswith("_ETCD_ENDPOINT"):
             value = stack.etcd_endpoint
         elif name.endswith("_PG_DSN"):
-            value = stack.pg_dsn(urlsplit(value).path.lstrip("/"))
+            # The same role and TLS options (its ca.pem is mounted where the pod has it),
+            # with the stack's address and that role's password.
+            parts = urlsplit(value)
+            role = parts.username or ""
+            password = read_password(stack.postgres.passwords_dir, role)
+            netloc = f"{role}:{password}@127.0.0.1:{stack.postgres.port}"
+            value = urlunsplit(parts._replace(netloc=netloc))
         env[name] = value
     return env
 

@@ -23,6 +23,7 @@ from services.product.main import SERVICE as PRODUCT
 from services.user.main import SERVICE as USER
 from shared.rpc.server import LIVENESS
 from shared.settings import REPO_ROOT, ServiceSettings
+from shared.tls import SERVER_NAMES
 from tools import k8s
 from tools.k8s_check import OVERLAYS, objects, render, rendered
 
@@ -633,3 +634,15 @@ def test_first_run_jobs_wait_without_spending_their_retries(name: str) -> None:
         script = spec["template"]["spec"]["containers"][0]["command"][-1]
         first = next(line for line in script.splitlines() if line != "set -e")
         assert first.startswith("until "), job
+
+
+def test_every_infrastructure_pod_is_named_in_its_server_certificate() -> None:
+    """Clients dial kafka-0.kafka-headless (Kafka advertises it), and etcd's members dial
+    each other by their pod names: each must be in the certificate (shared/tls.py)."""
+    objs = overlay("kind")
+    for name in ("etcd", "kafka", "postgres"):
+        statefulset = find(objs, "StatefulSet", name)["spec"]
+        for index in range(statefulset["replicas"]):
+            pod = f"{name}-{index}.{statefulset['serviceName']}"
+            assert pod in SERVER_NAMES[name], pod
+        assert name in SERVER_NAMES[name] and "127.0.0.1" in SERVER_NAMES[name]
