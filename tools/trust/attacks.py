@@ -200,9 +200,34 @@ async def _attempt(
     )
 
 
+async def reachable(where: Endpoints, verifier: Identity, wait: float) -> None:
+    """Every port takes a TCP connection, and the verifier reads etcd and Kafka, within
+    ``wait`` seconds. Without this a refusal could be the network's (a NetworkPolicy not
+    yet in force for a new pod) and not the server's, which is what is under test."""
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            for address in (where.etcd, where.kafka, where.postgres):
+                host, _, port = address.rpartition(":")
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 5)
+                writer.close()
+            await _etcd_revision(where.etcd, verifier, rights.JWKS_KEY)
+            await _kafka_end_offsets(where.kafka, verifier, INVENTORY)
+            return
+        except Exception:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(2)
+
+
 async def run_attacks(
-    where: Endpoints, attacker: Identity, attacker_pg_password: str, verifier: Identity
+    where: Endpoints,
+    attacker: Identity,
+    attacker_pg_password: str,
+    verifier: Identity,
+    wait: float = 60.0,
 ) -> list[Outcome]:
+    await reachable(where, verifier, wait)
     trust = attacker.tls_dir
     with tempfile.TemporaryDirectory() as scratch:
         # A CA of the attacker's own, with certificates under every privileged name.
