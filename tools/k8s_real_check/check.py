@@ -134,7 +134,13 @@ class RealCheck:
 
     def deploy(self) -> str:
         k8s.deploy(self.kubectl, "minikube", self.tag, self.state, smoke_log=False)
-        return "make up's deploy() with overlays/minikube: rolled out, smoke Job passed"
+        # The battery's verdict, e.g. "14 of 14 attacks refused with nothing changed".
+        trust = self.kubectl("logs", "job/trust-check", capture=True).stdout.strip()
+        verdict = trust.splitlines()[-1] if trust else "no verdict"
+        return (
+            "make up's deploy() with overlays/minikube: rolled out, smoke Job passed, "
+            f"trust-check: {verdict}"
+        )
 
     def ready(self) -> str:
         ready, total = probes.wait_all_ready(self.kubectl, 300)
