@@ -31,7 +31,6 @@ python -m tools.bench.trust_cost [--quick] [--rounds N]
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import math
@@ -39,23 +38,20 @@ import os
 import statistics
 import time
 import traceback
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Final
 
 import typer
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from devstack.stack import PLAINTEXT_COMPONENTS, Stack
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
-from shared.messaging.kafka import KafkaTuning, kafka_producer
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from tools.bench.__main__ import REPORTS, machine
+from tools.bench.consumer_drain import drain, drain_topic, fill_backlog
 from tools.bench.relay_lag import relay_lag
 from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
 from tools.launcher import SystemLauncher, open_directory, wipe_system_data
@@ -168,102 +164,12 @@ def mean_of(runs: list[dict[str, float | None]], key: str) -> float | None:
 # --- the measurements ----------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def drain_topic(stack: Stack) -> AsyncIterator[AIOKafkaAdminClient]:
-    """The bench's own topic (the operator, a super user, may use it on either broker)."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=stack.kafka_bootstrap,
-        **stack.kafka_operator().client_options(),
-        client_id="bench-trust",
-    )
-    await admin.start()
-    try:
-        if DRAIN_TOPIC in set(await admin.list_topics()):
-            await admin.delete_topics([DRAIN_TOPIC], timeout_ms=30000)
-            await asyncio.sleep(1)
-        await admin.create_topics([NewTopic(DRAIN_TOPIC, DRAIN_PARTITIONS, 1)], timeout_ms=30000)
-        await leaders_elected(admin, DRAIN_TOPIC)
-        yield admin
-        await admin.delete_topics([DRAIN_TOPIC], timeout_ms=30000)
-    finally:
-        await admin.close()
-
-
-async def leaders_elected(admin: AIOKafkaAdminClient, topic: str, timeout: float = 30) -> None:
-    """Until every partition of a new topic has a leader (a producer would retry before)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        (described,) = await admin.describe_topics([topic])
-        parts = described.get("partitions") or []
-        if not described.get("error_code") and parts and all(p["leader"] >= 0 for p in parts):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{topic}: partitions without a leader after {timeout:g}s")
-        await asyncio.sleep(0.2)
-
-
-async def fill_backlog(stack: Stack, records: int, size: int) -> float:
-    """``records`` records of ``size`` bytes on the drain topic; returns the seconds it took."""
-    producer = kafka_producer(stack.kafka_bootstrap, stack.kafka_operator())
-    payload = os.urandom(size)
-    began = time.monotonic()
-    await producer.start()
-    try:
-        for first in range(0, records, 1000):
-            sends = [
-                await producer.send(DRAIN_TOPIC, payload, key=str(i).encode())
-                for i in range(first, min(records, first + 1000))
-            ]
-            await asyncio.gather(*sends)
-    finally:
-        await producer.stop()
-    return time.monotonic() - began
-
-
-async def drain(stack: Stack, records: int) -> float:
-    """Records/s a fresh consumer group reads the backlog at, from its first record to its
-    last (joining the group is not counted), committing after every poll."""
-    tuning = KafkaTuning()
-    consumer = AIOKafkaConsumer(
-        DRAIN_TOPIC,
-        bootstrap_servers=stack.kafka_bootstrap,
-        **stack.kafka_operator().client_options(),
-        group_id=f"bench-drain-{uuid.uuid4().hex[:8]}",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=500,  # the idempotent consumer's max_batch
-        fetch_max_wait_ms=tuning.fetch_max_wait_ms,
-        session_timeout_ms=tuning.session_timeout_ms,
-        heartbeat_interval_ms=tuning.heartbeat_interval_ms,
-        request_timeout_ms=tuning.request_timeout_ms,
-    )
-    await consumer.start()
-    try:
-        seen = 0
-        first_at: float | None = None
-        first_batch = 0
-        deadline = time.monotonic() + 120
-        while seen < records:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"drained {seen} of {records} records in 120 s")
-            batches = await consumer.getmany(timeout_ms=1000, max_records=500)
-            got = sum(len(batch) for batch in batches.values())
-            if not got:
-                continue
-            if first_at is None:
-                first_at, first_batch = time.monotonic(), got
-            seen += got
-            await consumer.commit()
-        elapsed = time.monotonic() - (first_at or time.monotonic())
-    finally:
-        await consumer.stop()
-    return (seen - first_batch) / elapsed if elapsed > 0 else math.inf
-
-
 async def consumer_throughput(stack: Stack, plan: Plan) -> dict[str, Any]:
-    async with drain_topic(stack):
-        fill = await fill_backlog(stack, plan.drain_records, plan.record_bytes)
-        rates = [await drain(stack, plan.drain_records) for _ in range(plan.drain_rounds)]
+    async with drain_topic(stack, DRAIN_TOPIC, DRAIN_PARTITIONS):
+        fill = await fill_backlog(stack, DRAIN_TOPIC, plan.drain_records, plan.record_bytes)
+        rates = [
+            await drain(stack, DRAIN_TOPIC, plan.drain_records) for _ in range(plan.drain_rounds)
+        ]
     return {
         "records": plan.drain_records,
         "record_bytes": plan.record_bytes,
