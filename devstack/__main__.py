@@ -30,6 +30,8 @@ class ProfileName(StrEnum):
     dev = "dev"
     test = "test"
     bench = "bench"
+    # The baseline of `make bench-trust`: no TLS or auth on etcd, Kafka and PostgreSQL.
+    bench_plain = "bench-plain"
     fuzz = "fuzz"
     test2 = "test2"
     test3 = "test3"
