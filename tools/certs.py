@@ -65,9 +65,9 @@ def renew(
     if name == tls.KAFKA and directory is None and stack.kafka.is_up():
         stack.kafka.reload_certificate()
         typer.echo("kafka: the running broker reloaded it")
-    if name == tls.POSTGRES and directory is None and stack.postgres.is_up():
-        if stack.postgres.refresh():
-            typer.echo("postgres: the running server reloaded it")
+    postgres_up = name == tls.POSTGRES and directory is None and stack.postgres.is_up()
+    if postgres_up and stack.postgres.refresh():
+        typer.echo("postgres: the running server reloaded it")
 
 
 @app.command()

@@ -116,5 +116,11 @@ def test_topics_ignore_the_brokers_log_lines_on_stdout() -> None:
 
 
 def test_registered_instances_are_counted_per_service() -> None:
-    out = "/services/order/a1\n/services/order/b2\n/services/user/c3\n/config/auth/jwks\n"
+    # `shopctl instances`, as the operator reads the registry in the shopctl pod.
+    out = (
+        "service  instance  address         version\n"
+        "order    a1        10.0.0.1:50051  0.1.0\n"
+        "order    b2        10.0.0.2:50051  0.1.0\n"
+        "user     c3        10.0.0.3:50051  0.1.0\n"
+    )
     assert probes.registered_instances(FakeKubectl("fake", out)) == {"order": 2, "user": 1}
