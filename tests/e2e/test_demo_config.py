@@ -37,6 +37,11 @@ async def test_demo_config_applies_refuses_and_rolls_back(system: RunningSystem)
 
 def shopctl(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
     """The README's `shopctl config` lines, pointed at the test stack."""
+    return run_shopctl(system, "config", *args)
+
+
+def run_shopctl(system: RunningSystem, *command: str) -> subprocess.CompletedProcess[str]:
+    """`python -m tools.shopctl <command>` as the operator, against the test stack's etcd."""
     return subprocess.run(
         [
             sys.executable,
@@ -44,8 +49,7 @@ def shopctl(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[st
             "tools.shopctl",
             "--tls-dir",
             str(system.stack.tls_dir),
-            "config",
-            *args,
+            *command,
             "--etcd",
             system.stack.etcd_endpoint,
         ],
@@ -107,24 +111,7 @@ async def test_the_readme_shopctl_config_commands(system: RunningSystem) -> None
 
 
 async def test_shopctl_instances_lists_every_registered_instance(system: RunningSystem) -> None:
-    listed = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "tools.shopctl",
-            "--tls-dir",
-            str(system.stack.tls_dir),
-            "instances",
-            "--etcd",
-            system.stack.etcd_endpoint,
-        ],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    listed = await asyncio.to_thread(run_shopctl, system, "instances")
     assert listed.returncode == 0, listed.stderr
     rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()]
     assert {row[0] for row in rows} == {"user", "product", "inventory", "payment", "order"}
