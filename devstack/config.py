@@ -9,7 +9,8 @@ from typing import Final
 # Resolved from the package location (not CWD) so `make` targets work from any directory.
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 STACK_ROOT: Final = REPO_ROOT / ".stack"
-INFRA_DIR: Final = REPO_ROOT / "infra"
+# What devstack hands to the servers it runs: Kafka's jar manifest and its logging config.
+FILES_DIR: Final = Path(__file__).resolve().parent / "files"
 HOST: Final = "127.0.0.1"
 
 

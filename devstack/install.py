@@ -1,8 +1,9 @@
 """Find or install the PostgreSQL, etcd, Kafka, Zipkin and Prometheus binaries.
 
 PostgreSQL, etcd and Prometheus come from Debian packages; Kafka and Zipkin are not packaged by
-Debian and only Maven Central is reachable, so Kafka's jars are resolved from infra/kafka/pom.xml
-and Zipkin's self-contained server jar is downloaded, each into a cache keyed by its version.
+Debian and only Maven Central is reachable, so Kafka's jars are resolved from
+devstack/files/kafka/pom.xml and Zipkin's self-contained server jar is downloaded, each into a
+cache keyed by its version.
 Every check is a few stat() calls so `install` is instant when nothing is missing.
 """
 
@@ -22,13 +23,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Final
 
-from devstack.config import INFRA_DIR, STACK_ROOT
+from devstack.config import FILES_DIR, STACK_ROOT
 from devstack.process import StackError, file_lock, run
 
 log = logging.getLogger("devstack")
 
-KAFKA_POM = INFRA_DIR / "kafka" / "pom.xml"
-KAFKA_LOG4J = INFRA_DIR / "kafka" / "log4j2.properties"
+KAFKA_POM = FILES_DIR / "kafka" / "pom.xml"
+KAFKA_LOG4J = FILES_DIR / "kafka" / "log4j2.properties"
 KAFKA_CACHE = STACK_ROOT / "kafka-libs"
 ZIPKIN_VERSION: Final = "3.6.1"
 ZIPKIN_CACHE = STACK_ROOT / "zipkin"

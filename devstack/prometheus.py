@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from devstack.component import Component
-from devstack.config import HOST, INFRA_DIR, REPO_ROOT, Profile
+from devstack.config import HOST, REPO_ROOT, Profile
 from devstack.install import ensure_prometheus, find_prometheus
 from devstack.process import (
     PidFile,
@@ -32,7 +32,9 @@ from devstack.process import (
 
 log = logging.getLogger("devstack")
 
-RULES_FILE = INFRA_DIR / "prometheus" / "rules.yml"
+# One rules file for both Prometheus servers. It lives with the cluster's, because kustomize
+# reads no file outside the kustomization's folder; the local server reads it from there.
+RULES_FILE = REPO_ROOT / "deploy" / "k8s" / "observability" / "rules.yml"
 _BRIDGE_MODULE = "devstack.prometheus_targets"
 
 # JSON strings are YAML strings too, so paths are written with json.dumps: no quoting surprises.

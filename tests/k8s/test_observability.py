@@ -3,7 +3,7 @@
 Every service pod sends its spans to the Zipkin Service and exposes /metrics where its
 annotations say; Prometheus' scrape job, run here on the pods as its Kubernetes discovery
 would see them, keeps exactly those, with the labels the rules read; the rules are the
-same file as infra/prometheus/rules.yml; RBAC and the network policies allow those flows
+file `make run`'s Prometheus loads; RBAC and the network policies allow those flows
 and nothing more. Rendered as `make up` applies them; no cluster is needed (the control
 plane of `make k8s-cluster-check` admits and rolls them out).
 """
@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
-from devstack.config import INFRA_DIR
 from devstack.install import ensure_promtool
+from devstack.prometheus import RULES_FILE
 from tests.k8s.test_manifests import (
     DEFINITIONS,
     Obj,
@@ -33,7 +33,7 @@ from tools import k8s
 from tools.k8s_check import OVERLAYS
 
 OBSERVABILITY = k8s.K8S_DIR / "observability"
-RULES = INFRA_DIR / "prometheus" / "rules.yml"
+RULES = OBSERVABILITY / "rules.yml"
 POD_IP = "10.244.1.7"
 
 
@@ -162,7 +162,7 @@ def test_prometheus_scrapes_every_service_pod_and_nothing_else(name: str) -> Non
     objs = overlay(name)
     config = prometheus_config(objs)
     (job,) = config["scrape_configs"]
-    # The job the rules' tests name (infra/prometheus/rules_test.yml), the pods of its own
+    # The job the rules' tests name (observability/rules_test.yml), the pods of its own
     # namespace, which is all its Role lets it see.
     assert job["job_name"] == "shop"
     assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"own_namespace": True}}]
@@ -257,11 +257,11 @@ def test_every_service_sends_its_spans_to_the_zipkin_service(service: str) -> No
 # --- the rules: the same file as `make run`'s ---------------------------------------------------
 
 
-def test_the_rules_copy_is_infra_prometheus_rules_byte_for_byte() -> None:
-    """kustomize reads no file outside its folder, so deploy/k8s has a copy; a rule changed
-    in infra/prometheus/rules.yml must be copied: cp infra/prometheus/rules.yml
-    deploy/k8s/observability/rules.yml"""
-    assert (OBSERVABILITY / "rules.yml").read_bytes() == RULES.read_bytes()
+def test_make_runs_prometheus_loads_the_clusters_rules_file() -> None:
+    """kustomize reads no file outside its folder, so the one rules file lives there and
+    devstack's Prometheus reads it in place: no copy to keep in step."""
+    assert RULES_FILE.resolve() == RULES.resolve()
+    assert RULES.is_file()
 
 
 @pytest.mark.parametrize("name", OVERLAYS)

@@ -1,4 +1,8 @@
-"""The recording and alerting rules parse, and behave as infra/prometheus/rules_test.yml says."""
+"""The recording and alerting rules parse, and behave as their rules_test.yml says.
+
+One rules file serves `make run`'s Prometheus and the cluster's
+(deploy/k8s/observability/rules.yml); its tests sit beside it.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from devstack.config import INFRA_DIR
 from devstack.install import ensure_promtool
+from devstack.prometheus import RULES_FILE
 
-RULES = INFRA_DIR / "prometheus" / "rules.yml"
-RULES_TEST = INFRA_DIR / "prometheus" / "rules_test.yml"
+RULES = RULES_FILE
+RULES_TEST = RULES_FILE.with_name("rules_test.yml")
 
 
 @pytest.fixture(scope="module")
