@@ -59,7 +59,7 @@ install: deps ## deps, plus PostgreSQL, etcd and Kafka if missing
 $(BUF):
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
 
-# The real gRPC clients the README's commands use; the tests drive them through reflection.
+# The real gRPC clients docs/contracts.md's commands use; the tests drive them through reflection.
 $(GRPCURL):
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
@@ -72,7 +72,7 @@ $(KUBE_SCORE):
 
 .PHONY: grpc-tools
 grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the Go module proxy)
-	@# The README's grpcurl lines pipe into jq.
+	@# docs/contracts.md's grpcurl lines pipe into jq.
 	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
 # The container image: podman (runc) and mmdebstrap from Debian, if no engine is here.

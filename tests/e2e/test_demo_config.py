@@ -36,7 +36,7 @@ async def test_demo_config_applies_refuses_and_rolls_back(system: RunningSystem)
 
 
 def shopctl(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[str]:
-    """The README's `shopctl config` lines, pointed at the test stack."""
+    """docs/config-center.md's `shopctl config` lines, pointed at the test stack."""
     return run_shopctl(system, "config", *args)
 
 
@@ -61,7 +61,7 @@ def run_shopctl(system: RunningSystem, *command: str) -> subprocess.CompletedPro
     )
 
 
-async def test_the_readme_shopctl_config_commands(system: RunningSystem) -> None:
+async def test_the_documented_shopctl_config_commands(system: RunningSystem) -> None:
     client = etcd_client(system.stack.etcd_endpoint, tls=ClientTLS.operator(system.stack.tls_dir))
     try:
         got = await asyncio.to_thread(shopctl, system, "get", "global")

@@ -4,7 +4,7 @@ A short load run (the `mixed` scenario: product, order with its saga, payment);
 the admin rotates the signing key twice during it, at 1/3 and 2/3 of the measured
 window. The run must see no UNAUTHENTICATED at all: tokens of the retired keys keep
 verifying, and a token signed by a new key verifies everywhere at once. Then
-`shopctl keys rotate` (the README's command, as a subprocess) rotates once more, a
+`shopctl keys rotate` (docs/security.md's command, as a subprocess) rotates once more, a
 new login is signed by the newest key, and once the token lifetime (short here)
 plus the leeway has passed since the first rotation, the first key is gone from the
 JWKS: its tokens, even one cached as good earlier, are refused.
@@ -176,7 +176,7 @@ async def test_rotating_twice_under_load_refuses_nothing_and_then_removes_the_ol
     assert report["ok"], result.summary
     assert calls > 0.9 * RUN.arrivals
 
-    # Once more through the command line the README shows; then a new login is signed by it.
+    # Once more through the command line docs/security.md shows; then a new login is signed by it.
     out = await shopctl(stack, "keys", "rotate")
     lines = out.strip().splitlines()
     assert lines[0].split()[:2] == ["KID", "CREATED"]

@@ -1,7 +1,7 @@
 """Real clients nobody here wrote, grpcurl and ghz, against the running system.
 
 Both find methods through server reflection, over mutual TLS with the operator
-certificate. The README's grpcurl/ghz block is run exactly as written (only the
+certificate. The grpcurl/ghz block of docs/contracts.md is run exactly as written (only the
 addresses and the profile's TLS directory are swapped for the test system's),
 so the commands a reader copies cannot drift from what works.
 """
@@ -27,7 +27,7 @@ from tools.launcher import DEV_PORTS, REPO_ROOT, SERVICES
 pytestmark = pytest.mark.e2e
 
 TOOLS = REPO_ROOT / ".stack" / "tools" / "bin"
-README = REPO_ROOT / "README.md"
+PAGE = REPO_ROOT / "docs" / "contracts.md"
 MARKER = "tests/e2e/test_real_clients.py"
 FULL_NAMES = {
     "user": "shop.user.v1.UserService",
@@ -38,12 +38,12 @@ FULL_NAMES = {
 }
 
 
-def readme_block() -> str:
-    """The fenced block that follows the README's marker comment."""
-    text = README.read_text()
+def documented_block() -> str:
+    """The fenced block that follows the page's marker comment."""
+    text = PAGE.read_text()
     after = text[text.index(MARKER) :]
     match = re.search(r"```bash\n(.*?)```", after, re.DOTALL)
-    assert match is not None, "the README lost its tested grpcurl block"
+    assert match is not None, f"{PAGE.name} lost its tested grpcurl block"
     return match.group(1)
 
 
@@ -66,7 +66,7 @@ def run(script: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
-    """One instance of each service, so each README address stands for exactly one."""
+    """One instance of each service, so each documented address stands for exactly one."""
     async with running_system(stack, keys) as running:
         yield running
 
@@ -86,8 +86,8 @@ def for_this_system(script: str, system: RunningSystem) -> str:
     return script.replace(".stack/dev/", f".stack/{system.stack.profile.name}/")
 
 
-async def test_the_readme_block_runs_as_written(system: RunningSystem) -> None:
-    script = readme_block()
+async def test_the_documented_block_runs_as_written(system: RunningSystem) -> None:
+    script = documented_block()
     for service in SERVICES:  # the block must still name the addresses `make run` uses
         if service != "user":
             assert f"127.0.0.1:{DEV_PORTS[service]}" in script, service

@@ -1,7 +1,7 @@
 """`make run REPLICAS=2` and its supervisor: two of each service, crashed ones restarted.
 
 The system here is the launcher `make run REPLICAS=2` builds (tools.run.launcher_for),
-on the test stack with free ports instead of the README's fixed ones, so it can run
+on the test stack with free ports instead of the documented fixed ones, so it can run
 beside a developer's `make run`.
 """
 
@@ -40,7 +40,8 @@ from tools.launcher import (
 
 pytestmark = pytest.mark.e2e
 
-README = (REPO_ROOT / "README.md").read_text()
+# The page that documents `make run`'s supervision, and names this test beside it.
+RUNNING = (REPO_ROOT / "docs" / "running.md").read_text()
 EXIT_LINE = r"\[{id} exited with signal SIGKILL after \d+\.\ds up; restarting in 0\.5s\]"
 
 
@@ -108,7 +109,7 @@ async def wait_reregistered(system: Supervised, child: ServiceProcess, old_lease
 def test_make_run_replicas_2_starts_two_supervised_instances_of_each_service(
     stack: Stack, keys: TestKeys
 ) -> None:
-    assert "make run REPLICAS=2" in README and "tests/e2e/test_supervision.py" in README
+    assert "make run REPLICAS=2" in RUNNING and "tests/e2e/test_supervision.py" in RUNNING
     assert make_dry_run("run", "REPLICAS=2").endswith("-m tools.run --replicas 2")
     assert run.parse_args(["--replicas", "2"]).replicas == 2
     assert run.parse_args([]).replicas == 1
@@ -153,7 +154,7 @@ async def test_a_sigkilled_instance_restarts_with_its_id_and_port(system: Superv
     os.kill(old_pid, signal.SIGKILL)
     exited = await wait_for_line(system.logs, f"[{instance_id} exited with signal SIGKILL")
     assert re.search(EXIT_LINE.format(id=re.escape(instance_id)), exited), exited
-    assert re.search(EXIT_LINE.format(id=r"order-1-[0-9a-f]{4}"), README)  # as documented
+    assert re.search(EXIT_LINE.format(id=r"order-1-[0-9a-f]{4}"), RUNNING)  # as documented
     restarted = await wait_for_line(system.logs, f"[{instance_id} restarted (restart 1)")
     assert child.process.pid != old_pid
     assert restarted.endswith(f"pid {child.process.pid}, port {port}]"), restarted

@@ -219,7 +219,7 @@ async def test_the_fuzzer_finds_sabotaged_handlers(
 
 
 def test_make_fuzz_runs_and_reports(stack: Stack) -> None:
-    """The README's `make fuzz`, with a tiny budget, on this session's stack."""
+    """docs/testing.md's `make fuzz`, with a tiny budget, on this session's stack."""
     env = {
         **os.environ,
         "FUZZ_MINUTES": "0",

@@ -203,7 +203,7 @@ async def test_renewed_certificates_are_used_by_new_connections_without_a_restar
 
 
 def test_make_bench_tls_measures_both_ports() -> None:
-    """The README's `make bench-tls`, with a budget a test can afford (ghz is real)."""
+    """docs/security.md's `make bench-tls`, with a budget a test can afford (ghz is real)."""
     import re
     import subprocess
 

@@ -1,4 +1,4 @@
-"""`make up`, `make load-k8s` and `make down-k8s`, as the README shows them, on a machine
+"""`make up`, `make load-k8s` and `make down-k8s`, as docs/kubernetes.md shows them, on a machine
 with neither kind nor minikube (this one): each refuses with one clear line, no trace.
 
 Where kind or minikube is installed these would act on a real cluster, so they skip.

@@ -69,7 +69,7 @@ PROFILES: dict[str, tuple[ScenarioSettings, ...]] = {
     FLASH_SALE: (
         ScenarioSettings(
             FLASH_SALE,
-            # Past ~60/s the single order instance saturates on PlaceOrder (see the README).
+            # Past ~60/s the one order instance saturates on PlaceOrder (docs/performance.md).
             rate=50,
             duration=30,
             users=200,

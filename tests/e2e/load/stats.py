@@ -1,6 +1,6 @@
 """Figures from recorded calls: percentiles, throughput, and ratios to the baseline.
 
-Definitions (the README repeats them):
+Definitions (docs/load-tests.md repeats them):
 - latency percentiles are nearest-rank over every completed call, whatever its
   status (a timeout is latency a user felt), in milliseconds;
 - ``qps`` is successful calls per second over the window, the window being the
