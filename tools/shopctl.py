@@ -34,7 +34,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from devstack.stack import Stack
 from shared.config import store
 from shared.config.models import SCOPES
-from shared.messaging import trace_context
+from shared.observability import trace_context
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.discovery import Instance, parse_instance
 from shared.registry.etcd import PREFIX, etcd_client

@@ -35,7 +35,7 @@ from shared.errors import (
     Unauthenticated,
     Unavailable,
 )
-from shared.messaging import trace_context
+from shared.observability import trace_context
 from shared.observability.tracing import server_interceptors
 from shared.rpc import status
 from shared.rpc.deadlines import remember_time_remaining
