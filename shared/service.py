@@ -31,7 +31,7 @@ from shared.observability.tracing import (
     zipkin_exporter,
 )
 from shared.registry.etcd import service_etcd_client
-from shared.rpc.interceptors import AccessPolicy
+from shared.rpc.interceptors.auth import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.settings import ServiceSettings
 

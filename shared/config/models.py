@@ -32,7 +32,7 @@ class RateLimit(Knobs):
 
 
 class RateLimits(Knobs):
-    """Per caller and per method, on each instance (see shared/rpc/ratelimit.py)."""
+    """Per caller and per method, on each instance (see shared/rpc/interceptors/ratelimit.py)."""
 
     enabled: bool = True
     # Any method not listed below.

@@ -38,7 +38,8 @@ from shared.db.probe import DatabaseProbe
 from shared.observability.metrics import CONFIG_REVISION, MetricsEndpoint
 from shared.registry.etcd import service_etcd_client
 from shared.registry.registration import ServiceRegistration
-from shared.rpc.interceptors import AccessPolicy, default_chain
+from shared.rpc.interceptors.auth import AccessPolicy
+from shared.rpc.interceptors.chain import default_chain
 from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
 from shared.tasks import PeriodicTask

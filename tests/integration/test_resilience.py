@@ -49,7 +49,7 @@ from shared.rpc.client import (
     ServiceClients,
 )
 from shared.rpc.deadlines import deadline_scope
-from shared.rpc.interceptors import AccessPolicy
+from shared.rpc.interceptors.auth import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.rpc.status import REASON_KEY
 from shared.tls import ClientTLS
