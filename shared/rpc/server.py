@@ -141,7 +141,7 @@ class ServiceHost:
         names = [b.full_name for b in self._bindings]
         self._names = ["", *names]
         enable_reflection([*names, health.SERVICE_NAME], self._server)
-        # mTLS only: callers need a client certificate of the stack's CA (shared/tls.py).
+        # mTLS only: callers need a client certificate of the stack's CA (pki/).
         self.port = self._server.add_secure_port(
             f"{self.settings.host}:{self.settings.port}",
             server_credentials(self.settings.tls_dir, self.settings.service_name),
