@@ -1,8 +1,8 @@
 """The Prometheus metrics every service exports, and the port that serves them.
 
 One definition of each metric of the kit, here, so the names the recording and alerting
-rules use (infra/prometheus/rules.yml) are in one place; a service's own metrics are in
-its package (the saga's: services/order/metrics.py). The instance's ``service`` and
+rules use (infra/prometheus/rules.yml) are in one place; a service's own metrics (the
+saga's, say) are declared in its own package. The instance's ``service`` and
 ``instance_id`` labels come from the scrape target (etcd), not from the metrics.
 Counters carry Prometheus' ``_total`` suffix on the wire.
 """
