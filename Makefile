@@ -239,10 +239,16 @@ k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linte
 # --- checks -------------------------------------------------------------------------------
 
 .PHONY: lint
-lint: deps $(BUF) ## ruff, and buf lint on the protos
+lint: deps $(BUF) lint-imports ## ruff, the import contracts, and buf lint on the protos
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	cd protos && $(BUF) lint
+
+# The architecture's rules ([tool.importlinter] in pyproject.toml): the kit knows no
+# service, has no cycles; services are independent; nothing imports the tests.
+.PHONY: lint-imports
+lint-imports: deps ## import-linter: the import contracts of pyproject.toml
+	$(VENV)/bin/lint-imports --no-cache
 
 .PHONY: typecheck
 typecheck: deps ## mypy over the whole project

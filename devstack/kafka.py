@@ -19,7 +19,9 @@ from devstack.install import KAFKA_LOG4J, ensure_java, ensure_kafka, find_java, 
 from devstack.kafka_renewal import reload_keystore, served_serial
 from devstack.process import StackError, run, spawn_detached, tail
 from devstack.topics import REPLICATION_FACTOR, TOPICS
-from shared.tls import KAFKA, ca_file, cert_file, ensure_authority, keystore_file, load_certificate
+from pki.authority import ensure_authority, keystore_file, load_certificate
+from pki.identities import KAFKA
+from shared.tls import ca_file, cert_file
 from tools.trust.kafka_acls import operator_admin, provision
 from tools.trust.rights import KAFKA_SUPER_USERS
 
@@ -75,7 +77,7 @@ listener.security.protocol.map=CONTROLLER:SSL,SSL:SSL
 """
 
 _SECURITY = """
-# Every listener is TLS with a client certificate of the project's CA (shared/tls.py);
+# Every listener is TLS with a client certificate of the project's CA (pki/);
 # the broker talks to its controller with its own `kafka` certificate.
 ssl.client.auth=required
 ssl.keystore.type=PEM

@@ -38,7 +38,9 @@ from devstack.process import (
     run,
     spawn_detached,
 )
-from shared.tls import POSTGRES, ca_file, ensure_authority
+from pki.authority import ensure_authority
+from pki.identities import POSTGRES
+from shared.tls import ca_file
 from tools.trust.postgres_roles import apply as apply_roles
 from tools.trust.postgres_roles import ensure_passwords
 from tools.trust.rights import PG_ADMIN, pg_database, pg_role

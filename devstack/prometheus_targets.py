@@ -29,8 +29,9 @@ from typing import Any, Final
 
 from aetcd.exceptions import ClientError
 
+from pki.identities import PROMETHEUS_TARGETS
 from shared.registry.etcd import EtcdClient, etcd_client
-from shared.tls import PROMETHEUS_TARGETS, ClientTLS
+from shared.tls import ClientTLS
 
 log = logging.getLogger("devstack.prometheus_targets")
 

@@ -21,8 +21,9 @@ from devstack.postgres import Postgres
 from devstack.process import StackError, file_lock
 from devstack.prometheus import Prometheus
 from devstack.zipkin import Zipkin
+from pki.authority import ensure_authority
 from shared.messaging.kafka import KafkaIdentity
-from shared.tls import ClientTLS, ensure_authority
+from shared.tls import ClientTLS
 
 log = logging.getLogger("devstack")
 T = TypeVar("T")
@@ -93,7 +94,7 @@ class Stack:
 
     @property
     def tls_dir(self) -> Path:
-        """The profile's CA and every party's certificate (see shared/tls.py)."""
+        """The profile's CA and every party's certificate (see pki/)."""
         return self.profile_dir / "tls"
 
     @property

@@ -59,7 +59,7 @@ class Unavailable(DomainError):
 
 class RateLimited(DomainError):
     """This caller made more calls of this method than its limit allows (a token bucket,
-    shared/rpc/ratelimit.py); the same call may succeed after ``retry_after_ms``."""
+    shared/rpc/interceptors/ratelimit.py); the same call may succeed after ``retry_after_ms``."""
 
     reason = "RATE_LIMITED"
 

@@ -19,7 +19,7 @@ from typing import Any, Generic, TypeVar
 import typer
 
 from shared.config.center import ConfigCenter
-from shared.config.models import KNOBS, ServiceKnobs
+from shared.config.models import ServiceKnobs
 from shared.db.migrations import apply_migrations
 from shared.db.probe import DatabaseProbe
 from shared.logs import apply_log_level, configure_logging
@@ -31,7 +31,7 @@ from shared.observability.tracing import (
     zipkin_exporter,
 )
 from shared.registry.etcd import service_etcd_client
-from shared.rpc.interceptors import AccessPolicy
+from shared.rpc.interceptors.auth import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
 from shared.settings import ServiceSettings
 
@@ -50,6 +50,8 @@ class ServiceDefinition(Generic[SettingsT]):
     # Opens the service's resources (pool, clients) and yields its gRPC bindings; the
     # config center gives the knobs that may change while it runs.
     bindings: Callable[[SettingsT, ConfigCenter], AbstractAsyncContextManager[list[ServiceBinding]]]
+    # The model of its /config/<service> document: its own knobs, if it has any.
+    knobs: type[ServiceKnobs] = ServiceKnobs
 
     @property
     def name(self) -> str:
@@ -65,7 +67,7 @@ class ServiceDefinition(Generic[SettingsT]):
         """Wait for the database, migrate, then serve until SIGINT/SIGTERM."""
         await wait_for_database(settings.database_dsn())
         await self.migrate(settings)
-        async with open_config(settings) as config:
+        async with open_config(settings, self.knobs) as config:
             if settings.trace_endpoint:
                 start_tracing(
                     settings.service_name,
@@ -125,19 +127,21 @@ async def wait_for_database(dsn: str) -> None:
         await probe.close()
 
 
-def knob_defaults(settings: ServiceSettings) -> dict[str, Any]:
+def knob_defaults(settings: ServiceSettings, knobs: type[ServiceKnobs]) -> dict[str, Any]:
     """The environment's values of the service's own knobs (the saga timeout, say): the
     defaults until a document in the config center names them."""
-    model = KNOBS[settings.service_name]
-    own = set(model.model_fields) - set(ServiceKnobs.model_fields)
+    own = set(knobs.model_fields) - set(ServiceKnobs.model_fields)
     return {name: getattr(settings, name) for name in own if name in type(settings).model_fields}
 
 
 @contextlib.asynccontextmanager
-async def open_config(settings: ServiceSettings) -> AsyncIterator[ConfigCenter]:
-    """The service's config center, following etcd until the block ends."""
+async def open_config(
+    settings: ServiceSettings, knobs: type[ServiceKnobs] = ServiceKnobs
+) -> AsyncIterator[ConfigCenter]:
+    """The service's config center, following etcd until the block ends; ``knobs`` is the
+    model of the service's own document."""
     client = service_etcd_client(settings)
-    center = ConfigCenter(settings.service_name, knob_defaults(settings))
+    center = ConfigCenter(settings.service_name, knob_defaults(settings, knobs), knobs=knobs)
     center.listeners.append(lambda config: apply_log_level(config.log_level or settings.log_level))
     try:
         await center.start(client)

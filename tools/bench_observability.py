@@ -41,6 +41,7 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ, ghz_rps
+from tools.config_admin import SCOPES
 from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 from tools.shop_client import ShopClient
 
@@ -53,9 +54,10 @@ SAGA_BUYERS = 200
 async def lift_product_rate_limits(stack: Stack) -> None:
     client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
-        current = await store.read(client, "product")
+        current = await store.read(client, SCOPES, "product")
         await store.write(
             client,
+            SCOPES,
             "product",
             {**current.document, **NO_RATE_LIMITS},
             expected_revision=current.revision,

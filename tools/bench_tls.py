@@ -26,6 +26,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from pki import authority
 from shared import tls
 from shared.settings import REPO_ROOT
 
@@ -104,7 +105,7 @@ async def run(seconds: float, concurrency: int, rounds: int, handshake_seconds: 
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         tls_dir = work / "tls"
-        tls.ensure_authority(tls_dir)
+        authority.ensure_authority(tls_dir)
         protoset = write_protoset(work / "health.protoset")
         server = grpc.aio.server()
         health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), server)

@@ -1,4 +1,4 @@
-"""certs: the stack's certificate authority from the terminal (shared/tls.py does the work).
+"""certs: the stack's certificate authority from the terminal (pki/ does the work).
 
 python -m tools.certs show --profile dev
 python -m tools.certs renew product --profile dev     # running parties pick it up, no restart
@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from devstack.stack import Stack
+from pki import authority, identities
 from shared import tls
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -31,7 +32,7 @@ def tls_dir(profile: str, directory: Path | None) -> Path:
 
 
 def describe(path: Path) -> str:
-    cert = tls.load_certificate(path)
+    cert = authority.load_certificate(path)
     left = (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).days
     return (
         f"{path.name:<16} serial {cert.serial_number:x}  "
@@ -43,29 +44,31 @@ def describe(path: Path) -> str:
 def ensure(profile: ProfileOption = "dev", directory: DirOption = None) -> None:
     """Create the CA and every certificate that is missing, broken or near its end."""
     where = tls_dir(profile, directory)
-    issued = tls.ensure_authority(where)
+    issued = authority.ensure_authority(where)
     typer.echo(f"{where}: {'issued ' + ', '.join(issued) if issued else 'nothing to do'}")
 
 
 @app.command()
 def renew(
-    name: Annotated[str, typer.Argument(help=f"one of {', '.join(tls.IDENTITIES)}")],
+    name: Annotated[str, typer.Argument(help=f"one of {', '.join(identities.IDENTITIES)}")],
     profile: ProfileOption = "dev",
     directory: DirOption = None,
 ) -> None:
     """A fresh key and certificate for NAME, signed by the same CA."""
-    if name not in tls.IDENTITIES:
-        raise typer.BadParameter(f"unknown identity {name!r} (known: {', '.join(tls.IDENTITIES)})")
+    if name not in identities.IDENTITIES:
+        raise typer.BadParameter(
+            f"unknown identity {name!r} (known: {', '.join(identities.IDENTITIES)})"
+        )
     where = tls_dir(profile, directory)
-    tls.renew(where, name)
+    authority.renew(where, name)
     typer.echo(describe(tls.cert_file(where, name)))
     # etcd reads its files on every handshake, the services and clients when they change;
     # Kafka and PostgreSQL have to be asked, so the profile's running servers are.
     stack = Stack(profile)
-    if name == tls.KAFKA and directory is None and stack.kafka.is_up():
+    if name == identities.KAFKA and directory is None and stack.kafka.is_up():
         stack.kafka.reload_certificate()
         typer.echo("kafka: the running broker reloaded it")
-    postgres_up = name == tls.POSTGRES and directory is None and stack.postgres.is_up()
+    postgres_up = name == identities.POSTGRES and directory is None and stack.postgres.is_up()
     if postgres_up and stack.postgres.refresh():
         typer.echo("postgres: the running server reloaded it")
 
@@ -74,7 +77,7 @@ def renew(
 def show(profile: ProfileOption = "dev", directory: DirOption = None) -> None:
     """Every certificate in the TLS dir: serial, expiry, subject."""
     where = tls_dir(profile, directory)
-    for path in [tls.ca_file(where), *(tls.cert_file(where, n) for n in tls.IDENTITIES)]:
+    for path in [tls.ca_file(where), *(tls.cert_file(where, n) for n in identities.IDENTITIES)]:
         typer.echo(describe(path) if path.exists() else f"{path.name:<16} missing")
 
 

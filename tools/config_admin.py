@@ -18,14 +18,27 @@ from typing import Annotated, Any
 import aetcd
 import typer
 
+from services.order.knobs import OrderKnobs
+from services.payment.knobs import PaymentKnobs
 from shared.config import store
-from shared.config.models import SCOPES
+from shared.config.models import ConfigScopes, ServiceKnobs
 from shared.registry.etcd import etcd_client
 from shared.settings import DEV_TLS_DIR
 from shared.tls import ClientTLS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = REPO_ROOT / "deploy" / "config" / "defaults.json"
+# Every document of the config center and its model: each service declares its own
+# (ServiceDefinition.knobs); the kit knows none of them, the tools that write know all.
+SCOPES = ConfigScopes(
+    {
+        "user": ServiceKnobs,
+        "product": ServiceKnobs,
+        "inventory": ServiceKnobs,
+        "payment": PaymentKnobs,
+        "order": OrderKnobs,
+    }
+)
 
 
 def load_defaults(path: Path = DEFAULTS_FILE) -> dict[str, dict[str, Any]]:
@@ -33,7 +46,7 @@ def load_defaults(path: Path = DEFAULTS_FILE) -> dict[str, dict[str, Any]]:
     if not isinstance(documents, dict) or set(documents) - set(SCOPES):
         raise store.InvalidDocument(f"{path}: an object of scopes ({', '.join(SCOPES)})")
     for scope, document in documents.items():
-        store.check_document(scope, document)
+        store.check_document(SCOPES, scope, document)
     return documents
 
 
@@ -45,7 +58,7 @@ async def seed_defaults(
     for scope, document in documents.items():
         try:
             revision = await store.write(
-                client, scope, document, expected_revision=0, author="defaults"
+                client, SCOPES, scope, document, expected_revision=0, author="defaults"
             )
             outcome[scope] = f"written at {revision}"
         except store.ConfigConflict as conflict:

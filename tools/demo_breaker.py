@@ -45,6 +45,7 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
+from tools.config_admin import SCOPES
 from tools.demo_knobs import patched_config
 from tools.demo_session import DemoResult, on_make_run
 from tools.seed import CUSTOMER
@@ -124,7 +125,9 @@ async def run_demo(
     *,
     recovery_timeout: float = 60.0,
 ) -> DemoResult:
-    policy = GlobalConfig.model_validate((await store.read(client, "global")).document).breaker
+    policy = GlobalConfig.model_validate(
+        (await store.read(client, SCOPES, "global")).document
+    ).breaker
     say(
         f"   breaker (from /config/global): opens after {policy.failure_threshold} failures,"
         f" stays open {policy.open_seconds:g} s, closes after {policy.half_open_trials}"

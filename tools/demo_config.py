@@ -20,7 +20,7 @@ from shared.config import store
 from shared.config.center import config_key
 from shared.config.models import GlobalConfig
 from shared.registry.discovery import ServiceDirectory
-from tools.config_admin import wait_applied
+from tools.config_admin import SCOPES, wait_applied
 from tools.demo_session import DemoResult, on_make_run
 from tools.launcher import SERVICES
 
@@ -33,10 +33,10 @@ def say(message: str) -> None:
 
 async def run_demo(client: aetcd.Client, directory: ServiceDirectory) -> DemoResult:
     instances = sum(len(directory.instances(s)) for s in SERVICES)
-    before = await store.read(client, "global")
+    before = await store.read(client, SCOPES, "global")
     if before.revision == 0:  # no document yet: the defaults, written down to come back to
-        await store.write(client, "global", {}, expected_revision=0, author="demo-config")
-        before = await store.read(client, "global")
+        await store.write(client, SCOPES, "global", {}, expected_revision=0, author="demo-config")
+        before = await store.read(client, SCOPES, "global")
     say(f"1. /config/global is at revision {before.revision}; {instances} instances are up")
     current = GlobalConfig.model_validate(before.document)
     burst = current.rate_limits.default.burst
@@ -48,7 +48,7 @@ async def run_demo(client: aetcd.Client, directory: ServiceDirectory) -> DemoRes
     say(f"   shopctl config set global ...  (default burst {burst} -> {burst + 1})")
     started = time.monotonic()
     revision = await store.write(
-        client, "global", changed, expected_revision=before.revision, author="demo-config"
+        client, SCOPES, "global", changed, expected_revision=before.revision, author="demo-config"
     )
     applied, _ = await wait_applied(client, "global", revision, APPLY_TIMEOUT)
     took_ms = (time.monotonic() - started) * 1000
@@ -58,7 +58,7 @@ async def run_demo(client: aetcd.Client, directory: ServiceDirectory) -> DemoRes
 
     say("2. an invalid document straight into etcd (burst -5), past shopctl's validation")
     try:
-        store.check_document("global", {"rate_limits": {"default": {"burst": -5}}})
+        store.check_document(SCOPES, "global", {"rate_limits": {"default": {"burst": -5}}})
         refused_by_shopctl = False
     except store.InvalidDocument as error:
         refused_by_shopctl = True
@@ -67,16 +67,18 @@ async def run_demo(client: aetcd.Client, directory: ServiceDirectory) -> DemoRes
         config_key("global").encode(),
         b'{"rate_limits": {"default": {"rate_per_second": 1, "burst": -5}}}',
     )
-    bad = (await store.read(client, "global")).revision
+    bad = (await store.read(client, SCOPES, "global")).revision
     refused = await every_instance_refused(client, bad, instances)
     say(f"   {refused}/{instances} instances refused revision {bad} and kept {revision}")
 
     say("3. shopctl config rollback global  (back to the document before step 1)")
     entry, rolled = await store.rollback(
-        client, "global", to=None, expected_revision=bad, author="demo-config"
+        client, SCOPES, "global", to=None, expected_revision=bad, author="demo-config"
     )
     restored, _ = await wait_applied(client, "global", rolled, APPLY_TIMEOUT)
-    back = (await store.read(client, "global")).document == entry.document == before.document
+    back = (
+        (await store.read(client, SCOPES, "global")).document == entry.document == before.document
+    )
     say(f"   revision {rolled} (entry {entry.entry_id}) applied on {len(restored)} instances")
     ok = (
         len(applied) == instances

@@ -19,7 +19,7 @@ import aetcd
 
 from shared.config import store
 from shared.config.center import config_key
-from tools.config_admin import wait_applied
+from tools.config_admin import SCOPES, wait_applied
 
 APPLY_TIMEOUT = 10.0
 
@@ -53,6 +53,7 @@ class ConfigPatch:
         # ConfigConflict, never silently overwritten.
         self._revision = await store.write(
             self._client,
+            SCOPES,
             self.scope,
             merged(self.before.document, changes),
             expected_revision=self._revision,
@@ -66,7 +67,7 @@ class ConfigPatch:
         """Puts the first document back; what happened, in words."""
         if self.restored:
             return f"/config/{self.scope} unchanged"
-        current = await store.read(self._client, self.scope)
+        current = await store.read(self._client, SCOPES, self.scope)
         if current.revision != self._revision:
             self.restored = False
             return (
@@ -79,6 +80,7 @@ class ConfigPatch:
         else:
             revision = await store.write(
                 self._client,
+                SCOPES,
                 self.scope,
                 self.before.document,
                 expected_revision=current.revision,
@@ -106,7 +108,7 @@ class ConfigPatch:
 async def patched_config(
     client: aetcd.Client, scope: str, author: str, say: Callable[[str], None] = print
 ) -> AsyncIterator[ConfigPatch]:
-    patch = ConfigPatch(client, await store.read(client, scope), author)
+    patch = ConfigPatch(client, await store.read(client, SCOPES, scope), author)
     try:
         yield patch
     finally:

@@ -30,6 +30,7 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.rpc.status import REASON_KEY, RETRY_AFTER_KEY
 from shared.tls import ClientTLS
+from tools.config_admin import SCOPES
 from tools.demo_knobs import patched_config
 from tools.demo_session import on_make_run
 from tools.seed import CUSTOMER
@@ -111,7 +112,7 @@ async def run_demo(
     out(f"1. buyer A ({CUSTOMER[0]}) and buyer B ({BUYER_B[0]}) signed in;")
     out(f"   both will read product {product.sku} ({product.product_id})")
 
-    own = await store.read(etcd, "product")
+    own = await store.read(etcd, SCOPES, "product")
     if own.document.get("rate_limits") is not None:
         result.problems.append(
             f"{config_key('product')} has rate_limits of its own, which override the global ones"

@@ -20,6 +20,7 @@ from shared.config import store
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
+from tools.config_admin import SCOPES
 from tools.launcher import open_directory
 
 
@@ -49,7 +50,7 @@ async def on_make_run(name: str, needs: Sequence[str], demo: Demo) -> int:
     client = etcd_client(stack.etcd_endpoint, tls=ClientTLS.operator(stack.tls_dir))
     try:
         # etcd first: discovery would wait for it forever, where one read fails at once.
-        await store.read(client, "global")
+        await store.read(client, SCOPES, "global")
     except (aetcd.ClientError, OSError) as error:
         print(
             f"{name}: etcd at {stack.etcd_endpoint} is not reachable ({error}); "

@@ -30,10 +30,11 @@ import grpc
 from opentelemetry import trace
 
 from devstack.stack import Stack
+from pki.identities import SERVICES
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
-from shared.tls import SERVICES, ClientTLS
+from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tools.demo_session import DemoResult, on_make_run
 from tools.seed import ADMIN, CATALOG

@@ -182,7 +182,8 @@ class ContainerRun:
     def prepare(
         cls, engine: Engine, image: str, tls_dir: Path, jwt_dir: Path, work: Path
     ) -> ContainerRun:
-        from shared.tls import IDENTITIES, ca_file, cert_file, key_file
+        from pki.identities import IDENTITIES
+        from shared.tls import ca_file, cert_file, key_file
 
         tls, jwt = work / "tls", work / "jwt"
         for folder in (tls, jwt):

@@ -25,20 +25,10 @@ from typing import Annotated
 
 import typer
 
+from pki.authority import ensure_authority, keystore_file
+from pki.identities import ETCD_ROOT, KAFKA, POSTGRES, SERVICES
 from shared.auth.keys import generate_keypair
-from shared.tls import (
-    ETCD,
-    ETCD_ROOT,
-    KAFKA,
-    OPERATOR,
-    POSTGRES,
-    SERVICES,
-    ca_file,
-    cert_file,
-    ensure_authority,
-    key_file,
-    keystore_file,
-)
+from shared.tls import ETCD, OPERATOR, ca_file, cert_file, key_file
 from tools.image import IMAGE, Engine, ImageError, build, content_ref
 from tools.trust import rights
 

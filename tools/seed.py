@@ -11,10 +11,10 @@ from typing import Annotated
 import grpc
 import typer
 
+from pki.identities import SERVICES
 from services.user.admin import ensure_admin
 from shared.rpc.client import ServiceClients
 from shared.settings import DEV_TLS_DIR
-from shared.tls import SERVICES
 from tools.shop_client import ShopClient, connect
 
 ADMIN = ("admin@shop.local", "admin-password-1")

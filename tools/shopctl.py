@@ -33,15 +33,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from devstack.stack import Stack
 from shared.config import store
-from shared.config.models import SCOPES
-from shared.messaging import trace_context
+from shared.observability import trace_context
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.discovery import Instance, parse_instance
 from shared.registry.etcd import PREFIX, etcd_client
 from shared.settings import DEV_TLS_DIR
 from shared.tls import ClientTLS
 from shop.user.v1 import user_pb2
-from tools.config_admin import wait_applied
+from tools.config_admin import SCOPES, wait_applied
 from tools.seed import ADMIN, CUSTOMER
 from tools.shop_client import ShopClient, connect
 from tools.table import render_table
@@ -266,7 +265,7 @@ def config_get(
     """The document of SCOPE (or of every scope) and its revision (0: none, defaults)."""
 
     async def read_all(client: aetcd.Client) -> list[store.StoredDocument]:
-        return [await store.read(client, s) for s in ([scope] if scope else SCOPES)]
+        return [await store.read(client, SCOPES, s) for s in ([scope] if scope else SCOPES)]
 
     for stored in with_etcd(etcd, read_all):
         typer.echo(f"# {stored.scope} @ revision {stored.revision}")
@@ -292,9 +291,9 @@ def config_set(
     async def go(client: aetcd.Client) -> tuple[int, int, float]:
         expected = expect_revision
         if expected is None:
-            expected = (await store.read(client, scope)).revision
+            expected = (await store.read(client, SCOPES, scope)).revision
         revision = await store.write(
-            client, scope, parsed, expected_revision=expected, author=author
+            client, SCOPES, scope, parsed, expected_revision=expected, author=author
         )
         applied, took = await wait_applied(client, scope, revision, wait) if wait else ([], 0.0)
         return revision, len(applied), took
@@ -310,7 +309,7 @@ def config_set(
 def config_history(scope: ScopeArgument, etcd: EtcdOption = "127.0.0.1:12379") -> None:
     """Every document SCOPE had, oldest first."""
     rows = [("entry", "at", "author", "replaced", "document")]
-    for entry in with_etcd(etcd, lambda client: store.history(client, scope)):
+    for entry in with_etcd(etcd, lambda client: store.history(client, SCOPES, scope)):
         at = datetime.fromtimestamp(entry.at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         document = json.dumps(entry.document, sort_keys=True)
         rows.append(
@@ -340,9 +339,9 @@ def config_rollback(
     author = as_admin(etcd, email, password)
 
     async def go(client: aetcd.Client) -> tuple[store.HistoryEntry, int]:
-        current = await store.read(client, scope)
+        current = await store.read(client, SCOPES, scope)
         return await store.rollback(
-            client, scope, to=to, expected_revision=current.revision, author=author
+            client, SCOPES, scope, to=to, expected_revision=current.revision, author=author
         )
 
     entry, revision = with_etcd(etcd, go)

@@ -27,7 +27,7 @@ from services.inventory.persistence import InventoryUnitOfWork, SingleLineOrder
 from shared.messaging.envelope import Event
 from shared.messaging.runtime import Subscriptions
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
-from shared.rpc.convert import money_from_proto
+from shared.proto_convert import money_from_proto
 from shared.validation import parse_uuid, uuids_in
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
 

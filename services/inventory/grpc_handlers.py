@@ -10,8 +10,8 @@ import grpc
 from services.inventory.domain import Stock, parse_sku, parse_skus, require_available
 from services.inventory.persistence import InventoryUnitOfWork
 from shared.errors import NotFound
-from shared.rpc.convert import timestamp
-from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy
+from shared.proto_convert import timestamp
+from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 _SERVICE = "/shop.inventory.v1.InventoryService/"

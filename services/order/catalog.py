@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import grpc
 
 from services.order.domain import CatalogEntry
-from shared.config.models import Degradation
+from services.order.knobs import Degradation
 from shared.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
 from shared.money import Money
 from shared.rpc.client import ServiceClients, forwarded_credentials

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.order.domain import Order
-from shared.rpc.convert import money_to_proto
+from shared.proto_convert import money_to_proto
 from shop.events.v1 import order_events_pb2
 
 

@@ -27,8 +27,8 @@ from shared.db.unit_of_work import UnitOfWorkFactory
 from shared.errors import InvalidArgument, NotFound
 from shared.logs import journal
 from shared.messaging.topics import ORDERS
-from shared.rpc.convert import money_to_proto, timestamp
-from shared.rpc.interceptors import AccessPolicy
+from shared.proto_convert import money_to_proto, timestamp
+from shared.rpc.interceptors.auth import AccessPolicy
 from shared.validation import decode_page_token, encode_page_token, page_size, parse_uuid
 from shop.order.v1 import order_pb2, order_pb2_grpc
 

@@ -12,11 +12,11 @@ from typing import cast
 from services.order.catalog import ProductCatalog
 from services.order.event_handlers import SUBSCRIPTIONS
 from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_factory
+from services.order.knobs import OrderKnobs
 from services.order.saga_timeout import KafkaLink, SagaTimeout
 from services.order.settings import OrderSettings
 from services.order.watch import OrderStatusHub
 from shared.config.center import ConfigCenter
-from shared.config.models import OrderKnobs
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
 from shared.registry.discovery import ServiceDirectory
@@ -102,6 +102,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     access=ACCESS,
     bindings=bindings,
+    knobs=OrderKnobs,
 )
 
 if __name__ == "__main__":

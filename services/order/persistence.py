@@ -10,10 +10,10 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.order.domain import Order, OrderItem, OrderStatus
+from services.order.metrics import SAGA_ORDERS, SAGA_SECONDS
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
 from shared.money import Money
-from shared.observability.metrics import SAGA_ORDERS, SAGA_SECONDS
 
 _IDEMPOTENCY_CONSTRAINT = "orders_user_idempotency_key"
 _COLUMNS = (

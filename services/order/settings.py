@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.config.models import saga_timeout_ceiling
+from services.order.knobs import saga_timeout_ceiling
 from shared.settings import ServiceSettings
 
 

@@ -37,7 +37,7 @@ from services.payment.provider import (
 from shared.errors import InvalidArgument
 from shared.messaging.envelope import Event
 from shared.money import Money
-from shared.rpc.convert import money_from_proto
+from shared.proto_convert import money_from_proto
 from shared.validation import parse_uuid
 from shop.events.v1 import inventory_events_pb2
 

@@ -18,8 +18,8 @@ from services.payment.domain import (
 from services.payment.persistence import PaymentUnitOfWork
 from shared.auth.identity import current_identity
 from shared.errors import InvalidArgument
-from shared.rpc.convert import money_from_proto, money_to_proto, timestamp
-from shared.rpc.interceptors import AccessPolicy
+from shared.proto_convert import money_from_proto, money_to_proto, timestamp
+from shared.rpc.interceptors.auth import AccessPolicy
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 
 # Every RPC acts on the caller's own wallet, so any valid token will do.

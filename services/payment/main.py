@@ -9,6 +9,7 @@ from pathlib import Path
 from services.payment.authorizer import ProviderAuthorizer
 from services.payment.event_handlers import subscriptions
 from services.payment.grpc_handlers import ACCESS, PaymentServicer, unit_of_work_factory
+from services.payment.knobs import PaymentKnobs
 from services.payment.provider import PaymentProviderSimulator
 from services.payment.settings import PaymentSettings
 from shared.config.center import ConfigCenter
@@ -50,6 +51,7 @@ SERVICE = ServiceDefinition(
     migrations=Path(__file__).parent / "migrations",
     access=ACCESS,
     bindings=bindings,
+    knobs=PaymentKnobs,
 )
 
 if __name__ == "__main__":

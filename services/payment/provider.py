@@ -29,9 +29,9 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from services.payment.domain import DECLINED_BY_PROVIDER
+from services.payment.knobs import PaymentKnobs
 from services.payment.settings import PaymentSettings
 from shared.config.center import RuntimeConfig
-from shared.config.models import PaymentKnobs
 from shared.money import Money
 
 _DRAW_BITS = 64

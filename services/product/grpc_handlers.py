@@ -12,8 +12,9 @@ from services.product.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus, new_product
 from services.product.persistence import ProductReads, ProductUnitOfWork
 from shared.errors import InvalidArgument, NotFound
-from shared.rpc.convert import money_from_proto, money_to_proto, timestamp
-from shared.rpc.interceptors import OPERATOR, OPERATOR_ONLY, Access, AccessPolicy
+from shared.proto_convert import money_from_proto, money_to_proto, timestamp
+from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy
+from shared.tls import OPERATOR
 from shared.validation import (
     decode_page_token,
     encode_page_token,

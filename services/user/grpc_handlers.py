@@ -21,8 +21,8 @@ from services.user.keyring import SigningKeyring
 from services.user.persistence import UserUnitOfWork
 from shared.auth.identity import Role, current_identity
 from shared.errors import NotFound, PermissionDenied, Unauthenticated
-from shared.rpc.convert import timestamp
-from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy
+from shared.proto_convert import timestamp
+from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy
 from shared.validation import parse_uuid
 from shop.user.v1 import user_pb2, user_pb2_grpc
 

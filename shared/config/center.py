@@ -97,13 +97,21 @@ Listener = Callable[[RuntimeConfig], None]
 class ConfigCenter:
     """``current`` is the config in force; ``listeners`` hear of every swap."""
 
-    def __init__(self, service: str, defaults: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        service: str,
+        defaults: Mapping[str, Any] | None = None,
+        *,
+        knobs: type[ServiceKnobs] = ServiceKnobs,
+    ) -> None:
         self.service = service
+        # The model of the service's own document, which the service declares.
+        self._knobs = knobs
         # The environment's values for knobs that also have a setting (see models.py).
         self._defaults = dict(defaults or {})
         self._good: dict[str, tuple[Knobs, int]] = {
             "global": (GlobalConfig(), 0),
-            service: (validate_document(service, {}, self._defaults), 0),
+            service: (validate_document(knobs, {}, self._defaults), 0),
         }
         self.refused: dict[str, int] = {}  # scope -> revision of a document refused
         self.listeners: list[Listener] = []
@@ -115,7 +123,7 @@ class ConfigCenter:
         cls, service: str, common: GlobalConfig | None = None, knobs: ServiceKnobs | None = None
     ) -> ConfigCenter:
         """A center that never watches: for unit tests and in-process tools."""
-        center = cls(service)
+        center = cls(service, knobs=type(knobs) if knobs is not None else ServiceKnobs)
         if common is not None:
             center._good["global"] = (common, 0)
         if knobs is not None:
@@ -184,8 +192,10 @@ class ConfigCenter:
             return False  # a re-listing of what we already have
         try:
             document = {} if raw is None else json.loads(raw)
-            defaults = self._defaults if scope == self.service else {}
-            knobs = validate_document(scope, document, defaults)
+            if scope == self.service:
+                knobs: Knobs = validate_document(self._knobs, document, self._defaults)
+            else:
+                knobs = validate_document(GlobalConfig, document)
         except (ValueError, ValidationError) as error:
             # Stale beats wrong: the last good document of this scope stays in force.
             self.refused[scope] = revision

@@ -1,8 +1,9 @@
 """The runtime knobs: what may change while a service runs, validated by these models.
 
 Two documents in etcd, both JSON: ``/config/global`` (a ``GlobalConfig``: the knobs
-every service has) and ``/config/<service>`` (its ``ServiceKnobs`` subclass: its own
-knobs, plus optional overrides of the global rate limits and faults). An absent
+every service has) and ``/config/<service>`` (its ``ServiceKnobs`` subclass, which the
+service declares and passes in: its own knobs, plus optional overrides of the global
+rate limits and faults). An absent
 document means the defaults. Addresses and secrets are never knobs: they stay in
 the environment (shared/settings.py), and a change to them needs a restart.
 
@@ -12,9 +13,10 @@ simulator), the setting is the default until a document names the knob.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -22,6 +24,9 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 class Knobs(BaseModel):
     # A typo must be refused, not silently ignored; and no one mutates a config in use.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+KnobsT = TypeVar("KnobsT", bound=Knobs)
 
 
 class RateLimit(Knobs):
@@ -32,7 +37,7 @@ class RateLimit(Knobs):
 
 
 class RateLimits(Knobs):
-    """Per caller and per method, on each instance (see shared/rpc/ratelimit.py)."""
+    """Per caller and per method, on each instance (see shared/rpc/interceptors/ratelimit.py)."""
 
     enabled: bool = True
     # Any method not listed below.
@@ -120,86 +125,40 @@ class ServiceKnobs(Knobs):
     tracing: Tracing | None = None
 
 
-class Degradation(Knobs):
-    """Order's degraded path: while product is unreachable, price from the last prices
-    seen, if they are at most ``max_staleness_seconds`` old, and only while enabled."""
+class ConfigScopes(Mapping[str, type[Knobs]]):
+    """The documents of one config center, by scope: ``global`` and one per service, each
+    with the model that validates it (a service's ``ServiceKnobs`` subclass). The services
+    are passed in: the kit knows none, whoever writes the documents knows them all."""
 
-    enabled: bool = False
-    max_staleness_seconds: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False)
+    def __init__(self, services: Mapping[str, type[ServiceKnobs]]) -> None:
+        if "global" in services:
+            raise ValueError("'global' is the shared document's scope, not a service")
+        self._models: dict[str, type[Knobs]] = {"global": GlobalConfig, **services}
 
+    def __getitem__(self, scope: str) -> type[Knobs]:
+        return self._models[scope]
 
-# Unset, the saga timeout's wall-clock ceiling is this many timeouts (600 s at 30 s).
-SAGA_CEILING_TIMEOUTS = 20
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
 
+    def __len__(self) -> int:
+        return len(self._models)
 
-def saga_timeout_ceiling(timeout_seconds: float, max_seconds: float | None) -> float:
-    """The wall-clock age past which a pending order is cancelled whatever the saga clock
-    did (services/order/saga_timeout.py); raises ValueError below the timeout itself."""
-    if max_seconds is None:
-        return SAGA_CEILING_TIMEOUTS * timeout_seconds
-    if max_seconds < timeout_seconds:
-        raise ValueError(
-            f"saga_timeout_max_seconds ({max_seconds:g}) must be at least"
-            f" saga_timeout_seconds ({timeout_seconds:g})"
-        )
-    return max_seconds
-
-
-class OrderKnobs(ServiceKnobs):
-    # How long PlaceOrder waits for the catalog's prices (the catalog lookup's deadline).
-    product_deadline_seconds: float = Field(default=2.0, gt=0, le=60, allow_inf_nan=False)
-    # Seconds of saga-clock time (time the saga could move) a pending order may wait.
-    saga_timeout_seconds: float = Field(default=30.0, gt=0, le=86_400, allow_inf_nan=False)
-    # The wall-clock ceiling for a truly stuck order; None: SAGA_CEILING_TIMEOUTS timeouts.
-    saga_timeout_max_seconds: float | None = Field(
-        default=None, gt=0, le=864_000, allow_inf_nan=False
-    )
-    degradation: Degradation = Degradation()
-
-    @model_validator(mode="after")
-    def _ceiling_above_timeout(self) -> OrderKnobs:
-        saga_timeout_ceiling(self.saga_timeout_seconds, self.saga_timeout_max_seconds)
-        return self
-
-    @property
-    def saga_timeout_ceiling_seconds(self) -> float:
-        return saga_timeout_ceiling(self.saga_timeout_seconds, self.saga_timeout_max_seconds)
+    def model_for(self, scope: str) -> type[Knobs]:
+        """The model that validates the document of ``scope`` ("global" or a service)."""
+        try:
+            return self._models[scope]
+        except KeyError:
+            raise ValueError(f"unknown scope {scope!r} (known: {', '.join(self)})") from None
 
 
-class PaymentKnobs(ServiceKnobs):
-    provider_latency_ms: float = Field(default=2.0, ge=0, le=60_000, allow_inf_nan=False)
-    provider_failure_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
-    # The simulator misbehaving (services/payment/provider.py): calls that fail before
-    # charging, and charges whose reply is lost.
-    provider_error_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
-    provider_lost_reply_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
+def validate_document(
+    model: type[KnobsT], document: Any, defaults: Mapping[str, Any] | None = None
+) -> KnobsT:
+    """``document`` over ``defaults`` (the environment's values), as ``model``.
 
-
-KNOBS: dict[str, type[ServiceKnobs]] = {
-    "user": ServiceKnobs,
-    "product": ServiceKnobs,
-    "inventory": ServiceKnobs,
-    "payment": PaymentKnobs,
-    "order": OrderKnobs,
-}
-SCOPES = ("global", *KNOBS)
-
-
-def model_for(scope: str) -> type[Knobs]:
-    """The model that validates the document of ``scope`` ("global" or a service)."""
-    if scope == "global":
-        return GlobalConfig
-    try:
-        return KNOBS[scope]
-    except KeyError:
-        raise ValueError(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})") from None
-
-
-def validate_document(scope: str, document: Any, defaults: dict[str, Any] | None = None) -> Knobs:
-    """``document`` over ``defaults`` (the environment's values), as ``scope``'s model.
-
-    Raises pydantic.ValidationError (or ValueError for a scope or a non-object).
+    Raises pydantic.ValidationError (or ValueError for a non-object).
     """
     if not isinstance(document, dict):
         raise ValueError("a config document is a JSON object")
-    return model_for(scope).model_validate({**(defaults or {}), **document})
+    return model.model_validate({**(defaults or {}), **document})

@@ -5,6 +5,9 @@ written with a compare-and-swap on the revision, every write kept in a history.
 still the one the writer read (0: absent), and it puts the document and its history
 entry together. Two admins cannot overwrite each other unknowingly: the second gets
 ``ConfigConflict`` and reads again. ``rollback`` is a write of an earlier entry.
+
+The kit knows no service: every call names the ``ConfigScopes`` (the services and
+their documents' models) it reads or writes, which the caller knows.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import aetcd
 from pydantic import ValidationError
 
 from shared.config.center import STATUS_PREFIX, config_key, one_line
-from shared.config.models import SCOPES, validate_document
+from shared.config.models import ConfigScopes, validate_document
 from shared.registry.watch import prefix_range
 
 HISTORY_PREFIX = "/config-history/"
@@ -63,22 +66,22 @@ class InstanceStatus:
     refused: dict[str, int]
 
 
-def check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise InvalidDocument(f"unknown scope {scope!r} (known: {', '.join(SCOPES)})")
+def check_scope(scopes: ConfigScopes, scope: str) -> None:
+    if scope not in scopes:
+        raise InvalidDocument(f"unknown scope {scope!r} (known: {', '.join(scopes)})")
 
 
-def check_document(scope: str, document: Any) -> None:
+def check_document(scopes: ConfigScopes, scope: str, document: Any) -> None:
     """The same validation every instance applies (without the environment's defaults)."""
-    check_scope(scope)
+    check_scope(scopes, scope)
     try:
-        validate_document(scope, document)
+        validate_document(scopes[scope], document)
     except (ValueError, ValidationError) as error:
         raise InvalidDocument(one_line(error)) from None
 
 
-async def read(client: aetcd.Client, scope: str) -> StoredDocument:
-    check_scope(scope)
+async def read(client: aetcd.Client, scopes: ConfigScopes, scope: str) -> StoredDocument:
+    check_scope(scopes, scope)
     got = await client.get(config_key(scope).encode())
     if got is None:
         return StoredDocument(scope, {}, 0)
@@ -87,6 +90,7 @@ async def read(client: aetcd.Client, scope: str) -> StoredDocument:
 
 async def write(
     client: aetcd.Client,
+    scopes: ConfigScopes,
     scope: str,
     document: dict[str, Any],
     *,
@@ -94,7 +98,7 @@ async def write(
     author: str,
 ) -> int:
     """Validates, then writes if nobody wrote since ``expected_revision``; the new revision."""
-    check_document(scope, document)
+    check_document(scopes, scope, document)
     key = config_key(scope).encode()
     now = time.time()
     entry = {
@@ -112,15 +116,15 @@ async def write(
         ],
         failure=[],
     )
-    current = await read(client, scope)
+    current = await read(client, scopes, scope)
     if not succeeded:
         raise ConfigConflict(scope, expected_revision, current.revision)
     return current.revision
 
 
-async def history(client: aetcd.Client, scope: str) -> list[HistoryEntry]:
+async def history(client: aetcd.Client, scopes: ConfigScopes, scope: str) -> list[HistoryEntry]:
     """Oldest first."""
-    check_scope(scope)
+    check_scope(scopes, scope)
     start, end = prefix_range(f"{HISTORY_PREFIX}{scope}/".encode())
     entries = []
     for kv in await client.get_range(start, end):
@@ -138,10 +142,16 @@ async def history(client: aetcd.Client, scope: str) -> list[HistoryEntry]:
 
 
 async def rollback(
-    client: aetcd.Client, scope: str, *, to: str | None, expected_revision: int, author: str
+    client: aetcd.Client,
+    scopes: ConfigScopes,
+    scope: str,
+    *,
+    to: str | None,
+    expected_revision: int,
+    author: str,
 ) -> tuple[HistoryEntry, int]:
     """Writes an earlier document again: entry ``to``, or the one before the latest."""
-    entries = await history(client, scope)
+    entries = await history(client, scopes, scope)
     if to is None:
         if len(entries) < 2:
             raise InvalidDocument(f"{config_key(scope)} has no earlier version to go back to")
@@ -152,7 +162,7 @@ async def rollback(
             raise InvalidDocument(f"no history entry {to!r} for {config_key(scope)}")
         target = matches[0]
     revision = await write(
-        client, scope, target.document, expected_revision=expected_revision, author=author
+        client, scopes, scope, target.document, expected_revision=expected_revision, author=author
     )
     return target, revision
 

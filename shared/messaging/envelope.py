@@ -11,7 +11,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
-from shared.rpc.convert import timestamp
+from shared.proto_convert import timestamp
 from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
 
 _EVENT_MODULES = (order_events_pb2, inventory_events_pb2, payment_events_pb2)

@@ -8,8 +8,8 @@ from pathlib import Path
 from asyncpg.pool import PoolConnectionProxy
 from google.protobuf.message import Message
 
-from shared.messaging import trace_context
 from shared.messaging.envelope import wrap
+from shared.observability import trace_context
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

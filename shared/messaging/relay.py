@@ -22,8 +22,8 @@ from aiokafka.errors import KafkaError
 
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning, kafka_producer
 from shared.messaging.spans import publish_spans
-from shared.messaging.trace_context import HEADER as TRACE_HEADER
 from shared.observability.metrics import OUTBOX_BACKLOG, OUTBOX_OLDEST_AGE
+from shared.observability.trace_context import HEADER as TRACE_HEADER
 from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

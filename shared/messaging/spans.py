@@ -8,7 +8,7 @@ handles each event in a span whose parent is that header.
 it current, and our consumer handles a whole poll in one transaction anyway, so the
 consumer opens its own spans here: one per event, parented on the context in the
 record's ``traceparent`` header. The events a handler stages take their trace from
-the span of the event about the same aggregate (shared/messaging/trace_context.py);
+the span of the event about the same aggregate (shared/observability/trace_context.py);
 a lone event's span is also made current, so its queries and log lines join it.
 """
 
@@ -23,8 +23,8 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from shared.logs import journal
-from shared.messaging import trace_context
 from shared.messaging.envelope import Event
+from shared.observability import trace_context
 from shared.observability.tracing import tracer
 
 

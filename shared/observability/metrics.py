@@ -1,7 +1,8 @@
 """The Prometheus metrics every service exports, and the port that serves them.
 
-One definition of each metric, here, so the names the recording and alerting rules
-use (infra/prometheus/rules.yml) are in one place. The instance's ``service`` and
+One definition of each metric of the kit, here, so the names the recording and alerting
+rules use (infra/prometheus/rules.yml) are in one place; a service's own metrics (the
+saga's, say) are declared in its own package. The instance's ``service`` and
 ``instance_id`` labels come from the scrape target (etcd), not from the metrics.
 Counters carry Prometheus' ``_total`` suffix on the wire.
 """
@@ -24,16 +25,6 @@ RPC_SECONDS = Histogram(
     "Time from an RPC's arrival to its status.",
     ["grpc_service", "grpc_method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
-)
-
-SAGA_ORDERS = Counter(
-    "shop_saga_orders", "Orders that reached a terminal state, by state.", ["state"]
-)
-SAGA_SECONDS = Histogram(
-    "shop_saga_duration_seconds",
-    "Time from PlaceOrder to the order's terminal state.",
-    ["state"],
-    buckets=(0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0),
 )
 
 OUTBOX_BACKLOG = Gauge("shop_outbox_backlog", "Outbox events not yet published.")

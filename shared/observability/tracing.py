@@ -3,7 +3,7 @@
 A service process calls ``start_tracing`` once; the gRPC interceptors (server and
 client, from ``opentelemetry-instrumentation-grpc``) and asyncpg's instrumentation
 then record spans, and the messaging kit carries the context through the outbox and
-Kafka (shared/messaging/trace_context.py), so one PlaceOrder is one trace.
+Kafka (shared/observability/trace_context.py), so one PlaceOrder is one trace.
 
 Sampling is parent-based: a span follows its parent's decision, so a trace is kept
 whole or not at all. A trace starts (a root span) only where a request enters the

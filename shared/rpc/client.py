@@ -22,20 +22,9 @@ the call under three guards, all read from the config center once per call
   tried on another instance while its deadline still has room. A call in flight on an
   instance that leaves the directory (its lease expired) is cancelled with its channel;
   it fails UNAVAILABLE (reason INSTANCE_LEFT) and, if idempotent, is tried elsewhere.
+  Why this loop and not gRPC's own retries: shared/rpc/retry.py.
 
-Why our own loop, not gRPC's channel ``retryPolicy`` and ``retryThrottling``: a
-channel here is one instance (discovery hands us addresses, and we dial each one),
-so gRPC's retries would go to the very instance that just failed, while the point
-of retrying UNAVAILABLE is to reach another one. gRPC's throttling is per channel
-too, so with N instances a failing service would get N budgets; ours is one per
-service, like the breaker. And the breaker must see every attempt, which gRPC's
-transparent retries hide.
-
-Every channel is mutual TLS: the caller presents its own certificate (``ClientTLS``:
-a service's own inside a service, the operator's in tools and tests) and checks
-that the server's certificate names the service it meant to call. When the
-caller's files are renewed, its channels are replaced, so new connections use
-the new certificate while calls on the old channels finish.
+Every channel is mutual TLS, one per instance (shared/rpc/channels.py).
 """
 
 from __future__ import annotations
@@ -55,9 +44,15 @@ from shared.config.models import GlobalConfig, ServiceKnobs
 from shared.observability.metrics import BREAKER_STATE
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.rpc.breaker import CircuitBreaker, Outcome, State, outcome_of
+from shared.rpc.channels import ChannelPool
 from shared.rpc.deadlines import outbound_deadline
 from shared.rpc.retry import BUDGET_FAILURES, RetryBudget, decide
-from shared.rpc.status import REASON_KEY
+from shared.rpc.status import (
+    CIRCUIT_OPEN,
+    DEADLINE_BUDGET_SPENT,
+    INSTANCE_LEFT,
+    local_error,
+)
 from shared.tls import ClientTLS
 
 log = logging.getLogger(__name__)
@@ -68,26 +63,8 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 EJECT_SECONDS = 10.0
-# How long calls on a channel replaced by a certificate renewal may still run.
-RENEWAL_GRACE_SECONDS = 10.0
 # A caller without a config center (tools, tests) gets the models' defaults.
 DEFAULT_CONFIG = RuntimeConfig(GlobalConfig(), ServiceKnobs())
-# The error-reason of the failures this module makes up without calling anyone.
-CIRCUIT_OPEN = "CIRCUIT_OPEN"
-DEADLINE_BUDGET_SPENT = "DEADLINE_BUDGET_SPENT"
-INSTANCE_LEFT = "INSTANCE_LEFT"
-
-
-def local_error(code: grpc.StatusCode, reason: str, details: str) -> grpc.aio.AioRpcError:
-    """A failure decided here, of the same type (and with the same trailers) as one from a
-    server, so callers handle both alike."""
-    return grpc.aio.AioRpcError(
-        code,
-        grpc.aio.Metadata(),
-        grpc.aio.Metadata((REASON_KEY, reason)),
-        details=details,
-        debug_error_string="",
-    )
 
 
 def _this_task_is_cancelled() -> bool:
@@ -126,11 +103,7 @@ class ServiceClients:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self._directory = directory
-        self._tls = tls
-        self._credentials = tls.credentials()
-        # Keyed by service too: the name checked on the server's certificate is the service's.
-        self._channels: dict[tuple[str, str], grpc.aio.Channel] = {}
-        self._draining: dict[asyncio.Task[None], grpc.aio.Channel] = {}
+        self._channels = ChannelPool(directory, tls)
         self._config = config
         self._clock = clock
         self._sleep = sleep
@@ -140,7 +113,6 @@ class ServiceClients:
         # (service, event) -> count: attempts, retries, circuit_open, budget_spent,
         # retries_throttled; for the metrics to expose.
         self.counters: Counter[tuple[str, str]] = Counter()
-        directory.cache.listeners.append(self._on_instance_change)
 
     @property
     def directory(self) -> ServiceDirectory:
@@ -148,7 +120,7 @@ class ServiceClients:
 
     @property
     def tls(self) -> ClientTLS:
-        return self._tls
+        return self._channels.tls
 
     @property
     def config(self) -> RuntimeConfig:
@@ -172,30 +144,8 @@ class ServiceClients:
             budget = self._budgets[service] = RetryBudget()
         return budget
 
-    def _on_instance_change(self, instance: Instance, alive: bool) -> None:
-        key = (instance.service, instance.address)
-        if not alive and (channel := self._channels.pop(key, None)) is not None:
-            # Let in-flight calls on it finish or fail on their own.
-            self._close_later(channel, grace=1.0)
-
-    def _close_later(self, channel: grpc.aio.Channel, grace: float) -> None:
-        task = asyncio.get_running_loop().create_task(channel.close(grace=grace))
-        self._draining[task] = channel
-        task.add_done_callback(lambda done: self._draining.pop(done, None))
-
     def channel(self, instance: Instance) -> grpc.aio.Channel:
-        credentials = self._tls.credentials()
-        if credentials is not self._credentials:  # our certificate was renewed
-            self._credentials = credentials
-            for old in self._channels.values():
-                self._close_later(old, grace=RENEWAL_GRACE_SECONDS)
-            self._channels.clear()
-        key = (instance.service, instance.address)
-        channel = self._channels.get(key)
-        if channel is None:
-            channel = self._tls.channel(instance.address, instance.service)
-            self._channels[key] = channel
-        return channel
+        return self._channels.channel(instance)
 
     @overload
     async def call(
@@ -390,11 +340,4 @@ class ServiceClients:
         return local_error(grpc.StatusCode.UNAVAILABLE, CIRCUIT_OPEN, details)
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close(grace=None)
-        self._channels.clear()
-        # Channels still draining after a renewal or an instance's death: now.
-        for task, channel in list(self._draining.items()):
-            task.cancel()
-            await channel.close(grace=None)
-        self._draining.clear()
+        await self._channels.close()

@@ -1,6 +1,6 @@
 """Deadline budgets: an outbound call never outlives the call that caused it.
 
-The server chain's ``DeadlineInterceptor`` (shared/rpc/interceptors.py) records the
+The server chain's ``DeadlineInterceptor`` (shared/rpc/interceptors/deadline.py) records the
 incoming call's deadline in a context variable, as a point on the monotonic clock;
 each RPC runs in its own task, so the variable is that call's alone. Every outbound
 call (``ServiceClients.call``) then gets ``min(its own deadline, what is left of the

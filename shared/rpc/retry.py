@@ -13,6 +13,14 @@
   service is failing broadly, retries would multiply its load just when it can least
   take it; the budget turns them off until successes earn it back.
 - **Deadline**: no retry whose backoff would end past the call's deadline.
+
+Why our own loop, not gRPC's channel ``retryPolicy`` and ``retryThrottling``: a
+channel here is one instance (discovery hands us addresses, and we dial each one),
+so gRPC's retries would go to the very instance that just failed, while the point
+of retrying UNAVAILABLE is to reach another one. gRPC's throttling is per channel
+too, so with N instances a failing service would get N budgets; ours is one per
+service, like the breaker. And the breaker must see every attempt, which gRPC's
+transparent retries hide.
 """
 
 from __future__ import annotations

@@ -38,7 +38,8 @@ from shared.db.probe import DatabaseProbe
 from shared.observability.metrics import CONFIG_REVISION, MetricsEndpoint
 from shared.registry.etcd import service_etcd_client
 from shared.registry.registration import ServiceRegistration
-from shared.rpc.interceptors import AccessPolicy, default_chain
+from shared.rpc.interceptors.auth import AccessPolicy
+from shared.rpc.interceptors.chain import default_chain
 from shared.rpc.reflection import enable_reflection
 from shared.settings import ServiceSettings
 from shared.tasks import PeriodicTask
@@ -140,7 +141,7 @@ class ServiceHost:
         names = [b.full_name for b in self._bindings]
         self._names = ["", *names]
         enable_reflection([*names, health.SERVICE_NAME], self._server)
-        # mTLS only: callers need a client certificate of the stack's CA (shared/tls.py).
+        # mTLS only: callers need a client certificate of the stack's CA (pki/).
         self.port = self._server.add_secure_port(
             f"{self.settings.host}:{self.settings.port}",
             server_credentials(self.settings.tls_dir, self.settings.service_name),

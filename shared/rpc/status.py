@@ -4,6 +4,7 @@ Trailing metadata carries what a program should branch on: ``error-reason``
 (the error class's stable reason), ``error-field`` for a bad argument and
 ``error-id`` for an unexpected failure, the id to quote when reporting it, and
 ``retry-after-ms`` when a rate limit refused the call (the wait, in whole milliseconds).
+A caller's own failures (a circuit open, a deadline spent) carry an ``error-reason`` too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ REASON_KEY = "error-reason"
 FIELD_KEY = "error-field"
 ERROR_ID_KEY = "error-id"
 RETRY_AFTER_KEY = "retry-after-ms"
+# The error-reason of the failures a caller makes up without calling anyone
+# (shared/rpc/client.py).
+CIRCUIT_OPEN = "CIRCUIT_OPEN"
+DEADLINE_BUDGET_SPENT = "DEADLINE_BUDGET_SPENT"
+INSTANCE_LEFT = "INSTANCE_LEFT"
 
 _STATUS: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -69,4 +75,16 @@ async def abort_internal(context: grpc.aio.ServicerContext, error_id: str) -> No
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error; quote error id {error_id} when reporting it",
+    )
+
+
+def local_error(code: grpc.StatusCode, reason: str, details: str) -> grpc.aio.AioRpcError:
+    """A failure a caller decided itself, of the same type (and with the same trailers) as
+    one from a server, so callers handle both alike."""
+    return grpc.aio.AioRpcError(
+        code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata((REASON_KEY, reason)),
+        details=details,
+        debug_error_string="",
     )

@@ -13,6 +13,7 @@ from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem
+from tools.config_admin import SCOPES
 from tools.demo_config import run_demo
 from tools.launcher import REPO_ROOT
 from tools.seed import CUSTOMER
@@ -71,7 +72,7 @@ async def test_the_documented_shopctl_config_commands(system: RunningSystem) -> 
         )
         assert done.returncode == 0, done.stderr
         assert "applied by 1 instances" in done.stdout
-        assert (await store.read(client, "order")).document == {"saga_timeout_seconds": 60}
+        assert (await store.read(client, SCOPES, "order")).document == {"saga_timeout_seconds": 60}
         again = await asyncio.to_thread(
             shopctl,
             system,
@@ -89,7 +90,7 @@ async def test_the_documented_shopctl_config_commands(system: RunningSystem) -> 
         assert history.returncode == 0 and history.stdout.count("admin@shop.local") == 2
         back = await asyncio.to_thread(shopctl, system, "rollback", "order")
         assert back.returncode == 0 and "rolled order back to entry" in back.stdout
-        assert (await store.read(client, "order")).document == {"saga_timeout_seconds": 60}
+        assert (await store.read(client, SCOPES, "order")).document == {"saga_timeout_seconds": 60}
         status = await asyncio.to_thread(shopctl, system, "status")
         assert status.returncode == 0 and "order" in status.stdout
         customer = await asyncio.to_thread(

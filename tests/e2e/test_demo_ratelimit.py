@@ -16,6 +16,7 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys
+from tools.config_admin import SCOPES
 from tools.demo_ratelimit import run_demo
 
 pytestmark = pytest.mark.e2e
@@ -68,8 +69,8 @@ async def test_the_demo_puts_back_the_document_it_found(
     lines: list[str] = []
     result = await run_demo(system.clients, etcd, out=lines.append)
     assert result.ok, "\n".join([*lines, result.summary])
-    restored = await store.read(etcd, "global")
+    restored = await store.read(etcd, SCOPES, "global")
     assert restored.document == before
     # Both writes are in the history, by the demo.
-    authors = [entry.author for entry in await store.history(etcd, "global")]
+    authors = [entry.author for entry in await store.history(etcd, SCOPES, "global")]
     assert authors[-2:] == ["demo-ratelimit", "demo-ratelimit"]

@@ -31,7 +31,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys, bearer
 from tools import demo_trace
-from tools.config_admin import wait_applied
+from tools.config_admin import SCOPES, wait_applied
 from tools.seed import CUSTOMER
 from tools.shop_client import ShopClient
 from tools.shopctl import lines_of_trace
@@ -261,10 +261,10 @@ async def untraced_get_products(system: RunningSystem, calls: int) -> None:
 
 
 async def set_sample_ratio(etcd: aetcd.Client, ratio: float) -> None:
-    current = await store.read(etcd, "global")
+    current = await store.read(etcd, SCOPES, "global")
     document = {**current.document, "tracing": {"sample_ratio": ratio}}
     revision = await store.write(
-        etcd, "global", document, expected_revision=current.revision, author="test"
+        etcd, SCOPES, "global", document, expected_revision=current.revision, author="test"
     )
     await wait_applied(etcd, "global", revision, timeout=10)
 

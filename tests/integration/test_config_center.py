@@ -20,7 +20,7 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys
-from tools.config_admin import load_defaults, seed_defaults, wait_applied
+from tools.config_admin import SCOPES, load_defaults, seed_defaults, wait_applied
 from tools.launcher import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -69,7 +69,9 @@ def limits(i: int) -> dict[str, object]:
 async def test_a_change_reaches_every_instance_within_a_second(
     products: list[RunningService], etcd: aetcd.Client
 ) -> None:
-    revision = await store.write(etcd, "global", limits(7), expected_revision=0, author="test")
+    revision = await store.write(
+        etcd, SCOPES, "global", limits(7), expected_revision=0, author="test"
+    )
     async with asyncio.timeout(1.0):
         while not all(p.host.config.current.revisions["global"] == revision for p in products):
             await asyncio.sleep(0.01)
@@ -84,10 +86,10 @@ async def test_a_change_reaches_every_instance_within_a_second(
 async def test_an_invalid_document_is_refused_and_the_last_good_one_kept(
     products: list[RunningService], etcd: aetcd.Client
 ) -> None:
-    good = await store.write(etcd, "global", limits(9), expected_revision=0, author="test")
+    good = await store.write(etcd, SCOPES, "global", limits(9), expected_revision=0, author="test")
     # Past the validation shopctl does: straight into etcd, as a careless script would.
     await etcd.put(config_key("global").encode(), b'{"breaker": {"failure_threshold": -1}}')
-    refused_at = (await store.read(etcd, "global")).revision
+    refused_at = (await store.read(etcd, SCOPES, "global")).revision
     async with asyncio.timeout(5):
         while not all(p.host.config.refused.get("global") == refused_at for p in products):
             await asyncio.sleep(0.02)
@@ -106,6 +108,7 @@ async def test_an_invalid_document_is_refused_and_the_last_good_one_kept(
     with pytest.raises(store.InvalidDocument, match="failure_threshold"):
         await store.write(
             etcd,
+            SCOPES,
             "global",
             {"breaker": {"failure_threshold": -1}},
             expected_revision=refused_at,
@@ -113,17 +116,18 @@ async def test_an_invalid_document_is_refused_and_the_last_good_one_kept(
         )
     with pytest.raises(store.InvalidDocument, match="Extra inputs"):
         await store.write(
-            etcd, "global", {"breakr": {}}, expected_revision=refused_at, author="test"
+            etcd, SCOPES, "global", {"breakr": {}}, expected_revision=refused_at, author="test"
         )
 
 
 async def test_concurrent_sets_are_serialised_by_the_compare_and_swap(
     etcd: aetcd.Client,
 ) -> None:
-    base = await store.write(etcd, "order", {}, expected_revision=0, author="test")
+    base = await store.write(etcd, SCOPES, "order", {}, expected_revision=0, author="test")
     writes = [
         store.write(
             etcd,
+            SCOPES,
             "order",
             {"saga_timeout_seconds": 10 + i},
             expected_revision=base,
@@ -164,10 +168,10 @@ async def test_a_reader_never_sees_a_mix_of_two_versions(
             await asyncio.sleep(0)
 
     task = asyncio.create_task(reader())
-    revision = (await store.read(etcd, "global")).revision
+    revision = (await store.read(etcd, SCOPES, "global")).revision
     for i in range(1, 41):
         revision = await store.write(
-            etcd, "global", limits(i), expected_revision=revision, author="test"
+            etcd, SCOPES, "global", limits(i), expected_revision=revision, author="test"
         )
         await asyncio.sleep(0.005)
     async with asyncio.timeout(5):
@@ -181,25 +185,35 @@ async def test_a_reader_never_sees_a_mix_of_two_versions(
 
 async def test_history_and_rollback(etcd: aetcd.Client) -> None:
     first = await store.write(
-        etcd, "product", {"faults": {"unavailable_rate": 0.1}}, expected_revision=0, author="alice"
+        etcd,
+        SCOPES,
+        "product",
+        {"faults": {"unavailable_rate": 0.1}},
+        expected_revision=0,
+        author="alice",
     )
     second = await store.write(
         etcd,
+        SCOPES,
         "product",
         {"faults": {"unavailable_rate": 0.5}},
         expected_revision=first,
         author="bob",
     )
-    entries = await store.history(etcd, "product")
+    entries = await store.history(etcd, SCOPES, "product")
     assert [e.author for e in entries] == ["alice", "bob"]
     assert entries[1].replaced_revision == first
     entry, third = await store.rollback(
-        etcd, "product", to=None, expected_revision=second, author="carol"
+        etcd, SCOPES, "product", to=None, expected_revision=second, author="carol"
     )
     assert entry == entries[0] and third > second
-    assert (await store.read(etcd, "product")).document == {"faults": {"unavailable_rate": 0.1}}
+    assert (await store.read(etcd, SCOPES, "product")).document == {
+        "faults": {"unavailable_rate": 0.1}
+    }
     with pytest.raises(store.InvalidDocument, match="no history entry"):
-        await store.rollback(etcd, "product", to="nope", expected_revision=third, author="x")
+        await store.rollback(
+            etcd, SCOPES, "product", to="nope", expected_revision=third, author="x"
+        )
 
 
 async def test_a_knob_with_a_setting_follows_the_document_and_falls_back(
@@ -210,7 +224,7 @@ async def test_a_knob_with_a_setting_follows_the_document_and_falls_back(
         center: ConfigCenter = order.host.config
         assert center.current.service.saga_timeout_seconds == 1234  # type: ignore[attr-defined]
         revision = await store.write(
-            etcd, "order", {"saga_timeout_seconds": 55}, expected_revision=0, author="test"
+            etcd, SCOPES, "order", {"saga_timeout_seconds": 55}, expected_revision=0, author="test"
         )
         async with asyncio.timeout(5):
             while center.current.revisions["order"] != revision:
@@ -229,12 +243,12 @@ async def test_the_defaults_are_seeded_once_and_never_over_a_set_document(
 ) -> None:
     documents = load_defaults()
     await store.write(
-        etcd, "order", {"saga_timeout_seconds": 99}, expected_revision=0, author="admin"
+        etcd, SCOPES, "order", {"saga_timeout_seconds": 99}, expected_revision=0, author="admin"
     )
     outcome = await seed_defaults(etcd, documents)
     assert outcome["order"].startswith("kept")
     assert outcome["global"].startswith("written")
-    assert (await store.read(etcd, "order")).document == {"saga_timeout_seconds": 99}
+    assert (await store.read(etcd, SCOPES, "order")).document == {"saga_timeout_seconds": 99}
     again = await seed_defaults(etcd, documents)
     assert all(what.startswith("kept") for what in again.values())
 
@@ -242,7 +256,7 @@ async def test_the_defaults_are_seeded_once_and_never_over_a_set_document(
 async def test_shopctl_config_get_and_status(
     stack: Stack, etcd: aetcd.Client, products: list[RunningService]
 ) -> None:
-    await store.write(etcd, "global", limits(3), expected_revision=0, author="test")
+    await store.write(etcd, SCOPES, "global", limits(3), expected_revision=0, author="test")
 
     async def shopctl(*args: str) -> subprocess.CompletedProcess[str]:
         # In a thread: the instances under test share this event loop, and a blocked loop
@@ -284,6 +298,7 @@ async def test_after_an_etcd_restart_the_instance_reads_again(
         # A change after the restart: the broken watch lists again and applies it.
         revision = await store.write(
             etcd,
+            SCOPES,
             "product",
             {"faults": {"unavailable_rate": 0.25}},
             expected_revision=0,

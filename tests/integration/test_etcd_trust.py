@@ -18,20 +18,12 @@ from aetcd import rpc
 from aetcd.exceptions import ClientError
 
 from devstack.stack import Stack
+from pki.authority import ensure_authority
+from pki.identities import ETCD_ROOT, KAFKA, PROMETHEUS_TARGETS
 from shared.auth.jwks import JWKS_KEY, publish_jwks
 from shared.config.center import config_key
 from shared.registry.etcd import SERVER_NAME, EtcdClient, etcd_client, instance_key
-from shared.tls import (
-    ETCD_ROOT,
-    KAFKA,
-    OPERATOR,
-    PROMETHEUS_TARGETS,
-    ClientTLS,
-    ca_file,
-    cert_file,
-    ensure_authority,
-    key_file,
-)
+from shared.tls import OPERATOR, ClientTLS, ca_file, cert_file, key_file
 from tests.support.tokens import TestKeys
 from tools.trust.etcd_auth import apply_at
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from devstack.stack import Stack
+from pki import authority
 from services.product.main import SERVICE as PRODUCT
 from shared import tls
 from shared.registry.discovery import Instance
@@ -66,7 +67,7 @@ def presented_serial(address: str, tls_dir: Path, service: str) -> int:
 
 
 def file_serial(tls_dir: Path, name: str) -> int:
-    return tls.load_certificate(tls.cert_file(tls_dir, name)).serial_number
+    return authority.load_certificate(tls.cert_file(tls_dir, name)).serial_number
 
 
 async def test_the_operator_is_served(product: RunningService) -> None:
@@ -92,7 +93,7 @@ async def test_tls_without_a_client_certificate_is_refused(
 async def test_a_certificate_of_another_ca_is_refused(
     product: RunningService, tmp_path: Path
 ) -> None:
-    tls.ensure_authority(tmp_path)
+    authority.ensure_authority(tmp_path)
     stranger = tls.ClientTLS.operator(tmp_path)
     error = await refused(stranger.channel(product.host.address, "product"))
     assert error.code() == C.UNAVAILABLE
@@ -150,7 +151,7 @@ async def test_renewed_certificates_are_used_by_new_connections_without_a_restar
 ) -> None:
     # Its own CA dir, so renewing here never touches the stack's files.
     tls_dir = tmp_path / "tls"
-    tls.ensure_authority(tls_dir)
+    authority.ensure_authority(tls_dir)
     await recreate_database(stack, "product")
     probe = ProbingHealth()
     probe_server = grpc.aio.server()
@@ -178,8 +179,8 @@ async def test_renewed_certificates_are_used_by_new_connections_without_a_restar
             assert probe.callers[-1] == ("operator", old_operator)
             before = clients.channel(product)
 
-            tls.renew(tls_dir, "product")
-            tls.renew(tls_dir, "operator")
+            authority.renew(tls_dir, "product")
+            authority.renew(tls_dir, "operator")
             new_product = file_serial(tls_dir, "product")
             new_operator = file_serial(tls_dir, "operator")
             assert new_product != old_product and new_operator != old_operator

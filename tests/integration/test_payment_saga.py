@@ -29,6 +29,7 @@ from services.payment.domain import (
     new_top_up,
 )
 from services.payment.event_handlers import PaymentEventHandlers
+from services.payment.knobs import PaymentKnobs
 from services.payment.main import SERVICE
 from services.payment.persistence import PaymentUnitOfWork
 from services.payment.provider import PaymentProviderSimulator
@@ -643,7 +644,7 @@ async def test_main_hands_the_saga_to_messaging(
     monkeypatch.setattr(main, "run_messaging", run_messaging)
     settings = PaymentSettings(pg_dsn=dsn, provider_latency_ms=0, provider_failure_rate=1.0)
     # No document in etcd: the settings are the knobs' defaults.
-    config = ConfigCenter("payment", knob_defaults(settings))
+    config = ConfigCenter("payment", knob_defaults(settings, PaymentKnobs), knobs=PaymentKnobs)
     async with main.bindings(settings, config) as bindings:
         assert [b.full_name for b in bindings] == ["shop.payment.v1.PaymentService"]
     [wired] = given

@@ -29,7 +29,8 @@ from shared.auth.tokens import TokenVerifier
 from shared.config.center import ConfigCenter, config_key
 from shared.config.models import GlobalConfig, RateLimit, RateLimits
 from shared.registry.etcd import etcd_client
-from shared.rpc.interceptors import AccessPolicy, default_chain
+from shared.rpc.interceptors.auth import AccessPolicy
+from shared.rpc.interceptors.chain import default_chain
 from shared.rpc.status import REASON_KEY, RETRY_AFTER_KEY
 from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc

@@ -42,16 +42,11 @@ from shared.errors import (
 )
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
-from shared.rpc.client import (
-    CIRCUIT_OPEN,
-    DEADLINE_BUDGET_SPENT,
-    INSTANCE_LEFT,
-    ServiceClients,
-)
+from shared.rpc.client import ServiceClients
 from shared.rpc.deadlines import deadline_scope
-from shared.rpc.interceptors import AccessPolicy
+from shared.rpc.interceptors.auth import AccessPolicy
 from shared.rpc.server import ServiceBinding, ServiceHost
-from shared.rpc.status import REASON_KEY
+from shared.rpc.status import CIRCUIT_OPEN, DEADLINE_BUDGET_SPENT, INSTANCE_LEFT, REASON_KEY
 from shared.tls import ClientTLS
 from shop.common.v1 import money_pb2
 from shop.order.v1 import order_pb2 as pb

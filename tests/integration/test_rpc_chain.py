@@ -22,7 +22,8 @@ from shared.auth.identity import Role, current_identity
 from shared.auth.keys import load_public_key
 from shared.auth.tokens import TokenVerifier
 from shared.errors import NotFound, Unauthenticated
-from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy, default_chain
+from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy
+from shared.rpc.interceptors.chain import default_chain
 from shared.rpc.status import ERROR_ID_KEY, FIELD_KEY, REASON_KEY
 from tests.support.tokens import AUDIENCE, ISSUER, TestKeys, bearer
 
@@ -174,7 +175,7 @@ async def test_a_domain_error_keeps_its_status_and_reason(
 async def test_a_bug_is_internal_with_an_error_id_that_the_log_carries(
     channel: grpc.aio.Channel, keys: TestKeys, shape: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="shared.rpc.interceptors")
+    caplog.set_level(logging.ERROR, logger="shared.rpc.interceptors.error_mapping")
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await _invoke(channel, shape, "bug", bearer(keys.token()))
     assert error.value.code() == grpc.StatusCode.INTERNAL

@@ -14,9 +14,9 @@ from opentelemetry import trace
 
 from devstack.stack import Stack
 from shared.db.migrations import apply_migrations
-from shared.messaging import trace_context
 from shared.messaging.outbox import MIGRATIONS, Outbox, first_traceparents
 from shared.messaging.spans import aggregate_spans
+from shared.observability import trace_context
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shop.events.v1 import order_events_pb2
 from tests.support.services import recreate_database

@@ -33,7 +33,7 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
-from tools.config_admin import load_defaults
+from tools.config_admin import SCOPES, load_defaults
 from tools.image import IMAGE, ContainerRun, Engine
 from tools.k8s_check import objects, rendered
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
@@ -156,7 +156,7 @@ async def test_the_config_defaults_job_writes_the_default_documents(containers) 
         result = await asyncio.to_thread(run_like, containers, "Job", "config-defaults")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "config seed: global written at" in result.stdout
-        assert (await store.read(client, "order")).document == load_defaults()["order"]
+        assert (await store.read(client, SCOPES, "order")).document == load_defaults()["order"]
         again = await asyncio.to_thread(run_like, containers, "Job", "config-defaults")
         assert "global kept" in again.stdout  # never over a document already there
     finally:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from pki.identities import SERVER_NAMES
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.main import SERVICE as ORDER
 from services.payment.main import SERVICE as PAYMENT
@@ -23,7 +24,6 @@ from services.product.main import SERVICE as PRODUCT
 from services.user.main import SERVICE as USER
 from shared.rpc.server import LIVENESS
 from shared.settings import REPO_ROOT, ServiceSettings
-from shared.tls import SERVER_NAMES
 from tools import k8s
 from tools.k8s_check import OVERLAYS, objects, render, rendered
 
@@ -638,7 +638,7 @@ def test_first_run_jobs_wait_without_spending_their_retries(name: str) -> None:
 
 def test_every_infrastructure_pod_is_named_in_its_server_certificate() -> None:
     """Clients dial kafka-0.kafka-headless (Kafka advertises it), and etcd's members dial
-    each other by their pod names: each must be in the certificate (shared/tls.py)."""
+    each other by their pod names: each must be in the certificate (pki/identities.py)."""
     objs = overlay("kind")
     for name in ("etcd", "kafka", "postgres"):
         statefulset = find(objs, "StatefulSet", name)["spec"]

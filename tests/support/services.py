@@ -73,7 +73,10 @@ async def run_service(
         }
     )
     await definition.migrate(settings)
-    async with open_config(settings) as config, definition.bindings(settings, config) as bindings:
+    async with (
+        open_config(settings, definition.knobs) as config,
+        definition.bindings(settings, config) as bindings,
+    ):
         host = ServiceHost(settings, bindings, definition.access, config)
         await host.start()
         tls = ClientTLS.operator(settings.tls_dir)

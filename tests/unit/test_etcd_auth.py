@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.tls import OPERATOR, PROMETHEUS_TARGETS, SERVICES
+from pki.identities import PROMETHEUS_TARGETS, SERVICES
+from shared.tls import OPERATOR
 from tools.trust.etcd_auth import READ, READWRITE, desired_roles, permissions, role_change
 from tools.trust.rights import ETCD_ROLES, KeyRange, prefix_end
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pki.authority import ensure_authority
 from shared.registry.etcd import etcd_client
-from shared.tls import OPERATOR, ClientTLS, ensure_authority
+from shared.tls import OPERATOR, ClientTLS
 
 
 class StuckWatcher:

@@ -13,7 +13,7 @@ from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, key_id, load_private_key, load_public_key
 from shared.auth.tokens import TokenIssuer, TokenVerifier
 from shared.errors import Unauthenticated
-from shared.rpc.interceptors import Access, AccessPolicy
+from shared.rpc.interceptors.auth import Access, AccessPolicy
 
 
 @pytest.fixture(scope="module")

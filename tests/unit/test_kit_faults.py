@@ -7,7 +7,7 @@ import pytest
 from shared.config.center import ConfigCenter
 from shared.config.models import Faults, GlobalConfig, ServiceKnobs
 from shared.errors import Unavailable
-from shared.rpc.interceptors import FaultInjectionInterceptor, InjectedFault
+from shared.rpc.interceptors.faults import FaultInjectionInterceptor, InjectedFault
 from shared.rpc.status import status_code
 
 GET = "/shop.product.v1.ProductService/GetProduct"

@@ -8,11 +8,11 @@ from typing import cast
 
 import pytest
 
+from pki.authority import ensure_authority
 from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.messaging.consumer import IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning, kafka_producer
-from shared.tls import ensure_authority
 
 
 @pytest.fixture(scope="module")

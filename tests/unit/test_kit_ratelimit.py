@@ -15,7 +15,7 @@ from shared.config.center import ConfigCenter
 from shared.config.models import GlobalConfig, RateLimit, RateLimits
 from shared.errors import RateLimited
 from shared.rpc import status
-from shared.rpc.ratelimit import (
+from shared.rpc.interceptors.ratelimit import (
     BucketTable,
     RateLimitInterceptor,
     TokenBucket,

@@ -16,9 +16,9 @@ from shared.config.models import BreakerPolicy, DeadlinePolicy, GlobalConfig, Re
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.rpc import deadlines
 from shared.rpc.breaker import State
-from shared.rpc.client import CIRCUIT_OPEN, DEADLINE_BUDGET_SPENT, ServiceClients
+from shared.rpc.client import ServiceClients
 from shared.rpc.retry import RetryBudget, backoff_seconds, decide, retryable
-from shared.rpc.status import REASON_KEY
+from shared.rpc.status import CIRCUIT_OPEN, DEADLINE_BUDGET_SPENT, REASON_KEY
 
 C = grpc.StatusCode
 POLICY = RetryPolicy(

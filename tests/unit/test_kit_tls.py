@@ -11,39 +11,43 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
+from pki import authority, identities
 from shared import tls
 from tools.certs import app as certs_app
 
 
 @pytest.fixture
 def tls_dir(tmp_path: Path) -> Path:
-    tls.ensure_authority(tmp_path / "tls")
+    authority.ensure_authority(tmp_path / "tls")
     return tmp_path / "tls"
 
 
 def serial(path: Path) -> int:
-    return tls.load_certificate(path).serial_number
+    return authority.load_certificate(path).serial_number
 
 
 def test_creates_a_ca_and_a_certificate_per_party_with_private_keys(tmp_path: Path) -> None:
     where = tmp_path / "tls"
-    issued = tls.ensure_authority(where)
-    assert issued == ["ca", *tls.IDENTITIES]
+    issued = authority.ensure_authority(where)
+    assert issued == ["ca", *identities.IDENTITIES]
     names = {p.name for p in where.iterdir()}
     assert {"ca.pem", "ca-key.pem", "operator.pem", "operator-key.pem"} <= names
-    for name in tls.IDENTITIES:
-        cert = tls.load_certificate(tls.cert_file(where, name))
+    for name in identities.IDENTITIES:
+        cert = authority.load_certificate(tls.cert_file(where, name))
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert san.get_values_for_type(x509.DNSName)[0] == name
         assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == name
-        cert.verify_directly_issued_by(tls.load_certificate(tls.ca_file(where)))
-    for key in [tls.ca_key_file(where), *(tls.key_file(where, n) for n in tls.IDENTITIES)]:
+        cert.verify_directly_issued_by(authority.load_certificate(tls.ca_file(where)))
+    for key in [
+        authority.ca_key_file(where),
+        *(tls.key_file(where, n) for n in identities.IDENTITIES),
+    ]:
         assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
 
 
 def test_ensuring_again_changes_nothing(tls_dir: Path) -> None:
     before = {p.name: p.read_bytes() for p in tls_dir.iterdir()}
-    assert tls.ensure_authority(tls_dir) == []
+    assert authority.ensure_authority(tls_dir) == []
     assert {p.name: p.read_bytes() for p in tls_dir.iterdir()} == before
 
 
@@ -56,24 +60,24 @@ def test_a_broken_or_mismatched_file_is_replaced_and_a_stale_temp_file_removed(
     stale = tls_dir / ".payment.pem.123.abcd.tmp"
     stale.write_bytes(b"half")
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
-    assert tls.ensure_authority(tls_dir) == ["product", "order"]
+    assert authority.ensure_authority(tls_dir) == ["product", "order"]
     assert serial(tls.ca_file(tls_dir)) == ca_serial
     assert not stale.exists()
 
 
 def test_a_lost_ca_reissues_every_certificate(tls_dir: Path) -> None:
-    tls.ca_key_file(tls_dir).unlink()
-    assert tls.ensure_authority(tls_dir) == ["ca", *tls.IDENTITIES]
+    authority.ca_key_file(tls_dir).unlink()
+    assert authority.ensure_authority(tls_dir) == ["ca", *identities.IDENTITIES]
 
 
 def test_renew_issues_a_new_key_and_certificate_under_the_same_ca(tls_dir: Path) -> None:
     old_key = tls.key_file(tls_dir, "product").read_bytes()
     old = serial(tls.cert_file(tls_dir, "product"))
-    cert = tls.renew(tls_dir, "product")
+    cert = authority.renew(tls_dir, "product")
     assert cert.serial_number == serial(tls.cert_file(tls_dir, "product")) != old
     assert tls.key_file(tls_dir, "product").read_bytes() != old_key
     assert stat.S_IMODE(tls.key_file(tls_dir, "product").stat().st_mode) == 0o600
-    assert tls.ensure_authority(tls_dir) == []  # still a good pair of the same CA
+    assert authority.ensure_authority(tls_dir) == []  # still a good pair of the same CA
 
 
 def test_the_cli_renews_and_shows(tls_dir: Path) -> None:
@@ -94,10 +98,10 @@ def test_client_credentials_follow_a_renewal_but_not_a_half_written_pair(tls_dir
     assert client.credentials() is first  # unchanged files: the same credentials
     # A key without its certificate yet (the moment between renew's two renames).
     other = tls_dir.parent / "other"
-    tls.ensure_authority(other)
+    authority.ensure_authority(other)
     tls.key_file(tls_dir, "operator").write_bytes(tls.key_file(other, "operator").read_bytes())
     assert client.credentials() is first
-    tls.renew(tls_dir, "operator")
+    authority.renew(tls_dir, "operator")
     assert client.credentials() is not first
 
 
@@ -106,7 +110,7 @@ def test_client_credentials_are_looked_at_no_more_than_every_check_interval(
 ) -> None:
     client = tls.ClientTLS.operator(tls_dir, check_seconds=3600)
     first = client.credentials()
-    tls.renew(tls_dir, "operator")
+    authority.renew(tls_dir, "operator")
     assert client.credentials() is first
     assert client.reload()
     assert client.credentials() is not first

@@ -17,7 +17,7 @@ from services.order.catalog import (
     ProductCatalog,
 )
 from services.order.domain import CatalogEntry
-from shared.config.models import Degradation
+from services.order.knobs import Degradation
 from shared.errors import PermissionDenied, Unauthenticated
 from shared.money import Money
 from shared.registry.discovery import NoInstanceAvailable

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from services.order.knobs import OrderKnobs
 from services.order.saga_timeout import LINK_STALE_SECONDS, KafkaLink, fetch_is_fresh
 from services.order.settings import OrderSettings
-from shared.config.models import OrderKnobs, validate_document
+from shared.config.models import validate_document
 from shared.service import knob_defaults
 
 
@@ -59,14 +60,14 @@ def test_a_ceiling_below_the_timeout_is_refused_naming_both() -> None:
 
 
 def test_a_document_is_checked_against_the_environments_ceiling() -> None:
-    defaults = knob_defaults(OrderSettings(saga_timeout_max_seconds=600))
+    defaults = knob_defaults(OrderSettings(saga_timeout_max_seconds=600), OrderKnobs)
     assert defaults["saga_timeout_max_seconds"] == 600
-    live = validate_document("order", {"saga_timeout_seconds": 60}, defaults)
-    assert isinstance(live, OrderKnobs) and live.saga_timeout_ceiling_seconds == 600
+    live = validate_document(OrderKnobs, {"saga_timeout_seconds": 60}, defaults)
+    assert live.saga_timeout_ceiling_seconds == 600
     with pytest.raises(ValidationError, match="must be at least"):
-        validate_document("order", {"saga_timeout_seconds": 900}, defaults)
+        validate_document(OrderKnobs, {"saga_timeout_seconds": 900}, defaults)
     both = {"saga_timeout_seconds": 900, "saga_timeout_max_seconds": 3600}
-    assert validate_document("order", both, defaults).saga_timeout_ceiling_seconds == 3600  # type: ignore[attr-defined]
+    assert validate_document(OrderKnobs, both, defaults).saga_timeout_ceiling_seconds == 3600
 
 
 def test_the_ceiling_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,8 @@ from devstack.prometheus_targets import (
     parse_key,
     render,
 )
-from shared.tls import PROMETHEUS_TARGETS, ensure_authority
+from pki.authority import ensure_authority
+from pki.identities import PROMETHEUS_TARGETS
 
 
 def value(**fields: Any) -> bytes:

@@ -26,6 +26,7 @@ from shared.config import store
 from shared.messaging.kafka import KafkaIdentity
 from tools.chaos import schedule
 from tools.chaos.figures import FaultRecord
+from tools.config_admin import SCOPES
 from tools.demo_knobs import ConfigPatch
 
 Say = Callable[[str], None]
@@ -183,7 +184,7 @@ class Injector:
         )
 
     async def _slow_provider(self, spec: schedule.FaultSpec) -> tuple[str, tuple[float, str]]:
-        patch = ConfigPatch(self.etcd, await store.read(self.etcd, spec.target), "chaos")
+        patch = ConfigPatch(self.etcd, await store.read(self.etcd, SCOPES, spec.target), "chaos")
         try:
             await patch.set(dict(schedule.SLOW_PROVIDER_KNOBS))
             await asyncio.sleep(spec.hold)

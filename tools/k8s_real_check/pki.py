@@ -5,7 +5,7 @@ the API server's serving certificate names the `kubernetes` Service's IP (pods r
 it there), the kubelet serves with its own, and each client's certificate carries the
 user and group that RBAC and the Node authorizer know (``system:node:<name>`` in
 ``system:nodes``, ``system:kube-proxy``, ...). Nothing here is the shop's CA
-(shared/tls.py): the cluster and the system it runs trust each other not at all.
+(pki/): the cluster and the system it runs trust each other not at all.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from pki import authority, identities
 from shared import tls
 from shared.messaging.envelope import wrap
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS, TOPICS
@@ -232,8 +233,8 @@ async def run_attacks(
     with tempfile.TemporaryDirectory() as scratch:
         # A CA of the attacker's own, with certificates under every privileged name.
         forged = Path(scratch)
-        tls.ensure_authority(forged)
-        impostor_root = Identity(forged, tls.ETCD_ROOT)
+        authority.ensure_authority(forged)
+        impostor_root = Identity(forged, identities.ETCD_ROOT)
         impostor_operator = Identity(forged, tls.OPERATOR)
         return await _battery(
             where, trust, attacker, attacker_pg_password, verifier, impostor_root, impostor_operator

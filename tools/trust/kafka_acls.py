@@ -30,9 +30,9 @@ from aiokafka.protocol.admin import (
 )
 from aiokafka.protocol.api import Request
 
+from pki.identities import SERVICES
 from shared.messaging.kafka import KafkaIdentity
 from shared.messaging.topics import TOPICS
-from shared.tls import SERVICES
 from tools.trust.rights import KAFKA_GRANTS
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The rights of every party below the gRPC ports, as data (README, Trust boundaries).
 
-Each party proves who it is with a certificate of the project's CA (shared/tls.py):
+Each party proves who it is with a certificate of the project's CA (pki/):
 its common name is its etcd user and its Kafka principal (``User:<name>``).
 PostgreSQL's clients log in as their own role, with a password generated per stack.
 Nothing here grants anything by network position.
@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from pki.identities import ETCD_ROOT, KAFKA, PROMETHEUS_TARGETS, SERVICES
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS
-from shared.tls import ETCD_ROOT, KAFKA, OPERATOR, PROMETHEUS_TARGETS, SERVICES
+from shared.tls import OPERATOR
 
 # --- etcd ------------------------------------------------------------------------------------
 

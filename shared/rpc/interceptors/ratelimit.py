@@ -34,7 +34,7 @@ from shared.config.center import ConfigCenter, RuntimeConfig
 from shared.config.models import RateLimit
 from shared.errors import RateLimited
 from shared.observability.metrics import RATE_LIMIT_REJECTIONS
-from shared.rpc.interceptors import AdmissionInterceptor, Context
+from shared.rpc.interceptors.base import AdmissionInterceptor, Context
 
 Clock = Callable[[], float]
 

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 
 from shared.observability.metrics import RPC_HANDLED, RPC_SECONDS
-from shared.rpc.interceptors import Context, StreamBehavior, UnaryBehavior, WrappingInterceptor
+from shared.rpc.interceptors.base import Context, StreamBehavior, UnaryBehavior, WrappingInterceptor
 
 
 def _code_name(context: Context, error: BaseException | None) -> str:
