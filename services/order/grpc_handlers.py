@@ -23,10 +23,10 @@ from services.order.events import order_cancelled, order_created
 from services.order.persistence import OrderUnitOfWork
 from services.order.watch import OrderStatusHub
 from shared.auth.identity import Identity, current_identity
-from shared.db.unit_of_work import UnitOfWorkFactory
 from shared.errors import InvalidArgument, NotFound
 from shared.logs import journal
 from shared.messaging.topics import ORDERS
+from shared.messaging.unit_of_work import UnitOfWorkFactory
 from shared.rpc.convert import money_to_proto, timestamp
 from shared.rpc.interceptors import AccessPolicy
 from shared.validation import decode_page_token, encode_page_token, page_size, parse_uuid

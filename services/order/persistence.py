@@ -10,8 +10,8 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.order.domain import Order, OrderItem, OrderStatus
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
 from shared.observability.metrics import SAGA_ORDERS, SAGA_SECONDS
 

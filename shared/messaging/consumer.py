@@ -40,12 +40,21 @@ from tenacity import (
     wait_exponential,
 )
 
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
 from shared.messaging.dead_letter import DeadLetterPublisher
-from shared.messaging.envelope import Event, MalformedEvent, foreign_event, unwrap
+from shared.messaging.envelope import (
+    Event,
+    MalformedEvent,
+    foreign_event,
+    topic_of,
+    unwrap,
+)
+from shared.messaging.envelope import (
+    event_type as event_class,
+)
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning
 from shared.messaging.spans import handling_spans
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.observability.metrics import CONSUMER_LAG
 from shared.tasks import cancel_and_wait
 
@@ -156,6 +165,12 @@ class IdempotentConsumer(Generic[UowT]):
         self._identity = identity
         self._uow = unit_of_work
         self._handlers = dict(handlers)
+        # The event topics read for these handlers: on them, only the owner's types pass.
+        self._event_topics = frozenset(
+            topic
+            for name in self._handlers
+            if (cls := event_class(name)) is not None and (topic := topic_of(cls)) is not None
+        )
         self._batch_handlers = dict(batch_handlers or {})
         self._preparers = dict(preparers or {})
         self._row_locks = row_locks
@@ -374,7 +389,8 @@ class IdempotentConsumer(Generic[UowT]):
             except MalformedEvent as exc:
                 await self._give_up(record, f"malformed: {exc}")
                 continue
-            if (refused := foreign_event(record.topic, event.type)) is not None:
+            refused = foreign_event(record.topic, type(event.payload), self._event_topics)
+            if refused is not None:
                 await self._give_up(record, refused)
                 continue
             if event.type in self._handlers:

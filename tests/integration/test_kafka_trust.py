@@ -22,7 +22,7 @@ from aiokafka.errors import (
 from aiokafka.structs import TopicPartition
 
 from devstack.stack import Stack
-from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.messaging.consumer import IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import wrap

@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from devstack.stack import Stack
 from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
-from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
 from shared.messaging.consumer import REBALANCE_STUCK_SECONDS, IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher

@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 
 from shared.db.errors import OUTAGE_MESSAGE
-from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
 
 
