@@ -18,6 +18,8 @@ from google.protobuf.message import Message
 from shared.messaging.envelope import Event, topic_of
 
 UowT = TypeVar("UowT")
+# A subscription made for a unit-of-work Protocol serves any unit of work that has it.
+UowT_contra = TypeVar("UowT_contra", contravariant=True)
 E = TypeVar("E", bound=Message)
 
 # What the consumer calls, on the envelope: adapters around the typed handlers below.
@@ -31,10 +33,10 @@ RowLocks = Callable[[UowT, list[Message]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
-class Subscription(Generic[UowT]):
+class Subscription(Generic[UowT_contra]):
     event_type: type[Message]
-    handle: EventHandler[UowT]
-    handle_batch: EventBatchHandler[UowT] | None = None
+    handle: EventHandler[UowT_contra]
+    handle_batch: EventBatchHandler[UowT_contra] | None = None
     prepare: EventPreparer | None = None
 
     @property
@@ -84,11 +86,11 @@ def subscribe(
 
 
 @dataclass(frozen=True)
-class Subscriptions(Generic[UowT]):
+class Subscriptions(Generic[UowT_contra]):
     """A service's subscriptions, and the row locks its batches take first."""
 
-    subscriptions: Sequence[Subscription[UowT]]
-    row_locks: RowLocks[UowT] | None = None
+    subscriptions: Sequence[Subscription[UowT_contra]]
+    row_locks: RowLocks[UowT_contra] | None = None
 
     def __post_init__(self) -> None:
         names = [s.type_name for s in self.subscriptions]
@@ -100,24 +102,24 @@ class Subscriptions(Generic[UowT]):
         return sorted({topic for s in self.subscriptions if (topic := topic_of(s.event_type))})
 
     @property
-    def handlers(self) -> dict[str, EventHandler[UowT]]:
+    def handlers(self) -> dict[str, EventHandler[UowT_contra]]:
         return {s.type_name: s.handle for s in self.subscriptions}
 
     @property
-    def batch_handlers(self) -> dict[str, EventBatchHandler[UowT]]:
+    def batch_handlers(self) -> dict[str, EventBatchHandler[UowT_contra]]:
         return {s.type_name: s.handle_batch for s in self.subscriptions if s.handle_batch}
 
     @property
     def preparers(self) -> dict[str, EventPreparer]:
         return {s.type_name: s.prepare for s in self.subscriptions if s.prepare}
 
-    def lock_rows(self) -> EventBatchHandler[UowT] | None:
+    def lock_rows(self) -> EventBatchHandler[UowT_contra] | None:
         """The row locks as the consumer calls them, on the batch's envelopes."""
         row_locks = self.row_locks
         if row_locks is None:
             return None
 
-        async def lock(uow: UowT, events: list[Event]) -> None:
+        async def lock(uow: UowT_contra, events: list[Event]) -> None:
             await row_locks(uow, [event.payload for event in events])
 
         return lock

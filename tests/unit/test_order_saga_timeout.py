@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.order.saga_timeout import LINK_STALE_SECONDS, KafkaLink, fetch_is_fresh
+from services.order.adapters.saga_timeout import LINK_STALE_SECONDS, KafkaLink, fetch_is_fresh
 from services.order.settings import OrderSettings
 from shared.config.models import OrderKnobs, validate_document
 from shared.service import knob_defaults
