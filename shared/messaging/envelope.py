@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from google.protobuf import any_pb2, descriptor_pool, message_factory
+from google.protobuf import any_pb2
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
+import shop.events.v1 as events_package
 from shared.rpc.convert import timestamp
 from shop.events.v1 import envelope_pb2, topic_pb2
 
@@ -22,29 +26,41 @@ def topic_of(event: type[Message] | Descriptor) -> str | None:
     return topic or None
 
 
+@functools.cache
+def event_catalog() -> dict[str, type[Message]]:
+    """Every event type of the contract: the messages of each module of the event package
+    (shop.events.v1) whose proto file names a topic, by full proto name. Read from the
+    generated package itself, so a new event file needs no change here."""
+    catalog: dict[str, type[Message]] = {}
+    for module_info in pkgutil.iter_modules(events_package.__path__):
+        if not module_info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"{events_package.__name__}.{module_info.name}")
+        for name, descriptor in module.DESCRIPTOR.message_types_by_name.items():
+            if topic_of(descriptor) is not None:
+                catalog[descriptor.full_name] = getattr(module, name)
+    return catalog
+
+
 def event_type(name: str) -> type[Message] | None:
-    """The event message class of a full proto name, if this process knows it (its
-    module was imported) and its file declares a topic."""
-    try:
-        descriptor = descriptor_pool.Default().FindMessageTypeByName(name)
-    except KeyError:
-        return None
-    if topic_of(descriptor) is None:
-        return None
-    return message_factory.GetMessageClass(descriptor)
+    """The event message class of a full proto name, or None if no event has it."""
+    return event_catalog().get(name)
 
 
-def foreign_event(topic: str, event: type[Message], read_topics: frozenset[str]) -> str | None:
+def event_topics() -> frozenset[str]:
+    """The topics some event file names: each has an owner, the only party that may write it."""
+    return frozenset(topic for cls in event_catalog().values() if (topic := topic_of(cls)))
+
+
+def foreign_event(topic: str, event: type[Message]) -> str | None:
     """Why ``event`` may not be read from ``topic``, or None if it may.
 
     Only a topic's owner may write it (the broker's ACLs), so a consumer refuses any
     type the owner does not publish there: a service that may write its own topic
     cannot pass off another service's events (a forged InventoryReserved on
     shop.orders.v1 would otherwise be as good as one on shop.inventory.v1). A topic
-    that is no event file's (``read_topics`` are the event topics this consumer
-    subscribed to) has no owner to check against."""
-    home = topic_of(event)
-    if home == topic or topic not in read_topics:
+    no event file names (the dead-letter topic, a test's) has no owner to check against."""
+    if topic_of(event) == topic or topic not in event_topics():
         return None
     return f"event type {event.DESCRIPTOR.full_name} is not published on {topic}"
 

@@ -32,11 +32,7 @@ from shared.messaging.envelope import (
     Event,
     MalformedEvent,
     foreign_event,
-    topic_of,
     unwrap,
-)
-from shared.messaging.envelope import (
-    event_type as event_class,
 )
 from shared.messaging.spans import handling_spans
 from shared.messaging.unit_of_work import PostgresUnitOfWork
@@ -90,12 +86,6 @@ class EventHandling(Generic[UowT]):
         self.name = name  # the consumer group: processed ids are unique per group
         self._uow = unit_of_work
         self._handlers = dict(handlers)
-        # The event topics read for these handlers: on them, only the owner's types pass.
-        self._event_topics = frozenset(
-            topic
-            for name in self._handlers
-            if (cls := event_class(name)) is not None and (topic := topic_of(cls)) is not None
-        )
         self._batch_handlers = dict(batch_handlers or {})
         self._preparers = dict(preparers or {})
         self._row_locks = row_locks
@@ -114,7 +104,7 @@ class EventHandling(Generic[UowT]):
             except MalformedEvent as exc:
                 await self._give_up(record, f"malformed: {exc}")
                 continue
-            refused = foreign_event(record.topic, type(event.payload), self._event_topics)
+            refused = foreign_event(record.topic, type(event.payload))
             if refused is not None:
                 await self._give_up(record, refused)
                 continue

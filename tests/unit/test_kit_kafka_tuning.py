@@ -8,10 +8,10 @@ from typing import cast
 
 import pytest
 
-from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.messaging.consumer import IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning, kafka_producer
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.tls import ensure_authority
 
 

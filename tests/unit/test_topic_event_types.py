@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from shared.messaging.envelope import event_type, foreign_event, topic_of
+from shared.messaging.envelope import (
+    event_catalog,
+    event_topics,
+    event_type,
+    foreign_event,
+    topic_of,
+)
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS
 from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
 from tools.trust.rights import PUBLISHES
@@ -27,6 +33,12 @@ def test_each_event_file_names_the_topic_its_owner_publishes() -> None:
     assert topics == set(PUBLISHES.values())
 
 
+def test_the_catalog_holds_every_event_of_the_contract_and_nothing_else() -> None:
+    assert event_topics() == SAGA_TOPICS
+    assert "shop.events.v1.PaymentRefunded" in event_catalog()
+    assert "shop.events.v1.EventEnvelope" not in event_catalog()
+
+
 def test_the_envelope_is_no_event() -> None:
     assert topic_of(envelope_pb2.EventEnvelope) is None
     assert event_type("shop.events.v1.EventEnvelope") is None
@@ -36,7 +48,7 @@ def test_the_envelope_is_no_event() -> None:
 
 def test_a_type_its_owner_does_not_publish_is_refused_with_the_reason() -> None:
     def refused(topic: str, event: type[Message]) -> str | None:
-        return foreign_event(topic, event, SAGA_TOPICS)
+        return foreign_event(topic, event)
 
     assert refused(ORDERS, order_events_pb2.OrderCreated) is None
     assert (
@@ -49,5 +61,5 @@ def test_a_type_its_owner_does_not_publish_is_refused_with_the_reason() -> None:
 
 def test_a_topic_outside_the_saga_is_not_checked() -> None:
     reserved = inventory_events_pb2.InventoryReserved
-    assert foreign_event(DEADLETTER, reserved, SAGA_TOPICS) is None
-    assert foreign_event("test.messaging.abc", reserved, SAGA_TOPICS) is None
+    assert foreign_event(DEADLETTER, reserved) is None
+    assert foreign_event("test.messaging.abc", reserved) is None
