@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import cast
+
+from google.protobuf.message import Message
 
 from services.inventory.domain import (
     OUT_OF_STOCK,
@@ -24,9 +25,8 @@ from services.inventory.domain import (
     requested_lines,
 )
 from services.inventory.persistence import InventoryUnitOfWork, SingleLineOrder
-from shared.messaging.envelope import Event
-from shared.messaging.runtime import Subscriptions
-from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
+from shared.messaging.subscriptions import Subscriptions, subscribe
+from shared.messaging.topics import INVENTORY
 from shared.proto_convert import money_from_proto
 from shared.validation import parse_uuid, uuids_in
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
@@ -34,8 +34,9 @@ from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_event
 log = logging.getLogger(__name__)
 
 
-async def on_order_created(uow: InventoryUnitOfWork, event: Event) -> None:
-    created = cast(order_events_pb2.OrderCreated, event.payload)
+async def on_order_created(
+    uow: InventoryUnitOfWork, created: order_events_pb2.OrderCreated
+) -> None:
     order_id = parse_uuid(created.order_id, "order_id")
     user_id = parse_uuid(created.user_id, "user_id")
     total = money_from_proto(created.total, "total")
@@ -65,7 +66,9 @@ async def on_order_created(uow: InventoryUnitOfWork, event: Event) -> None:
     )
 
 
-async def on_orders_created(uow: InventoryUnitOfWork, events: list[Event]) -> None:
+async def on_orders_created(
+    uow: InventoryUnitOfWork, events: list[order_events_pb2.OrderCreated]
+) -> None:
     """A run of OrderCreated at once: single-line orders of one SKU share one UPDATE.
 
     The outcome is what on_order_created would give each event in turn; only the
@@ -74,11 +77,10 @@ async def on_orders_created(uow: InventoryUnitOfWork, events: list[Event]) -> No
     step = react(None, Trigger.ORDER_CREATED)
     assert step is not None and step.if_short is not None  # the domain's table says so
     by_sku: dict[str, list[tuple[SingleLineOrder, order_events_pb2.OrderCreated]]] = {}
-    for event in events:
-        created = cast(order_events_pb2.OrderCreated, event.payload)
+    for created in events:
         lines = requested_lines([(line.sku, line.quantity) for line in created.lines])
         if len(lines) != 1:
-            await on_order_created(uow, event)
+            await on_order_created(uow, created)
             continue
         order = SingleLineOrder(
             order_id=parse_uuid(created.order_id, "order_id"),
@@ -110,8 +112,9 @@ async def on_orders_created(uow: InventoryUnitOfWork, events: list[Event]) -> No
             )
 
 
-async def on_payment_succeeded(uow: InventoryUnitOfWork, event: Event) -> None:
-    paid = cast(payment_events_pb2.PaymentSucceeded, event.payload)
+async def on_payment_succeeded(
+    uow: InventoryUnitOfWork, paid: payment_events_pb2.PaymentSucceeded
+) -> None:
     order_id = parse_uuid(paid.order_id, "order_id")
     if await _advance_reserved(uow, order_id, Trigger.PAYMENT_SUCCEEDED, reason=""):
         uow.outbox.add(
@@ -121,8 +124,9 @@ async def on_payment_succeeded(uow: InventoryUnitOfWork, event: Event) -> None:
         )
 
 
-async def on_payment_failed(uow: InventoryUnitOfWork, event: Event) -> None:
-    failed = cast(payment_events_pb2.PaymentFailed, event.payload)
+async def on_payment_failed(
+    uow: InventoryUnitOfWork, failed: payment_events_pb2.PaymentFailed
+) -> None:
     order_id = parse_uuid(failed.order_id, "order_id")
     if await _advance_reserved(uow, order_id, Trigger.PAYMENT_FAILED, reason=PAYMENT_FAILED):
         uow.outbox.add(
@@ -148,8 +152,9 @@ async def _advance_reserved(
     return False
 
 
-async def on_order_cancelled(uow: InventoryUnitOfWork, event: Event) -> None:
-    cancelled = cast(order_events_pb2.OrderCancelled, event.payload)
+async def on_order_cancelled(
+    uow: InventoryUnitOfWork, cancelled: order_events_pb2.OrderCancelled
+) -> None:
     order_id = parse_uuid(cancelled.order_id, "order_id")
     user_id = parse_uuid(cancelled.user_id, "user_id")
     reason = release_reason(cancelled.reason)
@@ -181,28 +186,26 @@ ORDER_ID_EVENTS = (
 )
 
 
-async def lock_stock(uow: InventoryUnitOfWork, events: list[Event]) -> None:
+async def lock_stock(uow: InventoryUnitOfWork, messages: list[Message]) -> None:
     """The stock rows a batch will change, locked first and in SKU order (see
     consumer.RowLocks): a new order's SKUs, and those of the reservations that a
     payment or a cancellation moves on."""
     skus: set[str] = set()
     order_ids: list[str] = []
-    for event in events:
-        if isinstance(event.payload, order_events_pb2.OrderCreated):
-            skus.update(line.sku for line in event.payload.lines)
-        elif isinstance(event.payload, ORDER_ID_EVENTS):
-            order_ids.append(event.payload.order_id)
+    for message in messages:
+        if isinstance(message, order_events_pb2.OrderCreated):
+            skus.update(line.sku for line in message.lines)
+        elif isinstance(message, ORDER_ID_EVENTS):
+            order_ids.append(message.order_id)
     await uow.stock.lock_in_order(skus, uuids_in(order_ids))
 
 
 SUBSCRIPTIONS: Subscriptions[InventoryUnitOfWork] = Subscriptions(
-    topics=[ORDERS, PAYMENTS],
-    handlers={
-        order_events_pb2.OrderCreated.DESCRIPTOR.full_name: on_order_created,
-        order_events_pb2.OrderCancelled.DESCRIPTOR.full_name: on_order_cancelled,
-        payment_events_pb2.PaymentSucceeded.DESCRIPTOR.full_name: on_payment_succeeded,
-        payment_events_pb2.PaymentFailed.DESCRIPTOR.full_name: on_payment_failed,
-    },
-    batch_handlers={order_events_pb2.OrderCreated.DESCRIPTOR.full_name: on_orders_created},
+    [
+        subscribe(order_events_pb2.OrderCreated, on_order_created, batch=on_orders_created),
+        subscribe(order_events_pb2.OrderCancelled, on_order_cancelled),
+        subscribe(payment_events_pb2.PaymentSucceeded, on_payment_succeeded),
+        subscribe(payment_events_pb2.PaymentFailed, on_payment_failed),
+    ],
     row_locks=lock_stock,
 )

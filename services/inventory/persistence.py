@@ -22,7 +22,7 @@ from services.inventory.domain import (
     first_fit,
     first_short,
 )
-from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
 
 _COLUMNS = "sku, available, reserved, sold, total_received, updated_at"

@@ -1,7 +1,10 @@
-"""The order's rules, in plain Python with no I/O.
+"""The order's rules, in plain Python with no I/O, and the events they cause.
 
 An order is born PENDING, priced from the catalog at that moment, and the saga
-(inventory, payment) later moves it to exactly one final status.
+(inventory, payment) later moves it to exactly one final status. Placing an order
+starts the saga (OrderPlaced); cancelling one, by its owner or by the saga timeout,
+asks the others to undo their part (OrderCancelled). Settling an outcome the others
+decided announces nothing.
 """
 
 from __future__ import annotations
@@ -185,6 +188,12 @@ def cancel_by_customer(order: Order) -> Order:
     return order.cancel(CANCELLED_BY_CUSTOMER)
 
 
+def cancel_events(before: Order, after: Order) -> list[OrderEvent]:
+    """What a cancellation announces: OrderCancelled once, and nothing for a retry of a
+    cancel already done (``after`` is ``before``)."""
+    return [] if after is before else [OrderCancelled(after)]
+
+
 def time_out(order: Order) -> Order:
     """The order cancelled because the saga did not finish within its deadline."""
     return order.cancel(SAGA_TIMED_OUT)
@@ -210,6 +219,23 @@ def order_request(idempotency_key: str, items: Sequence[tuple[str, int]]) -> Ord
         require_range(quantity, f"items[{i}].quantity", low=1, high=MAX_QUANTITY)
         parsed.append(RequestedItem(product_id, quantity))
     return OrderRequest(idempotency_key, tuple(parsed))
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlaced:
+    """The saga starts: inventory reserves every line or none."""
+
+    order: Order
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled:
+    """Inventory releases what it holds for the order; payment refunds what it charged."""
+
+    order: Order
+
+
+OrderEvent = OrderPlaced | OrderCancelled
 
 
 def place_order(

@@ -9,16 +9,18 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import cast
 
-from services.order.catalog import ProductCatalog
-from services.order.event_handlers import SUBSCRIPTIONS
-from services.order.grpc_handlers import ACCESS, OrderServicer, unit_of_work_factory
+from services.order.adapters.catalog import ProductCatalog
+from services.order.adapters.saga_timeout import KafkaLink, SagaTimeout
+from services.order.adapters.watch_hub import OrderStatusHub
+from services.order.grpc_api import ACCESS, OrderServicer
 from services.order.knobs import OrderKnobs
-from services.order.saga_timeout import KafkaLink, SagaTimeout
+from services.order.persistence import PostgresOrderUnitOfWork, unit_of_work_factory
 from services.order.settings import OrderSettings
-from services.order.watch import OrderStatusHub
+from services.order.subscriptions import SUBSCRIPTIONS
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
+from shared.messaging.subscriptions import Subscriptions
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import service_etcd_client
 from shared.rpc.client import ServiceClients
@@ -81,8 +83,10 @@ async def bindings(
         )
         await timeout.start()
         resources.push_async_callback(timeout.stop)
+        # The use cases' subscriptions, served by the PostgreSQL unit of work.
+        saga: Subscriptions[PostgresOrderUnitOfWork] = SUBSCRIPTIONS
         messaging = await resources.enter_async_context(
-            run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS)
+            run_messaging(settings, pool, uow_factory, saga)
         )
         link.consumer = messaging.consumer
         yield [

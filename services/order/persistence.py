@@ -1,9 +1,10 @@
-"""The order repository and unit of work over asyncpg."""
+"""The order repository, the saga clock and the unit of work, over asyncpg."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -11,8 +12,11 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.order.domain import Order, OrderItem, OrderStatus
 from services.order.metrics import SAGA_ORDERS, SAGA_SECONDS
-from shared.db.unit_of_work import PostgresUnitOfWork
+from services.order.publishing import publication
 from shared.errors import AlreadyExists
+from shared.messaging.outbox import first_traceparents
+from shared.messaging.spans import aggregate_spans
+from shared.messaging.unit_of_work import PostgresUnitOfWork, UnitOfWorkFactory
 from shared.money import Money
 
 _IDEMPOTENCY_CONSTRAINT = "orders_user_idempotency_key"
@@ -242,7 +246,7 @@ class SagaClock:
         return None if value is None else float(value)
 
 
-class OrderUnitOfWork(PostgresUnitOfWork):
+class PostgresOrderUnitOfWork(PostgresUnitOfWork):
     orders: OrderRepository
     clock: SagaClock
 
@@ -250,9 +254,25 @@ class OrderUnitOfWork(PostgresUnitOfWork):
         self.orders = OrderRepository(connection)
         self.clock = SagaClock(connection)
 
+    @contextlib.asynccontextmanager
+    async def continuing_traces(
+        self, name: str, order_ids: Sequence[uuid.UUID]
+    ) -> AsyncIterator[None]:
+        keys = [str(order_id) for order_id in order_ids]
+        traces = await first_traceparents(self.connection, keys) if keys else {}
+        with aggregate_spans(name, {key: traces.get(key) for key in keys}):
+            yield
+
     def committed(self) -> None:
         for order in self.orders.settled:  # orders this committed transaction ended
             SAGA_ORDERS.labels(order.status.value).inc()
             SAGA_SECONDS.labels(order.status.value).observe(
                 (order.updated_at - order.created_at).total_seconds()
             )
+
+
+def unit_of_work_factory(pool: asyncpg.Pool) -> UnitOfWorkFactory[PostgresOrderUnitOfWork]:
+    def open_unit_of_work(*, read_only: bool = False) -> PostgresOrderUnitOfWork:
+        return PostgresOrderUnitOfWork(pool, read_only=read_only, publishing=publication)
+
+    return open_unit_of_work

@@ -26,7 +26,6 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from typing import cast
 
 from services.payment.provider import (
     PaymentProviderSimulator,
@@ -35,7 +34,6 @@ from services.payment.provider import (
     ProviderUnavailable,
 )
 from shared.errors import InvalidArgument
-from shared.messaging.envelope import Event
 from shared.money import Money
 from shared.proto_convert import money_from_proto
 from shared.validation import parse_uuid
@@ -67,11 +65,10 @@ class ProviderAuthorizer:
         self._attempts = attempts
         self._answers: OrderedDict[uuid.UUID, ProviderDecision] = OrderedDict()
 
-    async def authorize(self, events: list[Event]) -> None:
-        """Asks the provider about every readable order of ``events``, concurrently."""
+    async def authorize(self, reservations: list[inventory_events_pb2.InventoryReserved]) -> None:
+        """Asks the provider about every readable order of ``reservations``, concurrently."""
         asks: dict[uuid.UUID, Money] = {}
-        for event in events:
-            reserved = cast(inventory_events_pb2.InventoryReserved, event.payload)
+        for reserved in reservations:
             try:
                 order_id = parse_uuid(reserved.order_id, "order_id")
                 asks[order_id] = money_from_proto(reserved.total, "total")

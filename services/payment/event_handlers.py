@@ -12,7 +12,8 @@ a payload that cannot be read raises, which sends it to the dead-letter topic.
 from __future__ import annotations
 
 import logging
-from typing import cast
+
+from google.protobuf.message import Message
 
 from services.payment.authorizer import ProviderAuthorizer
 from services.payment.domain import (
@@ -25,9 +26,8 @@ from services.payment.domain import (
     refund_entry,
 )
 from services.payment.persistence import PaymentUnitOfWork
-from shared.messaging.envelope import Event
-from shared.messaging.runtime import Subscriptions
-from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
+from shared.messaging.subscriptions import Subscriptions, subscribe
+from shared.messaging.topics import PAYMENTS
 from shared.proto_convert import money_from_proto, money_to_proto
 from shared.validation import parse_uuid, uuids_in
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
@@ -39,9 +39,10 @@ class PaymentEventHandlers:
     def __init__(self, authorizer: ProviderAuthorizer) -> None:
         self.authorizer = authorizer
 
-    async def on_inventory_reserved(self, uow: PaymentUnitOfWork, event: Event) -> None:
+    async def on_inventory_reserved(
+        self, uow: PaymentUnitOfWork, reserved: inventory_events_pb2.InventoryReserved
+    ) -> None:
         """Charges the order once: PaymentSucceeded, or PaymentFailed(reason)."""
-        reserved = cast(inventory_events_pb2.InventoryReserved, event.payload)
         order_id = parse_uuid(reserved.order_id, "order_id")
         user_id = parse_uuid(reserved.user_id, "user_id")
         amount = money_from_proto(reserved.total, "total")
@@ -68,9 +69,10 @@ class PaymentEventHandlers:
         else:
             await _fail(uow, pending, debit_refusal(await uow.wallets.get(user_id), amount))
 
-    async def on_order_cancelled(self, uow: PaymentUnitOfWork, event: Event) -> None:
+    async def on_order_cancelled(
+        self, uow: PaymentUnitOfWork, cancelled: order_events_pb2.OrderCancelled
+    ) -> None:
         """Refunds a charge once; before any charge, leaves a tombstone that blocks one."""
-        cancelled = cast(order_events_pb2.OrderCancelled, event.payload)
         order_id = parse_uuid(cancelled.order_id, "order_id")
         user_id = parse_uuid(cancelled.user_id, "user_id")
 
@@ -147,14 +149,14 @@ async def _refund(uow: PaymentUnitOfWork, charged: Payment, reason: str) -> None
     )
 
 
-async def lock_wallets(uow: PaymentUnitOfWork, events: list[Event]) -> None:
+async def lock_wallets(uow: PaymentUnitOfWork, messages: list[Message]) -> None:
     """The wallets a batch will charge or refund, locked first and in user order (see
     consumer.RowLocks)."""
     users = [
-        event.payload.user_id
-        for event in events
+        message.user_id
+        for message in messages
         if isinstance(
-            event.payload, inventory_events_pb2.InventoryReserved | order_events_pb2.OrderCancelled
+            message, inventory_events_pb2.InventoryReserved | order_events_pb2.OrderCancelled
         )
     ]
     await uow.wallets.lock_in_order(uuids_in(users))
@@ -164,11 +166,14 @@ def subscriptions(authorizer: ProviderAuthorizer) -> Subscriptions[PaymentUnitOf
     """The topics payment consumes, a handler per event type it reacts to, and the
     provider's authorisations, prepared outside the transaction."""
     handlers = PaymentEventHandlers(authorizer)
-    reserved = inventory_events_pb2.InventoryReserved.DESCRIPTOR.full_name
-    cancelled = order_events_pb2.OrderCancelled.DESCRIPTOR.full_name
     return Subscriptions(
-        topics=[INVENTORY, ORDERS],
-        handlers={reserved: handlers.on_inventory_reserved, cancelled: handlers.on_order_cancelled},
-        preparers={reserved: authorizer.authorize},
+        [
+            subscribe(
+                inventory_events_pb2.InventoryReserved,
+                handlers.on_inventory_reserved,
+                prepare=authorizer.authorize,
+            ),
+            subscribe(order_events_pb2.OrderCancelled, handlers.on_order_cancelled),
+        ],
         row_locks=lock_wallets,
     )

@@ -16,7 +16,7 @@ from services.payment.domain import (
     PaymentState,
     Wallet,
 )
-from shared.db.unit_of_work import PostgresUnitOfWork
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
 
 _WALLET_COLUMNS = "user_id, balance_minor, currency, updated_at"

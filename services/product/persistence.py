@@ -11,8 +11,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.product.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
 
 _COLUMNS = (

@@ -11,8 +11,8 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.user.domain import SigningKey, User
 from shared.auth.identity import Role
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import AlreadyExists
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 
 _COLUMNS = "user_id, email, password_hash, role, created_at, updated_at"
 

@@ -2,49 +2,67 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import ModuleType
 
 from google.protobuf import any_pb2
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import DecodeError, Message
 
-from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS
+import shop.events.v1 as events_package
 from shared.proto_convert import timestamp
-from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
-
-_EVENT_MODULES = (order_events_pb2, inventory_events_pb2, payment_events_pb2)
-# full proto name -> message class, for every event type of the saga
-EVENT_TYPES: dict[str, type[Message]] = {
-    descriptor.full_name: getattr(module, name)
-    for module in _EVENT_MODULES
-    for name, descriptor in module.DESCRIPTOR.message_types_by_name.items()
-}
+from shop.events.v1 import envelope_pb2, topic_pb2
 
 
-def _type_names(module: ModuleType) -> frozenset[str]:
-    return frozenset(d.full_name for d in module.DESCRIPTOR.message_types_by_name.values())
+def topic_of(event: type[Message] | Descriptor) -> str | None:
+    """The topic an event type is published on, as its proto file declares it
+    (``option (shop.events.v1.topic)``), or None for a message that is no event."""
+    descriptor = event if isinstance(event, Descriptor) else event.DESCRIPTOR
+    topic: str = descriptor.file.GetOptions().Extensions[topic_pb2.topic]
+    return topic or None
 
 
-# topic -> the event types its owner publishes. Only the owner may write its topic
-# (tools/trust/rights.py); consumers refuse any other type on it, so a service that
-# may write cannot pass off another service's events (a forged InventoryReserved on
-# its own topic would be as good as one on shop.inventory.v1 otherwise).
-TOPIC_EVENT_TYPES: dict[str, frozenset[str]] = {
-    ORDERS: _type_names(order_events_pb2),
-    INVENTORY: _type_names(inventory_events_pb2),
-    PAYMENTS: _type_names(payment_events_pb2),
-}
+@functools.cache
+def event_catalog() -> dict[str, type[Message]]:
+    """Every event type of the contract: the messages of each module of the event package
+    (shop.events.v1) whose proto file names a topic, by full proto name. Read from the
+    generated package itself, so a new event file needs no change here."""
+    catalog: dict[str, type[Message]] = {}
+    for module_info in pkgutil.iter_modules(events_package.__path__):
+        if not module_info.name.endswith("_pb2"):
+            continue
+        module = importlib.import_module(f"{events_package.__name__}.{module_info.name}")
+        for name, descriptor in module.DESCRIPTOR.message_types_by_name.items():
+            if topic_of(descriptor) is not None:
+                catalog[descriptor.full_name] = getattr(module, name)
+    return catalog
 
 
-def foreign_event(topic: str, event_type: str) -> str | None:
-    """Why ``event_type`` may not be read from ``topic``, or None if it may (a topic
-    outside the saga's has no owner to check against)."""
-    allowed = TOPIC_EVENT_TYPES.get(topic)
-    if allowed is None or event_type in allowed:
+def event_type(name: str) -> type[Message] | None:
+    """The event message class of a full proto name, or None if no event has it."""
+    return event_catalog().get(name)
+
+
+def event_topics() -> frozenset[str]:
+    """The topics some event file names: each has an owner, the only party that may write it."""
+    return frozenset(topic for cls in event_catalog().values() if (topic := topic_of(cls)))
+
+
+def foreign_event(topic: str, event: type[Message]) -> str | None:
+    """Why ``event`` may not be read from ``topic``, or None if it may.
+
+    Only a topic's owner may write it (the broker's ACLs), so a consumer refuses any
+    type the owner does not publish there: a service that may write its own topic
+    cannot pass off another service's events (a forged InventoryReserved on
+    shop.orders.v1 would otherwise be as good as one on shop.inventory.v1). A topic
+    no event file names (the dead-letter topic, a test's) has no owner to check against."""
+    if topic_of(event) == topic or topic not in event_topics():
         return None
-    return f"event type {event_type} is not published on {topic}"
+    return f"event type {event.DESCRIPTOR.full_name} is not published on {topic}"
 
 
 class MalformedEvent(ValueError):
@@ -86,7 +104,7 @@ def unwrap(data: bytes) -> Event:
         uuid.UUID(envelope.event_id)
     except ValueError:
         raise MalformedEvent(f"event_id {envelope.event_id!r} is not a UUID") from None
-    message_type = EVENT_TYPES.get(envelope.type)
+    message_type = event_type(envelope.type)
     if message_type is None:
         raise MalformedEvent(f"unknown event type {envelope.type!r}")
     payload = message_type()

@@ -10,36 +10,18 @@ meanwhile), so a broker outage never holds up start-up or PlaceOrder.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Generic
 
 import asyncpg
 
-from shared.messaging.consumer import (
-    BatchHandler,
-    Handler,
-    IdempotentConsumer,
-    Preparer,
-    RowLocks,
-    UowT,
-)
+from shared.messaging.consumer import IdempotentConsumer, UowT
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning
 from shared.messaging.relay import OutboxRelay
+from shared.messaging.subscriptions import Subscriptions
 from shared.settings import ServiceSettings
-
-
-@dataclass(frozen=True)
-class Subscriptions(Generic[UowT]):
-    topics: Sequence[str]
-    handlers: Mapping[str, Handler[UowT]] = field(default_factory=dict)
-    # Optional merged handling of consecutive events of one type (see consumer.BatchHandler).
-    batch_handlers: Mapping[str, BatchHandler[UowT]] = field(default_factory=dict)
-    # Work done outside the transaction before the events are handled (see consumer.Preparer).
-    preparers: Mapping[str, Preparer] = field(default_factory=dict)
-    # The rows a batch will lock, locked first in one order (see consumer.RowLocks).
-    row_locks: RowLocks[UowT] | None = None
 
 
 @dataclass
@@ -80,7 +62,7 @@ async def run_messaging(
                 handlers=subscriptions.handlers,
                 batch_handlers=subscriptions.batch_handlers,
                 preparers=subscriptions.preparers,
-                row_locks=subscriptions.row_locks,
+                row_locks=subscriptions.lock_rows(),
                 dead_letters=DeadLetterPublisher(settings.kafka_bootstrap, identity, tuning),
                 tuning=tuning,
             )

@@ -23,12 +23,12 @@ from aiokafka.structs import TopicPartition
 
 from devstack.stack import Stack
 from pki.authority import ensure_authority
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.messaging.consumer import IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.envelope import wrap
 from shared.messaging.kafka import kafka_producer
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS, TOPICS
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.tls import ca_file
 from shop.events.v1 import inventory_events_pb2, order_events_pb2
 from tests.support.kafka import identity, options

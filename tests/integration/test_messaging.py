@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import asyncpg
 import pytest
@@ -16,7 +17,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from devstack.stack import Stack
 from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
 from shared.messaging.consumer import REBALANCE_STUCK_SECONDS, IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
@@ -25,6 +25,7 @@ from shared.messaging.kafka import kafka_producer
 from shared.messaging.outbox import MIGRATIONS
 from shared.messaging.relay import OutboxRelay, outbox_lag
 from shared.messaging.topics import DEADLETTER
+from shared.messaging.unit_of_work import PostgresUnitOfWork, Publication
 from shop.events.v1 import order_events_pb2
 from tests.support.kafka import identity, options
 from tests.support.services import recreate_database
@@ -327,3 +328,34 @@ async def test_a_read_only_unit_of_work_opens_no_transaction_and_stages_no_event
     assert await pool.fetchval("SELECT count(*) FROM effects WHERE note = 'ro'") == 1
     # A connection a pool holds is still usable after a session-state-free release.
     assert await pool.fetchval("SELECT 1") == 1
+
+
+async def test_recorded_domain_events_reach_the_outbox_through_the_publishing_map_on_commit(
+    pool: asyncpg.Pool,
+) -> None:
+    @dataclass(frozen=True)
+    class Placed:
+        order_id: str
+
+    def publication(event: Placed) -> Publication:
+        return Publication(order_created(event.order_id), event.order_id)
+
+    kept, dropped = str(uuid.uuid4()), str(uuid.uuid4())
+    async with PostgresUnitOfWork(pool, publishing=publication) as uow:
+        uow.record(Placed(kept))
+    with pytest.raises(RuntimeError):
+        async with PostgresUnitOfWork(pool, publishing=publication) as uow:
+            uow.record(Placed(dropped))
+            raise RuntimeError("the state change failed, so must the event")
+    rows = await pool.fetch(
+        "SELECT key, topic, event_type, payload FROM outbox WHERE key = ANY($1::text[])",
+        [kept, dropped],
+    )
+    assert [(r["key"], r["topic"], r["event_type"]) for r in rows] == [
+        (kept, "shop.orders.v1", "shop.events.v1.OrderCreated")  # the topic its proto names
+    ]
+    assert unwrap(rows[0]["payload"]).envelope.aggregate_id == kept
+    # A read-only unit of work has no transaction to publish with.
+    async with PostgresUnitOfWork(pool, read_only=True, publishing=publication) as reader:
+        with pytest.raises(RuntimeError, match="read-only"):
+            reader.record(Placed(kept))

@@ -20,9 +20,9 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
-from services.order.event_handlers import on_inventory_committed, on_inventory_rejected
 from services.order.main import SERVICE as ORDER
 from services.order.persistence import OrderUnitOfWork
+from services.order.subscriptions import on_inventory_committed, on_inventory_rejected
 from services.product.main import SERVICE as PRODUCT
 from shared.auth.identity import Role
 from shared.messaging.envelope import Event, unwrap, wrap

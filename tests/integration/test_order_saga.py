@@ -24,6 +24,7 @@ import pytest_asyncio
 from google.protobuf.message import Message
 
 from devstack.stack import Stack
+from services.order.adapters.watch_hub import OrderStatusHub
 from services.order.domain import (
     CANCELLED_BY_CUSTOMER,
     SAGA_TIMED_OUT,
@@ -33,14 +34,13 @@ from services.order.domain import (
     order_request,
     place_order,
 )
-from services.order.event_handlers import (
+from services.order.main import SERVICE as ORDER
+from services.order.persistence import OrderUnitOfWork
+from services.order.subscriptions import (
     on_inventory_committed,
     on_inventory_rejected,
     on_payment_failed,
 )
-from services.order.main import SERVICE as ORDER
-from services.order.persistence import OrderUnitOfWork
-from services.order.watch import OrderStatusHub
 from shared.auth.identity import Role
 from shared.messaging.envelope import Event, unwrap, wrap
 from shared.messaging.kafka import KafkaIdentity, kafka_producer

@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
+from services.order.adapters.saga_timeout import CAP_ROUNDS, SagaTimeout
 from services.order.domain import (
     SAGA_TIMED_OUT,
     CatalogEntry,
@@ -32,7 +33,6 @@ from services.order.domain import (
 )
 from services.order.main import SERVICE as ORDER
 from services.order.persistence import OrderUnitOfWork
-from services.order.saga_timeout import CAP_ROUNDS, SagaTimeout
 from shared.db.migrations import apply_migrations
 from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
 from shared.money import Money

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.messaging.consumer import _runs_of_one_type
 from shared.messaging.envelope import Event, wrap
+from shared.messaging.handling import runs_of_one_type
 from shop.events.v1 import order_events_pb2
 
 
@@ -25,9 +25,9 @@ def test_consecutive_events_of_a_type_form_one_run_and_order_is_kept() -> None:
         event("cancelled", "1"),
         event("created", "3"),
     ]
-    runs = _runs_of_one_type(batch)
+    runs = runs_of_one_type(batch)
     assert [[e.envelope.aggregate_id for _, e in run] for run in runs] == [["1", "2"], ["1"], ["3"]]
 
 
 def test_empty_batch_has_no_runs() -> None:
-    assert _runs_of_one_type([]) == []
+    assert runs_of_one_type([]) == []

@@ -9,10 +9,10 @@ from typing import cast
 import pytest
 
 from pki.authority import ensure_authority
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.messaging.consumer import IdempotentConsumer
 from shared.messaging.dead_letter import DeadLetterPublisher
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning, kafka_producer
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any, cast
 import grpc
 import pytest
 
-from services.order.catalog import (
+from services.order.adapters.catalog import (
     LISTED_IN_REFUSAL,
     CatalogUnavailable,
     LastKnownCatalog,

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from services.order.adapters.watch_hub import OrderStatusHub, ShuttingDown
 from services.order.domain import (
     CANCELLED_BY_CUSTOMER,
     MAX_REASON,
@@ -27,9 +28,8 @@ from services.order.domain import (
     settle,
     time_out,
 )
-from services.order.event_handlers import SUBSCRIPTIONS
-from services.order.events import order_cancelled, order_created
-from services.order.watch import OrderStatusHub, ShuttingDown
+from services.order.publishing import order_cancelled, order_created
+from services.order.subscriptions import SUBSCRIPTIONS
 from shared.errors import FailedPrecondition
 from shared.messaging.envelope import EVENT_TYPES
 from shared.messaging.topics import INVENTORY, PAYMENTS

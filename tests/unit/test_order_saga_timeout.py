@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from services.order.adapters.saga_timeout import LINK_STALE_SECONDS, KafkaLink, fetch_is_fresh
 from services.order.knobs import OrderKnobs
-from services.order.saga_timeout import LINK_STALE_SECONDS, KafkaLink, fetch_is_fresh
 from services.order.settings import OrderSettings
 from shared.config.models import validate_document
 from shared.service import knob_defaults

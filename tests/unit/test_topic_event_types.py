@@ -1,34 +1,65 @@
-"""A topic carries only the events of the service that owns it (shared/messaging/envelope.py)."""
+"""A topic carries only the events of the service that owns it: each event proto file names
+its topic (shop/events/v1/topic.proto), and consumers refuse other types on it."""
 
 from __future__ import annotations
 
-from shared.messaging.envelope import EVENT_TYPES, TOPIC_EVENT_TYPES, foreign_event
+from google.protobuf.message import Message
+
+from shared.messaging.envelope import (
+    event_catalog,
+    event_topics,
+    event_type,
+    foreign_event,
+    topic_of,
+)
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS
+from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
 from tools.trust.rights import PUBLISHES
 
+SAGA_TOPICS = frozenset({ORDERS, INVENTORY, PAYMENTS})
 
-def test_each_saga_topic_carries_its_owners_events_only() -> None:
-    assert "shop.events.v1.OrderCreated" in TOPIC_EVENT_TYPES[ORDERS]
-    assert "shop.events.v1.InventoryReserved" in TOPIC_EVENT_TYPES[INVENTORY]
-    assert "shop.events.v1.PaymentSucceeded" in TOPIC_EVENT_TYPES[PAYMENTS]
-    # Every event type belongs to exactly one topic.
-    owners = {
-        name: [t for t, types in TOPIC_EVENT_TYPES.items() if name in types] for name in EVENT_TYPES
+
+def test_each_event_file_names_the_topic_its_owner_publishes() -> None:
+    assert topic_of(order_events_pb2.OrderCreated) == ORDERS
+    assert topic_of(inventory_events_pb2.InventoryReserved) == INVENTORY
+    assert topic_of(payment_events_pb2.PaymentSucceeded) == PAYMENTS
+    # Every type of a file shares its topic, and the topics are the ones the owners may write.
+    files = (order_events_pb2, inventory_events_pb2, payment_events_pb2)
+    topics = {
+        topic_of(descriptor)
+        for module in files
+        for descriptor in module.DESCRIPTOR.message_types_by_name.values()
     }
-    assert all(len(topics) == 1 for topics in owners.values()), owners
-    assert set(TOPIC_EVENT_TYPES) == set(PUBLISHES.values())
+    assert topics == set(PUBLISHES.values())
+
+
+def test_the_catalog_holds_every_event_of_the_contract_and_nothing_else() -> None:
+    assert event_topics() == SAGA_TOPICS
+    assert "shop.events.v1.PaymentRefunded" in event_catalog()
+    assert "shop.events.v1.EventEnvelope" not in event_catalog()
+
+
+def test_the_envelope_is_no_event() -> None:
+    assert topic_of(envelope_pb2.EventEnvelope) is None
+    assert event_type("shop.events.v1.EventEnvelope") is None
+    assert event_type("shop.events.v1.NoSuchEvent") is None
+    assert event_type("shop.events.v1.OrderCreated") is order_events_pb2.OrderCreated
 
 
 def test_a_type_its_owner_does_not_publish_is_refused_with_the_reason() -> None:
-    assert foreign_event(ORDERS, "shop.events.v1.OrderCreated") is None
+    def refused(topic: str, event: type[Message]) -> str | None:
+        return foreign_event(topic, event)
+
+    assert refused(ORDERS, order_events_pb2.OrderCreated) is None
     assert (
-        foreign_event(ORDERS, "shop.events.v1.InventoryReserved")
+        refused(ORDERS, inventory_events_pb2.InventoryReserved)
         == "event type shop.events.v1.InventoryReserved is not published on shop.orders.v1"
     )
-    assert foreign_event(INVENTORY, "shop.events.v1.OrderCreated") is not None
-    assert foreign_event(PAYMENTS, "shop.events.v1.InventoryReserved") is not None
+    assert refused(INVENTORY, order_events_pb2.OrderCreated) is not None
+    assert refused(PAYMENTS, inventory_events_pb2.InventoryReserved) is not None
 
 
 def test_a_topic_outside_the_saga_is_not_checked() -> None:
-    assert foreign_event(DEADLETTER, "shop.events.v1.InventoryReserved") is None
-    assert foreign_event("test.messaging.abc", "shop.events.v1.InventoryReserved") is None
+    reserved = inventory_events_pb2.InventoryReserved
+    assert foreign_event(DEADLETTER, reserved) is None
+    assert foreign_event("test.messaging.abc", reserved) is None

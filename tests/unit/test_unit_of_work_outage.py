@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 from shared.db.errors import OUTAGE_MESSAGE
-from shared.db.unit_of_work import PostgresUnitOfWork
 from shared.errors import Unavailable
+from shared.messaging.unit_of_work import PostgresUnitOfWork
 
 
 class FakeConnection:

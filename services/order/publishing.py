@@ -1,10 +1,19 @@
-"""The events the order service publishes on the orders topic, built from its domain."""
+"""The order's domain events as the saga's messages on shop.orders.v1, keyed by order id."""
 
 from __future__ import annotations
 
-from services.order.domain import Order
+from services.order.domain import Order, OrderCancelled, OrderEvent, OrderPlaced
+from shared.messaging.unit_of_work import Publication
 from shared.proto_convert import money_to_proto
 from shop.events.v1 import order_events_pb2
+
+
+def publication(event: OrderEvent) -> Publication:
+    match event:
+        case OrderPlaced(order):
+            return Publication(order_created(order), str(order.order_id))
+        case OrderCancelled(order):
+            return Publication(order_cancelled(order), str(order.order_id))
 
 
 def order_created(order: Order) -> order_events_pb2.OrderCreated:

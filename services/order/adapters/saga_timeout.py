@@ -5,7 +5,7 @@ A lost event or a stuck service must not leave an order pending forever, so ever
 instance checks about once a second and cancels what is overdue, announcing
 OrderCancelled so inventory and payment undo their part. But a plain wall-clock
 timeout also cancels the orders that were only waiting for Kafka, PostgreSQL or a
-restarted instance to come back (issue 10 measured 203 of them in one chaos run),
+restarted instance to come back (one chaos run once lost 203 orders that way),
 and their reserved stock is then missing from the sale.
 
 **The saga clock.** The order database holds one clock (``saga_clock``, migration
@@ -57,12 +57,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from services.order.domain import time_out
-from services.order.events import order_cancelled
-from services.order.persistence import OrderUnitOfWork
-from shared.messaging.outbox import first_traceparents
-from shared.messaging.spans import aggregate_spans
-from shared.messaging.topics import ORDERS
+from services.order import use_cases
+from services.order.persistence import PostgresOrderUnitOfWork
+from shared.messaging.unit_of_work import UnitOfWorkFactory
 from shared.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
@@ -120,7 +117,7 @@ def _reader(value: Seconds) -> Callable[[], float]:
 class SagaTimeout:
     def __init__(
         self,
-        unit_of_work: Callable[[], OrderUnitOfWork],
+        unit_of_work: UnitOfWorkFactory[PostgresOrderUnitOfWork],
         *,
         timeout_seconds: Seconds,
         ceiling_seconds: Seconds,
@@ -178,24 +175,14 @@ class SagaTimeout:
 
     async def cancel_overdue_batch(self) -> int:
         """Cancels up to one batch of overdue orders; returns how many."""
-        async with self._uow() as uow:
-            overdue = await uow.orders.lock_overdue(
-                timeout_seconds=self._timeout(),
-                ceiling_seconds=self._ceiling(),
-                limit=self._batch_size,
-            )
-            ids = [str(order.order_id) for order in overdue]
-            # The cancellation joins each order's own trace, beside its stalled saga.
-            traces = await first_traceparents(uow.connection, ids) if ids else {}
-            with aggregate_spans("saga timeout cancels the order", {i: traces.get(i) for i in ids}):
-                for order in overdue:
-                    cancelled = time_out(order)
-                    await uow.orders.save(cancelled)
-                    uow.outbox.add(ORDERS, order_cancelled(cancelled), str(order.order_id))
-        if overdue:
-            log.info("saga timeout cancelled %d orders", len(overdue))
-        self.cancelled += len(overdue)
-        return len(overdue)
+        cancelled = await use_cases.cancel_overdue(
+            self._uow,
+            timeout_seconds=self._timeout(),
+            ceiling_seconds=self._ceiling(),
+            limit=self._batch_size,
+        )
+        self.cancelled += cancelled
+        return cancelled
 
     async def _check(self) -> None:
         await self.advance_clock()

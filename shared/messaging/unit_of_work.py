@@ -1,21 +1,38 @@
 """A unit of work: one connection, one transaction, committed only on success.
 
-Each service subclasses it to hang its repositories on the connection, so a
-handler writes everything it changes, and the events that announce it, in one
-transaction or not at all.
+Each service subclasses it to hang its repositories on the connection, so a use
+case writes everything it changes, and the events that announce it, in one
+transaction or not at all. A use case ``record``s the domain events its domain
+decided on; the service's publishing map turns each into a message and a key,
+and the outbox stores them with the transaction's other writes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol, Self, TypeVar
+from typing import Any, NamedTuple, Protocol, Self, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+from google.protobuf.message import Message
 
 from shared.db.errors import OUTAGE_MESSAGE
 from shared.errors import Unavailable
+from shared.messaging.envelope import topic_of
 from shared.messaging.outbox import Outbox
+
+
+class Publication(NamedTuple):
+    """A domain event as the rest of the system sees it: an event message (its proto
+    file names the topic) and the record key (the aggregate's id)."""
+
+    message: Message
+    key: str
+
+
+# A service's publishing map: domain event -> Publication.
+Publishing = Callable[[Any], Publication]
 
 # What a connection's state raises once an outage cut it (checked by discard_if_broken).
 CONNECTION_STATE_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
@@ -27,9 +44,16 @@ class PostgresUnitOfWork:
     saves the BEGIN and COMMIT round trips. Staging an event there is a bug (there is
     no commit to publish it with), so its outbox refuses."""
 
-    def __init__(self, pool: asyncpg.Pool, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        read_only: bool = False,
+        publishing: Publishing | None = None,
+    ) -> None:
         self._pool = pool
         self._read_only = read_only
+        self._publishing = publishing
         self._conn: PoolConnectionProxy | None = None
         self._transaction: asyncpg.transaction.Transaction | None = None
         self._outbox: Outbox | None = None
@@ -53,6 +77,17 @@ class PostgresUnitOfWork:
                 else "unit of work used outside 'async with'"
             )
         return self._outbox
+
+    def record(self, *events: object) -> None:
+        """Stages domain events: published if, and only if, this transaction commits."""
+        if self._publishing is None:
+            raise RuntimeError("this unit of work has no publishing map")
+        for event in events:
+            message, key = self._publishing(event)
+            topic = topic_of(type(message))
+            if topic is None:
+                raise TypeError(f"{type(message).__name__} is not an event message")
+            self.outbox.add(topic, message, key)
 
     async def __aenter__(self) -> Self:
         if self._read_only:

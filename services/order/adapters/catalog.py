@@ -19,15 +19,15 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 import grpc
 
 from services.order.domain import CatalogEntry
 from services.order.knobs import Degradation
+from services.order.use_cases import CatalogLookup, Credentials
 from shared.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
 from shared.money import Money
-from shared.rpc.client import ServiceClients, forwarded_credentials
+from shared.rpc.client import ServiceClients
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,6 @@ def catalog_entry(product: product_pb2.Product) -> CatalogEntry:
 LAST_KNOWN_MAX_ENTRIES = 100_000
 # Products named one by one in a refusal's message; the rest are counted.
 LISTED_IN_REFUSAL = 5
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogLookup:
-    """What PlaceOrder prices from: the found products by id, and where they came from."""
-
-    entries: dict[uuid.UUID, CatalogEntry]
-    # True: the product service was unreachable, these are the last entries seen.
-    from_cache: bool = False
 
 
 class LastKnownCatalog:
@@ -172,7 +163,7 @@ class ProductCatalog:
         self.last_known = last_known if last_known is not None else LastKnownCatalog()
 
     async def lookup_with_fallback(
-        self, product_ids: Sequence[uuid.UUID], context: grpc.aio.ServicerContext
+        self, product_ids: Sequence[uuid.UUID], credentials: Credentials
     ) -> CatalogLookup:
         """``lookup``, remembered; while product is unreachable, the last known entries
         if degradation is on and every product has one fresh enough.
@@ -181,7 +172,7 @@ class ProductCatalog:
         UNAVAILABLE, its message saying why it was not.
         """
         try:
-            entries = await self.lookup(product_ids, context)
+            entries = await self.lookup(product_ids, credentials)
         except Unavailable as error:  # CatalogUnavailable, or no instance registered
             return self._degraded(product_ids, error)
         self.last_known.remember(entries.values())
@@ -206,16 +197,15 @@ class ProductCatalog:
         return CatalogLookup(entries, from_cache=True)
 
     async def lookup(
-        self, product_ids: Sequence[uuid.UUID], context: grpc.aio.ServicerContext
+        self, product_ids: Sequence[uuid.UUID], credentials: Credentials
     ) -> dict[uuid.UUID, CatalogEntry]:
         """The found products by id; ids the catalog does not know are simply absent."""
         request = product_pb2.BatchGetProductsRequest(product_ids=[str(i) for i in product_ids])
-        metadata = forwarded_credentials(context)
 
         async def batch_get(
             stub: product_pb2_grpc.ProductServiceAsyncStub, timeout: float
         ) -> product_pb2.BatchGetProductsResponse:
-            return await stub.BatchGetProducts(request, timeout=timeout, metadata=metadata)
+            return await stub.BatchGetProducts(request, timeout=timeout, metadata=credentials)
 
         try:
             response = await self._clients.call(
