@@ -12,9 +12,10 @@ SERVICES = ("user", "product", "order", "inventory", "payment")
 # Every service has these; persistence may be a package when one module would be too long.
 REQUIRED = {"__init__.py", "domain.py", "use_cases.py", "grpc_api.py", "settings.py", "main.py"}
 REQUIRED_DIRS = {"migrations"}
-# What a service has only if it needs it: events it consumes or publishes, adapters for
-# what only it talks to, and the ports when use_cases.py would be too long with them.
-OPTIONAL = {"subscriptions.py", "publishing.py", "ports.py"}
+# What a service has only if it needs it: events it consumes or publishes, the
+# config-center document it reads live (knobs.py, beside settings.py's environment),
+# and the ports when use_cases.py would be too long with them.
+OPTIONAL = {"subscriptions.py", "publishing.py", "knobs.py", "ports.py"}
 OPTIONAL_DIRS = {"adapters", "persistence"}
 MAX_LINES = 350
 
