@@ -3,18 +3,30 @@
 Domain code raises these; the gRPC edge (``shared.rpc.status``) maps each class
 to one status code and sends its ``reason`` in the trailing metadata, so a
 handler never chooses status codes itself and a client can branch on a stable
-reason rather than on message text (kratos's "error reasons are contract").
+reason rather than on message text. The reasons are an enum of the contract
+(protos/shop/common/v1/error_reason.proto), as kratos keeps them: a class picks
+one, and a new reason is added to the proto first.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeAlias
+
+from shop.common.v1.error_reason_pb2 import ErrorReason
+
+# One value of the contract's ErrorReason enum.
+Reason: TypeAlias = ErrorReason.ValueType
+
+
+def reason_name(reason: Reason) -> str:
+    """The reason as the `error-reason` trailer carries it: its name without the prefix."""
+    return ErrorReason.Name(reason).removeprefix("ERROR_REASON_")
 
 
 class DomainError(Exception):
     """Base of every error a caller is meant to see."""
 
-    reason: ClassVar[str] = "FAILED_PRECONDITION"
+    reason: ClassVar[Reason] = ErrorReason.ERROR_REASON_FAILED_PRECONDITION
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,7 +36,7 @@ class DomainError(Exception):
 class InvalidArgument(DomainError):
     """The request is malformed; the message names the field."""
 
-    reason = "INVALID_ARGUMENT"
+    reason = ErrorReason.ERROR_REASON_INVALID_ARGUMENT
 
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
@@ -32,36 +44,36 @@ class InvalidArgument(DomainError):
 
 
 class NotFound(DomainError):
-    reason = "NOT_FOUND"
+    reason = ErrorReason.ERROR_REASON_NOT_FOUND
 
 
 class AlreadyExists(DomainError):
-    reason = "ALREADY_EXISTS"
+    reason = ErrorReason.ERROR_REASON_ALREADY_EXISTS
 
 
 class FailedPrecondition(DomainError):
-    reason = "FAILED_PRECONDITION"
+    reason = ErrorReason.ERROR_REASON_FAILED_PRECONDITION
 
 
 class Unauthenticated(DomainError):
-    reason = "UNAUTHENTICATED"
+    reason = ErrorReason.ERROR_REASON_UNAUTHENTICATED
 
 
 class PermissionDenied(DomainError):
-    reason = "PERMISSION_DENIED"
+    reason = ErrorReason.ERROR_REASON_PERMISSION_DENIED
 
 
 class Unavailable(DomainError):
     """Something this call needs is down or overloaded; the same call may succeed later."""
 
-    reason = "UNAVAILABLE"
+    reason = ErrorReason.ERROR_REASON_UNAVAILABLE
 
 
 class RateLimited(DomainError):
     """This caller made more calls of this method than its limit allows (a token bucket,
     shared/rpc/interceptors/ratelimit.py); the same call may succeed after ``retry_after_ms``."""
 
-    reason = "RATE_LIMITED"
+    reason = ErrorReason.ERROR_REASON_RATE_LIMITED
 
     def __init__(self, message: str, retry_after_ms: int) -> None:
         super().__init__(message)
@@ -71,4 +83,4 @@ class RateLimited(DomainError):
 class Conflict(DomainError):
     """A concurrent transaction won (serialization failure, deadlock); retry the call."""
 
-    reason = "CONFLICT"
+    reason = ErrorReason.ERROR_REASON_CONFLICT

@@ -22,6 +22,7 @@ from aetcd import rtypes
 from shared.errors import Unavailable
 from shared.registry.etcd import PREFIX
 from shared.registry.watch import KeyRangeFollower, prefix_range
+from shop.common.v1.error_reason_pb2 import ErrorReason
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 class NoInstanceAvailable(Unavailable):
     """No live instance of a service is registered."""
 
-    reason = "NO_INSTANCE"
+    reason = ErrorReason.ERROR_REASON_NO_INSTANCE
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,9 @@ from shared.errors import (
     RateLimited,
     Unauthenticated,
     Unavailable,
+    reason_name,
 )
+from shop.common.v1.error_reason_pb2 import ErrorReason
 
 REASON_KEY = "error-reason"
 FIELD_KEY = "error-field"
@@ -30,9 +32,10 @@ ERROR_ID_KEY = "error-id"
 RETRY_AFTER_KEY = "retry-after-ms"
 # The error-reason of the failures a caller makes up without calling anyone
 # (shared/rpc/client.py).
-CIRCUIT_OPEN = "CIRCUIT_OPEN"
-DEADLINE_BUDGET_SPENT = "DEADLINE_BUDGET_SPENT"
-INSTANCE_LEFT = "INSTANCE_LEFT"
+CIRCUIT_OPEN = reason_name(ErrorReason.ERROR_REASON_CIRCUIT_OPEN)
+DEADLINE_BUDGET_SPENT = reason_name(ErrorReason.ERROR_REASON_DEADLINE_BUDGET_SPENT)
+INSTANCE_LEFT = reason_name(ErrorReason.ERROR_REASON_INSTANCE_LEFT)
+INTERNAL = reason_name(ErrorReason.ERROR_REASON_INTERNAL)
 
 _STATUS: dict[type[DomainError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -56,7 +59,7 @@ def status_code(error: DomainError) -> grpc.StatusCode:
 
 
 def trailers(error: DomainError) -> tuple[tuple[str, str], ...]:
-    pairs = [(REASON_KEY, error.reason)]
+    pairs = [(REASON_KEY, reason_name(error.reason))]
     if isinstance(error, InvalidArgument):
         pairs.append((FIELD_KEY, error.field))
     if isinstance(error, RateLimited):
@@ -71,7 +74,7 @@ async def abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
 
 
 async def abort_internal(context: grpc.aio.ServicerContext, error_id: str) -> None:
-    context.set_trailing_metadata(((REASON_KEY, "INTERNAL"), (ERROR_ID_KEY, error_id)))
+    context.set_trailing_metadata(((REASON_KEY, INTERNAL), (ERROR_ID_KEY, error_id)))
     await context.abort(
         grpc.StatusCode.INTERNAL,
         f"internal error; quote error id {error_id} when reporting it",

@@ -28,6 +28,7 @@ from services.order.use_cases import CatalogLookup, Credentials
 from shared.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable
 from shared.money import Money
 from shared.rpc.client import ServiceClients
+from shop.common.v1.error_reason_pb2 import ErrorReason
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ PRODUCT_SERVICE = "product"
 class CatalogUnavailable(Unavailable):
     """The product service could not answer in time; the caller may retry."""
 
-    reason = "CATALOG_UNAVAILABLE"
+    reason = ErrorReason.ERROR_REASON_CATALOG_UNAVAILABLE
 
 
 def catalog_error(error: grpc.aio.AioRpcError) -> DomainError:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 from shared.db.listener import Listener
 from shared.errors import Unavailable
+from shop.common.v1.error_reason_pb2 import ErrorReason
 
 CHANNEL = "order_status"
 RECONNECT_CHECK_SECONDS = 1.0
@@ -24,7 +25,7 @@ RECONNECT_CHECK_SECONDS = 1.0
 class ShuttingDown(Unavailable):
     """This instance is stopping; the client should call again (another instance answers)."""
 
-    reason = "SHUTTING_DOWN"
+    reason = ErrorReason.ERROR_REASON_SHUTTING_DOWN
 
 
 class Watch:

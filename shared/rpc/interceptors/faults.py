@@ -8,12 +8,13 @@ from collections.abc import Callable
 from shared.config.center import ConfigCenter
 from shared.errors import Unavailable
 from shared.rpc.interceptors.base import HEALTH_AND_REFLECTION, AdmissionInterceptor, Context
+from shop.common.v1.error_reason_pb2 import ErrorReason
 
 
 class InjectedFault(Unavailable):
     """A fault the config center asked for (``faults.unavailable_rate``), not a real one."""
 
-    reason = "INJECTED_FAULT"
+    reason = ErrorReason.ERROR_REASON_INJECTED_FAULT
 
 
 class FaultInjectionInterceptor(AdmissionInterceptor):
