@@ -6,7 +6,7 @@ import pytest
 
 from shared.config.center import ConfigCenter
 from shared.config.models import Faults, GlobalConfig, ServiceKnobs
-from shared.errors import Unavailable
+from shared.errors import Unavailable, reason_name
 from shared.rpc.interceptors.faults import FaultInjectionInterceptor, InjectedFault
 from shared.rpc.status import status_code
 
@@ -54,4 +54,4 @@ def test_an_injected_fault_is_unavailable_with_its_own_reason() -> None:
     fault = InjectedFault("x")
     assert isinstance(fault, Unavailable)
     assert status_code(fault).name == "UNAVAILABLE"
-    assert fault.reason == "INJECTED_FAULT"
+    assert reason_name(fault.reason) == "INJECTED_FAULT"
