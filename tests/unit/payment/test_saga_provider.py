@@ -30,7 +30,6 @@ from tests.unit.payment.saga import (
     reserved,
 )
 
-
 # --- the provider, asked before the transaction -------------------------------------------------
 
 
