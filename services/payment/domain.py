@@ -1,4 +1,5 @@
-"""Wallet, ledger and per-order payment rules, in plain Python with no I/O.
+"""Wallet, ledger and per-order payment rules, and the events the saga's decisions announce,
+in plain Python with no I/O.
 
 The invariant the audit checks: a wallet's balance equals the sum of its
 top-ups and refunds minus the sum of its charges, and is never negative.
