@@ -1,4 +1,5 @@
-"""Wallet, ledger and per-order payment rules, in plain Python with no I/O.
+"""Wallet, ledger and per-order payment rules, and the events the saga's decisions announce,
+in plain Python with no I/O.
 
 The invariant the audit checks: a wallet's balance equals the sum of its
 top-ups and refunds minus the sum of its charges, and is never negative.
@@ -100,6 +101,14 @@ def credit_refusal(wallet: Wallet, amount: Money) -> FailedPrecondition:
 DECLINED_BY_PROVIDER = "declined by provider"
 INSUFFICIENT_FUNDS = "insufficient funds"
 MAX_REASON = 500
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDecision:
+    """The payment provider's answer about one order: asked by the adapter, booked here."""
+
+    approved: bool
+    reason: str = ""
 
 
 class IllegalTransition(FailedPrecondition):
@@ -244,3 +253,54 @@ def refund_entry(payment: Payment) -> LedgerEntry:
     if payment.state is not PaymentState.CHARGED:
         raise IllegalTransition(f"only a charged payment is refunded, not {payment.state.value}")
     return _order_entry(EntryKind.REFUND, payment)
+
+
+# --- what the saga's decisions announce ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCharged:
+    """The order's amount left the wallet, booked as the ledger entry ``charge_id``."""
+
+    order_id: uuid.UUID
+    charge_id: uuid.UUID
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRefused:
+    """The order was not charged: the provider declined, or the wallet could not pay."""
+
+    order_id: uuid.UUID
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRefunded:
+    """The order's charge went back to the wallet."""
+
+    order_id: uuid.UUID
+    amount: Money
+
+
+PaymentEvent = OrderCharged | ChargeRefused | ChargeRefunded
+
+
+def settle_charge(pending: Payment) -> tuple[Payment, LedgerEntry, OrderCharged]:
+    """A claimed payment charged: its new state, the ledger entry to book, the event."""
+    entry = charge_entry(pending)
+    charged = pending.charged(entry.entry_id)
+    return charged, entry, OrderCharged(pending.order_id, entry.entry_id, entry.amount)
+
+
+def settle_refusal(pending: Payment, reason: str) -> tuple[Payment, ChargeRefused]:
+    """A claimed payment that could not be charged, and the event that says why."""
+    failed = pending.failed(reason)
+    return failed, ChargeRefused(failed.order_id, failed.reason or "")
+
+
+def settle_refund(charged: Payment, reason: str) -> tuple[Payment, LedgerEntry, ChargeRefunded]:
+    """A charge given back: the payment's new state, the ledger entry to book, the event."""
+    entry = refund_entry(charged)
+    refunded = charged.refunded(entry.entry_id, reason)
+    return refunded, entry, ChargeRefunded(charged.order_id, entry.amount)

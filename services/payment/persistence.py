@@ -1,9 +1,14 @@
-"""The wallet, ledger and payment repositories and the unit of work over asyncpg."""
+"""The wallet, ledger and payment repositories and the unit of work, on asyncpg.
+
+They implement the Protocols of services/payment/use_cases.py; the checks the use
+cases rely on (enough funds, one claim per order, one key per top-up) are single
+statements here, under the row's lock, so concurrent deliveries cannot both pass them.
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -16,6 +21,7 @@ from services.payment.domain import (
     PaymentState,
     Wallet,
 )
+from services.payment.publishing import publication
 from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
 
@@ -64,7 +70,7 @@ def _payment(row: asyncpg.Record) -> Payment:
     )
 
 
-class WalletRepository:
+class PostgresWalletRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
@@ -139,7 +145,7 @@ class WalletRepository:
         return row is not None
 
 
-class LedgerRepository:
+class PostgresLedgerRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
@@ -192,7 +198,7 @@ class LedgerRepository:
         )
 
 
-class PaymentRepository:
+class PostgresPaymentRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
@@ -253,12 +259,19 @@ class PaymentRepository:
             )
 
 
-class PaymentUnitOfWork(PostgresUnitOfWork):
-    wallets: WalletRepository
-    ledger: LedgerRepository
-    payments: PaymentRepository
+class PostgresPaymentUnitOfWork(PostgresUnitOfWork):
+    wallets: PostgresWalletRepository
+    ledger: PostgresLedgerRepository
+    payments: PostgresPaymentRepository
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool, publishing=publication)
 
     def bind(self, connection: PoolConnectionProxy) -> None:
-        self.wallets = WalletRepository(connection)
-        self.ledger = LedgerRepository(connection)
-        self.payments = PaymentRepository(connection)
+        self.wallets = PostgresWalletRepository(connection)
+        self.ledger = PostgresLedgerRepository(connection)
+        self.payments = PostgresPaymentRepository(connection)
+
+
+def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], PostgresPaymentUnitOfWork]:
+    return lambda: PostgresPaymentUnitOfWork(pool)

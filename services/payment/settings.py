@@ -15,14 +15,14 @@ class PaymentSettings(ServiceSettings):
     # Every wallet is kept in this one currency; top-ups in another are refused.
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
 
-    # The payment-provider simulator (services/payment/provider.py). The ceiling keeps a
+    # The payment-provider simulator (services/payment/adapters/provider.py). The ceiling keeps a
     # typo from parking every charge for hours; allow_inf_nan=False refuses "nan".
     provider_latency_ms: float = Field(default=2.0, ge=0, le=60_000, allow_inf_nan=False)
     provider_failure_rate: float = Field(default=0.0, ge=0, le=1, allow_inf_nan=False)
     # Changes which orders the provider declines; the same seed declines the same orders.
     provider_seed: int | None = None
     # A batch's authorisations run side by side, at most this many at once, before the
-    # transaction that books them (services/payment/authorizer.py).
+    # transaction that books them (services/payment/adapters/authorizer.py).
     provider_concurrency: int = Field(default=32, ge=1, le=1_000)
     # Each provider call's own deadline, and how many calls (same idempotency key) an
     # order gets before its batch is left for a later read.

@@ -1,4 +1,8 @@
-"""PaymentService against the real PostgreSQL and etcd: wallets, idempotent top-ups, bad input."""
+"""PaymentService against the real PostgreSQL and etcd: the wire API (tokens, status codes,
+bad input that writes nothing) and top-ups under concurrency.
+
+The top-up and balance rules themselves are proven without a database in
+tests/unit/payment/test_wallet_api.py."""
 
 from __future__ import annotations
 
@@ -114,49 +118,6 @@ async def test_first_top_up_opens_the_wallet(stub, keys, service) -> None:
     assert await balance_in_db(service, user) == 500
     assert await entries_of(service, user) == 1
     await assert_ledger_matches_balances(service)
-
-
-async def test_top_up_is_idempotent_per_key(stub, keys, service) -> None:
-    user = uuid.uuid4()
-    auth = customer(keys, user)
-    first = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"), metadata=auth)
-    repeat = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"), metadata=auth)
-    assert first.wallet.balance.amount_minor == repeat.wallet.balance.amount_minor == 250
-    assert await entries_of(service, user) == 1
-
-    other = await stub.TopUp(pb.TopUpRequest(amount=usd(50), idempotency_key="k2"), metadata=auth)
-    assert other.wallet.balance.amount_minor == 300
-    # A retry of the first request, after another one, still credits nothing.
-    again = await stub.TopUp(pb.TopUpRequest(amount=usd(250), idempotency_key="k1"), metadata=auth)
-    assert again.wallet.balance.amount_minor == 300
-    assert await balance_in_db(service, user) == 300
-    assert await entries_of(service, user) == 2
-    await assert_ledger_matches_balances(service)
-
-
-async def test_keys_are_per_user(stub, keys, service) -> None:
-    alice, bob = uuid.uuid4(), uuid.uuid4()
-    for user, amount in ((alice, 10), (bob, 20)):
-        wallet = (
-            await stub.TopUp(
-                pb.TopUpRequest(amount=usd(amount), idempotency_key="same"),
-                metadata=customer(keys, user),
-            )
-        ).wallet
-        assert wallet.balance.amount_minor == amount
-    assert (await balance_in_db(service, alice), await balance_in_db(service, bob)) == (10, 20)
-
-
-async def test_get_balance_without_a_wallet_is_zero_and_creates_nothing(
-    stub, keys, service
-) -> None:
-    user = uuid.uuid4()
-    before = {t: await service.count(t) for t in TABLES}
-    wallet = (await stub.GetBalance(pb.GetBalanceRequest(), metadata=customer(keys, user))).wallet
-    assert wallet.user_id == str(user)
-    assert (wallet.balance.amount_minor, wallet.balance.currency) == (0, "USD")
-    assert not wallet.HasField("updated_at")
-    assert {t: await service.count(t) for t in TABLES} == before
 
 
 async def test_get_balance_shows_the_callers_own_wallet(stub, keys) -> None:

@@ -7,13 +7,12 @@ import uuid
 
 import pytest
 
-from services.payment.authorizer import AnswerNotPrepared, ProviderAuthorizer
-from services.payment.provider import (
+from services.payment.adapters.authorizer import AnswerNotPrepared, ProviderAuthorizer
+from services.payment.adapters.provider import (
     PaymentProviderSimulator,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from shared.messaging.envelope import Event, wrap
 from shared.money import Money
 from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2
@@ -21,13 +20,12 @@ from shop.events.v1 import inventory_events_pb2
 AMOUNT = Money(1500, "USD")
 
 
-def reserved_event(order_id: uuid.UUID) -> Event:
-    payload = inventory_events_pb2.InventoryReserved(
+def reserved_event(order_id: uuid.UUID) -> inventory_events_pb2.InventoryReserved:
+    return inventory_events_pb2.InventoryReserved(
         order_id=str(order_id),
         user_id=str(uuid.uuid4()),
         total=money_pb2.Money(amount_minor=1500, currency="USD"),
     )
-    return Event(envelope=wrap(payload, str(order_id)), payload=payload)
 
 
 async def test_a_repeated_authorisation_returns_the_first_answer_and_charges_once() -> None:

@@ -1,22 +1,23 @@
-"""Payment's saga rules without I/O: the payment state machine and the provider simulator."""
+"""The payment record without I/O: its state machine, its ledger entries, and the events
+its settlements announce."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 
 import pytest
-from pydantic import ValidationError
 
-from services.payment.authorizer import ProviderAuthorizer
 from services.payment.domain import (
     DECLINED_BY_PROVIDER,
     INSUFFICIENT_FUNDS,
     MAX_REASON,
+    ChargeRefunded,
+    ChargeRefused,
     EntryKind,
     IllegalTransition,
     OnCancel,
+    OrderCharged,
     Payment,
     PaymentState,
     Wallet,
@@ -25,14 +26,11 @@ from services.payment.domain import (
     debit_refusal,
     on_cancel,
     refund_entry,
+    settle_charge,
+    settle_refund,
+    settle_refusal,
 )
-from services.payment.event_handlers import subscriptions
-from services.payment.provider import PaymentProviderSimulator, ProviderDecision
-from services.payment.settings import PaymentSettings
-from shared.messaging.envelope import EVENT_TYPES
-from shared.messaging.topics import INVENTORY, ORDERS
 from shared.money import Money
-from shop.events.v1 import inventory_events_pb2, order_events_pb2
 
 ORDER, USER = uuid.uuid4(), uuid.uuid4()
 AMOUNT = Money(1500, "USD")
@@ -203,126 +201,44 @@ def test_debit_refusal_reasons() -> None:
     assert debit_refusal(euro, AMOUNT) == "wallet is kept in EUR, not USD"
 
 
-# --- the provider simulator ---------------------------------------------------------------------
-
-IDS = [uuid.UUID(int=i * 7919 + 1) for i in range(2000)]
+# --- settlements: the record's next state, its ledger entry, the event ---------------------------
 
 
-def provider(
-    rate: float, seed: int | None = None, latency_ms: float = 0
-) -> PaymentProviderSimulator:
-    return PaymentProviderSimulator(latency_ms=latency_ms, failure_rate=rate, seed=seed)
+def test_a_charge_books_its_entry_and_announces_it() -> None:
+    charged, entry, event = settle_charge(pending())
+    assert (charged.state, charged.charge_id) == (S.CHARGED, entry.entry_id)
+    assert (entry.kind, entry.order_id, entry.amount) == (EntryKind.CHARGE, ORDER, AMOUNT)
+    assert event == OrderCharged(ORDER, entry.entry_id, AMOUNT)
 
 
-def test_draws_are_in_the_unit_interval_and_repeatable() -> None:
-    sim = provider(0.3, seed=42)
-    draws = [sim.draw(i) for i in IDS]
-    assert all(0 <= d < 1 for d in draws)
-    assert draws == [provider(0.9, seed=42).draw(i) for i in IDS]  # the rate does not move them
-    assert len(set(draws)) == len(IDS)
+def test_a_refusal_books_nothing_and_says_why() -> None:
+    failed, event = settle_refusal(pending(), f"  {INSUFFICIENT_FUNDS} ")
+    assert (failed.state, failed.reason) == (S.FAILED, INSUFFICIENT_FUNDS)
+    assert event == ChargeRefused(ORDER, INSUFFICIENT_FUNDS)
+    assert settle_refusal(pending(), "")[1] == ChargeRefused(ORDER, "unknown")
 
 
-def test_the_seed_changes_which_orders_are_declined() -> None:
-    unseeded, seeded = provider(0.5), provider(0.5, seed=1)
-    assert [unseeded.declines(i) for i in IDS] != [seeded.declines(i) for i in IDS]
-    assert [seeded.declines(i) for i in IDS] == [provider(0.5, seed=1).declines(i) for i in IDS]
+def test_a_refund_books_its_entry_and_announces_the_amount() -> None:
+    before = charged()
+    refunded, entry, event = settle_refund(before, "saga timeout")
+    assert (refunded.state, refunded.refund_id, refunded.charge_id) == (
+        S.REFUNDED,
+        entry.entry_id,
+        before.charge_id,
+    )
+    assert (entry.kind, entry.order_id, entry.amount) == (EntryKind.REFUND, ORDER, AMOUNT)
+    assert event == ChargeRefunded(ORDER, AMOUNT)
 
 
-@pytest.mark.parametrize("rate", [0.1, 0.5, 0.9])
-def test_the_failure_rate_is_the_share_declined(rate: float) -> None:
-    sim = provider(rate, seed=3)
-    share = sum(sim.declines(i) for i in IDS) / len(IDS)
-    assert abs(share - rate) < 0.05
+@pytest.mark.parametrize("state", [s for s in S if s is not S.PENDING])
+def test_only_a_pending_payment_is_settled(state: PaymentState) -> None:
+    with pytest.raises(IllegalTransition):
+        settle_charge(in_state(state))
+    with pytest.raises(IllegalTransition):
+        settle_refusal(in_state(state), "no")
 
 
-def test_a_higher_rate_declines_a_superset() -> None:
-    low, high = provider(0.2, seed=9), provider(0.6, seed=9)
-    assert {i for i in IDS if low.declines(i)} <= {i for i in IDS if high.declines(i)}
-
-
-async def test_rate_zero_approves_and_rate_one_declines_everything() -> None:
-    for order_id in IDS[:50]:
-        assert await provider(0.0).authorize(order_id, AMOUNT) == ProviderDecision(True)
-        assert await provider(1.0).authorize(order_id, AMOUNT) == ProviderDecision(
-            False, DECLINED_BY_PROVIDER
-        )
-
-
-async def test_redelivery_gets_the_same_answer() -> None:
-    sim = provider(0.5, seed=5)
-    for order_id in IDS[:200]:
-        first = await sim.authorize(order_id, AMOUNT)
-        assert await sim.authorize(order_id, Money(1, "USD")) == first
-        assert first.approved is not sim.declines(order_id)
-
-
-async def test_latency_is_applied() -> None:
-    started = time.monotonic()
-    await provider(0.0, latency_ms=50).authorize(ORDER, AMOUNT)
-    assert time.monotonic() - started >= 0.045
-
-
-@pytest.mark.parametrize(
-    ("latency_ms", "rate"),
-    [
-        (-1, 0.0),
-        (float("nan"), 0.0),
-        (float("inf"), 0.0),
-        (0, -0.01),
-        (0, 1.01),
-        (0, float("nan")),
-    ],
-)
-def test_simulator_refuses_bad_settings(latency_ms: float, rate: float) -> None:
-    with pytest.raises(ValueError):
-        PaymentProviderSimulator(latency_ms=latency_ms, failure_rate=rate)
-
-
-def test_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("LATENCY_MS", "FAILURE_RATE", "SEED"):
-        monkeypatch.delenv(f"SHOP_PAYMENT_PROVIDER_{name}", raising=False)
-    settings = PaymentSettings()
-    assert (settings.provider_latency_ms, settings.provider_failure_rate) == (2.0, 0.0)
-    assert settings.provider_seed is None
-
-
-def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SHOP_PAYMENT_PROVIDER_LATENCY_MS", "15")
-    monkeypatch.setenv("SHOP_PAYMENT_PROVIDER_FAILURE_RATE", "0.25")
-    monkeypatch.setenv("SHOP_PAYMENT_PROVIDER_SEED", "7")
-    sim = PaymentProviderSimulator.from_settings(PaymentSettings())
-    assert (sim.latency_ms, sim.failure_rate, sim.seed) == (15.0, 0.25, 7)
-
-
-@pytest.mark.parametrize(
-    ("variable", "value"),
-    [
-        ("SHOP_PAYMENT_PROVIDER_LATENCY_MS", "-1"),
-        ("SHOP_PAYMENT_PROVIDER_LATENCY_MS", "inf"),
-        ("SHOP_PAYMENT_PROVIDER_LATENCY_MS", "soon"),
-        ("SHOP_PAYMENT_PROVIDER_FAILURE_RATE", "-0.1"),
-        ("SHOP_PAYMENT_PROVIDER_FAILURE_RATE", "1.5"),
-        ("SHOP_PAYMENT_PROVIDER_FAILURE_RATE", "nan"),
-    ],
-)
-def test_settings_refuse_bad_values(
-    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
-) -> None:
-    monkeypatch.setenv(variable, value)
-    with pytest.raises(ValidationError):
-        PaymentSettings()
-
-
-# --- wiring -------------------------------------------------------------------------------------
-
-
-def test_subscriptions_cover_the_events_payment_reacts_to() -> None:
-    wired = subscriptions(ProviderAuthorizer(provider(0.0)))
-    assert list(wired.topics) == [INVENTORY, ORDERS]
-    assert set(wired.handlers) == {
-        inventory_events_pb2.InventoryReserved.DESCRIPTOR.full_name,
-        order_events_pb2.OrderCancelled.DESCRIPTOR.full_name,
-    }
-    assert all(name in EVENT_TYPES for name in wired.handlers)
-    # The provider is asked outside the transaction, before it.
-    assert set(wired.preparers) == {inventory_events_pb2.InventoryReserved.DESCRIPTOR.full_name}
+@pytest.mark.parametrize("state", [s for s in S if s is not S.CHARGED])
+def test_only_a_charge_is_refunded(state: PaymentState) -> None:
+    with pytest.raises(IllegalTransition):
+        settle_refund(in_state(state), "no")

@@ -27,12 +27,12 @@ import logging
 import uuid
 from collections import OrderedDict
 
-from services.payment.provider import (
+from services.payment.adapters.provider import (
     PaymentProviderSimulator,
-    ProviderDecision,
     ProviderTimeout,
     ProviderUnavailable,
 )
+from services.payment.domain import ProviderDecision
 from shared.errors import InvalidArgument
 from shared.money import Money
 from shared.proto_convert import money_from_proto

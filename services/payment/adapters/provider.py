@@ -26,9 +26,8 @@ import hashlib
 import math
 import uuid
 from collections import Counter, OrderedDict
-from dataclasses import dataclass
 
-from services.payment.domain import DECLINED_BY_PROVIDER
+from services.payment.domain import DECLINED_BY_PROVIDER, ProviderDecision
 from services.payment.knobs import PaymentKnobs
 from services.payment.settings import PaymentSettings
 from shared.config.center import RuntimeConfig
@@ -37,12 +36,6 @@ from shared.money import Money
 _DRAW_BITS = 64
 # The provider's record of answers, oldest forgotten first past this many orders.
 _RECORD_SIZE = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderDecision:
-    approved: bool
-    reason: str = ""
 
 
 APPROVED = ProviderDecision(approved=True)
