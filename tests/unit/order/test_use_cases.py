@@ -283,6 +283,8 @@ def _token(cursor: str) -> str:
         _token('{"t": 5, "id": 7}'),
         _token(json.dumps({"t": "2024-01-01T00:00:00", "id": str(uuid.uuid4())})),
         _token(json.dumps({"t": "2024-01-01T00:00:00+00:00", "id": "not-a-uuid"})),
+        # Found by the fuzzer (tests/fuzz): these two once ended as INTERNAL, the first
+        # overflowing in the UTC conversion, the second the JSON parser's recursion.
         _token(json.dumps({"t": "0001-01-01T00:00:00+14:00", "id": str(uuid.uuid4())})),
         _token("[" * 2001 + "0" + "]" * 2001),
     ],
