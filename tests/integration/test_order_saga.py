@@ -1,6 +1,9 @@
-"""The order's side of the saga on the real PostgreSQL (and Kafka, etcd): the event handlers
-called directly, CancelOrder and its races, the saga timeout across instances, and
-WatchOrder's stream with its three ways of ending early.
+"""The order's side of the saga on the real PostgreSQL (and Kafka, etcd): what only a real
+database, broker or server proves. A batch of events in one transaction, the running
+service consuming its topic, CancelOrder racing the saga on the order's row lock, the
+saga timeout shared by several instances (SKIP LOCKED), and WatchOrder over the wire with
+its three ways of ending early. The rules themselves (each outcome, redeliveries, events
+out of order, cancelling twice) are unit tests: tests/unit/order/test_saga_use_cases.py.
 
 Orders are written straight into the database (no PlaceOrder, so no OrderCreated reaches
 the shared test Kafka, where another engineer's inventory service could settle them).
@@ -35,16 +38,13 @@ from services.order.domain import (
     place_order,
 )
 from services.order.main import SERVICE as ORDER
-from services.order.persistence import OrderUnitOfWork
-from services.order.subscriptions import (
-    on_inventory_committed,
-    on_inventory_rejected,
-    on_payment_failed,
-)
+from services.order.persistence import PostgresOrderUnitOfWork, unit_of_work_factory
+from services.order.subscriptions import SUBSCRIPTIONS
 from shared.auth.identity import Role
 from shared.messaging.envelope import Event, unwrap, wrap
 from shared.messaging.kafka import KafkaIdentity, kafka_producer
 from shared.messaging.topics import INVENTORY, ORDERS
+from shared.messaging.unit_of_work import UnitOfWorkFactory
 from shared.money import Money
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
 from shop.order.v1 import order_pb2 as pb
@@ -60,8 +60,6 @@ CANCELLED_EVENT = "shop.events.v1.OrderCancelled"
 # The main instance must not time out the tests' orders; one test runs its own fast ones.
 NO_TIMEOUT = {"saga_timeout_seconds": 3600}
 
-Handler = Callable[[OrderUnitOfWork, Event], Awaitable[None]]
-
 
 @dataclass
 class Saga:
@@ -70,6 +68,7 @@ class Saga:
     order: RunningService
     orders: Any  # OrderServiceStub on an aio channel
     pool: asyncpg.Pool
+    uow: UnitOfWorkFactory[PostgresOrderUnitOfWork]
 
     def token(self, user_id: uuid.UUID) -> tuple[tuple[str, str], ...]:
         return bearer(self.keys.token(Role.CUSTOMER, user_id=user_id))
@@ -84,7 +83,8 @@ async def saga(stack: Stack, keys: TestKeys) -> AsyncIterator[Saga]:
     async with run_service(ORDER, stack, keys, **NO_TIMEOUT) as order:
         pool = await asyncpg.create_pool(order.dsn, min_size=2, max_size=40)
         try:
-            yield Saga(stack, keys, order, order_pb2_grpc.OrderServiceStub(order.channel), pool)
+            stub = order_pb2_grpc.OrderServiceStub(order.channel)
+            yield Saga(stack, keys, order, stub, pool, unit_of_work_factory(pool))
         finally:
             await pool.close()
 
@@ -107,7 +107,7 @@ async def new_order(
     )
     placed_at = datetime.now(UTC) - age
     order = replace(order, created_at=placed_at, updated_at=placed_at)
-    async with OrderUnitOfWork(saga.pool) as uow:
+    async with saga.uow() as uow:
         return await uow.orders.add(order)
 
 
@@ -115,29 +115,37 @@ def event(payload: Message, order_id: uuid.UUID | str) -> Event:
     return Event(envelope=wrap(payload, str(order_id)), payload=payload)
 
 
-async def deliver(saga: Saga, handler: Handler, delivered: Event) -> None:
-    """One event in its own transaction, as the consumer would apply it."""
-    async with OrderUnitOfWork(saga.pool) as uow:
-        await handler(uow, delivered)
+# What inventory and payment decide about an order: the events the order subscribes to.
+Outcome = (
+    inventory_events_pb2.InventoryCommitted
+    | inventory_events_pb2.InventoryRejected
+    | payment_events_pb2.PaymentFailed
+)
 
 
-def committed(order_id: uuid.UUID) -> Event:
-    return event(inventory_events_pb2.InventoryCommitted(order_id=str(order_id)), order_id)
+async def deliver(saga: Saga, *messages: Outcome) -> None:
+    """The messages in one transaction, through the subscriptions, as the consumer applies
+    a batch of them."""
+    async with saga.uow() as uow:
+        for message in messages:
+            delivered = event(message, message.order_id)
+            await SUBSCRIPTIONS.handlers[delivered.type](uow, delivered)
 
 
-def rejected(order_id: uuid.UUID, sku: str) -> Event:
-    return event(
-        inventory_events_pb2.InventoryRejected(order_id=str(order_id), sku=sku, reason="short"),
-        order_id,
-    )
+def committed(order_id: uuid.UUID) -> inventory_events_pb2.InventoryCommitted:
+    return inventory_events_pb2.InventoryCommitted(order_id=str(order_id))
 
 
-def payment_failed(order_id: uuid.UUID, reason: str) -> Event:
-    return event(payment_events_pb2.PaymentFailed(order_id=str(order_id), reason=reason), order_id)
+def rejected(order_id: uuid.UUID, sku: str) -> inventory_events_pb2.InventoryRejected:
+    return inventory_events_pb2.InventoryRejected(order_id=str(order_id), sku=sku, reason="short")
+
+
+def payment_failed(order_id: uuid.UUID, reason: str) -> payment_events_pb2.PaymentFailed:
+    return payment_events_pb2.PaymentFailed(order_id=str(order_id), reason=reason)
 
 
 async def stored(saga: Saga, order_id: uuid.UUID) -> Order:
-    async with OrderUnitOfWork(saga.pool) as uow:
+    async with saga.uow(read_only=True) as uow:
         order = await uow.orders.get(order_id)
     assert order is not None
     return order
@@ -175,138 +183,20 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout: float = 10.0)
             await asyncio.sleep(0.05)
 
 
-# --- the event handlers -------------------------------------------------------------------
-
-
-async def test_inventory_committed_confirms_once(saga: Saga) -> None:
-    order = await new_order(saga)
-    delivered = committed(order.order_id)
-    await deliver(saga, on_inventory_committed, delivered)
-    confirmed = await stored(saga, order.order_id)
-    assert (confirmed.status, confirmed.status_reason) == (OrderStatus.CONFIRMED, "")
-    assert confirmed.updated_at > order.updated_at
-    assert confirmed.items == order.items and confirmed.total == order.total
-
-    await deliver(saga, on_inventory_committed, delivered)  # redelivered: nothing changes
-    assert await stored(saga, order.order_id) == confirmed
-    assert await outbox(saga, order.order_id) == []  # confirming announces nothing
-
-
-async def test_inventory_rejected_rejects_naming_the_sku(saga: Saga) -> None:
-    order = await new_order(saga)
-    await deliver(saga, on_inventory_rejected, rejected(order.order_id, order.items[0].sku))
-    got = await stored(saga, order.order_id)
-    assert got.status is OrderStatus.REJECTED
-    assert got.status_reason == f"out of stock: {order.items[0].sku}"
-    assert await outbox(saga, order.order_id) == []  # inventory holds nothing to release
-
-
-async def test_payment_failed_cancels_with_the_reason(saga: Saga) -> None:
-    order = await new_order(saga)
-    await deliver(saga, on_payment_failed, payment_failed(order.order_id, "insufficient funds"))
-    got = await stored(saga, order.order_id)
-    assert got.status is OrderStatus.CANCELLED
-    assert got.status_reason == "payment failed: insufficient funds"
-    # Inventory releases on PaymentFailed itself; no OrderCancelled is needed.
-    assert await outbox(saga, order.order_id) == []
-
-
-FIRST_THEN_LATE = [
-    (
-        "confirmed, then payment failed",
-        on_inventory_committed,
-        on_payment_failed,
-        OrderStatus.CONFIRMED,
-    ),
-    (
-        "confirmed, then rejected",
-        on_inventory_committed,
-        on_inventory_rejected,
-        OrderStatus.CONFIRMED,
-    ),
-    (
-        "rejected, then committed",
-        on_inventory_rejected,
-        on_inventory_committed,
-        OrderStatus.REJECTED,
-    ),
-    (
-        "payment failed, then committed",
-        on_payment_failed,
-        on_inventory_committed,
-        OrderStatus.CANCELLED,
-    ),
-    (
-        "payment failed, then rejected",
-        on_payment_failed,
-        on_inventory_rejected,
-        OrderStatus.CANCELLED,
-    ),
-]
-
-
-def _event_for(handler: Handler, order_id: uuid.UUID) -> Event:
-    if handler is on_inventory_committed:
-        return committed(order_id)
-    if handler is on_inventory_rejected:
-        return rejected(order_id, "SKU-LATE")
-    return payment_failed(order_id, "declined")
-
-
-@pytest.mark.parametrize(
-    ("name", "first", "late", "final"), FIRST_THEN_LATE, ids=[row[0] for row in FIRST_THEN_LATE]
-)
-async def test_events_for_a_final_order_are_ignored(
-    saga: Saga, name: str, first: Handler, late: Handler, final: OrderStatus
-) -> None:
-    order = await new_order(saga)
-    await deliver(saga, first, _event_for(first, order.order_id))
-    settled = await stored(saga, order.order_id)
-    assert settled.status is final
-    await deliver(saga, late, _event_for(late, order.order_id))
-    assert await stored(saga, order.order_id) == settled
-
-
-async def test_a_late_commit_after_the_customer_cancelled_changes_nothing(saga: Saga) -> None:
-    """Inventory un-sells on OrderCancelled; the order stays cancelled."""
-    user = uuid.uuid4()
-    order = await new_order(saga, user)
-    await saga.orders.CancelOrder(
-        pb.CancelOrderRequest(order_id=str(order.order_id)), metadata=saga.token(user)
-    )
-    cancelled = await stored(saga, order.order_id)
-    await deliver(saga, on_inventory_committed, committed(order.order_id))
-    await deliver(saga, on_payment_failed, payment_failed(order.order_id, "declined"))
-    assert await stored(saga, order.order_id) == cancelled
-    assert await outbox(saga, order.order_id) == [CANCELLED_EVENT]
-
-
-@pytest.mark.parametrize(
-    "aggregate_id",
-    [str(uuid.uuid4()), "not-an-order-id", ""],
-    ids=["unknown order", "malformed id", "no id"],
-)
-async def test_events_for_no_order_of_ours_are_ignored(saga: Saga, aggregate_id: str) -> None:
-    for handler in (on_inventory_committed, on_inventory_rejected, on_payment_failed):
-        payload = _event_for(handler, uuid.uuid4()).payload
-        await deliver(
-            saga, handler, Event(envelope=wrap(payload, aggregate_id), payload=payload)
-        )  # does not raise
+# --- the consumer's side: a batch in one transaction, the topic ----------------------------
 
 
 async def test_a_batch_of_events_in_one_transaction(saga: Saga) -> None:
     """The consumer applies a partition's batch in one transaction, duplicates included."""
     a, b, c = [await new_order(saga) for _ in range(3)]
-    batch = [
-        (on_inventory_committed, committed(a.order_id)),
-        (on_inventory_rejected, rejected(b.order_id, "SKU-B")),
-        (on_inventory_committed, committed(a.order_id)),  # a second event for a, same batch
-        (on_payment_failed, payment_failed(c.order_id, "expired card")),
-        (on_inventory_committed, committed(c.order_id)),
-    ]
-    async with OrderUnitOfWork(saga.pool) as uow:
-        for handler, delivered in batch:
-            await handler(uow, delivered)
+    await deliver(
+        saga,
+        committed(a.order_id),
+        rejected(b.order_id, "SKU-B"),
+        committed(a.order_id),  # a second event for a, same batch
+        payment_failed(c.order_id, "expired card"),
+        committed(c.order_id),
+    )
     assert [
         (o.status, o.status_reason) for o in [await stored(saga, x.order_id) for x in (a, b, c)]
     ] == [
@@ -323,7 +213,7 @@ async def test_the_running_service_consumes_the_inventory_topic(saga: Saga) -> N
     producer = kafka_producer(saga.stack.kafka_bootstrap, operator)
     await producer.start()
     try:
-        delivered = committed(order.order_id)
+        delivered = event(committed(order.order_id), order.order_id)
         await producer.send_and_wait(
             INVENTORY, delivered.envelope.SerializeToString(), key=str(order.order_id).encode()
         )
@@ -346,37 +236,6 @@ async def test_the_running_service_consumes_the_inventory_topic(saga: Saga) -> N
 # --- CancelOrder --------------------------------------------------------------------------
 
 
-async def test_the_owner_cancels_a_pending_order(saga: Saga) -> None:
-    user = uuid.uuid4()
-    order = await new_order(saga, user)
-    reply = await saga.orders.CancelOrder(
-        pb.CancelOrderRequest(order_id=str(order.order_id)), metadata=saga.token(user)
-    )
-    assert reply.order.status == pb.ORDER_STATUS_CANCELLED
-    assert reply.order.status_reason == CANCELLED_BY_CUSTOMER
-    assert reply.order.updated_at.ToDatetime(UTC) > order.updated_at
-    got = await saga.orders.GetOrder(
-        pb.GetOrderRequest(order_id=str(order.order_id)), metadata=saga.token(user)
-    )
-    assert got.order == reply.order
-    assert await outbox(saga, order.order_id) == [CANCELLED_EVENT]
-    assert await cancelled_payload(saga, order.order_id) == order_events_pb2.OrderCancelled(
-        order_id=str(order.order_id), user_id=str(user), reason=CANCELLED_BY_CUSTOMER
-    )
-
-
-async def test_cancelling_twice_returns_the_cancelled_order_and_announces_once(
-    saga: Saga,
-) -> None:
-    user = uuid.uuid4()
-    order = await new_order(saga, user)
-    request = pb.CancelOrderRequest(order_id=str(order.order_id))
-    first = await saga.orders.CancelOrder(request, metadata=saga.token(user))
-    again = await saga.orders.CancelOrder(request, metadata=saga.token(user))
-    assert again.order == first.order
-    assert await outbox(saga, order.order_id) == [CANCELLED_EVENT]
-
-
 async def test_concurrent_cancels_announce_once(saga: Saga) -> None:
     user = uuid.uuid4()
     order = await new_order(saga, user)
@@ -385,21 +244,11 @@ async def test_concurrent_cancels_announce_once(saga: Saga) -> None:
         *(saga.orders.CancelOrder(request, metadata=saga.token(user)) for _ in range(10))
     )
     assert len({r.order.SerializeToString() for r in replies}) == 1
+    assert replies[0].order.status == pb.ORDER_STATUS_CANCELLED
     assert await outbox(saga, order.order_id) == [CANCELLED_EVENT]
-
-
-async def test_cancelling_an_order_the_payment_cancelled_returns_it_unchanged(
-    saga: Saga,
-) -> None:
-    user = uuid.uuid4()
-    order = await new_order(saga, user)
-    await deliver(saga, on_payment_failed, payment_failed(order.order_id, "declined"))
-    reply = await saga.orders.CancelOrder(
-        pb.CancelOrderRequest(order_id=str(order.order_id)), metadata=saga.token(user)
+    assert await cancelled_payload(saga, order.order_id) == order_events_pb2.OrderCancelled(
+        order_id=str(order.order_id), user_id=str(user), reason=CANCELLED_BY_CUSTOMER
     )
-    assert reply.order.status == pb.ORDER_STATUS_CANCELLED
-    assert reply.order.status_reason == "payment failed: declined"
-    assert await outbox(saga, order.order_id) == []
 
 
 async def test_cancel_races_inventory_committed_and_exactly_one_wins(saga: Saga) -> None:
@@ -421,7 +270,7 @@ async def test_cancel_races_inventory_committed_and_exactly_one_wins(saga: Saga)
             for order in orders
             for call in (
                 cancel(order),
-                deliver(saga, on_inventory_committed, committed(order.order_id)),
+                deliver(saga, committed(order.order_id)),
             )
         )
     )
@@ -474,7 +323,7 @@ async def test_whoever_locks_the_order_first_wins(saga: Saga) -> None:
             "SELECT 1 FROM orders WHERE order_id = ANY($1::uuid[]) FOR UPDATE", ids
         )
         for i, order in enumerate(orders):
-            pair = [cancel(order), deliver(saga, on_inventory_committed, committed(order.order_id))]
+            pair = [cancel(order), deliver(saga, committed(order.order_id))]
             for contender in pair if i % 2 == 0 else pair[::-1]:
                 contenders.append(asyncio.create_task(contender))
                 await queued(len(contenders))
@@ -497,7 +346,7 @@ async def test_overdue_orders_are_timed_out_once_by_several_instances(saga: Saga
     # Past the wall-clock ceiling (2 minutes) at once; the saga clock has not moved for them.
     overdue = [await new_order(saga, age=timedelta(minutes=5)) for _ in range(45)]
     settled = await new_order(saga, age=timedelta(minutes=5))
-    await deliver(saga, on_inventory_committed, committed(settled.order_id))
+    await deliver(saga, committed(settled.order_id))
     fresh = await new_order(saga)  # due once the saga clock moved 6 s past its placing
     timeout = 6.0
 
@@ -573,7 +422,7 @@ async def test_watch_streams_pending_then_confirmed_then_ends(saga: Saga) -> Non
     assert first.order.order_id == str(order.order_id)
 
     started = time.monotonic()
-    await deliver(saga, on_inventory_committed, committed(order.order_id))
+    await deliver(saga, committed(order.order_id))
     second = await asyncio.wait_for(call.read(), 5)
     # Pushed by NOTIFY, well before the 2 s fallback re-read would have noticed.
     assert time.monotonic() - started < 1.5
@@ -619,7 +468,7 @@ async def test_a_watch_survives_losing_the_listener_connection(saga: Saga) -> No
     assert hub.listener.connection is not None
     listener_pid = hub.listener.connection.get_server_pid()
     assert await saga.pool.fetchval("SELECT pg_terminate_backend($1)", listener_pid)
-    await deliver(saga, on_inventory_committed, committed(order.order_id))
+    await deliver(saga, committed(order.order_id))
     got = await asyncio.wait_for(call.read(), 5)
     assert got.order.status == pb.ORDER_STATUS_CONFIRMED
     assert await call.read() == EOF
@@ -634,18 +483,9 @@ async def test_a_watch_survives_losing_the_listener_connection(saga: Saga) -> No
     call = watch(saga, again.order_id, saga.token(user))
     assert (await call.read()).order.status == pb.ORDER_STATUS_PENDING
     started = time.monotonic()
-    await deliver(saga, on_inventory_committed, committed(again.order_id))
+    await deliver(saga, committed(again.order_id))
     assert (await asyncio.wait_for(call.read(), 5)).order.status == pb.ORDER_STATUS_CONFIRMED
     assert time.monotonic() - started < 1.5
-
-
-async def test_an_admin_watches_a_final_order_and_gets_one_message(saga: Saga) -> None:
-    order = await new_order(saga)
-    await deliver(saga, on_inventory_rejected, rejected(order.order_id, "SKU-R"))
-    messages = [m async for m in watch(saga, order.order_id, saga.admin())]
-    assert [(m.order.status, m.order.status_reason) for m in messages] == [
-        (pb.ORDER_STATUS_REJECTED, "out of stock: SKU-R")
-    ]
 
 
 async def test_a_cancelled_watch_is_cleaned_up_on_the_server(saga: Saga) -> None:

@@ -32,7 +32,7 @@ from services.order.domain import (
     place_order,
 )
 from services.order.main import SERVICE as ORDER
-from services.order.persistence import OrderUnitOfWork
+from services.order.persistence import unit_of_work_factory
 from shared.db.migrations import apply_migrations
 from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
 from shared.money import Money
@@ -71,7 +71,7 @@ def saga_timeout(
     stale: float = NO_OUTBOX_CHECK,
 ) -> SagaTimeout:
     return SagaTimeout(
-        lambda: OrderUnitOfWork(pool),
+        unit_of_work_factory(pool),
         timeout_seconds=timeout,
         ceiling_seconds=ceiling,
         link_healthy=healthy,
@@ -92,7 +92,7 @@ async def new_order(pool: asyncpg.Pool) -> Order:
     entry = CatalogEntry(uuid.uuid4(), f"S-{uuid.uuid4().hex[:8].upper()}", Money(500, "USD"), True)
     request = order_request(f"k-{uuid.uuid4().hex}", [(str(entry.product_id), 1)])
     order = place_order(user_id=uuid.uuid4(), request=request, catalog={entry.product_id: entry})
-    async with OrderUnitOfWork(pool) as uow:
+    async with unit_of_work_factory(pool)() as uow:
         return await uow.orders.add(order)
 
 

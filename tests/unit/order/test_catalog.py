@@ -41,6 +41,7 @@ class FakeClients:
         self.products: dict[str, product_pb2.Product] = {}
         self.failure: Exception | None = None
         self.calls = 0
+        self.metadata: list[object] = []  # what each BatchGetProducts was sent with
 
     async def call(
         self,
@@ -54,31 +55,26 @@ class FakeClients:
         self.calls += 1
         if self.failure is not None:
             raise self.failure
-        stub = FakeStub(self.products)
+        stub = FakeStub(self.products, self.metadata)
         return cast(product_pb2.BatchGetProductsResponse, await invoke(stub, timeout))
 
 
 class FakeStub:
-    def __init__(self, products: dict[str, product_pb2.Product]) -> None:
+    def __init__(self, products: dict[str, product_pb2.Product], metadata: list[object]) -> None:
         self._products = products
+        self._metadata = metadata
 
     async def BatchGetProducts(
-        self, request: product_pb2.BatchGetProductsRequest, **_: Any
+        self, request: product_pb2.BatchGetProductsRequest, *, metadata: object, **_: Any
     ) -> product_pb2.BatchGetProductsResponse:
+        self._metadata.append(metadata)
         return product_pb2.BatchGetProductsResponse(
             products=[self._products[i] for i in request.product_ids if i in self._products]
         )
 
 
-class FakeContext:
-    def time_remaining(self) -> float | None:
-        return None
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        return (("authorization", "Bearer t"),)
-
-
-CONTEXT = cast(grpc.aio.ServicerContext, FakeContext())
+# The caller's authorization, as grpc_api.py forwards it.
+CREDENTIALS = (("authorization", "Bearer t"),)
 
 
 def rpc_error(code: grpc.StatusCode, details: str = "boom") -> grpc.aio.AioRpcError:
@@ -122,10 +118,12 @@ def world() -> World:
 
 async def test_a_live_lookup_is_not_from_the_cache_and_is_remembered(world: World) -> None:
     a = world.add(700)
-    found = await world.catalog.lookup_with_fallback([a], CONTEXT)
+    found = await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     assert not found.from_cache
     assert found.entries[a].price == Money(700, "USD")
     assert len(world.catalog.last_known) == 1
+    # On the caller's own token: never with more authority than the user who asked.
+    assert world.clients.metadata == [CREDENTIALS]
 
 
 @pytest.mark.parametrize(
@@ -139,33 +137,33 @@ async def test_a_live_lookup_is_not_from_the_cache_and_is_remembered(world: Worl
 )
 async def test_an_outage_is_answered_from_fresh_entries(world: World, failure: Exception) -> None:
     a, b = world.add(700), world.add(25)
-    live = await world.catalog.lookup_with_fallback([a, b], CONTEXT)
+    live = await world.catalog.lookup_with_fallback([a, b], CREDENTIALS)
     world.clients.failure = failure
     world.clock.now += 299
-    found = await world.catalog.lookup_with_fallback([b, a], CONTEXT)
+    found = await world.catalog.lookup_with_fallback([b, a], CREDENTIALS)
     assert found.from_cache
     assert found.entries == live.entries
 
 
 async def test_every_lookup_refreshes_what_is_remembered(world: World) -> None:
     a = world.add(700)
-    await world.catalog.lookup_with_fallback([a], CONTEXT)
+    await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     world.clients.products[str(a)].price.amount_minor = 800
     world.clock.now += 200
-    await world.catalog.lookup_with_fallback([a], CONTEXT)
+    await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     world.clients.failure = rpc_error(grpc.StatusCode.UNAVAILABLE)
     world.clock.now += 200  # 400 s after the first sight, 200 s after the last
-    found = await world.catalog.lookup_with_fallback([a], CONTEXT)
+    found = await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     assert found.from_cache and found.entries[a].price == Money(800, "USD")
 
 
 async def test_switch_off_refuses_and_says_so(world: World) -> None:
     a = world.add()
-    await world.catalog.lookup_with_fallback([a], CONTEXT)
+    await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     world.clients.failure = rpc_error(grpc.StatusCode.UNAVAILABLE)
     world.degradation = Degradation(enabled=False)
     with pytest.raises(CatalogUnavailable) as caught:
-        await world.catalog.lookup_with_fallback([a], CONTEXT)
+        await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     assert "product service is unavailable" in caught.value.message
     assert "degradation is off" in caught.value.message
 
@@ -175,17 +173,17 @@ async def test_the_default_is_off() -> None:
     clients.failure = rpc_error(grpc.StatusCode.UNAVAILABLE)
     catalog = ProductCatalog(cast(ServiceClients, clients), deadline_seconds=2.0)
     with pytest.raises(CatalogUnavailable, match="degradation is off"):
-        await catalog.lookup_with_fallback([uuid.uuid4()], CONTEXT)
+        await catalog.lookup_with_fallback([uuid.uuid4()], CREDENTIALS)
 
 
 async def test_a_stale_or_unknown_product_refuses_the_whole_lookup(world: World) -> None:
     old, fresh, never = world.add(), world.add(), world.add()
-    await world.catalog.lookup_with_fallback([old], CONTEXT)
+    await world.catalog.lookup_with_fallback([old], CREDENTIALS)
     world.clock.now += 301
-    await world.catalog.lookup_with_fallback([fresh], CONTEXT)
+    await world.catalog.lookup_with_fallback([fresh], CREDENTIALS)
     world.clients.failure = rpc_error(grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(CatalogUnavailable) as caught:
-        await world.catalog.lookup_with_fallback([fresh, old, never], CONTEXT)
+        await world.catalog.lookup_with_fallback([fresh, old, never], CREDENTIALS)
     message = caught.value.message
     assert f"the last known price of product {old} is older than 300 s (301 s)" in message
     assert f"no price of product {never} is known" in message
@@ -195,7 +193,7 @@ async def test_a_stale_or_unknown_product_refuses_the_whole_lookup(world: World)
 async def test_no_instance_stays_no_instance(world: World) -> None:
     world.clients.failure = NoInstanceAvailable("no live instance of product is registered")
     with pytest.raises(NoInstanceAvailable) as caught:
-        await world.catalog.lookup_with_fallback([uuid.uuid4()], CONTEXT)
+        await world.catalog.lookup_with_fallback([uuid.uuid4()], CREDENTIALS)
     assert caught.value.message.startswith("no live instance of product is registered; ")
 
 
@@ -203,7 +201,7 @@ async def test_a_long_refusal_names_a_few_and_counts_the_rest(world: World) -> N
     world.clients.failure = rpc_error(grpc.StatusCode.UNAVAILABLE)
     ids = [uuid.uuid4() for _ in range(LISTED_IN_REFUSAL + 3)]
     with pytest.raises(CatalogUnavailable) as caught:
-        await world.catalog.lookup_with_fallback(ids, CONTEXT)
+        await world.catalog.lookup_with_fallback(ids, CREDENTIALS)
     assert caught.value.message.count("no price of product") == LISTED_IN_REFUSAL
     assert caught.value.message.endswith("and 3 more products")
 
@@ -219,20 +217,20 @@ async def test_a_refused_caller_is_never_degraded(
     world: World, code: grpc.StatusCode, error: type[Exception]
 ) -> None:
     a = world.add()
-    await world.catalog.lookup_with_fallback([a], CONTEXT)
+    await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     world.clients.failure = rpc_error(code)
     with pytest.raises(error):
-        await world.catalog.lookup_with_fallback([a], CONTEXT)
+        await world.catalog.lookup_with_fallback([a], CREDENTIALS)
 
 
 async def test_a_product_the_catalog_no_longer_knows_is_forgotten(world: World) -> None:
     a = world.add()
-    await world.catalog.lookup_with_fallback([a], CONTEXT)
+    await world.catalog.lookup_with_fallback([a], CREDENTIALS)
     del world.clients.products[str(a)]
-    assert (await world.catalog.lookup_with_fallback([a], CONTEXT)).entries == {}
+    assert (await world.catalog.lookup_with_fallback([a], CREDENTIALS)).entries == {}
     world.clients.failure = rpc_error(grpc.StatusCode.UNAVAILABLE)
     with pytest.raises(CatalogUnavailable, match="no price of product"):
-        await world.catalog.lookup_with_fallback([a], CONTEXT)
+        await world.catalog.lookup_with_fallback([a], CREDENTIALS)
 
 
 def test_memory_is_bounded_least_recently_seen_first() -> None:
