@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Generic, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import TopicPartition
 
@@ -42,6 +42,7 @@ from shared.messaging.handling import (
     RowLocks,
 )
 from shared.messaging.kafka import KafkaIdentity, KafkaTuning
+from shared.messaging.membership import Membership, cancelled_from_outside
 from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.observability.metrics import CONSUMER_LAG
 from shared.tasks import cancel_and_wait
@@ -72,34 +73,6 @@ STOP_TIMEOUT_SECONDS = 2.0
 LAG_SECONDS = 1.0
 
 UowT = TypeVar("UowT", bound=PostgresUnitOfWork)
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self.assigned: set[TopicPartition] = set()
-        # When the rebalance in progress began (its revocation), until its assignment.
-        self.rebalancing_since: float | None = None
-        # When (time.time()) it was last given partitions.
-        self.assigned_at: float | None = None
-
-    def rebalancing_for(self) -> float:
-        since = self.rebalancing_since
-        return 0.0 if since is None else time.monotonic() - since
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Offsets are committed after every batch, so nothing handled is lost here;
-        # anything handled but not yet committed is redelivered and deduplicated.
-        self.rebalancing_since = time.monotonic()
-        self.assigned -= revoked
-        if revoked:
-            log.info("%s: partitions revoked: %s", self._name, sorted(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.rebalancing_since = None
-        self.assigned_at = time.time()
-        self.assigned |= assigned
-        log.info("%s: partitions assigned: %s", self._name, sorted(assigned))
 
 
 class IdempotentConsumer(Generic[UowT]):
@@ -137,7 +110,7 @@ class IdempotentConsumer(Generic[UowT]):
         self._dead_letters = dead_letters
         self._max_batch = max_batch
         self._tuning = tuning or KafkaTuning()
-        self._listener = _Listener(name)
+        self._listener = Membership(name)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._lag_recorded = 0.0
@@ -206,13 +179,23 @@ class IdempotentConsumer(Generic[UowT]):
 
     async def _connect_and_run(self) -> None:
         while True:
-            await self._connect()
-            loop = asyncio.create_task(self._run(), name=f"consumer loop {self.name}")
             try:
-                await self._watch(loop)
-            finally:
-                await cancel_and_wait(loop)
-            await self._drop_consumer()
+                await self._connect()
+                loop = asyncio.create_task(self._run(), name=f"consumer loop {self.name}")
+                try:
+                    await self._watch(loop)
+                finally:
+                    await cancel_and_wait(loop)
+                await self._drop_consumer()
+            except asyncio.CancelledError:
+                if cancelled_from_outside():
+                    raise
+                # aiokafka cancels its own tasks when a broker goes away, and such a
+                # CancelledError can escape its start, fetch or stop. Only stop() may end
+                # this task: anything else would leave the group without this member.
+                log.warning("%s: Kafka client cancelled from within; reconnecting", self.name)
+                await self._drop_consumer()
+                await asyncio.sleep(CONNECT_BACKOFF_MAX)
 
     async def _watch(self, loop: asyncio.Task[None]) -> None:
         """Returns once the loop has failed or is stuck in a rebalance (then the client is
@@ -220,7 +203,9 @@ class IdempotentConsumer(Generic[UowT]):
         while True:
             done, _ = await asyncio.wait({loop}, timeout=1.0)
             if done:
-                error = loop.exception()
+                # A loop that ended cancelled (a CancelledError out of aiokafka's fetch)
+                # has no exception to ask for: asking would raise it here.
+                error = None if loop.cancelled() else loop.exception()
                 # Never die quietly: a dead loop whose client still heartbeats would keep
                 # its partitions from the group's other members for good.
                 log.error(
@@ -259,9 +244,14 @@ class IdempotentConsumer(Generic[UowT]):
     async def _drop_consumer(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            with contextlib.suppress(Exception):
+            try:
                 async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
                     await consumer.stop()
+            except asyncio.CancelledError:
+                if cancelled_from_outside():
+                    raise
+            except Exception:  # a client being replaced may fail to stop in any way
+                pass
         self._listener.assigned.clear()
         self._listener.rebalancing_since = None
         self._listener.assigned_at = None

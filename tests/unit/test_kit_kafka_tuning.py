@@ -4,6 +4,7 @@ restarted broker never answered stalled its group in `make chaos`."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import pytest
@@ -67,3 +68,67 @@ async def test_every_client_speaks_tls_with_its_certificate(identity: KafkaIdent
     assert producer.client._ssl_context is not None
     # A context per client: one built after a renewal reads the new files.
     assert identity.ssl_context() is not identity.ssl_context()
+
+
+class _StrayCancelClient:
+    """A Kafka client whose library cancels its own work once, as aiokafka's can when a
+    broker goes away: a CancelledError that nobody asked for."""
+
+    def __init__(self, starts: list[str], *, cancel_in: str) -> None:
+        self._starts, self._cancel_in = starts, cancel_in
+
+    async def start(self) -> None:
+        self._starts.append(self._cancel_in)
+        if "start" in self._cancel_in:
+            raise asyncio.CancelledError
+
+    async def getmany(self, **_: object) -> dict[object, list[object]]:
+        await asyncio.sleep(0.01)
+        if "fetch" in self._cancel_in:
+            raise asyncio.CancelledError
+        return {}
+
+    async def stop(self) -> None:
+        if "stop" in self._cancel_in:
+            raise asyncio.CancelledError
+
+    def assignment(self) -> set[object]:
+        return set()
+
+
+async def test_a_cancellation_from_inside_the_client_is_survived_and_stop_still_stops(
+    identity: KafkaIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer: IdempotentConsumer[PostgresUnitOfWork] = IdempotentConsumer(
+        name="stray-cancel",
+        topics=["shop.orders.v1"],
+        bootstrap="127.0.0.1:1",
+        identity=identity,
+        unit_of_work=lambda: cast(PostgresUnitOfWork, None),  # no record ever arrives
+        handlers={},
+        dead_letters=DeadLetterPublisher("127.0.0.1:1", identity),
+    )
+    starts: list[str] = []
+    clients = iter(["start", "fetch", "fetch and stop", "none"])
+    monkeypatch.setattr(
+        consumer, "_new_consumer", lambda: _StrayCancelClient(starts, cancel_in=next(clients))
+    )
+    monkeypatch.setattr("shared.messaging.consumer.CONNECT_BACKOFF_MAX", 0.01)
+    monkeypatch.setattr("shared.messaging.consumer.asyncio.sleep", _short_sleep)
+    await consumer.start()
+    async with asyncio.timeout(10):
+        while starts[-1:] != ["none"]:
+            await asyncio.sleep(0.01)
+    # Every stray cancellation ended in a new client, not in a dead consumer task.
+    assert starts == ["start", "fetch", "fetch and stop", "none"]
+    assert consumer._task is not None and not consumer._task.done()
+    async with asyncio.timeout(5):
+        await consumer.stop()
+    assert consumer._task.done()
+
+
+_real_sleep = asyncio.sleep
+
+
+async def _short_sleep(seconds: float) -> None:
+    await _real_sleep(min(seconds, 0.01))
