@@ -130,3 +130,37 @@ def test_the_readme_draws_the_architecture_pages_diagram() -> None:
         return found
 
     assert diagram(REPO_ROOT / "README.md") == diagram(REPO_ROOT / "docs" / "architecture.md")
+
+
+# A repository path in backticks in prose: `services/order/use_cases.py`, `shared/rpc/`,
+# `tools/trust/rights.py`, possibly followed by a symbol (`path` `Name`) that is not checked.
+CODE_PATH = re.compile(
+    r"`((?:services|shared|tools|devstack|deploy|pki|tests|protos|docs|ops|perf|demos|loadgen)"
+    r"/[\w./-]*)(?:[:#][^`]*)?`"
+)
+
+
+def code_path_exists(path: str) -> bool:
+    """A file or folder; or `dir/module.Symbol`: a module that defines that name."""
+    if (REPO_ROOT / path.rstrip("/")).exists():
+        return True
+    module, _, symbol = path.rpartition(".")
+    source = REPO_ROOT / f"{module}.py"
+    if not symbol.isidentifier() or not source.is_file():
+        return False
+    return (
+        re.search(
+            rf"^\s*(?:async def|def|class) {symbol}\b|^{symbol}\b.*=", source.read_text(), re.M
+        )
+        is not None
+    )
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
+def test_every_code_path_the_prose_names_exists(page: Path) -> None:
+    missing = [
+        path
+        for path in CODE_PATH.findall(prose(page.read_text()))
+        if "<" not in path and "*" not in path and not code_path_exists(path)
+    ]
+    assert not missing, f"{page.relative_to(REPO_ROOT)} names paths that do not exist: {missing}"
