@@ -230,14 +230,15 @@ async def reserve_run(
     """A run of OrderCreated at once: single-line orders of one SKU share one UPDATE.
 
     The outcome is what ``reserve`` would give each event in turn; only the
-    number of statements differs. Orders of several SKUs take the per-event path.
+    number of statements differs. Orders of several SKUs take the per-event path,
+    after the single-line orders before them on any of their SKUs (first come,
+    first served).
     """
-    step = react(None, Trigger.ORDER_CREATED)
-    assert step is not None and step.if_short is not None  # the domain's table says so
-    by_sku: dict[str, list[SingleLineOrder]] = {}
+    waiting: dict[str, list[SingleLineOrder]] = {}
     for created in events:
         lines = requested_lines([(line.sku, line.quantity) for line in created.lines])
         if len(lines) != 1:
+            await _reserve_same_sku(uow, {line.sku: waiting.pop(line.sku, []) for line in lines})
             await reserve(uow, created)
             continue
         order = SingleLineOrder(
@@ -246,9 +247,19 @@ async def reserve_run(
             total=money_from_proto(created.total, "total"),
             quantity=lines[0].quantity,
         )
-        by_sku.setdefault(lines[0].sku, []).append(order)
+        waiting.setdefault(lines[0].sku, []).append(order)
+    await _reserve_same_sku(uow, waiting)
+
+
+async def _reserve_same_sku(
+    uow: InventoryUnitOfWork, by_sku: dict[str, list[SingleLineOrder]]
+) -> None:
+    step = react(None, Trigger.ORDER_CREATED)
+    assert step is not None and step.if_short is not None  # the domain's table says so
     for sku in sorted(by_sku):  # stock rows are locked in SKU order, as everywhere
         batch = by_sku[sku]
+        if not batch:
+            continue
         claimed, held = await uow.reservations.claim_and_hold_same_sku(
             sku, batch, step.to, step.if_short, rejection_reason(sku)
         )

@@ -76,8 +76,9 @@ async def test_a_run_mixes_skus_lines_tombstones_and_unknown_skus(
     assert state(uow, on_unknown) is S.REJECTED
     assert state(uow, also_a) is S.REJECTED
     assert stock(uow, "AA") == (0, 2, 0, 2)
-    # The multi-line order alone; then one claim for each SKU of the single-line ones.
-    assert uow.claims == {"claim_and_hold": 1, "claim_and_hold_same_sku": 3}
+    # The AA order before the multi-line one, then that one alone, then one claim for
+    # each SKU of the single-line orders after it.
+    assert uow.claims == {"claim_and_hold": 1, "claim_and_hold_same_sku": 4}
     audit(uow)
 
 
@@ -88,11 +89,18 @@ def _runs() -> list[tuple[str, dict[str, int], list[tuple[tuple[str, int], ...]]
     single_lines: list[tuple[tuple[str, int], ...]] = [
         ((rng.choice(skus), rng.randint(1, 4)),) for _ in range(60)
     ]
+    # A multi-line order now and then, among single-line orders of its SKUs.
+    mixed = [
+        tuple((rng.choice(skus), rng.randint(1, 4)) for _ in range(rng.choice([1, 1, 1, 2, 3])))
+        for _ in range(60)
+    ]
     return [
         ("first-fit", {"AA": 5}, [(("AA", 3),), (("AA", 3),), (("AA", 2),), (("AA", 1),)]),
         ("nothing-fits", {"AA": 0}, [(("AA", 1),), (("AA", 2),)]),
         ("a-smaller-ask-fits-later", {"AA": 3}, [(("AA", 4),), (("AA", 1),), (("AA", 2),)]),
         ("several-skus", {"AA": 6, "BB": 2, "CC": 9}, single_lines),
+        ("multi-line-after-single-line", {"AA": 2}, [(("AA", 2),), (("AA", 1), ("BB", 1))]),
+        ("multi-line-orders-among-them", {"AA": 6, "BB": 4, "CC": 9}, mixed),
     ]
 
 
