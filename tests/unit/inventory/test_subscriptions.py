@@ -11,9 +11,9 @@ from services.inventory import use_cases
 from services.inventory.domain import ReservationState
 from services.inventory.persistence import PostgresInventoryUnitOfWork
 from services.inventory.subscriptions import SUBSCRIPTIONS
-from shared.messaging.envelope import Event, wrap
 from shared.messaging.topics import ORDERS, PAYMENTS
 from tests.support.inventory_events import (
+    event_of,
     new_order,
     order_cancelled,
     order_created,
@@ -42,19 +42,23 @@ async def test_a_saga_through_the_subscriptions_as_the_consumer_calls_them(
     # The consumer's units of work are PostgreSQL ones; the use cases behind the
     # subscriptions take any unit of work, so the fake stands in for it here.
     consumer_uow = cast(PostgresInventoryUnitOfWork, uow)
+    lock_rows = SUBSCRIPTIONS.lock_rows()
+    assert lock_rows is not None
     sold, released = new_order(), new_order()
     await set_stock(uow, "AA", 5)
-    events = [
-        Event(wrap(message, message.order_id), message)
-        for message in (order_created(sold, ("AA", 1)), order_created(released, ("AA", 2)))
+    created = [
+        event_of(order_created(sold, ("AA", 1))),
+        event_of(order_created(released, ("AA", 2))),
     ]
     async with uow:
-        await SUBSCRIPTIONS.handlers["shop.events.v1.OrderCreated"](consumer_uow, events[0])
-        await SUBSCRIPTIONS.batch_handlers["shop.events.v1.OrderCreated"](consumer_uow, events[1:])
+        await lock_rows(consumer_uow, created)
+        await SUBSCRIPTIONS.handlers["shop.events.v1.OrderCreated"](consumer_uow, created[0])
+        await SUBSCRIPTIONS.batch_handlers["shop.events.v1.OrderCreated"](consumer_uow, created[1:])
     for message in (payment_succeeded(sold), payment_failed(released), order_cancelled(released)):
         async with uow:
-            event = Event(wrap(message, message.order_id), message)
+            event = event_of(message)
             await SUBSCRIPTIONS.handlers[event.type](consumer_uow, event)
+    assert uow.locked == [["AA"]]
     assert (state(uow, sold), state(uow, released)) == (
         ReservationState.COMMITTED,
         ReservationState.RELEASED,
