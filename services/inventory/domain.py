@@ -3,7 +3,8 @@
 A stock row is a small ledger: every unit ever received is available, reserved
 or sold, so ``available + reserved + sold == total_received`` always holds.
 In the order saga each order gets one reservation, whose state machine (below)
-says what every saga event does to it and to the stock it holds.
+says what every saga event does to it and to the stock it holds, and the domain
+events (at the end) are what the rest of the saga hears of it.
 """
 
 from __future__ import annotations
@@ -262,3 +263,63 @@ class Reservation:
     lines: tuple[Line, ...]
     created_at: datetime
     updated_at: datetime
+
+
+# --- the domain events: what the saga hears of a reservation -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StockReserved:
+    """Every line of the order is held; payment may charge ``total``."""
+
+    order_id: uuid.UUID
+    user_id: uuid.UUID
+    total: Money
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationRejected:
+    """Nothing is held: ``sku`` is the first line the stock could not cover."""
+
+    order_id: uuid.UUID
+    sku: str
+    reason: str = OUT_OF_STOCK
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationCommitted:
+    """Paid: the held units are sold."""
+
+    order_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationReleased:
+    """The held (or sold) units are available again."""
+
+    order_id: uuid.UUID
+    reason: str
+
+
+InventoryEvent = StockReserved | ReservationRejected | ReservationCommitted | ReservationReleased
+
+
+def reservation_outcome(
+    order_id: uuid.UUID, user_id: uuid.UUID, total: Money, short: str | None
+) -> StockReserved | ReservationRejected:
+    """What a new reservation announces: held, or rejected naming its first short SKU."""
+    if short is None:
+        return StockReserved(order_id, user_id, total)
+    return ReservationRejected(order_id, short)
+
+
+def moved_on(
+    order_id: uuid.UUID, to: ReservationState, reason: str
+) -> ReservationCommitted | ReservationReleased | None:
+    """What a reservation that moved on to ``to`` announces; a tombstone announces nothing
+    (the order service cancelled the order itself)."""
+    if to is ReservationState.COMMITTED:
+        return ReservationCommitted(order_id)
+    if to is ReservationState.RELEASED:
+        return ReservationReleased(order_id, reason)
+    return None

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from services.inventory.event_handlers import SUBSCRIPTIONS
-from services.inventory.grpc_handlers import ACCESS, InventoryServicer, unit_of_work_factory
+from services.inventory.grpc_api import ACCESS, InventoryServicer
+from services.inventory.persistence import PostgresInventoryUnitOfWork, unit_of_work_factory
 from services.inventory.settings import InventorySettings
+from services.inventory.subscriptions import SUBSCRIPTIONS
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
 from shared.messaging.runtime import run_messaging
+from shared.messaging.subscriptions import Subscriptions
 from shared.rpc.server import ServiceBinding
 from shared.service import ServiceDefinition
 from shop.inventory.v1 import inventory_pb2_grpc
@@ -21,16 +23,19 @@ from shop.inventory.v1 import inventory_pb2_grpc
 async def bindings(
     settings: InventorySettings, config: ConfigCenter
 ) -> AsyncIterator[list[ServiceBinding]]:
-    async with service_pool(settings) as pool:
-        uow_factory = unit_of_work_factory(pool)
-        async with run_messaging(settings, pool, uow_factory, SUBSCRIPTIONS):
-            yield [
-                ServiceBinding(
-                    "shop.inventory.v1.InventoryService",
-                    inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
-                    InventoryServicer(uow_factory),
-                )
-            ]
+    async with AsyncExitStack() as resources:
+        pool = await resources.enter_async_context(service_pool(settings))
+        unit_of_work = unit_of_work_factory(pool)
+        # The use cases' subscriptions, served by the PostgreSQL unit of work.
+        saga: Subscriptions[PostgresInventoryUnitOfWork] = SUBSCRIPTIONS
+        await resources.enter_async_context(run_messaging(settings, pool, unit_of_work, saga))
+        yield [
+            ServiceBinding(
+                "shop.inventory.v1.InventoryService",
+                inventory_pb2_grpc.add_InventoryServiceServicer_to_server,
+                InventoryServicer(unit_of_work),
+            )
+        ]
 
 
 SERVICE = ServiceDefinition(

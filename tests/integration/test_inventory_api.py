@@ -1,4 +1,9 @@
-"""InventoryService against the real PostgreSQL and etcd: stock ledger, access, bad input."""
+"""InventoryService over gRPC against the real PostgreSQL and etcd: the stock ledger's SQL
+under concurrency, access, and bad input refused on the wire without a write.
+
+The RPCs' rules (the ledger booking, lookups, validation) are unit tests of the use
+cases on a fake unit of work (tests/unit/inventory/test_stock.py).
+"""
 
 from __future__ import annotations
 
@@ -79,22 +84,7 @@ async def execute(service: RunningService, sql: str, *args: Any) -> str:
         await conn.close()
 
 
-# --- happy paths --------------------------------------------------------------------------------
-
-
-async def test_set_stock_creates_the_row_as_received(stub, admin, service) -> None:
-    response = await stub.SetStock(pb.SetStockRequest(sku="NEW-1", available=10), metadata=admin)
-    stock = response.stock
-    assert (stock.sku, stock.available, stock.reserved, stock.sold, stock.total_received) == (
-        "NEW-1",
-        10,
-        0,
-        0,
-        10,
-    )
-    assert stock.HasField("updated_at")
-    row = await stock_row(service, "NEW-1")
-    assert (row["available"], row["total_received"]) == (10, 10)
+# --- the RPCs over the wire -----------------------------------------------------------------------
 
 
 async def test_increase_and_decrease_book_the_difference(stub, admin, service) -> None:
@@ -124,15 +114,6 @@ async def test_increase_and_decrease_book_the_difference(stub, admin, service) -
     assert (row["available"], row["reserved"], row["sold"], row["total_received"]) == (0, 3, 2, 5)
 
 
-async def test_set_stock_to_the_bounds(stub, admin, service) -> None:
-    for value in (MAX_AVAILABLE, 0, MAX_AVAILABLE):
-        stock = (
-            await stub.SetStock(pb.SetStockRequest(sku="BOUNDS-1", available=value), metadata=admin)
-        ).stock
-        assert stock.available == stock.total_received == value
-    await stock_row(service, "BOUNDS-1")
-
-
 async def test_get_stock_for_any_valid_token(stub, keys) -> None:
     for role in (Role.CUSTOMER, Role.ADMIN):
         stock = (
@@ -141,17 +122,6 @@ async def test_get_stock_for_any_valid_token(stub, keys) -> None:
             )
         ).stock
         assert (stock.sku, stock.available, stock.total_received) == (SEEDED_SKU, 7, 7)
-
-
-async def test_batch_get_stock_splits_found_and_missing(stub, admin, keys) -> None:
-    await stub.SetStock(pb.SetStockRequest(sku="BATCH-1", available=1), metadata=admin)
-    await stub.SetStock(pb.SetStockRequest(sku="BATCH-2", available=2), metadata=admin)
-    response = await stub.BatchGetStock(
-        pb.BatchGetStockRequest(skus=["NOPE-2", "BATCH-2", "BATCH-1", "NOPE-1", "BATCH-2"]),
-        metadata=bearer(keys.token(Role.CUSTOMER)),
-    )
-    assert {s.sku: s.available for s in response.stocks} == {"BATCH-1": 1, "BATCH-2": 2}
-    assert list(response.missing_skus) == ["NOPE-2", "NOPE-1"]
 
 
 async def test_batch_get_stock_takes_a_full_batch(stub, keys) -> None:

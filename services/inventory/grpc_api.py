@@ -1,15 +1,12 @@
-"""InventoryService over gRPC: validate, call the repository, map back. Nothing else."""
+"""InventoryService over gRPC: proto to use case and back, and who may call what. Nothing else."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import asyncpg
 import grpc
 
-from services.inventory.domain import Stock, parse_sku, parse_skus, require_available
-from services.inventory.persistence import InventoryUnitOfWork
-from shared.errors import NotFound
+from services.inventory import use_cases
+from services.inventory.domain import Stock
+from services.inventory.use_cases import UnitOfWorkFactory
 from shared.proto_convert import timestamp
 from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -35,41 +32,25 @@ def stock_to_proto(s: Stock) -> inventory_pb2.Stock:
 
 
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
-    def __init__(self, unit_of_work: Callable[[], InventoryUnitOfWork]) -> None:
+    def __init__(self, unit_of_work: UnitOfWorkFactory) -> None:
         self._uow = unit_of_work
 
     async def SetStock(
         self, request: inventory_pb2.SetStockRequest, context: grpc.aio.ServicerContext
     ) -> inventory_pb2.SetStockResponse:
-        """Creates the SKU's row on first use, so an unknown SKU is not NOT_FOUND here."""
-        sku = parse_sku(request.sku)
-        available = require_available(request.available)
-        async with self._uow() as uow:
-            stock = await uow.stock.set_available(sku, available)
+        stock = await use_cases.set_stock(self._uow, request.sku, request.available)
         return inventory_pb2.SetStockResponse(stock=stock_to_proto(stock))
 
     async def GetStock(
         self, request: inventory_pb2.GetStockRequest, context: grpc.aio.ServicerContext
     ) -> inventory_pb2.GetStockResponse:
-        sku = parse_sku(request.sku)
-        async with self._uow() as uow:
-            stock = await uow.stock.get(sku)
-        if stock is None:
-            raise NotFound(f"no stock is recorded for sku {sku!r}")
+        stock = await use_cases.get_stock(self._uow, request.sku)
         return inventory_pb2.GetStockResponse(stock=stock_to_proto(stock))
 
     async def BatchGetStock(
         self, request: inventory_pb2.BatchGetStockRequest, context: grpc.aio.ServicerContext
     ) -> inventory_pb2.BatchGetStockResponse:
-        skus = parse_skus(request.skus)
-        async with self._uow() as uow:
-            stocks = await uow.stock.get_many(skus)
-        found = {s.sku for s in stocks}
+        stocks, missing = await use_cases.batch_get_stock(self._uow, request.skus)
         return inventory_pb2.BatchGetStockResponse(
-            stocks=[stock_to_proto(s) for s in stocks],
-            missing_skus=[sku for sku in skus if sku not in found],
+            stocks=[stock_to_proto(s) for s in stocks], missing_skus=missing
         )
-
-
-def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], InventoryUnitOfWork]:
-    return lambda: InventoryUnitOfWork(pool)

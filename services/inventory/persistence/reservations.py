@@ -1,16 +1,15 @@
-"""The stock and reservation repositories and the unit of work over asyncpg.
+"""Reservations over asyncpg: claim and hold, settle, move on; the stock rows they change.
 
 Every stock change is a conditional UPDATE computed against the row as it is
-when its lock is taken, never a value read earlier and written back.
+when its lock is taken, never a value read earlier and written back. The
+statements themselves are in reservation_statements.py.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
-import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from services.inventory.domain import (
@@ -18,94 +17,23 @@ from services.inventory.domain import (
     Reservation,
     ReservationState,
     Step,
-    Stock,
     first_fit,
     first_short,
 )
-from shared.messaging.unit_of_work import PostgresUnitOfWork
+from services.inventory.persistence.reservation_statements import (
+    ADVANCE,
+    CLAIM,
+    CLAIM_AND_HOLD_ONE,
+    CLAIM_MANY,
+    HOLD_MANY,
+    LOCK_OR_CREATE,
+    SETTLE_SAME_SKU,
+)
+from services.inventory.use_cases import Claim, SingleLineOrder
 from shared.money import Money
 
-_COLUMNS = "sku, available, reserved, sold, total_received, updated_at"
 
-
-def _stock(row: asyncpg.Record) -> Stock:
-    return Stock(
-        sku=row["sku"],
-        available=row["available"],
-        reserved=row["reserved"],
-        sold=row["sold"],
-        total_received=row["total_received"],
-        updated_at=row["updated_at"],
-    )
-
-
-class StockRepository:
-    def __init__(self, conn: PoolConnectionProxy) -> None:
-        self._conn = conn
-
-    async def set_available(self, sku: str, available: int) -> Stock:
-        """Sets available units, booking the difference as received (or written off).
-
-        One statement, so the delta is computed against the row as it is when
-        the lock is taken: concurrent setters and reservations cannot slip in
-        between a read and a write and unbalance the ledger.
-        """
-        row = await self._conn.fetchrow(
-            f"INSERT INTO stock AS s ({_COLUMNS})"
-            " VALUES ($1, $2, 0, 0, $2, now())"
-            " ON CONFLICT (sku) DO UPDATE SET"
-            "   total_received = s.total_received + (EXCLUDED.available - s.available),"
-            "   available = EXCLUDED.available,"
-            "   updated_at = EXCLUDED.updated_at"
-            f" RETURNING {_COLUMNS}",
-            sku,
-            available,
-        )
-        assert row is not None  # an upsert with RETURNING always yields its row
-        return _stock(row)
-
-    async def get(self, sku: str) -> Stock | None:
-        row = await self._conn.fetchrow(f"SELECT {_COLUMNS} FROM stock WHERE sku = $1", sku)
-        return _stock(row) if row else None
-
-    async def lock_in_order(self, skus: Collection[str], order_ids: Collection[uuid.UUID]) -> None:
-        """Locks the stock rows of ``skus`` and of these orders' reservations, in SKU order:
-        the one order every batch takes them in."""
-        await self._conn.execute(
-            "SELECT 1 FROM stock WHERE sku IN ("
-            "   SELECT unnest($1::text[])"
-            "   UNION SELECT sku FROM reservation_lines WHERE order_id = ANY($2::uuid[]))"
-            " ORDER BY sku FOR UPDATE OF stock",
-            sorted(skus),
-            sorted(order_ids),
-        )
-
-    async def get_many(self, skus: list[str]) -> list[Stock]:
-        rows = await self._conn.fetch(
-            f"SELECT {_COLUMNS} FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku", skus
-        )
-        return [_stock(r) for r in rows]
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    # False: the order already had a reservation (or a tombstone); nothing was done.
-    claimed: bool
-    # The first SKU that could not be held, and then nothing is held; None: every line is.
-    short: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SingleLineOrder:
-    """An order of one SKU, as the merged (hot-SKU) reservation path takes it."""
-
-    order_id: uuid.UUID
-    user_id: uuid.UUID
-    total: Money
-    quantity: int
-
-
-class ReservationRepository:
+class PostgresReservationRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
@@ -127,7 +55,7 @@ class ReservationRepository:
         claimed = {
             row["order_id"]
             for row in await self._conn.fetch(
-                _CLAIM_MANY,
+                CLAIM_MANY,
                 [o.order_id for o in orders],
                 claimed_as.value,
                 [o.user_id for o in orders],
@@ -159,7 +87,7 @@ class ReservationRepository:
             if moved != "UPDATE 1":
                 raise RuntimeError(f"stock of {sku} changed under its row lock")
         await self._conn.execute(
-            _SETTLE_SAME_SKU,
+            SETTLE_SAME_SKU,
             sku,
             [o.order_id for o in in_order],
             [o.quantity for o in in_order],
@@ -192,7 +120,7 @@ class ReservationRepository:
             # One statement: the hot path (one SKU, many orders) pays one round trip,
             # and one conditional UPDATE of one row is all-or-nothing by itself.
             row = await self._conn.fetchrow(
-                _CLAIM_AND_HOLD_ONE,
+                CLAIM_AND_HOLD_ONE,
                 order_id,
                 state.value,
                 user_id,
@@ -206,7 +134,7 @@ class ReservationRepository:
                 return Claim(claimed=False)
             return Claim(claimed=True, short=None if row["held"] else skus[0])
         claimed = await self._conn.fetchval(
-            _CLAIM,
+            CLAIM,
             order_id,
             state.value,
             user_id,
@@ -227,7 +155,7 @@ class ReservationRepository:
         await savepoint.start()
         try:
             rows = await self._conn.fetch(
-                _HOLD_MANY, [line.sku for line in lines], [line.quantity for line in lines]
+                HOLD_MANY, [line.sku for line in lines], [line.quantity for line in lines]
             )
         except BaseException:
             await savepoint.rollback()
@@ -271,7 +199,7 @@ class ReservationRepository:
         """Locks the order's reservation and returns (its state, False); if there is
         none, creates one without lines in ``state`` and returns (None, True)."""
         while True:
-            row = await self._conn.fetchrow(_LOCK_OR_CREATE, order_id, state.value, user_id, reason)
+            row = await self._conn.fetchrow(LOCK_OR_CREATE, order_id, state.value, user_id, reason)
             assert row is not None  # a SELECT of two scalar subqueries always has its row
             if row["existing"] is not None:
                 return ReservationState(row["existing"]), False
@@ -289,7 +217,7 @@ class ReservationRepository:
         """
         move = step.move
         row = await self._conn.fetchrow(
-            _ADVANCE,
+            ADVANCE,
             order_id,
             current.value,
             step.to.value,
@@ -331,120 +259,3 @@ class ReservationRepository:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
-
-
-_CLAIM_AND_HOLD_ONE = """
-WITH claimed AS (
-    INSERT INTO reservations (order_id, state, user_id, total_minor, currency)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (order_id) DO NOTHING
-    RETURNING order_id
-), line AS (
-    INSERT INTO reservation_lines (order_id, sku, quantity)
-    SELECT order_id, $6::text, $7::int FROM claimed
-), held AS (
-    UPDATE stock
-    SET available = available - $7::int, reserved = reserved + $7::int, updated_at = now()
-    WHERE sku = $6::text AND available >= $7::int AND EXISTS (SELECT FROM claimed)
-    RETURNING sku
-)
-SELECT EXISTS (SELECT FROM claimed) AS claimed, EXISTS (SELECT FROM held) AS held
-"""
-_CLAIM_MANY = """
-INSERT INTO reservations (order_id, state, user_id, total_minor, currency)
-SELECT o, $2, u, t, c
-FROM unnest($1::uuid[], $3::uuid[], $4::bigint[], $5::text[]) AS x (o, u, t, c)
-ON CONFLICT (order_id) DO NOTHING
-RETURNING order_id
-"""
-# The lines of every claimed order, and the claims that got nothing settled as rejected.
-_SETTLE_SAME_SKU = """
-WITH lines AS (
-    INSERT INTO reservation_lines (order_id, sku, quantity)
-    SELECT order_id, $1::text, qty FROM unnest($2::uuid[], $3::int[]) AS r (order_id, qty)
-)
-UPDATE reservations SET state = $6, reason = $7, updated_at = now()
-WHERE order_id = ANY($4::uuid[]) AND state = $5
-"""
-_CLAIM = """
-WITH claimed AS (
-    INSERT INTO reservations (order_id, state, user_id, total_minor, currency)
-    VALUES ($1, $2, $3, $4, $5)
-    ON CONFLICT (order_id) DO NOTHING
-    RETURNING order_id
-), lines AS (
-    INSERT INTO reservation_lines (order_id, sku, quantity)
-    SELECT claimed.order_id, line.sku, line.quantity
-    FROM claimed, unnest($6::text[], $7::int[]) AS line (sku, quantity)
-)
-SELECT count(*) FROM claimed
-"""
-# The rows are locked in SKU order first (the CTE), then each is held only if it
-# still has enough available; RETURNING says which ones were.
-_HOLD_MANY = """
-WITH line AS (
-    SELECT * FROM unnest($1::text[], $2::int[]) AS line (sku, quantity)
-), locked AS (
-    SELECT stock.sku, line.quantity
-    FROM stock JOIN line USING (sku)
-    ORDER BY stock.sku
-    FOR UPDATE OF stock
-)
-UPDATE stock
-SET available = stock.available - locked.quantity,
-    reserved = stock.reserved + locked.quantity,
-    updated_at = now()
-FROM locked
-WHERE stock.sku = locked.sku AND stock.available >= locked.quantity
-RETURNING stock.sku
-"""
-# FOR UPDATE, not a plain read: the decision taken on this state holds until commit.
-_LOCK_OR_CREATE = """
-WITH existing AS (
-    SELECT state FROM reservations WHERE order_id = $1::uuid FOR UPDATE
-), created AS (
-    INSERT INTO reservations (order_id, state, user_id, reason)
-    SELECT $1::uuid, $2::text, $3::uuid, $4::text
-    WHERE NOT EXISTS (SELECT FROM existing)
-    ON CONFLICT (order_id) DO NOTHING
-    RETURNING order_id
-)
-SELECT (SELECT state FROM existing) AS existing, EXISTS (SELECT FROM created) AS created
-"""
-# The reservation row first, then its stock rows in SKU order: the order in which
-# every handler takes its locks, so two events cannot deadlock each other.
-_ADVANCE = """
-WITH moved AS (
-    UPDATE reservations SET state = $3, reason = $4, updated_at = now()
-    WHERE order_id = $1 AND state = $2
-    RETURNING order_id
-), locked AS (
-    SELECT stock.sku, line.quantity
-    FROM moved
-    JOIN reservation_lines AS line USING (order_id)
-    JOIN stock USING (sku)
-    ORDER BY stock.sku
-    FOR UPDATE OF stock
-), changed AS (
-    UPDATE stock
-    SET available = stock.available + $5::int * locked.quantity,
-        reserved = stock.reserved + $6::int * locked.quantity,
-        sold = stock.sold + $7::int * locked.quantity,
-        updated_at = now()
-    FROM locked
-    WHERE stock.sku = locked.sku
-    RETURNING stock.sku
-)
-SELECT EXISTS (SELECT FROM moved) AS moved,
-       (SELECT count(*) FROM changed) AS changed,
-       (SELECT count(*) FROM reservation_lines WHERE order_id = $1) AS lines
-"""
-
-
-class InventoryUnitOfWork(PostgresUnitOfWork):
-    stock: StockRepository
-    reservations: ReservationRepository
-
-    def bind(self, connection: PoolConnectionProxy) -> None:
-        self.stock = StockRepository(connection)
-        self.reservations = ReservationRepository(connection)
