@@ -14,7 +14,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asy
     # asyncpg's reset on release (RESET ALL, UNLISTEN *, ...) costs a round trip, and it
     # stays: it is also what finds a connection that PostgreSQL's restart cut mid-statement
     # and drops it; skipped, such a connection came back to the pool and failed the next
-    # caller with INTERNAL (seen under `make chaos` when it was tried, issue 12).
+    # caller with INTERNAL (seen under `make chaos` when it was tried).
     pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, command_timeout=30)
     if pool is None:  # only when a pool is created with no connections at all
         raise RuntimeError("asyncpg returned no pool")
