@@ -105,11 +105,11 @@ down: deps ## Stop a dev stack left running (e.g. after a crash)
 
 .PHONY: demo-order
 demo-order: deps ## Place an order as the demo customer against `make run`
-	$(PY) -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
+	$(PY) -m ops.shopctl place-order --sku DEMO-TSHIRT --quantity 1
 
 .PHONY: audit
 audit: deps ## Check every invariant against the `make run` stack's data (exit 1 on a violation)
-	$(PY) -m tools.audit --profile dev
+	$(PY) -m devstack.audit --profile dev
 
 .PHONY: bench
 bench: install $(GHZ) ## On its own stack: the performance goals P1-P7 at 1 and 2 instances per service (reports/bench-*.json)

@@ -17,9 +17,9 @@ from pathlib import Path
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from cryptography import x509
 
+from ops.trust.kafka_acls import operator_admin
 from shared.messaging.kafka import KafkaIdentity
 from shared.tls import KAFKA, keystore_file
-from tools.trust.kafka_acls import operator_admin
 
 # The listener whose name the dynamic config carries (devstack/kafka.py's listeners).
 LISTENER = "ssl"

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Final
 
 from devstack.process import RunAs, StackError
+from ops.trust.postgres_roles import scram_matches, scram_verifier
+from ops.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 from shared.tls import POSTGRES, ca_file, cert_file, key_file
-from tools.trust.postgres_roles import scram_matches, scram_verifier
-from tools.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 
 log = logging.getLogger("devstack")
 

@@ -30,6 +30,7 @@ from typing import Annotated
 import typer
 
 from devstack.stack import Stack
+from ops.shop_client import ShopClient
 from shared import tls
 from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, load_private_key
@@ -42,7 +43,6 @@ from shared.tls import ClientTLS
 from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ, ghz_rps
 from tools.launcher import SystemLauncher, open_directory, wipe_system_data
-from tools.shop_client import ShopClient
 
 GOAL_PERCENT = 10.0
 GET_PRODUCT = "shop.product.v1.ProductService.GetProduct"

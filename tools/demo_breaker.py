@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 import aetcd
 import grpc
 
+from ops.config_patch import patched_config
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient
 from shared.config import store
 from shared.config.center import ConfigCenter
 from shared.config.models import BreakerPolicy, GlobalConfig, RetryPolicy
@@ -45,10 +48,7 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
-from tools.demo_knobs import patched_config
 from tools.demo_session import DemoResult, on_make_run
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient
 
 # The catalog lookup's deadline while product is stopped: short, so the demo is too.
 PRODUCT_DEADLINE_SECONDS = 0.3

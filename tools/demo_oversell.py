@@ -18,12 +18,13 @@ import asyncpg
 import grpc
 import typer
 
+from devstack.audit import stack_dsns
 from devstack.stack import Stack
+from ops.audit import audit
+from ops.seed import ADMIN
+from ops.shop_client import ShopClient, connect
 from shop.order.v1 import order_pb2
 from tools import legacy_monolith
-from tools.audit import audit, stack_dsns
-from tools.seed import ADMIN
-from tools.shop_client import ShopClient, connect
 
 TERMINAL = {
     order_pb2.ORDER_STATUS_CONFIRMED,

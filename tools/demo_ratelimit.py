@@ -7,7 +7,7 @@
 3. A calls GetProduct past the limit: the calls over it are RESOURCE_EXHAUSTED, with
    ``error-reason: RATE_LIMITED`` and ``retry-after-ms``; B calls meanwhile and is served;
 4. the previous ``/config/global`` is put back (also when a step failed), unless
-   someone else changed it meanwhile (tools/demo_knobs.py).
+   someone else changed it meanwhile (ops/config_patch.py).
 
 The limits are per instance: with N product instances, A gets N bursts.
 """
@@ -24,16 +24,16 @@ import aetcd
 import grpc
 
 from devstack.stack import Stack
+from ops.config_patch import patched_config
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.rpc.status import REASON_KEY, RETRY_AFTER_KEY
 from shared.tls import ClientTLS
-from tools.demo_knobs import patched_config
 from tools.demo_session import on_make_run
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient
 
 METHOD = "/shop.product.v1.ProductService/GetProduct"
 BUYER_B = ("ratelimit-buyer-b@shop.local", "ratelimit-password-1")

@@ -30,16 +30,16 @@ import aetcd
 import grpc
 import typer
 
+from ops.config_patch import patched_config
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient
 from shared.config.center import ConfigCenter
 from shared.config.models import BreakerPolicy, GlobalConfig, RetryPolicy
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc
-from tools.demo_knobs import patched_config
 from tools.demo_session import DemoResult, on_make_run
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient
 
 FAULT_RATE = 0.3
 READS = 200

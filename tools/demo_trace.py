@@ -30,15 +30,15 @@ import grpc
 from opentelemetry import trace
 
 from devstack.stack import Stack
+from ops.seed import ADMIN, CATALOG
+from ops.shop_client import ShopClient
+from ops.tracing import trace_tool
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import SERVICES, ClientTLS
 from shop.order.v1 import order_pb2
 from tools.demo_session import DemoResult, on_make_run
-from tools.seed import ADMIN, CATALOG
-from tools.shop_client import ShopClient
-from tools.tracing import trace_tool
 
 NAME = "demo-trace"
 SKU = "DEMO-MUG"

@@ -25,6 +25,7 @@ from typing import Annotated
 
 import typer
 
+from ops.trust import rights
 from shared.auth.keys import generate_keypair
 from shared.tls import (
     ETCD,
@@ -40,7 +41,6 @@ from shared.tls import (
     keystore_file,
 )
 from tools.image import IMAGE, Engine, ImageError, build, content_ref
-from tools.trust import rights
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
@@ -392,8 +392,8 @@ def print_access(cluster: Cluster) -> None:
 up: the shop runs on the {cluster.kind} cluster {CLUSTER_NAME!r} (namespace {NAMESPACE}).
 
 shopctl, inside the cluster (discovery hands out pod IPs, which only the cluster can dial):
-  kubectl {ctx} exec deploy/shopctl -- python -m tools.shopctl products
-  kubectl {ctx} exec deploy/shopctl -- python -m tools.shopctl place-order --sku DEMO-TSHIRT
+  kubectl {ctx} exec deploy/shopctl -- python -m ops.shopctl products
+  kubectl {ctx} exec deploy/shopctl -- python -m ops.shopctl place-order --sku DEMO-TSHIRT
 
 grpcurl from this machine, through a port-forward, with the operator certificate:
   kubectl {ctx} port-forward svc/product 50052:50051 &

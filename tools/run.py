@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from devstack.stack import Stack
+from ops.config_admin import load_defaults, seed_defaults
+from ops.seed import seed
+from ops.table import render_table
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.main import SERVICE as ORDER
 from services.payment.main import SERVICE as PAYMENT
@@ -33,10 +36,7 @@ from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.service import ServiceDefinition
 from shared.tls import ClientTLS
-from tools.config_admin import load_defaults, seed_defaults
 from tools.launcher import SERVICES, SystemLauncher, open_directory
-from tools.seed import seed
-from tools.table import render_table
 
 DEFINITIONS: list[ServiceDefinition[Any]] = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
 # Replica i listens on the service's port + 100 * i: ten stays clear of the next block.

@@ -28,7 +28,7 @@ def _type_names(module: ModuleType) -> frozenset[str]:
 
 
 # topic -> the event types its owner publishes. Only the owner may write its topic
-# (tools/trust/rights.py); consumers refuse any other type on it, so a service that
+# (ops/trust/rights.py); consumers refuse any other type on it, so a service that
 # may write cannot pass off another service's events (a forged InventoryReserved on
 # its own topic would be as good as one on shop.inventory.v1 otherwise).
 TOPIC_EVENT_TYPES: dict[str, frozenset[str]] = {

@@ -27,6 +27,8 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
+from ops.seed import ADMIN, CUSTOMER
+from ops.shop_client import DEADLINE, ShopClient
 from shared.auth.jwks import parse_jwks, read_jwks
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
@@ -38,8 +40,6 @@ from tests.e2e.load.settings import MIXED, ScenarioSettings
 from tests.e2e.load.target import stack_target
 from tests.support.tokens import TestKeys
 from tools.launcher import REPO_ROOT
-from tools.seed import ADMIN, CUSTOMER
-from tools.shop_client import DEADLINE, ShopClient
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +115,7 @@ async def shopctl(stack: Stack, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tools.shopctl",
+        "ops.shopctl",
         "--tls-dir",
         str(stack.tls_dir),
         *args,

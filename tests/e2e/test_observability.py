@@ -23,6 +23,10 @@ import pytest_asyncio
 
 from devstack.install import ensure_chromium
 from devstack.stack import Stack
+from ops.config_admin import wait_applied
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient
+from ops.shopctl import lines_of_trace
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
@@ -31,10 +35,6 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys, bearer
 from tools import demo_trace
-from tools.config_admin import wait_applied
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient
-from tools.shopctl import lines_of_trace
 
 pytestmark = pytest.mark.e2e
 

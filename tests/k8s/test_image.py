@@ -25,6 +25,9 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
+from ops.config_admin import load_defaults
+from ops.smoke import place_demo_order
+from ops.trust.postgres_roles import read_password
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.discovery import ServiceDirectory
@@ -33,12 +36,9 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
-from tools.config_admin import load_defaults
 from tools.image import IMAGE, ContainerRun, Engine
 from tools.k8s_check import objects, rendered
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
-from tools.smoke import place_demo_order
-from tools.trust.postgres_roles import read_password
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +187,7 @@ async def test_the_smoke_job_passes(containers) -> None:
 async def test_shopctl_works_from_its_pod(containers) -> None:
     container = manifest_container("Deployment", "shopctl")
     env = on_test_stack(container, containers.stack)
-    argv = containers.run.argv("test-shopctl", env, ["python", "-m", "tools.shopctl", "products"])
+    argv = containers.run.argv("test-shopctl", env, ["python", "-m", "ops.shopctl", "products"])
     result = await asyncio.to_thread(
         subprocess.run,
         argv,

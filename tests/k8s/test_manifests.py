@@ -347,13 +347,13 @@ def test_the_user_service_reads_its_bootstrap_key_from_the_secret() -> None:
 
 def test_the_rights_jobs_apply_the_one_table_as_the_least_identity_that_can() -> None:
     """etcd's roles as etcd's root, the topics and ACLs as the operator, the roles in
-    PostgreSQL as its administrator with only the CA's certificate (tools/trust)."""
+    PostgreSQL as its administrator with only the CA's certificate (ops/trust)."""
     objs = overlay("kind")
     expected = {"etcd-auth": "etcd", "kafka-topics": "kafka", "postgres-roles": "postgres"}
     for job, subcommand in expected.items():
         pod = find(objs, "Job", job)["spec"]["template"]["spec"]
         command = pod["containers"][0]["command"]
-        assert command[:4] == ["python", "-m", "tools.trust", subcommand], job
+        assert command[:4] == ["python", "-m", "ops.trust", subcommand], job
         assert "--wait" in command, job
     tls = {
         job: next(

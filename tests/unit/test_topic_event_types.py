@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ops.trust.rights import PUBLISHES
 from shared.messaging.envelope import EVENT_TYPES, TOPIC_EVENT_TYPES, foreign_event
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS
-from tools.trust.rights import PUBLISHES
 
 
 def test_each_saga_topic_carries_its_owners_events_only() -> None:

@@ -35,6 +35,7 @@ from typing import Annotated, Any
 import typer
 
 from devstack.stack import Stack
+from ops.config_patch import patched_config
 from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
@@ -49,7 +50,6 @@ from tools.bench.read_path import GET_PRODUCT_OUT_OF_REACH, get_product_vs_check
 from tools.bench.relay_lag import relay_lag
 from tools.bench.saga import Shop, saga_hops, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ
-from tools.demo_knobs import patched_config
 from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 
 REPORTS = REPO_ROOT / "reports"

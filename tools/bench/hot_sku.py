@@ -22,12 +22,12 @@ from pathlib import Path
 import asyncpg
 
 from devstack.stack import Stack
+from ops.shop_client import ShopClient
 from shared.auth.identity import Role
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
 from tools.bench.saga import bounded, buyers_of
 from tools.launcher import SystemLauncher
-from tools.shop_client import ShopClient
 
 HOT_ROW_SQL = (
     "UPDATE bench_hot_row SET available = available - 1, reserved = reserved + 1"

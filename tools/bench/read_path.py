@@ -20,7 +20,7 @@ from tools.bench_tls import CALL as CHECK
 from tools.bench_tls import ghz_rps
 
 GET_PRODUCT_METHOD = "/shop.product.v1.ProductService/GetProduct"
-# /config/product's change for the measurement (put back after it: tools/demo_knobs.py).
+# /config/product's change for the measurement (put back after it: ops/config_patch.py).
 GET_PRODUCT_OUT_OF_REACH = {
     "rate_limits": {
         "enabled": True,

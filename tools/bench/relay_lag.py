@@ -22,7 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from devstack.stack import Stack
-from tools.trust.kafka_acls import Acl, create_acls, delete_acls
+from ops.trust.kafka_acls import Acl, create_acls, delete_acls
 
 TOPIC = "bench.relay-lag.v1"
 EVENT_TYPE = "bench.RelayProbe"

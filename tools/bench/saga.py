@@ -24,10 +24,10 @@ import grpc
 import numpy as np
 
 from devstack.stack import Stack
+from ops.shop_client import ShopClient
 from shared.auth.identity import Role
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
-from tools.shop_client import ShopClient
 
 T = TypeVar("T")
 

@@ -18,6 +18,7 @@ import grpc
 import typer
 
 from devstack.stack import Stack
+from ops.tracing import trace_tool
 from shared.errors import DomainError
 from shared.logs import configure_logging
 from tests.e2e.load.buyers import TokenCache
@@ -26,7 +27,6 @@ from tools.chaos.faults import Proc
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import PROFILES, profile
 from tools.launcher import REPO_ROOT, SERVICES, read_instances
-from tools.tracing import trace_tool
 
 REPLICAS = 2
 

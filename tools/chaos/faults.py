@@ -22,11 +22,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from devstack.stack import Stack
+from ops.config_patch import ConfigPatch
 from shared.config import store
 from shared.messaging.kafka import KafkaIdentity
 from tools.chaos import schedule
 from tools.chaos.figures import FaultRecord
-from tools.demo_knobs import ConfigPatch
 
 Say = Callable[[str], None]
 # How long a kill's note waits for the supervisor's replacement (informational only).

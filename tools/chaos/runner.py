@@ -4,7 +4,7 @@ setup        the flash sale's SKU and the saga's catalog, buyers signed in and f
 measurement  one open loop at the profile's rate: the flash sale's arrivals, then the
              steady saga's, every order followed to its end; the fault schedule and
              the outbox sampler run beside it
-audit        tools.audit, re-checked while the last events land
+audit        ops.audit, re-checked while the last events land
 report       reports/chaos-<profile>-<timestamp>.json and .png, the per-fault table
              and the one line
 """
@@ -22,6 +22,8 @@ from typing import Any
 import asyncpg
 
 from devstack.stack import Stack
+from ops.audit import audit
+from ops.table import render_table
 from services.order.domain import SAGA_TIMED_OUT
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
@@ -34,14 +36,12 @@ from tests.e2e.load.scenarios import Arrival, new_run_id
 from tests.e2e.load.settings import FLASH_SALE, STEADY_SAGA, ScenarioSettings
 from tests.e2e.load.stats import all_rpc_figures, latency_figures
 from tests.e2e.load.target import Target
-from tools.audit import audit
 from tools.chaos import figures as fig
 from tools.chaos import plot
 from tools.chaos.faults import Injector, Instances, RunClock
 from tools.chaos.sampler import OutboxSampler
 from tools.chaos.schedule import MIN_GAP, ChaosProfile
 from tools.services_saw import what_services_saw
-from tools.table import render_table
 
 Say = Callable[[str], None]
 CONCURRENCY = 4096

@@ -129,7 +129,7 @@ def registered_instances(kubectl: k8s.Kubectl) -> dict[str, int]:
 
 def registry_entries(kubectl: k8s.Kubectl) -> list[tuple[str, str]]:
     """(service, instance id) of every registered instance."""
-    out = exec_in(kubectl, "deploy/shopctl", "python", "-m", "tools.shopctl", "instances")
+    out = exec_in(kubectl, "deploy/shopctl", "python", "-m", "ops.shopctl", "instances")
     rows = [line.split() for line in out.splitlines()[1:] if line.strip()]
     return [(row[0], row[1]) for row in rows if len(row) >= 2]
 
@@ -184,7 +184,7 @@ def trace_everything(kubectl: k8s.Kubectl) -> str:
     """The global config's sample ratio raised to 1, as an operator would: shopctl, in its
     pod, with the admin's login; returns shopctl's answer (how many instances applied it)."""
     out = exec_in(
-        kubectl, "deploy/shopctl", "python", "-m", "tools.shopctl", "config", "get", "global"
+        kubectl, "deploy/shopctl", "python", "-m", "ops.shopctl", "config", "get", "global"
     )
     document = json.loads(out.split("\n", 1)[1])
     document["tracing"] = {"sample_ratio": 1.0}
@@ -193,7 +193,7 @@ def trace_everything(kubectl: k8s.Kubectl) -> str:
         "deploy/shopctl",
         "python",
         "-m",
-        "tools.shopctl",
+        "ops.shopctl",
         "config",
         "set",
         "global",

@@ -13,6 +13,7 @@ import grpc
 import typer
 
 from devstack.stack import Stack
+from ops.tracing import trace_tool
 from shared.errors import DomainError
 from shared.logs import configure_logging
 from tests.e2e.load.buyers import TokenCache
@@ -20,7 +21,6 @@ from tests.e2e.load.runner import ScenarioResult, run_scenarios
 from tests.e2e.load.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
 from tests.e2e.load.target import dev_target, env_target
 from tools.launcher import REPO_ROOT
-from tools.tracing import trace_tool
 
 PROFILE_HELP = ", ".join(
     f"{name} ({' + '.join(s.scenario for s in scenarios)})" for name, scenarios in PROFILES.items()

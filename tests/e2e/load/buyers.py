@@ -21,8 +21,8 @@ from typing import TypeVar
 
 import grpc
 
+from ops.shop_client import ShopClient
 from shared.rpc.client import ServiceClients
-from tools.shop_client import ShopClient
 
 log = logging.getLogger(__name__)
 

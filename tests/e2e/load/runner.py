@@ -3,7 +3,7 @@
     setup        products and stock (admin), buyers signed in, warmed and funded
     baseline     the bare health Check, same rate, same cap, same services
     measurement  the scenario's plan, open loop; orders followed to their end
-    audit        tools.audit over the service databases, re-checked while it settles
+    audit        ops.audit over the service databases, re-checked while it settles
     report       reports/<scenario>-<timestamp>.json and .png, and a summary
 
 Nothing in setup is measured. Tests call ``run_scenarios`` directly; `make
@@ -24,6 +24,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ops.audit import audit
+from ops.seed import ADMIN
+from ops.shop_client import DEADLINE, ShopClient
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.load import plot, report
@@ -44,10 +47,7 @@ from tests.e2e.load.scenarios import (
 from tests.e2e.load.settings import FLASH_SALE, ScenarioSettings
 from tests.e2e.load.stats import all_rpc_figures, saga_figures
 from tests.e2e.load.target import Target
-from tools.audit import audit
-from tools.seed import ADMIN
 from tools.services_saw import what_services_saw
-from tools.shop_client import DEADLINE, ShopClient
 
 log = logging.getLogger(__name__)
 

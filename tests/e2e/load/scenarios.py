@@ -18,6 +18,7 @@ from functools import partial
 
 import grpc
 
+from ops.shop_client import ShopClient
 from shared.rpc.client import ServiceClients
 from shop.common.v1 import money_pb2
 from shop.order.v1 import order_pb2
@@ -26,7 +27,6 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.load.buyers import SETUP_PARALLEL, Buyer, bounded
 from tests.e2e.load.calls import Calls
 from tests.e2e.load.settings import BROWSE, FLASH_SALE, STEADY_SAGA, ScenarioSettings
-from tools.shop_client import ShopClient
 
 # Which service answers each kind of arrival (its first call); the baseline
 # sends its bare Check to the same service for the same arrival.

@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from devstack.audit import stack_dsns
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS, cert_file
-from tools.audit import stack_dsns
 from tools.launcher import REPO_ROOT, SERVICES, is_serving, open_directory
 
 START_TIMEOUT = 240.0  # a first start may install PostgreSQL and fetch Kafka

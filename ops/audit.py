@@ -1,28 +1,26 @@
-"""`make audit`: checks every invariant of the brief against the running system's data.
+"""The audit: every invariant of the brief, checked against the running system's data.
 
 It reads each service's database (read-only transactions; no service API is
 used, so it also sees what the APIs hide) and joins across them in Python,
 since no service may read another's database but an auditor may. The system
 is eventually consistent: with ``settle`` > 0 the audit re-runs until it is
 clean or the time is up, which is how tests wait for a saga to come to rest.
+
+`make audit` runs it over a local stack's databases (devstack/audit.py); the smoke and
+load Jobs over a cluster's, as the read-only auditor role.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
-import typer
-
-from devstack.stack import Stack
 
 MAX_LISTED = 10  # violations printed per invariant; the count is always exact
 
@@ -281,25 +279,3 @@ async def audit(
         if report.ok or time.monotonic() >= deadline:
             return report
         await asyncio.sleep(0.5)
-
-
-def stack_dsns(stack: Stack) -> dict[str, str]:
-    return {s: stack.pg_dsn(f"shop_{s}") for s in ("inventory", "order", "payment")}
-
-
-def main(
-    profile: Annotated[str, typer.Option(help="devstack profile: dev (make run) or test")] = "dev",
-    settle: Annotated[float, typer.Option(help="re-check for up to this many seconds")] = 0.0,
-    saga_timeout: Annotated[float, typer.Option(help="oldest a PENDING order may be")] = 40.0,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead")] = False,
-) -> None:
-    """Check every invariant; exit 1 on any violation."""
-    report = asyncio.run(
-        audit(stack_dsns(Stack(profile)), saga_timeout=saga_timeout, settle=settle)
-    )
-    print(json.dumps(report.as_dict(), indent=2, default=str) if as_json else report.render())
-    sys.exit(0 if report.ok else 1)
-
-
-if __name__ == "__main__":
-    typer.run(main)

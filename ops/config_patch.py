@@ -17,9 +17,9 @@ from typing import Any
 
 import aetcd
 
+from ops.config_admin import wait_applied
 from shared.config import store
 from shared.config.center import config_key
-from tools.config_admin import wait_applied
 
 APPLY_TIMEOUT = 10.0
 

@@ -11,11 +11,11 @@ from typing import Annotated
 import grpc
 import typer
 
+from ops.shop_client import ShopClient, connect
 from services.user.admin import ensure_admin
 from shared.rpc.client import ServiceClients
 from shared.settings import DEV_TLS_DIR
 from shared.tls import SERVICES
-from tools.shop_client import ShopClient, connect
 
 ADMIN = ("admin@shop.local", "admin-password-1")
 CUSTOMER = ("demo@shop.local", "demo-password-1")

@@ -1,10 +1,11 @@
-"""trust: the rights table (tools/trust/rights.py) applied to a running party, as its
+"""trust: the rights table (ops/trust/rights.py) applied to a running party, as its
 administrator, and the attacks that must fail against it.
 
-python -m tools.trust etcd --endpoint etcd:2379 --tls-dir /tls          # users, roles, auth on
-python -m tools.trust kafka --bootstrap kafka:9092 --tls-dir /tls      # topics, then ACLs
-python -m tools.trust postgres --dsn ADMIN_DSN --passwords-dir DIR      # roles, databases
-python -m tools.trust attack --profile dev                              # against `make run`
+python -m ops.trust etcd --endpoint etcd:2379 --tls-dir /tls        # users, roles, auth on
+python -m ops.trust kafka --bootstrap kafka:9092 --tls-dir /tls    # topics, then ACLs
+python -m ops.trust postgres --dsn ADMIN_DSN --passwords-dir DIR    # roles, databases
+python -m ops.trust attack --etcd ... --kafka ... --postgres ...    # the attacks (--help)
+python -m devstack.attack --profile dev                             # them, against `make run`
 
 Safe to repeat; Kubernetes Jobs run the first ones after every deploy (with --wait, as
 the servers may still be starting), devstack does the same for a local stack.
@@ -74,7 +75,7 @@ def etcd(
     """etcd's users and roles as ETCD_ROLES says, then its authentication on, as its root."""
     import grpc
 
-    from tools.trust.etcd_auth import apply_at
+    from ops.trust.etcd_auth import apply_at
 
     def attempt() -> int:
         try:
@@ -103,7 +104,7 @@ def kafka(
     wait: WaitOption = 0,
 ) -> None:
     """Create the saga's topics and make Kafka's ACLs match KAFKA_GRANTS, as the operator."""
-    from tools.trust.kafka_acls import provision
+    from ops.trust.kafka_acls import provision
 
     try:
         done = with_wait(
@@ -135,7 +136,7 @@ def postgres(
     """One role per service, owning its database; the auditor, which may only read."""
     import asyncpg
 
-    from tools.trust.postgres_roles import MANAGED_ROLES, apply, ensure_passwords, read_password
+    from ops.trust.postgres_roles import MANAGED_ROLES, apply, ensure_passwords, read_password
 
     if not dsn:
         raise typer.BadParameter("no administrator DSN (--dsn or SHOP_PG_ADMIN_DSN)")
@@ -167,10 +168,7 @@ def postgres(
 
 @app.command()
 def attack(
-    profile: Annotated[
-        str | None, typer.Option(help="a local stack (make run's is dev): its ports and files")
-    ] = None,
-    etcd: Annotated[str, typer.Option(help="etcd's host:port (without --profile)")] = "",
+    etcd: Annotated[str, typer.Option(help="etcd's host:port")] = "",
     kafka: Annotated[str, typer.Option(help="Kafka's host:port")] = "",
     postgres: Annotated[str, typer.Option(help="PostgreSQL's host:port")] = "",
     attacker: Annotated[
@@ -185,31 +183,20 @@ def attack(
     ] = None,
 ) -> None:
     """Forged keys, events and logins against etcd, Kafka and PostgreSQL; exit 1 unless
-    every one is refused with nothing changed."""
+    every one is refused with nothing changed. A local stack: `python -m devstack.attack`."""
     import os
 
     # The refusals are the point: gRPC's C core and aiokafka would log each one as an error.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    from tools.trust.attacks import Endpoints, Identity, report, run_attacks
+    from ops.trust.attacks import Endpoints, Identity, report, run_attacks
 
-    if profile is not None:
-        from devstack.stack import Stack
-        from tools.trust.rights import pg_role
-
-        stack = Stack(profile)
-        where = Endpoints(
-            stack.etcd_endpoint, stack.kafka_bootstrap, f"127.0.0.1:{stack.postgres.port}"
-        )
-        attacker_tls_dir = verifier_tls_dir = stack.tls_dir
-        attacker_pg_password_file = stack.postgres.passwords_dir / pg_role(attacker)
-    else:
-        if not (etcd and kafka and postgres):
-            raise typer.BadParameter("give --profile, or --etcd, --kafka and --postgres")
-        where = Endpoints(etcd, kafka, postgres)
+    if not (etcd and kafka and postgres):
+        raise typer.BadParameter("give --etcd, --kafka and --postgres")
+    where = Endpoints(etcd, kafka, postgres)
     if attacker_tls_dir is None or verifier_tls_dir is None or attacker_pg_password_file is None:
         raise typer.BadParameter(
-            "give --profile, or the attacker's and the verifier's TLS dirs and the password file"
+            "give the attacker's and the verifier's TLS dirs and the password file"
         )
     password = attacker_pg_password_file.read_text().strip()
     try:

@@ -1,17 +1,17 @@
 """shopctl: talk to a running shop from the terminal (services found through etcd).
 
-python -m tools.shopctl products
-python -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
-python -m tools.shopctl orders
-python -m tools.shopctl balance
-python -m tools.shopctl keys rotate      (admin: a new token signing key)
-python -m tools.shopctl keys list
-python -m tools.shopctl config get [SCOPE]      (the runtime knobs in etcd; admin for set)
-python -m tools.shopctl config set SCOPE '{"...": ...}'
-python -m tools.shopctl config history SCOPE
-python -m tools.shopctl config rollback SCOPE [--to ENTRY]
-python -m tools.shopctl config status
-python -m tools.shopctl logs TRACE_ID           (every log line of one trace, all services)
+python -m ops.shopctl products
+python -m ops.shopctl place-order --sku DEMO-TSHIRT --quantity 1
+python -m ops.shopctl orders
+python -m ops.shopctl balance
+python -m ops.shopctl keys rotate      (admin: a new token signing key)
+python -m ops.shopctl keys list
+python -m ops.shopctl config get [SCOPE]      (the runtime knobs in etcd; admin for set)
+python -m ops.shopctl config set SCOPE '{"...": ...}'
+python -m ops.shopctl config history SCOPE
+python -m ops.shopctl config rollback SCOPE [--to ENTRY]
+python -m ops.shopctl config status
+python -m ops.shopctl logs TRACE_ID           (every log line of one trace, all services)
 """
 
 from __future__ import annotations
@@ -31,21 +31,20 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from devstack.stack import Stack
+from ops.config_admin import wait_applied
+from ops.seed import ADMIN, CUSTOMER
+from ops.shop_client import ShopClient, connect
+from ops.table import render_table
+from ops.tracing import trace_tool
 from shared.config import store
 from shared.config.models import SCOPES
 from shared.messaging import trace_context
 from shared.observability.tracing import ALWAYS_SAMPLE, tracer
 from shared.registry.discovery import Instance, parse_instance
 from shared.registry.etcd import PREFIX, etcd_client
-from shared.settings import DEV_TLS_DIR
+from shared.settings import DEV_TLS_DIR, REPO_ROOT
 from shared.tls import ClientTLS
 from shop.user.v1 import user_pb2
-from tools.config_admin import wait_applied
-from tools.seed import ADMIN, CUSTOMER
-from tools.shop_client import ShopClient, connect
-from tools.table import render_table
-from tools.tracing import trace_tool
 
 T = TypeVar("T")
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -55,7 +54,10 @@ EmailOption = Annotated[str, typer.Option(help="log in as")]
 PasswordOption = Annotated[str, typer.Option(help="password")]
 # Set once for every command by the callback below: where the operator's certificate is.
 tls_dir = DEV_TLS_DIR
-DEV = Stack("dev")
+# `make run`'s Zipkin and log files, the defaults as its etcd is (devstack/config.py's dev
+# profile; tests/unit/test_ops_defaults.py holds them to it).
+DEV_ZIPKIN = "http://127.0.0.1:19411"
+DEV_LOGS_DIR = REPO_ROOT / ".stack" / "dev" / "logs"
 
 
 @app.callback()
@@ -73,7 +75,7 @@ def common_options(
         typer.Option(
             envvar="SHOP_TRACE_ENDPOINT", help="Zipkin's span URL; shopctl's calls are traced"
         ),
-    ] = DEV.zipkin.spans_url,
+    ] = f"{DEV_ZIPKIN}/api/v2/spans",
 ) -> None:
     global tls_dir
     tls_dir = tls
@@ -132,7 +134,7 @@ def place_order(
         ) as span:
             order = await client.place_order([(by_sku[sku], quantity)], str(uuid.uuid4()))
         if (trace_id := trace_context.current_trace_id(span)) is not None:
-            typer.echo(f"trace {trace_id}: {DEV.zipkin.ui_url}traces/{trace_id}", err=True)
+            typer.echo(f"trace {trace_id}: {DEV_ZIPKIN}/zipkin/traces/{trace_id}", err=True)
         return order
 
     show(run(etcd, email, password, action))
@@ -408,7 +410,7 @@ def logs(
     trace_id: Annotated[str, typer.Argument(help="a trace id (32 hex digits)")],
     log_dir: Annotated[
         Path, typer.Option(help="where the services write their JSON lines")
-    ] = DEV.profile.logs_dir,
+    ] = DEV_LOGS_DIR,
 ) -> None:
     """Every log line of one trace, across all services and instances, in time order."""
     lines = lines_of_trace(log_dir, trace_id.lower())

@@ -2,5 +2,5 @@
 
 ``rights`` is the table; the other modules apply it to a running etcd, Kafka or
 PostgreSQL, the same way for a local stack (devstack) and for Kubernetes (its Jobs
-run ``python -m tools.trust``).
+run ``python -m ops.trust``).
 """

@@ -1,8 +1,8 @@
 """The smoke check: the demo customer's order reaches CONFIRMED, then the audit is clean.
 
-``python -m tools.smoke`` is what `make up`'s smoke Job runs in the cluster; the image
+``python -m ops.smoke`` is what `make up`'s smoke Job runs in the cluster; the image
 test runs ``place_demo_order`` against the containers. It needs the demo data
-(``python -m tools.seed``), etcd, the operator certificate and, for the audit, the
+(``python -m ops.seed``), etcd, the operator certificate and, for the audit, the
 inventory, order and payment databases.
 """
 
@@ -18,12 +18,12 @@ from typing import Annotated
 import grpc
 import typer
 
+from ops.audit import audit
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient, connect
 from shared.rpc.client import ServiceClients
 from shared.settings import DEV_TLS_DIR
 from shop.order.v1 import order_pb2
-from tools.audit import audit
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient, connect
 
 SMOKE_SKU = "DEMO-TSHIRT"
 

@@ -1,8 +1,8 @@
-"""certs: the stack's certificate authority from the terminal (shared/tls.py does the work).
+"""certs: a local stack's certificate authority from the terminal (shared/tls.py does the work).
 
-python -m tools.certs show --profile dev
-python -m tools.certs renew product --profile dev     # running parties pick it up, no restart
-python -m tools.certs ensure --profile dev            # what `make run` does at start
+python -m devstack.certs show --profile dev
+python -m devstack.certs renew product --profile dev  # running parties pick it up, no restart
+python -m devstack.certs ensure --profile dev         # what `make run` does at start
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ database password (``product``, which owns none of what is attacked), or nothing
 or a certificate of a CA of its own under a privileged name. A verifier (the operator)
 reads the data before and after each attempt, so "refused" is checked on the data too.
 
-    python -m tools.trust attack --profile dev        # against `make run`'s stack
+    python -m devstack.attack --profile dev        # against `make run`'s stack
     (in Kubernetes, `make k8s-real-check` runs it as the trust-check Job)
 """
 
@@ -26,11 +26,11 @@ from aetcd.rpc import rpc_pb2, rpc_pb2_grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from ops.trust import rights
 from shared import tls
 from shared.messaging.envelope import wrap
 from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS, TOPICS
 from shop.events.v1 import inventory_events_pb2
-from tools.trust import rights
 
 TIMEOUT = 10.0
 

@@ -5,7 +5,7 @@ etcd lets anyone with a certificate of the CA administer it; afterwards only roo
 Every run converges on ``ETCD_ROLES``: missing users and roles are added, a role's
 permissions that the table no longer lists are revoked, users and roles the table
 does not know are removed. So it is safe to repeat, from devstack's provision step
-and from a Kubernetes Job (``python -m tools.trust etcd``).
+and from a Kubernetes Job (``python -m ops.trust etcd``).
 
 Users have no password: etcd authenticates them by their certificate's common name
 (``--client-cert-auth``), and a password would be a second secret to rotate.
@@ -22,9 +22,9 @@ from typing import Final
 
 from aetcd import rpc
 
+from ops.trust.rights import ETCD_ADMIN, ETCD_ROLES, KeyRange
 from shared.registry.etcd import EtcdClient, etcd_client
 from shared.tls import ClientTLS
-from tools.trust.rights import ETCD_ADMIN, ETCD_ROLES, KeyRange
 
 log = logging.getLogger(__name__)
 

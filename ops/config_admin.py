@@ -1,6 +1,6 @@
 """The config center for people and tools: `shopctl config ...`, the defaults seeder.
 
-``python -m tools.config_admin seed`` writes the committed default documents
+``python -m ops.config_admin seed`` writes the committed default documents
 (deploy/config/defaults.json) for every scope that has none yet: `make run` runs it, and
 so does the Kubernetes config Job. It never overwrites a document someone set.
 """

@@ -126,7 +126,7 @@ def pg_database(service: str) -> str:
 
 
 PG_ROLES: Final[dict[str, str]] = {service: pg_role(service) for service in SERVICES}
-# The audit (tools/audit.py: the smoke and load Jobs, `make audit`) reads the saga's
+# The audit (ops/audit.py: the smoke and load Jobs, `make audit`) reads the saga's
 # databases and may write nothing: PostgreSQL's pg_read_all_data, and CONNECT on them.
 PG_AUDITOR: Final = "shop_audit"
 AUDITED: Final = ("inventory", "order", "payment")

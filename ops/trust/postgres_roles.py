@@ -1,7 +1,7 @@
 """PostgreSQL's roles: one per service, owning its database and nothing else.
 
 Applied as the administrator (``PG_ADMIN``) by devstack on every start and by a
-Kubernetes Job (``python -m tools.trust postgres``); every step is safe to repeat.
+Kubernetes Job (``python -m ops.trust postgres``); every step is safe to repeat.
 Passwords live one per file, named after the role, in a passwords dir (local:
 ``.stack/<profile>/secrets/postgres``, Kubernetes: a mounted Secret).
 
@@ -22,7 +22,7 @@ from typing import Final
 
 import asyncpg
 
-from tools.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
+from ops.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 
 SCRAM_ITERATIONS: Final = 4096
 # The roles `apply` makes; the administrator exists from initdb on.

@@ -2,7 +2,7 @@
 
 Safe to repeat: topics that exist are kept; an ACL of a principal the table covers
 that the table does not list is deleted, a missing one created. devstack runs it
-once Kafka is up; on Kubernetes a Job runs ``python -m tools.trust kafka``.
+once Kafka is up; on Kubernetes a Job runs ``python -m ops.trust kafka``.
 
 aiokafka's admin client has no ACL calls, so the requests are sent raw. Kafka 4
 accepts only version 1 and up of Create/Describe/DeleteAcls (KIP-896); aiokafka's
@@ -30,10 +30,10 @@ from aiokafka.protocol.admin import (
 )
 from aiokafka.protocol.api import Request
 
+from ops.trust.rights import KAFKA_GRANTS
 from shared.messaging.kafka import KafkaIdentity
 from shared.messaging.topics import TOPICS
 from shared.tls import SERVICES
-from tools.trust.rights import KAFKA_GRANTS
 
 log = logging.getLogger(__name__)
 
