@@ -97,7 +97,7 @@ REPLICAS ?= 1
 
 .PHONY: run
 run: install ## Everything up: infrastructure, migrations, demo data, five services; Ctrl-C stops
-	$(PY) -m tools.run --replicas $(REPLICAS)
+	$(PY) -m devstack.run --replicas $(REPLICAS)
 
 .PHONY: down
 down: deps ## Stop a dev stack left running (e.g. after a crash)

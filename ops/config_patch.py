@@ -1,4 +1,5 @@
-"""A demo's change to a config document, put back afterwards whatever happens.
+"""A temporary change to a config document (the demos, a bench, a chaos fault), put back
+afterwards whatever happens.
 
 ``patched_config`` reads ``/config/<scope>`` once; ``set`` writes it with changes
 (a compare-and-swap, as `shopctl config set` does) and waits until every instance

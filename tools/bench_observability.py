@@ -29,6 +29,7 @@ from typing import Annotated
 
 import typer
 
+from devstack.launcher import SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
 from ops.shop_client import ShopClient
 from shared import tls
@@ -42,7 +43,6 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ, ghz_rps
-from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 
 GOAL_PERCENT = 10.0
 GET_PRODUCT = "shop.product.v1.ProductService.GetProduct"

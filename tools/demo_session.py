@@ -15,12 +15,12 @@ from typing import Protocol
 import aetcd
 import grpc
 
+from devstack.launcher import open_directory
 from devstack.stack import Stack
 from shared.config import store
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
-from tools.launcher import open_directory
 
 
 class Outcome(Protocol):

@@ -25,6 +25,7 @@ from typing import Annotated
 
 import typer
 
+from devstack.containers import Engine, ImageError
 from ops.trust import rights
 from shared.auth.keys import generate_keypair
 from shared.tls import (
@@ -40,7 +41,7 @@ from shared.tls import (
     key_file,
     keystore_file,
 )
-from tools.image import IMAGE, Engine, ImageError, build, content_ref
+from tools.image import IMAGE, build, content_ref
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"

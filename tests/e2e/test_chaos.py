@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from devstack.launcher import REPO_ROOT, SERVICES
 from devstack.stack import Stack
 from tests.e2e.conftest import running_system
 from tests.e2e.load.target import stack_target
@@ -24,7 +25,6 @@ from tests.support.tokens import TestKeys
 from tools.chaos.__main__ import REPLICAS, instances_of
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import SHORT
-from tools.launcher import REPO_ROOT, SERVICES
 
 pytestmark = pytest.mark.e2e
 

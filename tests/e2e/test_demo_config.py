@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from devstack.launcher import REPO_ROOT
 from ops.seed import CUSTOMER
 from shared.config import store
 from shared.config.center import config_key
@@ -15,7 +16,6 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem
 from tools.demo_config import run_demo
-from tools.launcher import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

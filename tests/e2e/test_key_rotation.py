@@ -26,6 +26,7 @@ import jwt
 import pytest
 import pytest_asyncio
 
+from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
 from ops.seed import ADMIN, CUSTOMER
 from ops.shop_client import DEADLINE, ShopClient
@@ -39,7 +40,6 @@ from tests.e2e.load.runner import run_scenario
 from tests.e2e.load.settings import MIXED, ScenarioSettings
 from tests.e2e.load.target import stack_target
 from tests.support.tokens import TestKeys
-from tools.launcher import REPO_ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -48,6 +48,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from devstack import launcher
 from devstack.stack import Stack
 from ops.seed import ADMIN, CUSTOMER, seed
 from ops.shop_client import ShopClient
@@ -63,7 +64,6 @@ from tests.fuzz.rpcs import Rpc, discover
 from tests.fuzz.strategies import FuzzRequest, MessageStrategies, Vocabulary
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys, bearer
-from tools import launcher
 
 log = logging.getLogger(__name__)
 

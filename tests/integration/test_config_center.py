@@ -11,6 +11,7 @@ import aetcd
 import pytest
 import pytest_asyncio
 
+from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
 from ops.config_admin import load_defaults, seed_defaults, wait_applied
 from services.order.main import SERVICE as ORDER
@@ -21,7 +22,6 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys
-from tools.launcher import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

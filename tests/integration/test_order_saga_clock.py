@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from devstack import launcher
 from devstack.stack import Stack
 from services.order.domain import (
     SAGA_TIMED_OUT,
@@ -38,7 +39,6 @@ from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
 from shared.money import Money
 from tests.support.services import run_service
 from tests.support.tokens import TestKeys
-from tools import launcher
 
 pytestmark = pytest.mark.integration
 

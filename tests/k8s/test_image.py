@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import pytest_asyncio
 
+from devstack.containers import ContainerRun, Engine
+from devstack.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
 from ops.config_admin import load_defaults
 from ops.smoke import place_demo_order
@@ -36,9 +38,8 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
-from tools.image import IMAGE, ContainerRun, Engine
+from tools.image import IMAGE
 from tools.k8s_check import objects, rendered
-from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 
 pytestmark = pytest.mark.e2e
 

@@ -14,6 +14,7 @@ import pytest
 from devstack.config import PROFILES
 from devstack.etcd import Etcd
 from devstack.kafka import Kafka
+from devstack.launcher import SystemLauncher
 from devstack.postgres import Postgres
 from devstack.postgres_auth import hba, plaintext_hba
 from devstack.stack import Stack
@@ -30,7 +31,6 @@ from tools.bench.trust_cost import (
     mean_of,
     order_of,
 )
-from tools.launcher import SystemLauncher
 
 
 def test_only_the_baseline_runs_without_infra_tls() -> None:

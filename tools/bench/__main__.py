@@ -34,6 +34,7 @@ from typing import Annotated, Any
 
 import typer
 
+from devstack.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
 from ops.config_patch import patched_config
 from shared.auth.identity import Role
@@ -50,7 +51,6 @@ from tools.bench.read_path import GET_PRODUCT_OUT_OF_REACH, get_product_vs_check
 from tools.bench.relay_lag import relay_lag
 from tools.bench.saga import Shop, saga_hops, steady_saga, wait_sagas_ended
 from tools.bench_tls import GHZ
-from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 
 REPORTS = REPO_ROOT / "reports"
 

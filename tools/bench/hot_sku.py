@@ -21,13 +21,13 @@ from pathlib import Path
 
 import asyncpg
 
+from devstack.launcher import SystemLauncher
 from devstack.stack import Stack
 from ops.shop_client import ShopClient
 from shared.auth.identity import Role
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
 from tools.bench.saga import bounded, buyers_of
-from tools.launcher import SystemLauncher
 
 HOT_ROW_SQL = (
     "UPDATE bench_hot_row SET available = available - 1, reserved = reserved + 1"

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Final
 
 import typer
 
+from devstack.launcher import SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import PLAINTEXT_COMPONENTS, Stack
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
@@ -54,7 +55,6 @@ from tools.bench.__main__ import REPORTS, machine
 from tools.bench.consumer_drain import drain, drain_topic, fill_backlog
 from tools.bench.relay_lag import relay_lag
 from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
-from tools.launcher import SystemLauncher, open_directory, wipe_system_data
 
 OFF: Final = "bench-plain"
 ON: Final = "bench"

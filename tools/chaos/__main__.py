@@ -17,6 +17,7 @@ from typing import Annotated
 import grpc
 import typer
 
+from devstack.launcher import REPO_ROOT, SERVICES, read_instances
 from devstack.stack import Stack
 from ops.tracing import trace_tool
 from shared.errors import DomainError
@@ -26,7 +27,6 @@ from tests.e2e.load.target import dev_target
 from tools.chaos.faults import Proc
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import PROFILES, profile
-from tools.launcher import REPO_ROOT, SERVICES, read_instances
 
 REPLICAS = 2
 

@@ -25,8 +25,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from devstack.containers import Engine
 from tools import k8s
-from tools.image import Engine, build, content_ref
+from tools.image import build, content_ref
 from tools.k8s_real_check import probes
 from tools.k8s_real_check.images import build_all
 from tools.k8s_real_check.node import NODE_NAME, Node, NodeError

@@ -27,7 +27,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tools.image import MMDEBSTRAP_ARGS, Engine, ImageError
+from devstack.containers import Engine, ImageError
+from tools.image import MMDEBSTRAP_ARGS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_CHECK = REPO_ROOT / "deploy" / "k8s" / "real-check"

@@ -12,6 +12,7 @@ from typing import Annotated
 import grpc
 import typer
 
+from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
 from ops.tracing import trace_tool
 from shared.errors import DomainError
@@ -20,7 +21,6 @@ from tests.e2e.load.buyers import TokenCache
 from tests.e2e.load.runner import ScenarioResult, run_scenarios
 from tests.e2e.load.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
 from tests.e2e.load.target import dev_target, env_target
-from tools.launcher import REPO_ROOT
 
 PROFILE_HELP = ", ".join(
     f"{name} ({' + '.join(s.scenario for s in scenarios)})" for name, scenarios in PROFILES.items()

@@ -1,7 +1,7 @@
 """The system under load: found through etcd, or started the way `make run` starts it.
 
 `make load` targets the dev stack that `make run` serves. If no service is
-registered there, it runs `python -m tools.run` (the very code behind `make
+registered there, it runs `python -m devstack.run` (the very code behind `make
 run`) in the background, waits for its ``ready`` line, and stops it with
 SIGINT at the end, which stops the services and then the infrastructure.
 
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devstack.audit import stack_dsns
+from devstack.launcher import REPO_ROOT, SERVICES, is_serving, open_directory
 from devstack.stack import Stack
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS, cert_file
-from tools.launcher import REPO_ROOT, SERVICES, is_serving, open_directory
 
 START_TIMEOUT = 240.0  # a first start may install PostgreSQL and fetch Kafka
 STOP_TIMEOUT = 90.0
@@ -97,14 +97,14 @@ async def wait_until_up(stack: Stack, timeout: float, holder: int | None = None)
 async def background_run(
     log_file: Path, say: Callable[[str], None], replicas: int | None = None
 ) -> AsyncIterator[None]:
-    """`python -m tools.run` (with ``--replicas``, if given) until the block ends; its output
+    """`python -m devstack.run` (with ``--replicas``, if given) until the block ends; its output
     goes to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     extra = [] if replicas is None else ["--replicas", str(replicas)]
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tools.run",
+        "devstack.run",
         *extra,
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
@@ -133,8 +133,8 @@ async def background_run(
         waiting.cancel()
         exited.cancel()
         if not ready.is_set():
-            raise RuntimeError(f"`python -m tools.run` did not get ready; see {log_file}")
-        say(f"started the dev stack (tools.run, pid {process.pid}); its log: {log_file}")
+            raise RuntimeError(f"`python -m devstack.run` did not get ready; see {log_file}")
+        say(f"started the dev stack (devstack.run, pid {process.pid}); its log: {log_file}")
         yield
     finally:
         if process.returncode is None:

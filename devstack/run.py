@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devstack.launcher import SERVICES, SystemLauncher, open_directory
 from devstack.stack import Stack
 from ops.config_admin import load_defaults, seed_defaults
 from ops.seed import seed
@@ -36,7 +37,6 @@ from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.service import ServiceDefinition
 from shared.tls import ClientTLS
-from tools.launcher import SERVICES, SystemLauncher, open_directory
 
 DEFINITIONS: list[ServiceDefinition[Any]] = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
 # Replica i listens on the service's port + 100 * i: ten stays clear of the next block.
@@ -165,7 +165,7 @@ async def run(replicas: int = 1) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tools.run", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devstack.run", description=__doc__)
     parser.add_argument(
         "--replicas",
         type=replicas_argument,

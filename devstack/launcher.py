@@ -30,13 +30,13 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from devstack.containers import ContainerRun
 from devstack.stack import Stack
 from ops.trust.postgres_roles import ensure_database
 from ops.trust.rights import pg_database, pg_role
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS, ca_file
-from tools.image import ContainerRun
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("user", "product", "inventory", "payment", "order")
