@@ -88,7 +88,7 @@ image-tools:
 
 .PHONY: image
 image: deps image-tools ## The services' OCI image, localhost/shop:dev (podman or docker; BASE_IMAGE=...)
-	$(PY) -m tools.image build
+	$(PY) -m deploy.tooling.image build
 
 # --- the main job -------------------------------------------------------------------------
 
@@ -176,15 +176,15 @@ fuzz: install ## Fuzz every RPC on its own stack for FUZZ_MINUTES (10); exit 1 i
 K8S ?=
 .PHONY: up
 up: deps ## kind/minikube: cluster, image, Secrets, overlay, rollout, smoke Job (safe to repeat)
-	$(PY) -m tools.k8s up $(if $(K8S),--cluster $(K8S))
+	$(PY) -m deploy.tooling.k8s up $(if $(K8S),--cluster $(K8S))
 
 .PHONY: load-k8s
 load-k8s: deps ## The load harness as a Job in the cluster, PROFILE=...; reports copied to reports/
-	$(PY) -m tools.k8s load --profile $(PROFILE) $(if $(K8S),--cluster $(K8S)) --args "$(LOAD_ARGS)"
+	$(PY) -m deploy.tooling.k8s load --profile $(PROFILE) $(if $(K8S),--cluster $(K8S)) --args "$(LOAD_ARGS)"
 
 .PHONY: down-k8s
 down-k8s: deps ## Remove what `make up` created (the cluster too, if `make up` made it)
-	$(PY) -m tools.k8s down $(if $(K8S),--cluster $(K8S))
+	$(PY) -m deploy.tooling.k8s down $(if $(K8S),--cluster $(K8S))
 
 # kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes (a
 # replace per staging module, in go.mod), etcd 3.6 (Debian's 3.4 is too old for them),
@@ -224,16 +224,16 @@ $(KWOK):
 
 .PHONY: k8s-cluster-check
 k8s-cluster-check: deps $(KUBE_APISERVER) $(ETCD_36) $(KWOK) ## The overlay on a real kube-apiserver with kwok's fake nodes: admitted, rolled out, Available
-	$(PY) -m tools.k8s_cluster_check \
+	$(PY) -m deploy.tooling.cluster_check \
 	  --kwok-stages "$$(go env GOMODCACHE)/sigs.k8s.io/kwok@$(KWOK_VERSION)/kustomize/stage/fast"
 
 .PHONY: k8s-real-check
 k8s-real-check: deps image-tools node-tools $(KUBE_APISERVER) $(ETCD_36) $(KUBE_ROUTER) ## The overlay's containers in real pods on a real node here (containerd, kubelet, kube-proxy, CoreDNS, NetworkPolicy)
-	$(PY) -m tools.k8s_real_check --profile $(or $(PROFILE),smoke) $(if $(KEEP),--keep)
+	$(PY) -m deploy.tooling.real_check --profile $(or $(PROFILE),smoke) $(if $(KEEP),--keep)
 
 .PHONY: k8s-check
 k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the image's test
-	$(PY) -m tools.k8s_check --kube-score $(KUBE_SCORE)
+	$(PY) -m deploy.tooling.k8s_check --kube-score $(KUBE_SCORE)
 	$(VENV)/bin/pytest tests/k8s -q
 
 # --- checks -------------------------------------------------------------------------------

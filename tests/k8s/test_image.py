@@ -24,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import pytest_asyncio
 
+from deploy.tooling.image import IMAGE
+from deploy.tooling.k8s_check import objects, rendered
 from devstack.containers import ContainerRun, Engine
 from devstack.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
@@ -38,8 +40,6 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
-from tools.image import IMAGE
-from tools.k8s_check import objects, rendered
 
 pytestmark = pytest.mark.e2e
 

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from deploy.tooling import k8s
+from deploy.tooling.k8s_check import OVERLAYS, objects, render, rendered
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.main import SERVICE as ORDER
 from services.payment.main import SERVICE as PAYMENT
@@ -24,8 +26,6 @@ from services.user.main import SERVICE as USER
 from shared.rpc.server import LIVENESS
 from shared.settings import REPO_ROOT, ServiceSettings
 from shared.tls import SERVER_NAMES
-from tools import k8s
-from tools.k8s_check import OVERLAYS, objects, render, rendered
 
 DEFINITIONS = {d.name: d for d in (USER, PRODUCT, INVENTORY, PAYMENT, ORDER)}
 Obj = dict[str, Any]

@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from tools import k8s
+from deploy.tooling import k8s
 
 DATABASES = {f"shop_{name}" for name in k8s.SERVICES}
 TOPICS = {"shop.orders.v1", "shop.inventory.v1", "shop.payments.v1", "shop.deadletter.v1"}

@@ -33,7 +33,7 @@ import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tools import k8s
+from deploy.tooling import k8s
 
 BIN = k8s.REPO_ROOT / ".stack" / "tools" / "bin"
 FAKE_NODES = ("kwok-node-0", "kwok-node-1", "kwok-node-2")

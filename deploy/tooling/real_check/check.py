@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from deploy.tooling import k8s
+from deploy.tooling.image import build, content_ref
+from deploy.tooling.real_check import probes
+from deploy.tooling.real_check.images import build_all
+from deploy.tooling.real_check.node import NODE_NAME, Node, NodeError
+from deploy.tooling.real_check.usage import UsageSampler
 from devstack.containers import Engine
-from tools import k8s
-from tools.image import build, content_ref
-from tools.k8s_real_check import probes
-from tools.k8s_real_check.images import build_all
-from tools.k8s_real_check.node import NODE_NAME, Node, NodeError
-from tools.k8s_real_check.usage import UsageSampler
 
 ALLOWED = probes.Flow("deploy/payment", "kafka", 9092)
 # product takes calls from order and from clients only; a client reaches no broker.
@@ -219,7 +219,7 @@ class RealCheck:
         return f"allowed {ALLOWED} open; denied {', '.join(map(str, DENIED))} refused"
 
     def recoveries(self) -> str:
-        from tools.k8s_real_check.recovery import recover_all
+        from deploy.tooling.real_check.recovery import recover_all
 
         return recover_all(self.kubectl, self.state, self.tag)
 

@@ -1,6 +1,6 @@
 """The cluster path: `make up`, `make load-k8s`, `make down-k8s` on kind or minikube.
 
-``python -m tools.k8s up`` creates the cluster if it is missing, builds the image,
+``python -m deploy.tooling.k8s up`` creates the cluster if it is missing, builds the image,
 loads it into the cluster, creates the Secrets from the project's own CA, applies
 the overlay, waits for the infrastructure and then the services, runs the smoke Job
 and prints how to reach the system. Everything it makes locally (the CA, the
@@ -25,6 +25,7 @@ from typing import Annotated
 
 import typer
 
+from deploy.tooling.image import IMAGE, build, content_ref
 from devstack.containers import Engine, ImageError
 from ops.trust import rights
 from shared.auth.keys import generate_keypair
@@ -41,9 +42,8 @@ from shared.tls import (
     key_file,
     keystore_file,
 )
-from tools.image import IMAGE, build, content_ref
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO_ROOT / "deploy" / "k8s"
 STATE_DIR = REPO_ROOT / ".stack" / "k8s"
 NAMESPACE = "shop"
@@ -128,7 +128,7 @@ def pinned_kustomization(target: Path, source: Path, tag: str, extra: str = "") 
     """``target/kustomization.yaml``: ``source`` with the image at ``tag``."""
     target.mkdir(parents=True, exist_ok=True)
     (target / "kustomization.yaml").write_text(
-        "# Made by tools/k8s.py on every run; the image tag is the build's content id.\n"
+        "# Made by deploy/tooling/k8s.py on every run; the image tag is the build's content id.\n"
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         "kind: Kustomization\n"
         "resources:\n"

@@ -1,7 +1,7 @@
 """Stand-ins for the infrastructure images the manifests name, built here, under their names.
 
 No container registry is reachable from this machine or its CI, so a real kubelet cannot pull
-``postgres:15`` and the rest. ``python -m tools.k8s_real_check.images build --out DIR`` builds
+``postgres:15`` and the rest. ``python -m deploy.tooling.real_check.images build --out DIR`` builds
 one image per official name from ``deploy/k8s/real-check/images/<folder>`` (Debian packages,
 Maven Central jars, Go module proxy builds, our own scripts) and writes each as a
 docker-archive tar that keeps the official name, for ``ctr -n k8s.io images import``. What each
@@ -27,10 +27,10 @@ from typing import Annotated, Any
 
 import typer
 
+from deploy.tooling.image import MMDEBSTRAP_ARGS
 from devstack.containers import Engine, ImageError
-from tools.image import MMDEBSTRAP_ARGS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 REAL_CHECK = REPO_ROOT / "deploy" / "k8s" / "real-check"
 IMAGES_DIR = REAL_CHECK / "images"
 GO_DIR = REAL_CHECK / "go"
@@ -40,7 +40,7 @@ BIN = WORK / "bin"
 DIGEST_LABEL = "shop.real-check.inputs"
 BASE = "localhost/real-check/bookworm:base"
 JRE = "localhost/real-check/jre:17"
-# tools/image.py's base (docs, manuals and translations left out) plus what the stand-ins'
+# deploy/tooling/image.py's base (docs, manuals and translations left out) plus what the stand-ins'
 # Containerfiles use from it: CA roots for the scratch images, useradd for the users.
 BASE_ARGS = (
     *(arg for arg in MMDEBSTRAP_ARGS if not arg.startswith("--include=") and arg != "bookworm"),

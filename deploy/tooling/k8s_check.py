@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from tools.k8s import K8S_DIR, REPO_ROOT
+from deploy.tooling.k8s import K8S_DIR, REPO_ROOT
 
 KUBERNETES_VERSION = "1.32.0"
 OVERLAYS = ("kind", "minikube")
@@ -115,8 +115,8 @@ def main(
     )
     lint_ok = lint(kube_score, files)
     print(
-        f"k8s-check: kube-score ({len(KUBE_SCORE_IGNORED)} checks waived, see tools/k8s_check.py): "
-        f"{'ok' if lint_ok else 'FAILED'}"
+        f"k8s-check: kube-score ({len(KUBE_SCORE_IGNORED)} checks waived, "
+        f"see deploy/tooling/k8s_check.py): {'ok' if lint_ok else 'FAILED'}"
     )
     if not (schema_ok and lint_ok):
         raise typer.Exit(1)

@@ -1,4 +1,4 @@
-"""`python -m tools.k8s_real_check`: see check.py; `make k8s-real-check` runs it."""
+"""`python -m deploy.tooling.real_check`: see check.py; `make k8s-real-check` runs it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from tools import k8s
-from tools.k8s_real_check.check import run_check
+from deploy.tooling import k8s
+from deploy.tooling.real_check.check import run_check
 
 
 def main(

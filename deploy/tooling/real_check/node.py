@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
-from tools.k8s_real_check import pki
-from tools.k8s_real_check.hostnet import HostNetwork
+from deploy.tooling.real_check import pki
+from deploy.tooling.real_check.hostnet import HostNetwork
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 CONFIG = REPO_ROOT / "deploy" / "k8s" / "real-check" / "node"
 BIN = REPO_ROOT / ".stack" / "tools" / "bin"
 NODE_NAME = "shop-node"
@@ -285,7 +285,7 @@ class Node:
             [
                 sys.executable,
                 "-m",
-                "tools.k8s_real_check.volumes",
+                "deploy.tooling.real_check.volumes",
                 f"--kubeconfig={self.admin_kubeconfig}",
                 f"--root={self.work / 'volumes'}",
                 f"--node={NODE_NAME}",

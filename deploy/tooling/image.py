@@ -1,6 +1,6 @@
 """`make image`: the one OCI image of the five services, built with podman or docker.
 
-``python -m tools.image build`` builds ``deploy/image/Containerfile`` from the repo
+``python -m deploy.tooling.image build`` builds ``deploy/image/Containerfile`` from the repo
 root and prints the image's name and size. The base is the public
 ``python:3.11-slim-bookworm`` where a registry is reachable; otherwise (as on the
 machine this project is developed on) an equivalent bookworm base is built from
@@ -20,7 +20,7 @@ import typer
 
 from devstack.containers import Engine, ImageError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTAINERFILE = REPO_ROOT / "deploy" / "image" / "Containerfile"
 PUBLIC_BASE = "docker.io/library/python:3.11-slim-bookworm"
 LOCAL_BASE = "localhost/shop-base:bookworm"

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tools import k8s
-from tools.k8s_real_check import probes
+from deploy.tooling import k8s
+from deploy.tooling.real_check import probes
 
 SERVICE = "inventory"
 
