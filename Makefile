@@ -155,7 +155,7 @@ PROFILE ?= smoke
 LOAD_ARGS ?=
 .PHONY: load
 load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|full
-	$(PY) -m tests.e2e.load --profile $(PROFILE) $(LOAD_ARGS)
+	$(PY) -m loadgen --profile $(PROFILE) $(LOAD_ARGS)
 
 # PROFILE is `make load`'s too (default smoke); chaos defaults to full unless one is given.
 CHAOS_PROFILE = $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),full)

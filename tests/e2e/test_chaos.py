@@ -18,8 +18,8 @@ import pytest
 
 from devstack.launcher import REPO_ROOT, SERVICES
 from devstack.stack import Stack
+from loadgen.dev_target import stack_target
 from tests.e2e.conftest import running_system
-from tests.e2e.load.target import stack_target
 from tests.support.make import make_dry_run
 from tests.support.tokens import TestKeys
 from tools.chaos.__main__ import REPLICAS, instances_of

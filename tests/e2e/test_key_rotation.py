@@ -28,6 +28,10 @@ import pytest_asyncio
 
 from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
+from loadgen.buyers import sign_in_buyers
+from loadgen.dev_target import stack_target
+from loadgen.runner import run_scenario
+from loadgen.settings import MIXED, ScenarioSettings
 from ops.seed import ADMIN, CUSTOMER
 from ops.shop_client import DEADLINE, ShopClient
 from shared.auth.jwks import parse_jwks, read_jwks
@@ -35,10 +39,6 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
-from tests.e2e.load.buyers import sign_in_buyers
-from tests.e2e.load.runner import run_scenario
-from tests.e2e.load.settings import MIXED, ScenarioSettings
-from tests.e2e.load.target import stack_target
 from tests.support.tokens import TestKeys
 
 pytestmark = pytest.mark.e2e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.load.driver import SagaOutcome
+from loadgen.driver import SagaOutcome
 from tools.chaos import figures as fig
 from tools.chaos.schedule import FULL, SHORT, FaultSpec
 

@@ -19,11 +19,11 @@ import typer
 
 from devstack.launcher import REPO_ROOT, SERVICES, read_instances
 from devstack.stack import Stack
+from loadgen.buyers import TokenCache
+from loadgen.dev_target import dev_target
 from ops.tracing import trace_tool
 from shared.errors import DomainError
 from shared.logs import configure_logging
-from tests.e2e.load.buyers import TokenCache
-from tests.e2e.load.target import dev_target
 from tools.chaos.faults import Proc
 from tools.chaos.runner import run_chaos
 from tools.chaos.schedule import PROFILES, profile

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.load.driver import SagaOutcome
+from loadgen.driver import SagaOutcome
 
 OUT_OF_STOCK_PREFIX = "out of stock"
 GOAL_RECOVERY_S = 5.0

@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 
-from tests.e2e.load.driver import Recorder
-from tests.e2e.load.plot import STATE_COLORS, bucket_seconds, plain_log_scale
+from loadgen.driver import Recorder
+from loadgen.plot import STATE_COLORS, bucket_seconds, plain_log_scale
 
 TIME_AXIS = "seconds since the first scheduled order"
 FAULT_COLORS = ["tab:red", "tab:purple", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"]

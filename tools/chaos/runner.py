@@ -22,26 +22,26 @@ from typing import Any
 import asyncpg
 
 from devstack.stack import Stack
+from loadgen.buyers import TokenCache, sign_in_buyers
+from loadgen.calls import PLACE_ORDER_DEADLINE
+from loadgen.driver import Recorder, SagaOutcome
+from loadgen.report import services_saw_line, write_json
+from loadgen.runner import Prepared, measure, prepare_scenario
+from loadgen.scenarios import Arrival, new_run_id
+from loadgen.services_saw import what_services_saw
+from loadgen.settings import FLASH_SALE, STEADY_SAGA, ScenarioSettings
+from loadgen.stats import all_rpc_figures, latency_figures
+from loadgen.target import Target
 from ops.audit import audit
 from ops.table import render_table
 from services.order.domain import SAGA_TIMED_OUT
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
-from tests.e2e.load.buyers import TokenCache, sign_in_buyers
-from tests.e2e.load.calls import PLACE_ORDER_DEADLINE
-from tests.e2e.load.driver import Recorder, SagaOutcome
-from tests.e2e.load.report import services_saw_line, write_json
-from tests.e2e.load.runner import Prepared, measure, prepare_scenario
-from tests.e2e.load.scenarios import Arrival, new_run_id
-from tests.e2e.load.settings import FLASH_SALE, STEADY_SAGA, ScenarioSettings
-from tests.e2e.load.stats import all_rpc_figures, latency_figures
-from tests.e2e.load.target import Target
 from tools.chaos import figures as fig
 from tools.chaos import plot
 from tools.chaos.faults import Injector, Instances, RunClock
 from tools.chaos.sampler import OutboxSampler
 from tools.chaos.schedule import MIN_GAP, ChaosProfile
-from tools.services_saw import what_services_saw
 
 Say = Callable[[str], None]
 CONCURRENCY = 4096

@@ -1,4 +1,4 @@
-"""`make load`: ``python -m tests.e2e.load --profile smoke`` (see --help)."""
+"""`make load`: ``python -m loadgen --profile smoke`` (see --help)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from typing import Annotated
 import grpc
 import typer
 
-from devstack.launcher import REPO_ROOT
-from devstack.stack import Stack
+from loadgen.buyers import TokenCache
+from loadgen.runner import ScenarioResult, run_scenarios
+from loadgen.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
+from loadgen.target import env_target
 from ops.tracing import trace_tool
 from shared.errors import DomainError
 from shared.logs import configure_logging
-from tests.e2e.load.buyers import TokenCache
-from tests.e2e.load.runner import ScenarioResult, run_scenarios
-from tests.e2e.load.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
-from tests.e2e.load.target import dev_target, env_target
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PROFILE_HELP = ", ".join(
     f"{name} ({' + '.join(s.scenario for s in scenarios)})" for name, scenarios in PROFILES.items()
 )
@@ -37,8 +36,10 @@ async def run(
         cache = TokenCache(reports / "load-buyers.json")
         chosen = env_target()
     else:
-        # Beside the dev stack's data: a `devstack reset` forgets the tokens with the users.
-        cache = TokenCache(Stack("dev").profile_dir / "load-buyers.json")
+        # devstack only on this path: the load generator's image has no local stack.
+        from loadgen.dev_target import dev_target, dev_token_cache
+
+        cache = dev_token_cache()
         chosen = dev_target(reports / f"stack-{stamp}.log")
     async with chosen as target:
         results = await run_scenarios(
@@ -93,8 +94,16 @@ def main(
 ) -> None:
     """Load-test the `make run` system (started in the background if none is up)."""
     configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
-    # Its calls start traces as any client's would, at the default ratio (if Zipkin is up).
-    trace_tool("load", os.environ.get("SHOP_TRACE_ENDPOINT") or Stack("dev").zipkin.spans_url)
+    if target not in ("dev", "env"):
+        raise typer.BadParameter(f"--target is dev or env, not {target!r}")
+    # Its calls start traces as any client's would, at the default ratio (if Zipkin is up):
+    # the one SHOP_TRACE_ENDPOINT names, else the dev stack's when the target is.
+    endpoint = os.environ.get("SHOP_TRACE_ENDPOINT", "")
+    if not endpoint and target == "dev":
+        from loadgen.dev_target import dev_spans_url
+
+        endpoint = dev_spans_url()
+    trace_tool("load", endpoint)
     try:
         scenarios = resolve(
             profile,
@@ -111,8 +120,6 @@ def main(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
-    if target not in ("dev", "env"):
-        raise typer.BadParameter(f"--target is dev or env, not {target!r}")
     try:
         code = asyncio.run(run(scenarios, profile, reports, target))
     except grpc.aio.AioRpcError as error:

@@ -7,7 +7,7 @@
     report       reports/<scenario>-<timestamp>.json and .png, and a summary
 
 Nothing in setup is measured. Tests call ``run_scenarios`` directly; `make
-load` calls it through the CLI (``python -m tests.e2e.load``).
+load` calls it through the CLI (``python -m loadgen``).
 """
 
 from __future__ import annotations
@@ -24,16 +24,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ops.audit import audit
-from ops.seed import ADMIN
-from ops.shop_client import DEADLINE, ShopClient
-from shop.payment.v1 import payment_pb2, payment_pb2_grpc
-from shop.product.v1 import product_pb2, product_pb2_grpc
-from tests.e2e.load import plot, report
-from tests.e2e.load.buyers import Buyer, TokenCache, refresh_rejected, sign_in_buyers
-from tests.e2e.load.calls import CHECK, PLACE_ORDER_DEADLINE, Calls
-from tests.e2e.load.driver import DriveResult, OpenLoop, Recorder
-from tests.e2e.load.scenarios import (
+from loadgen import plot, report
+from loadgen.buyers import Buyer, TokenCache, refresh_rejected, sign_in_buyers
+from loadgen.calls import CHECK, PLACE_ORDER_DEADLINE, Calls
+from loadgen.driver import DriveResult, OpenLoop, Recorder
+from loadgen.scenarios import (
     SERVICE_OF,
     Arrival,
     CatalogItem,
@@ -44,10 +39,15 @@ from tests.e2e.load.scenarios import (
     new_run_id,
     prepare_catalog,
 )
-from tests.e2e.load.settings import FLASH_SALE, ScenarioSettings
-from tests.e2e.load.stats import all_rpc_figures, saga_figures
-from tests.e2e.load.target import Target
-from tools.services_saw import what_services_saw
+from loadgen.services_saw import what_services_saw
+from loadgen.settings import FLASH_SALE, ScenarioSettings
+from loadgen.stats import all_rpc_figures, saga_figures
+from loadgen.target import Target
+from ops.audit import audit
+from ops.seed import ADMIN
+from ops.shop_client import DEADLINE, ShopClient
+from shop.payment.v1 import payment_pb2, payment_pb2_grpc
+from shop.product.v1 import product_pb2, product_pb2_grpc
 
 log = logging.getLogger(__name__)
 

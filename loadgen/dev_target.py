@@ -1,12 +1,9 @@
-"""The system under load: found through etcd, or started the way `make run` starts it.
+"""The `make run` system as the load's target, started the way `make run` starts it.
 
 `make load` targets the dev stack that `make run` serves. If no service is
 registered there, it runs `python -m devstack.run` (the very code behind `make
 run`) in the background, waits for its ``ready`` line, and stops it with
 SIGINT at the end, which stops the services and then the infrastructure.
-
-`make load-k8s` runs the harness as a Job in the cluster, against the system its
-environment names (``env_target``): etcd, the operator certificate, the databases.
 """
 
 from __future__ import annotations
@@ -16,35 +13,20 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from devstack.audit import stack_dsns
 from devstack.launcher import REPO_ROOT, SERVICES, is_serving, open_directory
 from devstack.stack import Stack
+from loadgen.buyers import TokenCache
+from loadgen.target import Target
 from shared.registry.discovery import ServiceDirectory
-from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS, cert_file
 
 START_TIMEOUT = 240.0  # a first start may install PostgreSQL and fetch Kafka
 STOP_TIMEOUT = 90.0
-
-
-@dataclass
-class Target:
-    """Where the load goes and where the audit reads."""
-
-    name: str
-    clients: ServiceClients
-    directory: ServiceDirectory
-    audit_dsns: Mapping[str, str]
-    # Where the services' own figures are (tools/services_saw.py); "" when unknown.
-    prometheus_url: str = ""
-
-    def instances(self) -> dict[str, list[str]]:
-        return {s: [i.address for i in self.directory.instances(s)] for s in SERVICES}
 
 
 def stack_target(stack: Stack, clients: ServiceClients, directory: ServiceDirectory) -> Target:
@@ -177,29 +159,11 @@ async def dev_target(
         yield stack_target(stack, clients, directory)
 
 
-@contextlib.asynccontextmanager
-async def env_target(environ: Mapping[str, str] = os.environ) -> AsyncIterator[Target]:
-    """The system the environment names: SHOP_ETCD_ENDPOINT, SHOP_TLS_DIR (the operator's
-    certificate) and SHOP_<SVC>_PG_DSN for the audited databases (inventory, order, payment).
-    """
-    names = ["SHOP_ETCD_ENDPOINT", "SHOP_TLS_DIR"]
-    dsn_names = {s: f"SHOP_{s.upper()}_PG_DSN" for s in ("inventory", "order", "payment")}
-    if missing := [n for n in [*names, *dsn_names.values()] if not environ.get(n)]:
-        raise RuntimeError(f"the environment does not name the system: {', '.join(missing)}")
-    operator = ClientTLS.operator(Path(environ["SHOP_TLS_DIR"]))
-    etcd = etcd_client(environ["SHOP_ETCD_ENDPOINT"], tls=operator)
-    directory = ServiceDirectory(etcd)
-    await directory.start()
-    clients = ServiceClients(directory, operator)
-    try:
-        yield Target(
-            "env",
-            clients,
-            directory,
-            {s: environ[n] for s, n in dsn_names.items()},
-            environ.get("SHOP_PROMETHEUS_URL", ""),
-        )
-    finally:
-        await clients.close()
-        await directory.stop()
-        await etcd.close()
+def dev_token_cache() -> TokenCache:
+    """Beside the dev stack's data: a `devstack reset` forgets the tokens with the users."""
+    return TokenCache(Stack("dev").profile_dir / "load-buyers.json")
+
+
+def dev_spans_url() -> str:
+    """Where the dev stack's Zipkin takes spans."""
+    return Stack("dev").zipkin.spans_url

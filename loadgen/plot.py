@@ -23,7 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.axis import Axis
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from tests.e2e.load.driver import Call, SagaOutcome
+from loadgen.driver import Call, SagaOutcome
 
 SAGA = "saga (place → terminal)"
 BASELINE = "Check (baseline)"

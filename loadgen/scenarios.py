@@ -18,15 +18,15 @@ from functools import partial
 
 import grpc
 
+from loadgen.buyers import SETUP_PARALLEL, Buyer, bounded
+from loadgen.calls import Calls
+from loadgen.settings import BROWSE, FLASH_SALE, STEADY_SAGA, ScenarioSettings
 from ops.shop_client import ShopClient
 from shared.rpc.client import ServiceClients
 from shop.common.v1 import money_pb2
 from shop.order.v1 import order_pb2
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
-from tests.e2e.load.buyers import SETUP_PARALLEL, Buyer, bounded
-from tests.e2e.load.calls import Calls
-from tests.e2e.load.settings import BROWSE, FLASH_SALE, STEADY_SAGA, ScenarioSettings
 
 # Which service answers each kind of arrival (its first call); the baseline
 # sends its bare Check to the same service for the same arrival.

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.e2e.load.driver import Call, SagaOutcome
+from loadgen.driver import Call, SagaOutcome
 
 OK = "OK"
 UNFINISHED = "UNFINISHED"

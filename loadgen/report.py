@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.load.calls import CHECK
-from tests.e2e.load.driver import DriveResult
-from tests.e2e.load.settings import ScenarioSettings
-from tests.e2e.load.stats import latency_figures, ratios_to
+from loadgen.calls import CHECK
+from loadgen.driver import DriveResult
+from loadgen.settings import ScenarioSettings
+from loadgen.stats import latency_figures, ratios_to
 
 # The performance goals of the issue, reported met or not; they do not fail a run.
 GET_PRODUCT_THROUGHPUT_RATIO = 0.8

@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loadgen.driver import Recorder
 from shared.errors import DomainError
 from shared.rpc.client import ServiceClients
 from shared.rpc.status import status_code
 from shop.order.v1 import order_pb2, order_pb2_grpc
-from tests.e2e.load.driver import Recorder
 
 T = TypeVar("T")
 
