@@ -113,19 +113,19 @@ audit: deps ## Check every invariant against the `make run` stack's data (exit 1
 
 .PHONY: bench
 bench: install $(GHZ) ## On its own stack: the performance goals P1-P7 at 1 and 2 instances per service (reports/bench-*.json)
-	$(PY) -m tools.bench $(BENCH_ARGS)
+	$(PY) -m perf.bench $(BENCH_ARGS)
 
 .PHONY: bench-observability
 bench-observability: install $(GHZ) ## What tracing and metrics cost: observed vs bare, GetProduct (ghz) and the saga
-	$(PY) -m tools.bench_observability $(BENCH_ARGS)
+	$(PY) -m perf.bench.observability $(BENCH_ARGS)
 
 .PHONY: bench-trust
 bench-trust: install ## What TLS and auth on etcd/Kafka/PostgreSQL cost: saga P50/P95, relay lag, consumer drain, off vs on
-	$(PY) -m tools.bench.trust_cost $(BENCH_TRUST_ARGS)
+	$(PY) -m perf.bench.trust_cost $(BENCH_TRUST_ARGS)
 
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
-	$(PY) -m tools.bench_tls $(BENCH_TLS_ARGS)
+	$(PY) -m perf.bench.tls $(BENCH_TLS_ARGS)
 
 .PHONY: demo-trace
 demo-trace: deps ## One order through all five services: its Zipkin URL and a text waterfall of its trace
@@ -161,7 +161,7 @@ load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sal
 CHAOS_PROFILE = $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),full)
 .PHONY: chaos
 chaos: install ## Faults under load against `make run` (REPLICAS=2 started if down): PROFILE=full|short, RATE=orders/s; exit 1 on a missed goal
-	$(PY) -m tools.chaos --profile $(CHAOS_PROFILE) $(if $(RATE),--rate $(RATE))
+	$(PY) -m perf.chaos --profile $(CHAOS_PROFILE) $(if $(RATE),--rate $(RATE))
 
 FUZZ_MINUTES ?= 10
 FUZZ_EXAMPLES ?= 25

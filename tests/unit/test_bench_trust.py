@@ -18,9 +18,7 @@ from devstack.launcher import SystemLauncher
 from devstack.postgres import Postgres
 from devstack.postgres_auth import hba, plaintext_hba
 from devstack.stack import Stack
-from shared.messaging.kafka import KafkaIdentity
-from shared.settings import ServiceSettings
-from tools.bench.trust_cost import (
+from perf.bench.trust_cost import (
     OFF,
     ON,
     Figure,
@@ -31,6 +29,8 @@ from tools.bench.trust_cost import (
     mean_of,
     order_of,
 )
+from shared.messaging.kafka import KafkaIdentity
+from shared.settings import ServiceSettings
 
 
 def test_only_the_baseline_runs_without_infra_tls() -> None:

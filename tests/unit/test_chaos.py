@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from loadgen.driver import SagaOutcome
-from tools.chaos import figures as fig
-from tools.chaos.schedule import FULL, SHORT, FaultSpec
+from perf.chaos import figures as fig
+from perf.chaos.schedule import FULL, SHORT, FaultSpec
 
 
 def confirmed(o: SagaOutcome) -> bool:

@@ -34,14 +34,14 @@ from loadgen.stats import all_rpc_figures, latency_figures
 from loadgen.target import Target
 from ops.audit import audit
 from ops.table import render_table
+from perf.chaos import figures as fig
+from perf.chaos import plot
+from perf.chaos.faults import Injector, Instances, RunClock
+from perf.chaos.sampler import OutboxSampler
+from perf.chaos.schedule import MIN_GAP, ChaosProfile
 from services.order.domain import SAGA_TIMED_OUT
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
-from tools.chaos import figures as fig
-from tools.chaos import plot
-from tools.chaos.faults import Injector, Instances, RunClock
-from tools.chaos.sampler import OutboxSampler
-from tools.chaos.schedule import MIN_GAP, ChaosProfile
 
 Say = Callable[[str], None]
 CONCURRENCY = 4096

@@ -23,10 +23,10 @@ from aiokafka.errors import KafkaError
 
 from devstack.stack import Stack
 from ops.config_patch import ConfigPatch
+from perf.chaos import schedule
+from perf.chaos.figures import FaultRecord
 from shared.config import store
 from shared.messaging.kafka import KafkaIdentity
-from tools.chaos import schedule
-from tools.chaos.figures import FaultRecord
 
 Say = Callable[[str], None]
 # How long a kill's note waits for the supervisor's replacement (informational only).

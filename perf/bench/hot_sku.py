@@ -24,10 +24,10 @@ import asyncpg
 from devstack.launcher import SystemLauncher
 from devstack.stack import Stack
 from ops.shop_client import ShopClient
+from perf.bench.saga import bounded, buyers_of
 from shared.auth.identity import Role
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
-from tools.bench.saga import bounded, buyers_of
 
 HOT_ROW_SQL = (
     "UPDATE bench_hot_row SET available = available - 1, reserved = reserved + 1"

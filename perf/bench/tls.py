@@ -6,7 +6,7 @@ plaintext port that exists only here. ghz drives both the same way, in
 alternating rounds so a busy machine hurts both alike; then a small driver
 opens a new connection for every Check, which is where the handshake shows.
 
-python -m tools.bench_tls [--seconds 10] [--concurrency 50] [--rounds 2]
+python -m perf.bench.tls [--seconds 10] [--concurrency 50] [--rounds 2]
 """
 
 from __future__ import annotations

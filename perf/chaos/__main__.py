@@ -1,4 +1,4 @@
-"""`make chaos`: ``python -m tools.chaos --profile full|short`` against the `make run` system.
+"""`make chaos`: ``python -m perf.chaos --profile full|short`` against the `make run` system.
 
 If no system is up it starts one the way `make run REPLICAS=2` does, in the
 background, and stops it at the end. Exit 0: every goal met; 1: the audit failed
@@ -22,11 +22,11 @@ from devstack.stack import Stack
 from loadgen.buyers import TokenCache
 from loadgen.dev_target import dev_target
 from ops.tracing import trace_tool
+from perf.chaos.faults import Proc
+from perf.chaos.runner import run_chaos
+from perf.chaos.schedule import PROFILES, profile
 from shared.errors import DomainError
 from shared.logs import configure_logging
-from tools.chaos.faults import Proc
-from tools.chaos.runner import run_chaos
-from tools.chaos.schedule import PROFILES, profile
 
 REPLICAS = 2
 

@@ -14,9 +14,9 @@ gRPC's own mTLS and tokens are on in both; tracing and metrics too (what `make r
 starts). Prometheus runs in neither (its targets bridge reads etcd over TLS only).
 Measured on each stack, in this order:
 
-- the saga's P50 and P95 at 20 and at 50 orders/s (tools/bench/saga.py, open loop),
+- the saga's P50 and P95 at 20 and at 50 orders/s (perf/bench/saga.py, open loop),
   after a short warm-up run that is not counted;
-- the outbox relay's lag, P50 and P99 at a fixed rate (tools/bench/relay_lag.py);
+- the outbox relay's lag, P50 and P99 at a fixed rate (perf/bench/relay_lag.py);
 - the consumer's throughput: records/s a raw aiokafka consumer drains from a backlog
   of N records, committing its offsets after every poll as the idempotent consumer
   does, with the same fetch settings, but no database (the services stopped by then).
@@ -25,7 +25,7 @@ Off then on, once (``--rounds 2`` runs off, on, on, off and takes the mean of ea
 Prints one line per figure with off, on, the difference and the ratio; writes
 ``reports/bench-trust-<timestamp>.json``. Exits 1 only if a figure could not be measured.
 
-python -m tools.bench.trust_cost [--quick] [--rounds N]
+python -m perf.bench.trust_cost [--quick] [--rounds N]
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ import typer
 
 from devstack.launcher import SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import PLAINTEXT_COMPONENTS, Stack
+from perf.bench.__main__ import REPORTS, machine
+from perf.bench.consumer_drain import drain, drain_topic, fill_backlog
+from perf.bench.relay_lag import relay_lag
+from perf.bench.saga import Shop, steady_saga, wait_sagas_ended
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
-from tools.bench.__main__ import REPORTS, machine
-from tools.bench.consumer_drain import drain, drain_topic, fill_backlog
-from tools.bench.relay_lag import relay_lag
-from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
 
 OFF: Final = "bench-plain"
 ON: Final = "bench"
@@ -251,7 +251,7 @@ async def measure_stack(profile: str, plan: Plan) -> StackRun:
             )
     finally:
         # bench-plain is this bench's alone; bench is left up if it was up before (a run
-        # of `make bench`'s), as tools/bench does.
+        # of `make bench`'s), as perf/bench does.
         if started or profile == OFF:
             await asyncio.to_thread(stack.down)
         else:

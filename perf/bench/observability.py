@@ -32,6 +32,8 @@ import typer
 from devstack.launcher import SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
 from ops.shop_client import ShopClient
+from perf.bench.saga import Shop, steady_saga, wait_sagas_ended
+from perf.bench.tls import GHZ, ghz_rps
 from shared import tls
 from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, load_private_key
@@ -41,8 +43,6 @@ from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
-from tools.bench.saga import Shop, steady_saga, wait_sagas_ended
-from tools.bench_tls import GHZ, ghz_rps
 
 GOAL_PERCENT = 10.0
 GET_PRODUCT = "shop.product.v1.ProductService.GetProduct"

@@ -14,7 +14,7 @@ Prints one ``bench: P<n> ...`` line per goal and replica count, met or NOT met, 
 the rows for BENCHMARKS.md; writes everything to ``reports/bench-<timestamp>.json``.
 Exits 1 only if a goal could not be measured at all (a broken phase, not a slow one).
 
-python -m tools.bench [--replicas 1 --replicas 2] [--quick] [--profile bench]
+python -m perf.bench [--replicas 1 --replicas 2] [--quick] [--profile bench]
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ import typer
 from devstack.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
 from ops.config_patch import patched_config
+from perf.bench import goals
+from perf.bench.hot_sku import hot_row_baseline, hot_sku_throughput
+from perf.bench.read_path import GET_PRODUCT_OUT_OF_REACH, get_product_vs_check
+from perf.bench.relay_lag import relay_lag
+from perf.bench.saga import Shop, saga_hops, steady_saga, wait_sagas_ended
+from perf.bench.tls import GHZ
 from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
@@ -45,12 +51,6 @@ from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.settings import REPO_ROOT
 from shared.tls import ClientTLS
-from tools.bench import goals
-from tools.bench.hot_sku import hot_row_baseline, hot_sku_throughput
-from tools.bench.read_path import GET_PRODUCT_OUT_OF_REACH, get_product_vs_check
-from tools.bench.relay_lag import relay_lag
-from tools.bench.saga import Shop, saga_hops, steady_saga, wait_sagas_ended
-from tools.bench_tls import GHZ
 
 REPORTS = REPO_ROOT / "reports"
 

@@ -15,9 +15,9 @@ import statistics
 from typing import Any
 
 from devstack.stack import Stack
-from tools.bench_observability import GET_PRODUCT, ghz_args
-from tools.bench_tls import CALL as CHECK
-from tools.bench_tls import ghz_rps
+from perf.bench.observability import GET_PRODUCT, ghz_args
+from perf.bench.tls import CALL as CHECK
+from perf.bench.tls import ghz_rps
 
 GET_PRODUCT_METHOD = "/shop.product.v1.ProductService/GetProduct"
 # /config/product's change for the measurement (put back after it: ops/config_patch.py).
