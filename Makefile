@@ -129,27 +129,27 @@ bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs 
 
 .PHONY: demo-trace
 demo-trace: deps ## One order through all five services: its Zipkin URL and a text waterfall of its trace
-	$(PY) -m tools.demo_trace
+	$(PY) -m demos.trace
 
 .PHONY: demo-config
 demo-config: deps ## The config center: a knob changed live on every instance, invalid refused, rollback
-	$(PY) -m tools.demo_config
+	$(PY) -m demos.config
 
 .PHONY: demo-oversell
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
-	$(PY) -m tools.demo_oversell
+	$(PY) -m demos.oversell
 
 .PHONY: demo-retry
 demo-retry: deps ## Retries against a flaky product (30 % injected UNAVAILABLE): success rate without/with
-	$(PY) -m tools.demo_retry
+	$(PY) -m demos.retry
 
 .PHONY: demo-breaker
 demo-breaker: deps ## Product stopped (SIGSTOP): order's breaker opens, fails fast, degrades, closes again
-	$(PY) -m tools.demo_breaker
+	$(PY) -m demos.breaker
 
 .PHONY: demo-ratelimit
 demo-ratelimit: deps ## A per-user rate limit set live: one buyer refused (RESOURCE_EXHAUSTED), the other served
-	$(PY) -m tools.demo_ratelimit
+	$(PY) -m demos.ratelimit
 
 PROFILE ?= smoke
 LOAD_ARGS ?=

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from demos.config import run_demo
 from devstack.launcher import REPO_ROOT
 from ops.seed import CUSTOMER
 from shared.config import store
@@ -15,7 +16,6 @@ from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem
-from tools.demo_config import run_demo
 
 pytestmark = pytest.mark.e2e
 

@@ -9,6 +9,7 @@ import aetcd
 import pytest
 import pytest_asyncio
 
+from demos.ratelimit import run_demo
 from devstack.stack import Stack
 from shared.config import store
 from shared.config.center import config_key
@@ -16,7 +17,6 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys
-from tools.demo_ratelimit import run_demo
 
 pytestmark = pytest.mark.e2e
 

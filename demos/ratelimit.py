@@ -23,6 +23,7 @@ from typing import Any, cast
 import aetcd
 import grpc
 
+from demos.session import on_make_run
 from devstack.stack import Stack
 from ops.config_patch import patched_config
 from ops.seed import CUSTOMER
@@ -33,7 +34,6 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.rpc.status import REASON_KEY, RETRY_AFTER_KEY
 from shared.tls import ClientTLS
-from tools.demo_session import on_make_run
 
 METHOD = "/shop.product.v1.ProductService/GetProduct"
 BUYER_B = ("ratelimit-buyer-b@shop.local", "ratelimit-password-1")

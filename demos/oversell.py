@@ -1,6 +1,6 @@
 """`make demo-oversell`: the same flash sale, before and after inventory was split out.
 
-Runs against the `make run` stack. First the old design (tools/legacy_monolith.py,
+Runs against the `make run` stack. First the old design (demos/legacy_monolith.py,
 check-then-act on stock kept in the catalog, in a scratch database), then the real
 system: PlaceOrder through the order service, reservations through Kafka events.
 """
@@ -18,13 +18,13 @@ import asyncpg
 import grpc
 import typer
 
+from demos import legacy_monolith
 from devstack.audit import stack_dsns
 from devstack.stack import Stack
 from ops.audit import audit
 from ops.seed import ADMIN
 from ops.shop_client import ShopClient, connect
 from shop.order.v1 import order_pb2
-from tools import legacy_monolith
 
 TERMINAL = {
     order_pb2.ORDER_STATUS_CONFIRMED,
@@ -132,7 +132,7 @@ async def wait_terminal(client: ShopClient, order_id: str, timeout: float = 60) 
 async def run(units: int, buyers: int) -> int:
     stack = Stack("dev")
     print(f"oversell demo: {buyers} buyers, 1 unit each, {units} units in stock\n")
-    print("before: stock kept in the catalog, check-then-act (tools/legacy_monolith.py)")
+    print("before: stock kept in the catalog, check-then-act (demos/legacy_monolith.py)")
     old = await before(stack, units, buyers)
     old.show()
     print("\nafter: inventory service, conditional reservations driven by Kafka events")

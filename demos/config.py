@@ -16,13 +16,13 @@ import time
 
 import aetcd
 
+from demos.session import DemoResult, on_make_run
 from devstack.launcher import SERVICES
 from ops.config_admin import wait_applied
 from shared.config import store
 from shared.config.center import config_key
 from shared.config.models import GlobalConfig
 from shared.registry.discovery import ServiceDirectory
-from tools.demo_session import DemoResult, on_make_run
 
 APPLY_TIMEOUT = 10.0
 

@@ -29,6 +29,7 @@ import aetcd
 import grpc
 from opentelemetry import trace
 
+from demos.session import DemoResult, on_make_run
 from devstack.stack import Stack
 from ops.seed import ADMIN, CATALOG
 from ops.shop_client import ShopClient
@@ -38,7 +39,6 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import SERVICES, ClientTLS
 from shop.order.v1 import order_pb2
-from tools.demo_session import DemoResult, on_make_run
 
 NAME = "demo-trace"
 SKU = "DEMO-MUG"

@@ -30,6 +30,7 @@ import aetcd
 import grpc
 import typer
 
+from demos.session import DemoResult, on_make_run
 from ops.config_patch import patched_config
 from ops.seed import CUSTOMER
 from ops.shop_client import ShopClient
@@ -39,7 +40,6 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.product.v1 import product_pb2, product_pb2_grpc
-from tools.demo_session import DemoResult, on_make_run
 
 FAULT_RATE = 0.3
 READS = 200

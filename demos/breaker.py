@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import aetcd
 import grpc
 
+from demos.session import DemoResult, on_make_run
 from ops.config_patch import patched_config
 from ops.seed import CUSTOMER
 from ops.shop_client import ShopClient
@@ -48,7 +49,6 @@ from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
-from tools.demo_session import DemoResult, on_make_run
 
 # The catalog lookup's deadline while product is stopped: short, so the demo is too.
 PRODUCT_DEADLINE_SECONDS = 0.3
