@@ -28,8 +28,9 @@ PROTOS := $(shell find protos -name '*.proto')
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help
+# Every target says what it does after `## `, so it is listed (tests/unit/test_make_targets.py).
 help: ## List the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9][a-z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 # --- installation: a venv pinned by uv.lock, generated stubs, the infrastructure ---------
 
@@ -77,7 +78,7 @@ grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the
 
 # The container image: podman (runc) and mmdebstrap from Debian, if no engine is here.
 .PHONY: image-tools
-image-tools:
+image-tools: ## podman (runc) and mmdebstrap from Debian, if no container engine is here
 	@if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends podman runc uidmap fuse-overlayfs slirp4netns mmdebstrap >/dev/null; \
@@ -209,7 +210,7 @@ $(KUBE_ROUTER): deploy/k8s/real-check/go/kube-router/go.mod
 # what kube-proxy and kube-router call (conntrack, iptables, ipset), and what the stand-in
 # images are built with (setcap for CoreDNS, Maven for Kafka's jars).
 .PHONY: node-tools
-node-tools: image-tools
+node-tools: image-tools ## containerd, the CNI plugins, iptables and the rest of a real node, from Debian
 	@missing=""; for c in containerd ctr runc conntrack iptables ipset setcap mvn; do command -v $$c >/dev/null || missing=1; done; \
 	[ -x /usr/lib/cni/bridge ] || missing=1; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -249,11 +250,11 @@ typecheck: deps ## mypy over the whole project
 	$(VENV)/bin/mypy .
 
 .PHONY: test-unit
-test-unit: deps
+test-unit: deps ## The unit tests only (no stack)
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: install grpc-tools
+test-integration: install grpc-tools ## The integration and e2e tests (real PostgreSQL, etcd, Kafka)
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test
