@@ -76,7 +76,7 @@ grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the
 	@# The README's grpcurl lines pipe into jq.
 	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
-# The container image: podman (runc) and mmdebstrap from Debian, if no engine is here.
+# The container images: podman (runc) and mmdebstrap from Debian, if no engine is here.
 .PHONY: image-tools
 image-tools: ## podman (runc) and mmdebstrap from Debian, if no container engine is here
 	@if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then \
@@ -88,7 +88,7 @@ image-tools: ## podman (runc) and mmdebstrap from Debian, if no container engine
 	fi
 
 .PHONY: image
-image: deps image-tools ## The services' OCI image, localhost/shop:dev (podman or docker; BASE_IMAGE=...)
+image: deps image-tools ## The OCI images: the services' localhost/shop:dev, shop-ops:dev (Jobs), shop-loadgen:dev (BASE_IMAGE=...)
 	$(PY) -m deploy.tooling.image build
 
 # --- the main job -------------------------------------------------------------------------
@@ -233,7 +233,7 @@ k8s-real-check: deps image-tools node-tools $(KUBE_APISERVER) $(ETCD_36) $(KUBE_
 	$(PY) -m deploy.tooling.real_check --profile $(or $(PROFILE),smoke) $(if $(KEEP),--keep)
 
 .PHONY: k8s-check
-k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the image's test
+k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the images' test
 	$(PY) -m deploy.tooling.k8s_check --kube-score $(KUBE_SCORE)
 	$(VENV)/bin/pytest tests/k8s -q
 

@@ -305,7 +305,7 @@ def check(work: Path, overlay: str, kwok_stages: Path) -> None:
         plane.kubectl("apply", "-f", "-", stdin=volumes())
         # What `make up` does after loading the image, on the fake nodes (whose pods run
         # no container, so they have no log; kwok completes a Job's pods).
-        k8s.deploy(kubectl, overlay, "dev", work / "state", smoke_log=False)
+        k8s.deploy(kubectl, overlay, k8s.same_tag("dev"), work / "state", smoke_log=False)
         report(kubectl)
         prometheus_access(kubectl)
 

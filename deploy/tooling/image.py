@@ -1,9 +1,11 @@
-"""`make image`: the one OCI image of the five services, built with podman or docker.
+"""`make image`: the OCI images, built with podman or docker, each carrying what it runs.
 
-``python -m deploy.tooling.image build`` builds ``deploy/image/Containerfile`` from the repo
-root and prints the image's name and size. The base is the public
-``python:3.11-slim-bookworm`` where a registry is reachable; otherwise (as on the
-machine this project is developed on) an equivalent bookworm base is built from
+``python -m deploy.tooling.image build`` builds the stages of ``deploy/image/Containerfile``
+from the repo root, one image each, and prints their names and sizes: the five services'
+(``localhost/shop``), the operator's tools for the Jobs and the shopctl pod
+(``localhost/shop-ops``) and the load generator's (``localhost/shop-loadgen``). The base
+is the public ``python:3.11-slim-bookworm`` where a registry is reachable; otherwise (as
+on the machine this project is developed on) an equivalent bookworm base is built from
 Debian's packages with mmdebstrap and imported as ``localhost/shop-base``.
 """
 
@@ -13,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +28,10 @@ CONTAINERFILE = REPO_ROOT / "deploy" / "image" / "Containerfile"
 PUBLIC_BASE = "docker.io/library/python:3.11-slim-bookworm"
 LOCAL_BASE = "localhost/shop-base:bookworm"
 IMAGE = "localhost/shop"
+OPS_IMAGE = "localhost/shop-ops"
+LOADGEN_IMAGE = "localhost/shop-loadgen"
+# Each image and the Containerfile stage it is; the services' is the file's default (last).
+STAGES = {IMAGE: "services", OPS_IMAGE: "ops", LOADGEN_IMAGE: "loadgen"}
 # What the public slim image has that matters to us: Python 3.11 with venv, CA roots.
 # The docs, manuals and translations are left out, as the slim image leaves them out.
 MMDEBSTRAP_ARGS = (
@@ -67,35 +74,47 @@ def choose_base(engine: Engine, requested: str | None) -> str:
     return LOCAL_BASE
 
 
-def build(engine: Engine, base: str | None = None, tag: str = "dev") -> str:
-    """Builds the image; returns ``localhost/shop:<tag>``, also tagged by its content id.
+def build(engine: Engine, base: str | None = None, tag: str = "dev") -> dict[str, str]:
+    """Builds every image; returns image -> ``<image>:<tag>``, each also tagged by its
+    content id.
 
     The content tag (the image id's first 12 hex digits) is what `make up` deploys:
     a rebuild with no change keeps it, so repeating `make up` restarts nothing.
     """
     chosen = choose_base(engine, base)
-    ref = f"{IMAGE}:{tag}"
     # The builder fetches the locked wheels from PyPI, trusting what this host trusts.
     ca_bundle = Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt"))
     secret = ["--secret", f"id=host-ca,src={ca_bundle}"] if ca_bundle.is_file() else []
-    engine.run(
-        "build",
-        "--network=host",
-        *secret,
-        "--build-arg",
-        f"BASE_IMAGE={chosen}",
-        "--file",
-        str(CONTAINERFILE),
-        "--tag",
-        ref,
-        str(REPO_ROOT),
-    )
-    engine.run("tag", ref, content_ref(engine, ref))
-    return ref
+    refs = {}
+    for image, stage in STAGES.items():
+        ref = f"{image}:{tag}"
+        engine.run(
+            "build",
+            "--network=host",
+            *secret,
+            "--build-arg",
+            f"BASE_IMAGE={chosen}",
+            "--file",
+            str(CONTAINERFILE),
+            "--target",
+            stage,
+            "--tag",
+            ref,
+            str(REPO_ROOT),
+        )
+        engine.run("tag", ref, content_ref(engine, ref))
+        refs[image] = ref
+    return refs
 
 
 def content_ref(engine: Engine, ref: str) -> str:
-    return f"{IMAGE}:{engine.image_id(ref)[:12]}"
+    """``<image>:<content id>`` of the image ``ref`` names."""
+    return f"{ref.rpartition(':')[0]}:{engine.image_id(ref)[:12]}"
+
+
+def content_tags(engine: Engine, refs: Mapping[str, str]) -> dict[str, str]:
+    """image -> its content tag, for refs as ``build`` returns them."""
+    return {image: content_ref(engine, ref).rpartition(":")[2] for image, ref in refs.items()}
 
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -103,7 +122,7 @@ app = typer.Typer(add_completion=False, help=__doc__)
 
 @app.callback()
 def main() -> None:
-    """The project's container image."""
+    """The project's container images."""
 
 
 @app.command("build")
@@ -111,17 +130,18 @@ def build_command(
     base: Annotated[
         str | None, typer.Option(envvar="BASE_IMAGE", help=f"base image (default {PUBLIC_BASE})")
     ] = None,
-    tag: Annotated[str, typer.Option(help="tag of localhost/shop")] = "dev",
+    tag: Annotated[str, typer.Option(help="tag of each image")] = "dev",
 ) -> None:
-    """Build localhost/shop:<tag> and print its size."""
+    """Build localhost/shop, shop-ops and shop-loadgen at <tag>; print their sizes."""
     try:
         engine = Engine.detect()
-        ref = build(engine, base or None, tag)
-        size = engine.image_size(ref)
+        refs = build(engine, base or None, tag)
+        sizes = {ref: engine.image_size(ref) for ref in refs.values()}
+        tagged = {ref: content_ref(engine, ref) for ref in refs.values()}
     except (ImageError, subprocess.CalledProcessError) as error:
         raise SystemExit(f"image: {error}") from None
-    tagged = content_ref(engine, ref)
-    print(f"image: {ref} ({tagged}) · {size / 1e6:.0f} MB · built by {engine.name}")
+    for ref, size in sizes.items():
+        print(f"image: {ref} ({tagged[ref]}) · {size / 1e6:.0f} MB · built by {engine.name}")
 
 
 if __name__ == "__main__":

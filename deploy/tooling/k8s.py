@@ -1,15 +1,16 @@
 """The cluster path: `make up`, `make load-k8s`, `make down-k8s` on kind or minikube.
 
-``python -m deploy.tooling.k8s up`` creates the cluster if it is missing, builds the image,
-loads it into the cluster, creates the Secrets from the project's own CA, applies
+``python -m deploy.tooling.k8s up`` creates the cluster if it is missing, builds the images,
+loads them into the cluster, creates the Secrets from the project's own CA, applies
 the overlay, waits for the infrastructure and then the services, runs the smoke Job
 and prints how to reach the system. Everything it makes locally (the CA, the
-signing key, the database password, the kustomizations that pin the image tag)
+signing key, the database password, the kustomizations that pin the image tags)
 lives in ``.stack/k8s/``; nothing secret is ever committed. Safe to repeat.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from deploy.tooling.image import IMAGE, build, content_ref
+from deploy.tooling.image import STAGES, build, content_tags
 from devstack.containers import Engine, ImageError
 from ops.trust import rights
 from shared.auth.keys import generate_keypair
@@ -53,8 +54,10 @@ INFRASTRUCTURE = ("postgres", "etcd", "kafka")
 # The overlay's Jobs; each is safe to repeat, and made again by every `make up`.
 JOBS = ("etcd-auth", "postgres-roles", "kafka-topics", "config-defaults", "seed")
 ROLLOUT_TIMEOUT = "600s"
-# The image tag `make up` deployed; `make load-k8s` runs its Job on the same image.
-DEPLOYED_TAG = STATE_DIR / "deployed-tag"
+# The image tags `make up` deployed; `make load-k8s` runs its Job on the same images.
+DEPLOYED_TAGS = STATE_DIR / "deployed-tags.json"
+# image (localhost/shop, -ops, -loadgen) -> its tag, as `make up` deploys them.
+Tags = Mapping[str, str]
 
 
 class ClusterError(RuntimeError):
@@ -124,18 +127,23 @@ def ensure_local_secrets(state: Path = STATE_DIR) -> None:
 # --- kustomizations that pin the image tag ---------------------------------------------------
 
 
-def pinned_kustomization(target: Path, source: Path, tag: str, extra: str = "") -> Path:
-    """``target/kustomization.yaml``: ``source`` with the image at ``tag``."""
+def same_tag(tag: str) -> dict[str, str]:
+    """Every image at ``tag``: the manifests' own ``dev``, where no image is loaded."""
+    return dict.fromkeys(STAGES, tag)
+
+
+def pinned_kustomization(target: Path, source: Path, tags: Tags, extra: str = "") -> Path:
+    """``target/kustomization.yaml``: ``source`` with each image at its tag in ``tags``."""
     target.mkdir(parents=True, exist_ok=True)
     (target / "kustomization.yaml").write_text(
-        "# Made by deploy/tooling/k8s.py on every run; the image tag is the build's content id.\n"
+        "# Made by deploy/tooling/k8s.py on every run; an image's tag is its build's content id.\n"
         "apiVersion: kustomize.config.k8s.io/v1beta1\n"
         "kind: Kustomization\n"
         "resources:\n"
         f"  - {os.path.relpath(source, target)}\n"
         "images:\n"
-        f"  - name: {IMAGE}\n"
-        f"    newTag: {tag}\n" + extra
+        + "".join(f"  - name: {image}\n    newTag: {tag}\n" for image, tag in tags.items())
+        + extra
     )
     return target
 
@@ -317,18 +325,18 @@ def up(requested: str | None) -> None:
     cluster = Cluster(choose_cluster(requested))
     cluster.ensure()
     engine = Engine.detect()
-    tagged = content_ref(engine, build(engine))
-    cluster.load_image(engine, tagged)
-    tag = tagged.rsplit(":", 1)[1]
-    deploy(Kubectl(cluster.context), cluster.kind, tag)
-    DEPLOYED_TAG.write_text(tag)
+    tags = content_tags(engine, build(engine))
+    for image, tag in tags.items():
+        cluster.load_image(engine, f"{image}:{tag}")
+    deploy(Kubectl(cluster.context), cluster.kind, tags)
+    DEPLOYED_TAGS.write_text(json.dumps(tags, indent=2) + "\n")
     print_access(cluster)
 
 
 def deploy(
-    kubectl: Kubectl, overlay: str, tag: str, state: Path = STATE_DIR, smoke_log: bool = True
+    kubectl: Kubectl, overlay: str, tags: Tags, state: Path = STATE_DIR, smoke_log: bool = True
 ) -> None:
-    """Secrets, the overlay at ``tag``, the rollouts in order, then the smoke Job.
+    """Secrets, the overlay at ``tags``, the rollouts in order, then the smoke Job.
 
     `make up` runs this on kind or minikube; `make k8s-cluster-check` on its own control
     plane with fake nodes.
@@ -340,8 +348,8 @@ def deploy(
 
     # Jobs cannot be changed in place; they are made again (each is safe to repeat).
     kubectl("delete", "job", *JOBS, "smoke", "--ignore-not-found", capture=True)
-    target = pinned_kustomization(state / "deploy", K8S_DIR / "overlays" / overlay, tag)
-    say(f"apply: overlays/{overlay} with {IMAGE}:{tag}")
+    target = pinned_kustomization(state / "deploy", K8S_DIR / "overlays" / overlay, tags)
+    say(f"apply: overlays/{overlay} with {', '.join(f'{i}:{t}' for i, t in tags.items())}")
     kubectl("apply", "-k", str(target), capture=True)
 
     say("wait: PostgreSQL, etcd, Kafka, their rights, the topics and the config defaults")
@@ -356,27 +364,27 @@ def deploy(
     if not kubectl.wait_job("seed", 600):
         raise ClusterError("job/seed failed: kubectl -n shop logs job/seed")
 
-    run_smoke(kubectl, tag, state, smoke_log)
-    run_trust_check(kubectl, tag, state, smoke_log)
+    run_smoke(kubectl, tags, state, smoke_log)
+    run_trust_check(kubectl, tags, state, smoke_log)
 
 
-def run_smoke(kubectl: Kubectl, tag: str, state: Path = STATE_DIR, show_log: bool = True) -> None:
-    """The smoke Job at ``tag``: the demo customer's order CONFIRMED, the audit clean."""
+def run_smoke(kubectl: Kubectl, tags: Tags, state: Path = STATE_DIR, show_log: bool = True) -> None:
+    """The smoke Job at ``tags``: the demo customer's order CONFIRMED, the audit clean."""
     say("smoke: the demo customer's order, then the audit")
-    _run_check_job(kubectl, "smoke", tag, state, show_log)
+    _run_check_job(kubectl, "smoke", tags, state, show_log)
 
 
 def run_trust_check(
-    kubectl: Kubectl, tag: str, state: Path = STATE_DIR, show_log: bool = True
+    kubectl: Kubectl, tags: Tags, state: Path = STATE_DIR, show_log: bool = True
 ) -> None:
-    """The trust-check Job at ``tag``: every attack on etcd, Kafka and PostgreSQL refused."""
+    """The trust-check Job at ``tags``: every attack on etcd, Kafka and PostgreSQL refused."""
     say("trust-check: forged keys, events and logins against etcd, Kafka and PostgreSQL")
-    _run_check_job(kubectl, "trust-check", tag, state, show_log)
+    _run_check_job(kubectl, "trust-check", tags, state, show_log)
 
 
-def _run_check_job(kubectl: Kubectl, name: str, tag: str, state: Path, show_log: bool) -> None:
+def _run_check_job(kubectl: Kubectl, name: str, tags: Tags, state: Path, show_log: bool) -> None:
     kubectl("delete", "job", name, "--ignore-not-found", "--wait=true", capture=True)
-    job = pinned_kustomization(state / name, K8S_DIR / "jobs" / name, tag)
+    job = pinned_kustomization(state / name, K8S_DIR / "jobs" / name, tags)
     kubectl("apply", "-k", str(job), capture=True)
     passed = kubectl.wait_job(name, 300)
     if show_log or not passed:
@@ -410,19 +418,19 @@ the pods, the load harness, and the way back:
 
 def load(requested: str | None, profile: str, args: str, reports: Path) -> int:
     cluster = Cluster(choose_cluster(requested))
-    if not DEPLOYED_TAG.exists():
+    if not DEPLOYED_TAGS.exists():
         raise ClusterError("nothing deployed from here yet: run `make up` first")
-    tag = DEPLOYED_TAG.read_text().strip()
-    return run_load_job(Kubectl(cluster.context), tag, profile, args, reports)
+    tags = json.loads(DEPLOYED_TAGS.read_text())
+    return run_load_job(Kubectl(cluster.context), tags, profile, args, reports)
 
 
 def run_load_job(
-    kubectl: Kubectl, tag: str, profile: str, args: str, reports: Path, state: Path = STATE_DIR
+    kubectl: Kubectl, tags: Tags, profile: str, args: str, reports: Path, state: Path = STATE_DIR
 ) -> int:
-    """The load harness as job/load at ``tag``; its reports copied to ``reports``."""
+    """The load generator as job/load at ``tags``; its reports copied to ``reports``."""
     kubectl("delete", "job", "load", "--ignore-not-found", "--wait=true", capture=True)
     job = pinned_kustomization(
-        state / "load", K8S_DIR / "jobs" / "load", tag, load_settings(profile, args)
+        state / "load", K8S_DIR / "jobs" / "load", tags, load_settings(profile, args)
     )
     kubectl("apply", "-k", str(job), capture=True)
     say(f"load-k8s: profile {profile} running as job/load (kubectl -n shop logs -f job/load)")

@@ -3,8 +3,8 @@
 The steps, each printed with its time:
 
 1. cluster: the node of node.py up (control plane, containerd), its certificates its own;
-2. images: the shop image and the infrastructure's stand-ins (images.py) built and
-   imported into containerd, as `make up` loads them into kind; then kubelet, kube-proxy,
+2. images: the shop's three images and the infrastructure's stand-ins (images.py) built
+   and imported into containerd, as `make up` loads them into kind; then kubelet, kube-proxy,
    kube-router, CoreDNS and the volume provisioner;
 3. deploy: `make up`'s own ``deploy()`` with the minikube overlay (its smoke Job included);
 4. ready: every pod Ready, PostgreSQL's five databases, etcd's three members, Kafka's
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deploy.tooling import k8s
-from deploy.tooling.image import build, content_ref
+from deploy.tooling.image import build, content_tags
 from deploy.tooling.real_check import probes
 from deploy.tooling.real_check.images import build_all
 from deploy.tooling.real_check.node import NODE_NAME, Node, NodeError
@@ -68,7 +68,7 @@ class RealCheck:
         self.profile = profile
         self.load_args = load_args
         self.steps = Steps()
-        self.tag = ""
+        self.tags: dict[str, str] = {}
         self.kubectl = k8s.Kubectl("shop-node")
 
     # --- 1 and 2 ----------------------------------------------------------------------
@@ -81,14 +81,17 @@ class RealCheck:
     def images(self) -> str:
         archives = build_all(self.node.work / "images")
         engine = Engine.detect()
-        tagged = content_ref(engine, build(engine))
-        self.tag = tagged.rsplit(":", 1)[1]
-        shop = self.node.work / "images" / "shop.tar"
-        shop.unlink(missing_ok=True)
-        engine.run("save", "--output", str(shop), tagged)
-        for archive in (*archives, shop):
+        self.tags = content_tags(engine, build(engine))
+        ours = []
+        for image, tag in self.tags.items():
+            archive = self.node.work / "images" / f"{image.rpartition('/')[2]}.tar"
+            archive.unlink(missing_ok=True)
+            engine.run("save", "--output", str(archive), f"{image}:{tag}")
+            ours.append(archive)
+        for archive in (*archives, *ours):
             self.node.import_image(archive)
-        return f"{len(archives)} stand-ins and {tagged} imported into containerd"
+        pinned = ", ".join(f"{image}:{tag}" for image, tag in self.tags.items())
+        return f"{len(archives)} stand-ins and {pinned} imported into containerd"
 
     def node_agents(self) -> str:
         node = self.node
@@ -134,7 +137,7 @@ class RealCheck:
     # --- 3 to 5 -----------------------------------------------------------------------
 
     def deploy(self) -> str:
-        k8s.deploy(self.kubectl, "minikube", self.tag, self.state, smoke_log=False)
+        k8s.deploy(self.kubectl, "minikube", self.tags, self.state, smoke_log=False)
         # The battery's verdict, e.g. "14 of 14 attacks refused with nothing changed".
         trust = self.kubectl("logs", "job/trust-check", capture=True).stdout.strip()
         verdict = trust.splitlines()[-1] if trust else "no verdict"
@@ -203,7 +206,7 @@ class RealCheck:
 
     def load(self) -> str:
         code = k8s.run_load_job(
-            self.kubectl, self.tag, self.profile, self.load_args, self.reports, self.state
+            self.kubectl, self.tags, self.profile, self.load_args, self.reports, self.state
         )
         if code != 0:
             raise CheckFailed(f"the load Job's profile {self.profile} failed (exit {code})")
@@ -221,7 +224,7 @@ class RealCheck:
     def recoveries(self) -> str:
         from deploy.tooling.real_check.recovery import recover_all
 
-        return recover_all(self.kubectl, self.state, self.tag)
+        return recover_all(self.kubectl, self.state, self.tags)
 
     # --- the whole run ----------------------------------------------------------------
 

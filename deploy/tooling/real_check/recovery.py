@@ -80,7 +80,7 @@ def orders(kubectl: k8s.Kubectl) -> int:
     return int(probes.sql(kubectl, "shop_order", "SELECT count(*) FROM orders") or 0)
 
 
-def recover_all(kubectl: k8s.Kubectl, state: Path, tag: str) -> str:
+def recover_all(kubectl: k8s.Kubectl, state: Path, tags: k8s.Tags) -> str:
     lines = [replace_service_pod(kubectl)]
     placed = orders(kubectl)
     if placed == 0:
@@ -99,6 +99,6 @@ def recover_all(kubectl: k8s.Kubectl, state: Path, tag: str) -> str:
     lines.append(f"postgres-0 back with its {placed} orders in {postgres_took:.0f}s")
 
     # The services reconnect on their own; the smoke Job waits for nothing else.
-    k8s.run_smoke(kubectl, tag, state, show_log=False)
+    k8s.run_smoke(kubectl, tags, state, show_log=False)
     lines.append("smoke after the restarts: order CONFIRMED, audit clean")
     return "; ".join(lines)
