@@ -28,8 +28,9 @@ PROTOS := $(shell find protos -name '*.proto')
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
 .PHONY: help
+# Every target says what it does after `## `, so it is listed (tests/unit/test_make_targets.py).
 help: ## List the targets
-	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9][a-z0-9_-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-20s %s\n", $$1, $$2}'
 
 # --- installation: a venv pinned by uv.lock, generated stubs, the infrastructure ---------
 
@@ -75,9 +76,9 @@ grpc-tools: $(GRPCURL) $(GHZ) ## grpcurl and ghz into .stack/tools/bin (from the
 	@# docs/contracts.md's grpcurl lines pipe into jq.
 	@command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 
-# The container image: podman (runc) and mmdebstrap from Debian, if no engine is here.
+# The container images: podman (runc) and mmdebstrap from Debian, if no engine is here.
 .PHONY: image-tools
-image-tools:
+image-tools: ## podman (runc) and mmdebstrap from Debian, if no container engine is here
 	@if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends podman runc uidmap fuse-overlayfs slirp4netns mmdebstrap >/dev/null; \
@@ -87,8 +88,8 @@ image-tools:
 	fi
 
 .PHONY: image
-image: deps image-tools ## The services' OCI image, localhost/shop:dev (podman or docker; BASE_IMAGE=...)
-	$(PY) -m tools.image build
+image: deps image-tools ## The OCI images: the services' localhost/shop:dev, shop-ops:dev (Jobs), shop-loadgen:dev (BASE_IMAGE=...)
+	$(PY) -m deploy.tooling.image build
 
 # --- the main job -------------------------------------------------------------------------
 
@@ -97,7 +98,7 @@ REPLICAS ?= 1
 
 .PHONY: run
 run: install ## Everything up: infrastructure, migrations, demo data, five services; Ctrl-C stops
-	$(PY) -m tools.run --replicas $(REPLICAS)
+	$(PY) -m devstack.run --replicas $(REPLICAS)
 
 .PHONY: down
 down: deps ## Stop a dev stack left running (e.g. after a crash)
@@ -105,63 +106,63 @@ down: deps ## Stop a dev stack left running (e.g. after a crash)
 
 .PHONY: demo-order
 demo-order: deps ## Place an order as the demo customer against `make run`
-	$(PY) -m tools.shopctl place-order --sku DEMO-TSHIRT --quantity 1
+	$(PY) -m ops.shopctl place-order --sku DEMO-TSHIRT --quantity 1
 
 .PHONY: audit
 audit: deps ## Check every invariant against the `make run` stack's data (exit 1 on a violation)
-	$(PY) -m tools.audit --profile dev
+	$(PY) -m devstack.audit --profile dev
 
 .PHONY: bench
 bench: install $(GHZ) ## On its own stack: the performance goals P1-P7 at 1 and 2 instances per service (reports/bench-*.json)
-	$(PY) -m tools.bench $(BENCH_ARGS)
+	$(PY) -m perf.bench $(BENCH_ARGS)
 
 .PHONY: bench-observability
 bench-observability: install $(GHZ) ## What tracing and metrics cost: observed vs bare, GetProduct (ghz) and the saga
-	$(PY) -m tools.bench_observability $(BENCH_ARGS)
+	$(PY) -m perf.bench.observability $(BENCH_ARGS)
 
 .PHONY: bench-trust
 bench-trust: install ## What TLS and auth on etcd/Kafka/PostgreSQL cost: saga P50/P95, relay lag, consumer drain, off vs on
-	$(PY) -m tools.bench.trust_cost $(BENCH_TRUST_ARGS)
+	$(PY) -m perf.bench.trust_cost $(BENCH_TRUST_ARGS)
 
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
-	$(PY) -m tools.bench_tls $(BENCH_TLS_ARGS)
+	$(PY) -m perf.bench.tls $(BENCH_TLS_ARGS)
 
 .PHONY: demo-trace
 demo-trace: deps ## One order through all five services: its Zipkin URL and a text waterfall of its trace
-	$(PY) -m tools.demo_trace
+	$(PY) -m demos.trace
 
 .PHONY: demo-config
 demo-config: deps ## The config center: a knob changed live on every instance, invalid refused, rollback
-	$(PY) -m tools.demo_config
+	$(PY) -m demos.config
 
 .PHONY: demo-oversell
 demo-oversell: deps ## The seed's oversell case study, before and after the fix, against `make run`
-	$(PY) -m tools.demo_oversell
+	$(PY) -m demos.oversell
 
 .PHONY: demo-retry
 demo-retry: deps ## Retries against a flaky product (30 % injected UNAVAILABLE): success rate without/with
-	$(PY) -m tools.demo_retry
+	$(PY) -m demos.retry
 
 .PHONY: demo-breaker
 demo-breaker: deps ## Product stopped (SIGSTOP): order's breaker opens, fails fast, degrades, closes again
-	$(PY) -m tools.demo_breaker
+	$(PY) -m demos.breaker
 
 .PHONY: demo-ratelimit
 demo-ratelimit: deps ## A per-user rate limit set live: one buyer refused (RESOURCE_EXHAUSTED), the other served
-	$(PY) -m tools.demo_ratelimit
+	$(PY) -m demos.ratelimit
 
 PROFILE ?= smoke
 LOAD_ARGS ?=
 .PHONY: load
 load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|full
-	$(PY) -m tests.e2e.load --profile $(PROFILE) $(LOAD_ARGS)
+	$(PY) -m loadgen --profile $(PROFILE) $(LOAD_ARGS)
 
 # PROFILE is `make load`'s too (default smoke); chaos defaults to full unless one is given.
 CHAOS_PROFILE = $(if $(filter command line environment,$(origin PROFILE)),$(PROFILE),full)
 .PHONY: chaos
 chaos: install ## Faults under load against `make run` (REPLICAS=2 started if down): PROFILE=full|short, RATE=orders/s; exit 1 on a missed goal
-	$(PY) -m tools.chaos --profile $(CHAOS_PROFILE) $(if $(RATE),--rate $(RATE))
+	$(PY) -m perf.chaos --profile $(CHAOS_PROFILE) $(if $(RATE),--rate $(RATE))
 
 FUZZ_MINUTES ?= 10
 FUZZ_EXAMPLES ?= 25
@@ -176,15 +177,15 @@ fuzz: install ## Fuzz every RPC on its own stack for FUZZ_MINUTES (10); exit 1 i
 K8S ?=
 .PHONY: up
 up: deps ## kind/minikube: cluster, image, Secrets, overlay, rollout, smoke Job (safe to repeat)
-	$(PY) -m tools.k8s up $(if $(K8S),--cluster $(K8S))
+	$(PY) -m deploy.tooling.k8s up $(if $(K8S),--cluster $(K8S))
 
 .PHONY: load-k8s
 load-k8s: deps ## The load harness as a Job in the cluster, PROFILE=...; reports copied to reports/
-	$(PY) -m tools.k8s load --profile $(PROFILE) $(if $(K8S),--cluster $(K8S)) --args "$(LOAD_ARGS)"
+	$(PY) -m deploy.tooling.k8s load --profile $(PROFILE) $(if $(K8S),--cluster $(K8S)) --args "$(LOAD_ARGS)"
 
 .PHONY: down-k8s
 down-k8s: deps ## Remove what `make up` created (the cluster too, if `make up` made it)
-	$(PY) -m tools.k8s down $(if $(K8S),--cluster $(K8S))
+	$(PY) -m deploy.tooling.k8s down $(if $(K8S),--cluster $(K8S))
 
 # kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes (a
 # replace per staging module, in go.mod), etcd 3.6 (Debian's 3.4 is too old for them),
@@ -209,7 +210,7 @@ $(KUBE_ROUTER): deploy/k8s/real-check/go/kube-router/go.mod
 # what kube-proxy and kube-router call (conntrack, iptables, ipset), and what the stand-in
 # images are built with (setcap for CoreDNS, Maven for Kafka's jars).
 .PHONY: node-tools
-node-tools: image-tools
+node-tools: image-tools ## containerd, the CNI plugins, iptables and the rest of a real node, from Debian
 	@missing=""; for c in containerd ctr runc conntrack iptables ipset setcap mvn; do command -v $$c >/dev/null || missing=1; done; \
 	[ -x /usr/lib/cni/bridge ] || missing=1; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -224,16 +225,16 @@ $(KWOK):
 
 .PHONY: k8s-cluster-check
 k8s-cluster-check: deps $(KUBE_APISERVER) $(ETCD_36) $(KWOK) ## The overlay on a real kube-apiserver with kwok's fake nodes: admitted, rolled out, Available
-	$(PY) -m tools.k8s_cluster_check \
+	$(PY) -m deploy.tooling.cluster_check \
 	  --kwok-stages "$$(go env GOMODCACHE)/sigs.k8s.io/kwok@$(KWOK_VERSION)/kustomize/stage/fast"
 
 .PHONY: k8s-real-check
 k8s-real-check: deps image-tools node-tools $(KUBE_APISERVER) $(ETCD_36) $(KUBE_ROUTER) ## The overlay's containers in real pods on a real node here (containerd, kubelet, kube-proxy, CoreDNS, NetworkPolicy)
-	$(PY) -m tools.k8s_real_check --profile $(or $(PROFILE),smoke) $(if $(KEEP),--keep)
+	$(PY) -m deploy.tooling.real_check --profile $(or $(PROFILE),smoke) $(if $(KEEP),--keep)
 
 .PHONY: k8s-check
-k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the image's test
-	$(PY) -m tools.k8s_check --kube-score $(KUBE_SCORE)
+k8s-check: deps image $(KUBE_SCORE) ## Manifests rendered, schema-checked, linted, cross-checked; the images' test
+	$(PY) -m deploy.tooling.k8s_check --kube-score $(KUBE_SCORE)
 	$(VENV)/bin/pytest tests/k8s -q
 
 # --- checks -------------------------------------------------------------------------------
@@ -255,11 +256,11 @@ typecheck: deps ## mypy over the whole project
 	$(VENV)/bin/mypy .
 
 .PHONY: test-unit
-test-unit: deps
+test-unit: deps ## The unit tests only (no stack)
 	$(VENV)/bin/pytest tests/unit -q
 
 .PHONY: test-integration
-test-integration: install grpc-tools
+test-integration: install grpc-tools ## The integration and e2e tests (real PostgreSQL, etcd, Kafka)
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
 .PHONY: test

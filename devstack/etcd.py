@@ -20,10 +20,10 @@ from devstack.component import Component, run_coro
 from devstack.config import HOST
 from devstack.install import ensure_etcd, find_etcd
 from devstack.process import StackError, http_get, spawn_detached
+from ops.trust.etcd_auth import apply_at
 from pki.identities import ETCD_ROOT
 from shared.registry.etcd import etcd_client
 from shared.tls import ETCD, ClientTLS, ca_file, cert_file, key_file
-from tools.trust.etcd_auth import apply_at
 
 log = logging.getLogger("devstack")
 

@@ -19,11 +19,11 @@ from devstack.install import KAFKA_LOG4J, ensure_java, ensure_kafka, find_java, 
 from devstack.kafka_renewal import reload_keystore, served_serial
 from devstack.process import StackError, run, spawn_detached, tail
 from devstack.topics import REPLICATION_FACTOR, TOPICS
+from ops.trust.kafka_acls import operator_admin, provision
+from ops.trust.rights import KAFKA_SUPER_USERS
 from pki.authority import ensure_authority, keystore_file, load_certificate
 from pki.identities import KAFKA
 from shared.tls import ca_file, cert_file
-from tools.trust.kafka_acls import operator_admin, provision
-from tools.trust.rights import KAFKA_SUPER_USERS
 
 log = logging.getLogger("devstack")
 
@@ -312,7 +312,7 @@ class Kafka(Component):
                 await admin.close()
 
     def provision(self) -> None:
-        """The saga's topics, then the ACLs of the rights table (tools/trust/kafka_acls.py)."""
+        """The saga's topics, then the ACLs of the rights table (ops/trust/kafka_acls.py)."""
         if not self.plaintext:
             self.reload_certificate(only_if_renewed=True)
         done = run_coro(

@@ -17,10 +17,10 @@ from pathlib import Path
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from cryptography import x509
 
+from ops.trust.kafka_acls import operator_admin
 from pki.authority import keystore_file
 from pki.identities import KAFKA
 from shared.messaging.kafka import KafkaIdentity
-from tools.trust.kafka_acls import operator_admin
 
 # The listener whose name the dynamic config carries (devstack/kafka.py's listeners).
 LISTENER = "ssl"

@@ -2,7 +2,7 @@
 
 Clients connect over TCP with TLS (verify-full against the profile's CA) and a
 password: the administrator ``shop`` (tests and tools), or a service's own role,
-which reaches only its own database (devstack/postgres_auth.py, tools/trust).
+which reaches only its own database (devstack/postgres_auth.py, ops/trust).
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ from devstack.process import (
     run,
     spawn_detached,
 )
+from ops.trust.postgres_roles import apply as apply_roles
+from ops.trust.postgres_roles import ensure_passwords
+from ops.trust.rights import PG_ADMIN, pg_database, pg_role
 from pki.authority import ensure_authority
 from pki.identities import POSTGRES
 from shared.tls import ca_file
-from tools.trust.postgres_roles import apply as apply_roles
-from tools.trust.postgres_roles import ensure_passwords
-from tools.trust.rights import PG_ADMIN, pg_database, pg_role
 
 log = logging.getLogger("devstack")
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Final
 
 from devstack.process import RunAs, StackError
+from ops.trust.postgres_roles import scram_matches, scram_verifier
+from ops.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 from pki.identities import POSTGRES
 from shared.tls import ca_file, cert_file, key_file
-from tools.trust.postgres_roles import scram_matches, scram_verifier
-from tools.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 
 log = logging.getLogger("devstack")
 

@@ -4,7 +4,7 @@ The CA and the certificates live in a TLS dir (shared/tls.py reads them at run t
 this module writes them): ``ca-key.pem`` besides, and Kafka's server also
 ``kafka-keystore.pem`` (key and certificate in one file). Our own CA, not a public
 one, because only our own parties may connect at all. The local stacks (devstack),
-``python -m tools.certs`` and the Kubernetes Secrets (tools/k8s.py) all issue here.
+``python -m devstack.certs`` and the Kubernetes Secrets (deploy/tooling/k8s.py) all issue here.
 """
 
 from __future__ import annotations

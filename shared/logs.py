@@ -5,7 +5,7 @@ The console gets readable lines. A service also writes JSON lines to a file of i
 own (``log_dir``), each with the trace and span ids current when it was logged, so
 every line of one order, across the five services, is one search for its trace id:
 
-    python -m tools.shopctl logs <trace-id>
+    python -m ops.shopctl logs <trace-id>
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class KafkaIdentity:
     """Who a client is to Kafka: the certificate ``name`` of the CA in ``tls_dir``.
 
     The broker requires a client certificate on every listener and takes its common
-    name as the principal (``User:<name>``) its ACLs are about (tools/trust/rights.py).
+    name as the principal (``User:<name>``) its ACLs are about (ops/trust/rights.py).
     The files are read for each new client, so one made after a renewal uses the new
     certificate; a running client keeps its connection.
     """

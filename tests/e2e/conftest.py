@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import pytest_asyncio
 
+from devstack.launcher import SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
+from ops.seed import seed
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from tests.support.tokens import TestKeys
-from tools.launcher import SystemLauncher, open_directory, wipe_system_data
-from tools.seed import seed
 
 E2E_TTL = 3
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from devstack.stack import Stack
+from perf.bench.goals import GOALS
 from shared.settings import REPO_ROOT
-from tools.bench.goals import GOALS
 
 pytestmark = pytest.mark.e2e
 

@@ -16,15 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from devstack.launcher import REPO_ROOT, SERVICES
 from devstack.stack import Stack
+from loadgen.dev_target import stack_target
+from perf.chaos.__main__ import REPLICAS, instances_of
+from perf.chaos.runner import run_chaos
+from perf.chaos.schedule import SHORT
 from tests.e2e.conftest import running_system
-from tests.e2e.load.target import stack_target
 from tests.support.make import make_dry_run
 from tests.support.tokens import TestKeys
-from tools.chaos.__main__ import REPLICAS, instances_of
-from tools.chaos.runner import run_chaos
-from tools.chaos.schedule import SHORT
-from tools.launcher import REPO_ROOT, SERVICES
 
 pytestmark = pytest.mark.e2e
 
@@ -65,14 +65,14 @@ async def test_the_short_chaos_profile_meets_the_goals(
 
 
 def test_make_chaos_takes_a_profile_and_a_rate() -> None:
-    assert make_dry_run("chaos").endswith("-m tools.chaos --profile full")
-    assert make_dry_run("chaos", "PROFILE=short").endswith("-m tools.chaos --profile short")
-    assert make_dry_run("chaos", "RATE=50").endswith("-m tools.chaos --profile full --rate 50")
+    assert make_dry_run("chaos").endswith("-m perf.chaos --profile full")
+    assert make_dry_run("chaos", "PROFILE=short").endswith("-m perf.chaos --profile short")
+    assert make_dry_run("chaos", "RATE=50").endswith("-m perf.chaos --profile full --rate 50")
     page = (REPO_ROOT / "docs" / "chaos.md").read_text()
     assert "make chaos RATE=50 " in page and "tests/e2e/test_chaos.py" in page
     # A rate that is no rate is refused before anything starts.
     refused = subprocess.run(
-        [sys.executable, "-m", "tools.chaos", "--rate", "0"],
+        [sys.executable, "-m", "perf.chaos", "--rate", "0"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
+from demos.config import run_demo
+from devstack.launcher import REPO_ROOT
+from ops.config_admin import SCOPES
+from ops.seed import CUSTOMER
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem
-from tools.config_admin import SCOPES
-from tools.demo_config import run_demo
-from tools.launcher import REPO_ROOT
-from tools.seed import CUSTOMER
 
 pytestmark = pytest.mark.e2e
 
@@ -42,12 +42,12 @@ def shopctl(system: RunningSystem, *args: str) -> subprocess.CompletedProcess[st
 
 
 def run_shopctl(system: RunningSystem, *command: str) -> subprocess.CompletedProcess[str]:
-    """`python -m tools.shopctl <command>` as the operator, against the test stack's etcd."""
+    """`python -m ops.shopctl <command>` as the operator, against the test stack's etcd."""
     return subprocess.run(
         [
             sys.executable,
             "-m",
-            "tools.shopctl",
+            "ops.shopctl",
             "--tls-dir",
             str(system.stack.tls_dir),
             *command,

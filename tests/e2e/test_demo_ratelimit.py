@@ -9,15 +9,15 @@ import aetcd
 import pytest
 import pytest_asyncio
 
+from demos.ratelimit import run_demo
 from devstack.stack import Stack
+from ops.config_admin import SCOPES
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys
-from tools.config_admin import SCOPES
-from tools.demo_ratelimit import run_demo
 
 pytestmark = pytest.mark.e2e
 

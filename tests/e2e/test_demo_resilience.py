@@ -10,6 +10,7 @@ import aetcd
 import pytest
 import pytest_asyncio
 
+from demos import breaker, retry
 from devstack.stack import Stack
 from shared.config import store
 from shared.config.center import config_key
@@ -17,7 +18,6 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys
-from tools import demo_breaker, demo_retry
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ async def etcd(system: RunningSystem) -> AsyncIterator[aetcd.Client]:
 async def test_demo_retry_raises_the_success_rate_and_tries_a_bad_argument_once(
     system: RunningSystem, etcd: aetcd.Client
 ) -> None:
-    result = await demo_retry.run_demo(
+    result = await retry.run_demo(
         etcd, system.directory, ClientTLS.operator(system.stack.tls_dir), reads=120
     )
     assert result.ok, result.summary
@@ -62,7 +62,7 @@ async def test_demo_breaker_opens_fails_fast_degrades_and_closes_again(
 ) -> None:
     pids = [p.process.pid for p in system.launcher.processes if p.service == "product"]
     assert pids
-    result = await demo_breaker.run_demo(
+    result = await breaker.run_demo(
         etcd, system.directory, ClientTLS.operator(system.stack.tls_dir), pids
     )
     assert result.ok, result.summary
@@ -74,5 +74,5 @@ async def test_demo_breaker_opens_fails_fast_degrades_and_closes_again(
     assert match, result.summary
     assert int(match[1]) == 5  # the default failure_threshold
     assert float(match[2]) < 100  # vs the 300 ms deadline each slow failure waited
-    assert int(match[3]) == demo_breaker.DEGRADED_ORDERS
+    assert int(match[3]) == breaker.DEGRADED_ORDERS
     assert await etcd.get(config_key("order").encode()) is None

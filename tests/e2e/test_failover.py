@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient
 from shop.order.v1 import order_pb2
 from tests.e2e.conftest import E2E_TTL, RunningSystem
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient
 
 pytestmark = pytest.mark.e2e
 

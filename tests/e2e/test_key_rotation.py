@@ -26,20 +26,20 @@ import jwt
 import pytest
 import pytest_asyncio
 
+from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
+from loadgen.buyers import sign_in_buyers
+from loadgen.dev_target import stack_target
+from loadgen.runner import run_scenario
+from loadgen.settings import MIXED, ScenarioSettings
+from ops.seed import ADMIN, CUSTOMER
+from ops.shop_client import DEADLINE, ShopClient
 from shared.auth.jwks import parse_jwks, read_jwks
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
-from tests.e2e.load.buyers import sign_in_buyers
-from tests.e2e.load.runner import run_scenario
-from tests.e2e.load.settings import MIXED, ScenarioSettings
-from tests.e2e.load.target import stack_target
 from tests.support.tokens import TestKeys
-from tools.launcher import REPO_ROOT
-from tools.seed import ADMIN, CUSTOMER
-from tools.shop_client import DEADLINE, ShopClient
 
 pytestmark = pytest.mark.e2e
 
@@ -115,7 +115,7 @@ async def shopctl(stack: Stack, *args: str) -> str:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tools.shopctl",
+        "ops.shopctl",
         "--tls-dir",
         str(stack.tls_dir),
         *args,

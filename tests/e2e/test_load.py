@@ -14,10 +14,10 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
-from tests.e2e.conftest import running_system
-from tests.e2e.load.buyers import Buyer, sign_in_buyers
-from tests.e2e.load.runner import run_scenario
-from tests.e2e.load.settings import (
+from loadgen.buyers import Buyer, sign_in_buyers
+from loadgen.dev_target import stack_target
+from loadgen.runner import run_scenario
+from loadgen.settings import (
     BROWSE,
     FLASH_SALE,
     MIXED,
@@ -25,7 +25,8 @@ from tests.e2e.load.settings import (
     STEADY_SAGA,
     ScenarioSettings,
 )
-from tests.e2e.load.target import Target, stack_target
+from loadgen.target import Target
+from tests.e2e.conftest import running_system
 from tests.support.tokens import TestKeys
 
 pytestmark = pytest.mark.e2e

@@ -21,8 +21,13 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from demos import trace
 from devstack.install import ensure_chromium
 from devstack.stack import Stack
+from ops.config_admin import SCOPES, wait_applied
+from ops.seed import CUSTOMER
+from ops.shop_client import ShopClient
+from ops.shopctl import lines_of_trace
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.etcd import etcd_client
@@ -30,11 +35,6 @@ from shared.tls import ClientTLS, channel_options
 from shop.product.v1 import product_pb2, product_pb2_grpc
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys, bearer
-from tools import demo_trace
-from tools.config_admin import SCOPES, wait_applied
-from tools.seed import CUSTOMER
-from tools.shop_client import ShopClient
-from tools.shopctl import lines_of_trace
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,7 @@ async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
 async def demo(system: RunningSystem) -> tuple[str, str]:
     """One order through the system, traced: (its trace id, the demo's summary line)."""
     stack = system.stack
-    result = await demo_trace.run_demo(
+    result = await trace.run_demo(
         system.directory,
         ClientTLS.operator(stack.tls_dir),
         f"http://{stack.zipkin.endpoint}",
@@ -96,10 +96,10 @@ async def test_one_order_is_one_trace_through_all_five_services(
     system: RunningSystem, demo: tuple[str, str]
 ) -> None:
     trace_id, summary = demo
-    spans = demo_trace.fetch_trace(f"http://{system.stack.zipkin.endpoint}", trace_id)
+    spans = trace.fetch_trace(f"http://{system.stack.zipkin.endpoint}", trace_id)
     # OrderCreated → inventory → InventoryReserved → payment → PaymentSucceeded →
     # inventory → InventoryCommitted → order: four events handled, each a span.
-    assert demo_trace.saga_hops(spans) >= 4, summary
+    assert trace.saga_hops(spans) >= 4, summary
     names = {(span.service, span.name) for span in spans}
     assert ("order", "/shop.order.v1.orderservice/placeorder") in names
     assert ("product", "/shop.product.v1.productservice/batchgetproducts") in names

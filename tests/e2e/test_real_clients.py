@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from devstack.launcher import DEV_PORTS, REPO_ROOT, SERVICES
 from devstack.stack import Stack
 from shared.auth.identity import Role
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.tokens import TestKeys
-from tools.launcher import DEV_PORTS, REPO_ROOT, SERVICES
 
 pytestmark = pytest.mark.e2e
 

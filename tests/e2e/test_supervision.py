@@ -1,6 +1,6 @@
 """`make run REPLICAS=2` and its supervisor: two of each service, crashed ones restarted.
 
-The system here is the launcher `make run REPLICAS=2` builds (tools.run.launcher_for),
+The system here is the launcher `make run REPLICAS=2` builds (devstack.run.launcher_for),
 on the test stack with free ports instead of the documented fixed ones, so it can run
 beside a developer's `make run`.
 """
@@ -18,14 +18,8 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
-from devstack.stack import Stack
-from shared.registry.discovery import ServiceDirectory
-from shared.tls import ClientTLS
-from tests.e2e.conftest import E2E_TTL
-from tests.support.make import make_dry_run
-from tests.support.tokens import TestKeys
-from tools import run
-from tools.launcher import (
+from devstack import run
+from devstack.launcher import (
     REPO_ROOT,
     SERVICES,
     InstanceRecord,
@@ -37,6 +31,12 @@ from tools.launcher import (
     read_instances,
     wipe_system_data,
 )
+from devstack.stack import Stack
+from shared.registry.discovery import ServiceDirectory
+from shared.tls import ClientTLS
+from tests.e2e.conftest import E2E_TTL
+from tests.support.make import make_dry_run
+from tests.support.tokens import TestKeys
 
 pytestmark = pytest.mark.e2e
 
@@ -110,7 +110,7 @@ def test_make_run_replicas_2_starts_two_supervised_instances_of_each_service(
     stack: Stack, keys: TestKeys
 ) -> None:
     assert "make run REPLICAS=2" in RUNNING and "tests/e2e/test_supervision.py" in RUNNING
-    assert make_dry_run("run", "REPLICAS=2").endswith("-m tools.run --replicas 2")
+    assert make_dry_run("run", "REPLICAS=2").endswith("-m devstack.run --replicas 2")
     assert run.parse_args(["--replicas", "2"]).replicas == 2
     assert run.parse_args([]).replicas == 1
     launcher = run.launcher_for(stack, keys.directory, run.parse_args(["--replicas", "2"]).replicas)

@@ -48,7 +48,10 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from devstack import launcher
 from devstack.stack import Stack
+from ops.seed import ADMIN, CUSTOMER, seed
+from ops.shop_client import ShopClient
 from shared.auth.identity import Role
 from shared.money import MAX_AMOUNT_MINOR
 from shared.registry.discovery import Instance
@@ -61,9 +64,6 @@ from tests.fuzz.rpcs import Rpc, discover
 from tests.fuzz.strategies import FuzzRequest, MessageStrategies, Vocabulary
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys, bearer
-from tools import launcher
-from tools.seed import ADMIN, CUSTOMER, seed
-from tools.shop_client import ShopClient
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
 from services.product.grpc_handlers import ProductServicer
 from shared.auth.identity import Role
@@ -35,7 +36,6 @@ from tests.fuzz.harness import (
 )
 from tests.fuzz.strategies import FuzzRequest, MessageStrategies, Vocabulary
 from tests.support.tokens import TestKeys
-from tools.launcher import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,9 @@ import aetcd
 import pytest
 import pytest_asyncio
 
+from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
+from ops.config_admin import SCOPES, load_defaults, seed_defaults, wait_applied
 from services.order.main import SERVICE as ORDER
 from services.product.main import SERVICE as PRODUCT
 from shared.config import store
@@ -20,8 +22,6 @@ from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys
-from tools.config_admin import SCOPES, load_defaults, seed_defaults, wait_applied
-from tools.launcher import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -264,7 +264,7 @@ async def test_shopctl_config_get_and_status(
         return await asyncio.to_thread(
             subprocess.run,
             [
-                *(sys.executable, "-m", "tools.shopctl", "--tls-dir", str(stack.tls_dir)),
+                *(sys.executable, "-m", "ops.shopctl", "--tls-dir", str(stack.tls_dir)),
                 *("config", *args, "--etcd", stack.etcd_endpoint),
             ],
             cwd=REPO_ROOT,

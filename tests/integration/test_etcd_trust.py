@@ -1,4 +1,4 @@
-"""etcd itself refuses whoever is not entitled (tools/trust/rights.py), and data stays put.
+"""etcd itself refuses whoever is not entitled (ops/trust/rights.py), and data stays put.
 
 Every refusal here is etcd's answer at the server: the TLS handshake it fails, or its
 "permission denied" for an authenticated user without the right. Each test then reads
@@ -18,6 +18,7 @@ from aetcd import rpc
 from aetcd.exceptions import ClientError
 
 from devstack.stack import Stack
+from ops.trust.etcd_auth import apply_at
 from pki.authority import ensure_authority
 from pki.identities import ETCD_ROOT, KAFKA, PROMETHEUS_TARGETS
 from shared.auth.jwks import JWKS_KEY, publish_jwks
@@ -25,7 +26,6 @@ from shared.config.center import config_key
 from shared.registry.etcd import SERVER_NAME, EtcdClient, etcd_client, instance_key
 from shared.tls import OPERATOR, ClientTLS, ca_file, cert_file, key_file
 from tests.support.tokens import TestKeys
-from tools.trust.etcd_auth import apply_at
 
 pytestmark = pytest.mark.integration
 DENIED = "etcdserver: permission denied"

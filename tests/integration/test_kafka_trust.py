@@ -1,5 +1,5 @@
 """Kafka lets in only parties with a certificate of the project's CA, and lets each do
-only what tools/trust/rights.py grants it; a consumer refuses events a topic's owner
+only what ops/trust/rights.py grants it; a consumer refuses events a topic's owner
 does not publish. Each refusal is checked on the data: nothing landed, nothing moved."""
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from devstack.launcher import open_directory
 from devstack.stack import Stack
 from pki import authority
 from services.product.main import SERVICE as PRODUCT
@@ -24,7 +25,6 @@ from shared.registry.discovery import Instance
 from shared.rpc.client import ServiceClients
 from tests.support.services import RunningService, recreate_database, run_service
 from tests.support.tokens import TestKeys
-from tools.launcher import open_directory
 
 pytestmark = pytest.mark.integration
 
@@ -208,7 +208,7 @@ def test_make_bench_tls_measures_both_ports() -> None:
     import re
     import subprocess
 
-    from tools.launcher import REPO_ROOT
+    from devstack.launcher import REPO_ROOT
 
     result = subprocess.run(
         [

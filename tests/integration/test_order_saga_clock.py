@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from devstack import launcher
 from devstack.stack import Stack
 from services.order.adapters.saga_timeout import CAP_ROUNDS, SagaTimeout
 from services.order.domain import (
@@ -38,7 +39,6 @@ from shared.messaging.outbox import MIGRATIONS as MESSAGING_MIGRATIONS
 from shared.money import Money
 from tests.support.services import run_service
 from tests.support.tokens import TestKeys
-from tools import launcher
 
 pytestmark = pytest.mark.integration
 

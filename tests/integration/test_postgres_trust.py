@@ -16,13 +16,13 @@ from cryptography import x509
 
 from devstack.config import HOST
 from devstack.stack import Stack
+from ops.trust.postgres_roles import apply, read_password
+from ops.trust.rights import PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 from pki.authority import ensure_authority, renew
 from pki.identities import POSTGRES
 from services.product.main import SERVICE as PRODUCT
 from services.product.settings import ProductSettings
 from tests.support.services import recreate_database
-from tools.trust.postgres_roles import apply, read_password
-from tools.trust.rights import PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""The attack battery (`python -m tools.trust attack`) against the test stack: every forged
+"""The attack battery (`python -m devstack.attack`) against the test stack: every forged
 key, event and login is refused by the server, and the verifier sees nothing changed."""
 
 from __future__ import annotations
@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from devstack import attack
 from devstack.stack import Stack
-from tools.trust.__main__ import app
-from tools.trust.attacks import Endpoints, Identity, run_attacks
-from tools.trust.postgres_roles import read_password
+from ops.trust.attacks import Endpoints, Identity, run_attacks
+from ops.trust.postgres_roles import read_password
 
 pytestmark = pytest.mark.integration
 
@@ -36,6 +36,6 @@ async def test_every_attack_is_refused_with_nothing_changed(stack: Stack) -> Non
 
 
 def test_the_command_exits_zero_and_says_so(stack: Stack) -> None:
-    result = CliRunner().invoke(app, ["attack", "--profile", stack.profile.name])
+    result = CliRunner().invoke(attack.app, ["--profile", stack.profile.name])
     assert result.exit_code == 0, result.output
     assert "14 of 14 attacks refused with nothing changed" in result.output

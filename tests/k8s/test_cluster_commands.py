@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tools.k8s import REPO_ROOT
+from deploy.tooling.k8s import REPO_ROOT
 
 pytestmark = pytest.mark.skipif(
     bool(shutil.which("kind") or shutil.which("minikube")),

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tools.k8s_check import K8S_DIR, OVERLAYS, objects, rendered
+from deploy.tooling.k8s_check import K8S_DIR, OVERLAYS, objects, rendered
 
 DECLARED_TOML = K8S_DIR / "real-check" / "images" / "declared.toml"
 Obj = dict[str, Any]

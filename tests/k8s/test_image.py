@@ -1,18 +1,20 @@
-"""The image `make image` builds, running all five services as containers on the test stack.
+"""The images `make image` builds: the five services as containers on the test stack.
 
 The containers run as a pod would: read-only root, no capabilities, the image's
 non-root user, secrets mounted read-only, and the host's network to reach the test
 stack's PostgreSQL, etcd and Kafka. They must register, answer SERVING, carry an order
 to CONFIRMED and, on SIGTERM, revoke their leases before they drain and exit.
 
-The seed, smoke and load Jobs and the shopctl pod run here too, each with the command
-and environment its rendered manifest gives, the cluster's addresses swapped for the
-test stack's: what `make up` and `make load-k8s` run in the cluster, run here.
+The seed, smoke and load Jobs and the shopctl pod run here too, each from the image, with
+the command and the environment its rendered manifest gives, the cluster's addresses
+swapped for the test stack's: what `make up` and `make load-k8s` run in the cluster, run
+here. And each image carries what it runs and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 from collections.abc import AsyncIterator, Mapping
@@ -24,7 +26,14 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import pytest_asyncio
 
+from deploy.tooling.image import IMAGE, LOADGEN_IMAGE, OPS_IMAGE, STAGES
+from deploy.tooling.k8s_check import objects, rendered
+from devstack.containers import ContainerRun, Engine
+from devstack.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
 from devstack.stack import Stack
+from ops.config_admin import SCOPES, load_defaults
+from ops.smoke import place_demo_order
+from ops.trust.postgres_roles import read_password
 from shared.config import store
 from shared.config.center import config_key
 from shared.registry.discovery import ServiceDirectory
@@ -33,12 +42,6 @@ from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS
 from shop.order.v1 import order_pb2
 from tests.support.tokens import TestKeys
-from tools.config_admin import SCOPES, load_defaults
-from tools.image import IMAGE, ContainerRun, Engine
-from tools.k8s_check import objects, rendered
-from tools.launcher import SERVICES, SystemLauncher, open_directory, wipe_system_data
-from tools.smoke import place_demo_order
-from tools.trust.postgres_roles import read_password
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +97,9 @@ def run_like(
 ) -> subprocess.CompletedProcess[str]:
     container = manifest_container(kind, name)
     env = {**on_test_stack(container, c.stack), **(extra_env or {})}
-    argv = c.run.argv(f"test-{name}", env, container["command"], volumes)
+    # From the image the manifest names, as `make image` tagged it.
+    run = dataclasses.replace(c.run, image=container["image"])
+    argv = run.argv(f"test-{name}", env, container["command"], volumes)
     return subprocess.run(
         argv, env=c.run.engine.env, capture_output=True, text=True, timeout=240, check=False
     )
@@ -103,8 +108,52 @@ def run_like(
 @pytest.fixture(scope="module")
 def engine() -> Engine:
     engine = Engine.detect()
-    assert engine.has_image(IMAGE_REF), f"{IMAGE_REF} is missing: `make image` builds it"
+    for image in STAGES:
+        assert engine.has_image(f"{image}:dev"), f"{image}:dev is missing: `make image` builds it"
     return engine
+
+
+def importable(engine: Engine, image: str, modules: list[str]) -> dict[str, bool]:
+    """Which of ``modules`` the image can import (no network, as its own user)."""
+    probe = (
+        "import importlib.util, json, sys\n"
+        "def found(m):\n"
+        "    try:\n"
+        "        return importlib.util.find_spec(m) is not None\n"
+        "    except ModuleNotFoundError:  # its parent package is not there either\n"
+        "        return False\n"
+        "print(json.dumps({m: found(m) for m in sys.argv[1:]}))"
+    )
+    ran = engine.run(
+        "run", "--rm", "--network=none", f"{image}:dev", "python", "-c", probe, *modules,
+        capture=True,
+    )  # fmt: skip
+    return dict(json.loads(ran.stdout))
+
+
+APART = ["devstack", "tests", "perf", "demos", "deploy.tooling", "matplotlib", "numpy"]
+
+
+def test_the_services_image_holds_the_services_and_no_tool(engine: Engine) -> None:
+    found = importable(engine, IMAGE, ["services.order.main", "shared", "shop", "ops", "loadgen"])
+    assert found == {"services.order.main": True, "shared": True, "shop": True} | {
+        "ops": False,
+        "loadgen": False,
+    }
+    assert not any(importable(engine, IMAGE, APART).values())
+
+
+def test_the_ops_image_holds_the_jobs_tools(engine: Engine) -> None:
+    tools = ["ops.shopctl", "ops.seed", "ops.smoke", "ops.config_admin", "ops.trust.__main__"]
+    assert all(importable(engine, OPS_IMAGE, tools).values())
+    assert not any(importable(engine, OPS_IMAGE, ["loadgen", *APART]).values())
+
+
+def test_the_load_generators_image_holds_it_and_its_group(engine: Engine) -> None:
+    wanted = ["loadgen.__main__", "loadgen.plot", "matplotlib", "numpy"]
+    assert all(importable(engine, LOADGEN_IMAGE, wanted).values())
+    apart = [m for m in APART if m not in ("matplotlib", "numpy")]
+    assert not any(importable(engine, LOADGEN_IMAGE, apart).values())
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -187,7 +236,8 @@ async def test_the_smoke_job_passes(containers) -> None:
 async def test_shopctl_works_from_its_pod(containers) -> None:
     container = manifest_container("Deployment", "shopctl")
     env = on_test_stack(container, containers.stack)
-    argv = containers.run.argv("test-shopctl", env, ["python", "-m", "tools.shopctl", "products"])
+    run = dataclasses.replace(containers.run, image=container["image"])
+    argv = run.argv("test-shopctl", env, ["python", "-m", "ops.shopctl", "products"])
     result = await asyncio.to_thread(
         subprocess.run,
         argv,

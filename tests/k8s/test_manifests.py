@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from deploy.tooling import k8s
+from deploy.tooling.k8s_check import OVERLAYS, objects, render, rendered
 from pki.identities import SERVER_NAMES
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.main import SERVICE as ORDER
@@ -24,8 +26,6 @@ from services.product.main import SERVICE as PRODUCT
 from services.user.main import SERVICE as USER
 from shared.rpc.server import LIVENESS
 from shared.settings import REPO_ROOT, ServiceSettings
-from tools import k8s
-from tools.k8s_check import OVERLAYS, objects, render, rendered
 
 DEFINITIONS = {d.name: d for d in (USER, PRODUCT, INVENTORY, PAYMENT, ORDER)}
 Obj = dict[str, Any]
@@ -347,13 +347,13 @@ def test_the_user_service_reads_its_bootstrap_key_from_the_secret() -> None:
 
 def test_the_rights_jobs_apply_the_one_table_as_the_least_identity_that_can() -> None:
     """etcd's roles as etcd's root, the topics and ACLs as the operator, the roles in
-    PostgreSQL as its administrator with only the CA's certificate (tools/trust)."""
+    PostgreSQL as its administrator with only the CA's certificate (ops/trust)."""
     objs = overlay("kind")
     expected = {"etcd-auth": "etcd", "kafka-topics": "kafka", "postgres-roles": "postgres"}
     for job, subcommand in expected.items():
         pod = find(objs, "Job", job)["spec"]["template"]["spec"]
         command = pod["containers"][0]["command"]
-        assert command[:4] == ["python", "-m", "tools.trust", subcommand], job
+        assert command[:4] == ["python", "-m", "ops.trust", subcommand], job
         assert "--wait" in command, job
     tls = {
         job: next(
@@ -491,25 +491,57 @@ def test_network_policies_allow_exactly_the_flows_the_system_uses(name: str) -> 
 # --- what `make up` renders ------------------------------------------------------------------
 
 
-def test_make_up_pins_the_image_to_the_build(tmp_path: Path) -> None:
+# What `make up` would pin: each image at a content tag of its own.
+BUILT = {
+    "localhost/shop": "0123456789ab",
+    "localhost/shop-ops": "ba9876543210",
+    "localhost/shop-loadgen": "abcdefabcdef",
+}
+
+
+def test_make_up_pins_the_images_to_the_build(tmp_path: Path) -> None:
     """The kustomization `make up` writes, rendered by kustomize itself."""
-    target = k8s.pinned_kustomization(
-        tmp_path / "deploy", k8s.K8S_DIR / "overlays" / "kind", "0123456789ab"
-    )
+    target = k8s.pinned_kustomization(tmp_path / "deploy", k8s.K8S_DIR / "overlays" / "kind", BUILT)
     images = {
         c["image"]
         for _, spec in pod_specs(tuple(objects(render(target))))
         for c in containers(spec)
         if c["image"].startswith("localhost/shop")
     }
-    assert images == {"localhost/shop:0123456789ab"}
+    assert images == {"localhost/shop:0123456789ab", "localhost/shop-ops:ba9876543210"}
+
+
+# The package a container runs (its `python -m`) -> the image that carries it.
+IMAGE_OF = {
+    "services": "localhost/shop",
+    "ops": "localhost/shop-ops",
+    "loadgen": "localhost/shop-loadgen",
+}
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_each_container_runs_from_the_image_that_carries_its_code(name: str) -> None:
+    """The services' image holds no tools; the Jobs and shopctl run from the ops image,
+    the load Job from the load generator's."""
+    found = {}
+    for where, spec in pod_specs(overlay(name)):
+        for c in containers(spec):
+            if not c["image"].startswith("localhost/"):
+                continue
+            modules = re.findall(r"-m ([\w.]+)", " ".join(c["command"]))
+            # shopctl's pod only waits: people `kubectl exec` python -m ops.shopctl into it.
+            package = modules[0].split(".")[0] if modules else "ops"
+            assert where != "Deployment/shopctl" or not modules, where
+            found[where] = c["image"]
+            assert c["image"] == f"{IMAGE_OF[package]}:dev", (where, c["command"])
+    assert set(found.values()) == {f"{image}:dev" for image in IMAGE_OF.values()}
 
 
 def test_make_load_k8s_passes_its_profile_to_the_job(tmp_path: Path) -> None:
     target = k8s.pinned_kustomization(
         tmp_path / "load",
         k8s.K8S_DIR / "jobs" / "load",
-        "0123456789ab",
+        BUILT,
         k8s.load_settings("flash-sale", "--rate 40"),
     )
     objs = tuple(objects(render(target)))
@@ -517,7 +549,7 @@ def test_make_load_k8s_passes_its_profile_to_the_job(tmp_path: Path) -> None:
     (settings,) = [o for o in objs if o["kind"] == "ConfigMap"]
     assert job["envFrom"][0]["configMapRef"]["name"] == settings["metadata"]["name"]
     assert settings["data"] == {"LOAD_PROFILE": "flash-sale", "LOAD_ARGS": "--rate 40"}
-    assert job["image"] == "localhost/shop:0123456789ab"
+    assert job["image"] == "localhost/shop-loadgen:abcdefabcdef"
 
 
 def test_both_overlays_hold_the_same_objects() -> None:

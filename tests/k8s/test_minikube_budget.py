@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tools.k8s_check import K8S_DIR, objects, render, rendered
+from deploy.tooling.k8s_check import K8S_DIR, objects, render, rendered
 
 CPU_BUDGET_M = 1200
 MEMORY_BUDGET_MI = 6 * 1024 - 1024

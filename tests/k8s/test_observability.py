@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import yaml
 
+from deploy.tooling import k8s
+from deploy.tooling.k8s_check import OVERLAYS
 from devstack.install import ensure_promtool
 from devstack.prometheus import RULES_FILE
 from tests.k8s.test_manifests import (
@@ -29,8 +31,6 @@ from tests.k8s.test_manifests import (
     overlay,
     service_env,
 )
-from tools import k8s
-from tools.k8s_check import OVERLAYS
 
 OBSERVABILITY = k8s.K8S_DIR / "observability"
 RULES = OBSERVABILITY / "rules.yml"

@@ -1,7 +1,7 @@
 """The stand-in images' Containerfiles against what the official images declare.
 
 The real-cluster check runs the manifests on images built here under the official names
-(tools/k8s_real_check/images.py); a stand-in with another USER, VOLUME, ENTRYPOINT, CMD or
+(deploy/tooling/real_check/images.py); a stand-in with another USER, VOLUME, ENTRYPOINT, CMD or
 WORKDIR would pass where the official image fails, or the reverse. The declarations are
 deploy/k8s/real-check/images/declared.toml; this reads the Containerfiles' final stage (and
 the local base it starts from), with no container engine.
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tools.k8s_real_check.images import IMAGES, IMAGES_DIR, JRE, JRE_IMAGE, STAND_INS
+from deploy.tooling.real_check.images import IMAGES, IMAGES_DIR, JRE, JRE_IMAGE, STAND_INS
 
 DECLARED_TOML = IMAGES_DIR / "declared.toml"
 # The local bases a stand-in may start from, and their folders (their settings are inherited).

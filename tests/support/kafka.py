@@ -1,4 +1,4 @@
-"""Kafka clients of the tests: each acts as someone the broker knows (tools/trust/rights.py).
+"""Kafka clients of the tests: each acts as someone the broker knows (ops/trust/rights.py).
 
 Tests that set up or watch topics act as the operator (a super user); a test that
 plays a service acts as that service, with exactly its rights.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from tools.launcher import REPO_ROOT
+from devstack.launcher import REPO_ROOT
 
 
 def make_dry_run(target: str, *args: str) -> str:

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from devstack.audit import stack_dsns
 from devstack.stack import Stack
+from ops.audit import AuditReport, audit
+from ops.shop_client import ShopClient
 from shared.auth.identity import Role
 from shared.rpc.client import ServiceClients
 from tests.support.tokens import TestKeys
-from tools.audit import AuditReport, audit, stack_dsns
-from tools.shop_client import ShopClient
 
 
 async def admin_client(clients: ServiceClients, keys: TestKeys) -> ShopClient:

@@ -10,12 +10,12 @@ from typing import Any
 import asyncpg
 import grpc
 
+from devstack import launcher
 from devstack.stack import Stack
 from shared.rpc.server import ServiceHost
 from shared.service import ServiceDefinition, open_config
 from shared.tls import ClientTLS
 from tests.support.tokens import TestKeys
-from tools import launcher
 
 
 def database_name(service: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tools.audit import evaluate
+from ops.audit import evaluate
 
 O1, O2, O3 = (
     "11111111-0000-0000-0000-000000000001",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools.bench.goals import BY_KEY, GOALS, SAGA_P95_AT_50, Result, capacity, sustained
+from perf.bench.goals import BY_KEY, GOALS, SAGA_P95_AT_50, Result, capacity, sustained
 
 
 def test_every_goal_of_the_issue_once_in_order() -> None:

@@ -14,12 +14,11 @@ import pytest
 from devstack.config import PROFILES
 from devstack.etcd import Etcd
 from devstack.kafka import Kafka
+from devstack.launcher import SystemLauncher
 from devstack.postgres import Postgres
 from devstack.postgres_auth import hba, plaintext_hba
 from devstack.stack import Stack
-from shared.messaging.kafka import KafkaIdentity
-from shared.settings import ServiceSettings
-from tools.bench.trust_cost import (
+from perf.bench.trust_cost import (
     OFF,
     ON,
     Figure,
@@ -30,7 +29,8 @@ from tools.bench.trust_cost import (
     mean_of,
     order_of,
 )
-from tools.launcher import SystemLauncher
+from shared.messaging.kafka import KafkaIdentity
+from shared.settings import ServiceSettings
 
 
 def test_only_the_baseline_runs_without_infra_tls() -> None:

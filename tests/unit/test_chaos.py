@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.load.driver import SagaOutcome
-from tools.chaos import figures as fig
-from tools.chaos.schedule import FULL, SHORT, FaultSpec
+from loadgen.driver import SagaOutcome
+from perf.chaos import figures as fig
+from perf.chaos.schedule import FULL, SHORT, FaultSpec
 
 
 def confirmed(o: SagaOutcome) -> bool:

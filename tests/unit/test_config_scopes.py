@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ops.config_admin import SCOPES
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.knobs import OrderKnobs
 from services.order.main import SERVICE as ORDER
@@ -14,7 +15,6 @@ from services.user.main import SERVICE as USER
 from shared.config import store
 from shared.config.center import ConfigCenter
 from shared.config.models import ConfigScopes, GlobalConfig, ServiceKnobs
-from tools.config_admin import SCOPES
 
 
 def test_the_tools_scopes_are_the_services_own_knobs() -> None:

@@ -1,14 +1,14 @@
-"""The pure half of tools/trust/etcd_auth.py: the rights table as etcd permissions, and
+"""The pure half of ops/trust/etcd_auth.py: the rights table as etcd permissions, and
 what turns a role's current permissions into the wanted ones."""
 
 from __future__ import annotations
 
 import pytest
 
+from ops.trust.etcd_auth import READ, READWRITE, desired_roles, permissions, role_change
+from ops.trust.rights import ETCD_ROLES, KeyRange, prefix_end
 from pki.identities import PROMETHEUS_TARGETS, SERVICES
 from shared.tls import OPERATOR
-from tools.trust.etcd_auth import READ, READWRITE, desired_roles, permissions, role_change
-from tools.trust.rights import ETCD_ROLES, KeyRange, prefix_end
 
 
 def test_a_prefix_ends_at_its_last_byte_plus_one() -> None:

@@ -11,9 +11,9 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tools import k8s
-from tools.k8s_real_check import pki, probes
-from tools.k8s_real_check.volumes import pending_claims, volume_manifest
+from deploy.tooling import k8s
+from deploy.tooling.real_check import pki, probes
+from deploy.tooling.real_check.volumes import pending_claims, volume_manifest
 
 
 def completed(stdout: str, code: int = 0) -> subprocess.CompletedProcess[str]:

@@ -11,9 +11,9 @@ import pytest
 from cryptography import x509
 from typer.testing import CliRunner
 
+from devstack.certs import app as certs_app
 from pki import authority, identities
 from shared import tls
-from tools.certs import app as certs_app
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import socket
 
-from tools.launcher import METRICS_PORT_OFFSET, bindable, metrics_port_for
+from devstack.launcher import METRICS_PORT_OFFSET, bindable, metrics_port_for
 
 
 def test_a_held_metrics_port_gives_way_to_a_free_one_and_comes_back_when_free() -> None:

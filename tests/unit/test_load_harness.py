@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from tests.e2e.load.driver import Call, OpenLoop, Recorder, SagaOutcome
-from tests.e2e.load.scenarios import MIXED_WEIGHTS, make_plan
-from tests.e2e.load.settings import (
+from loadgen.driver import Call, OpenLoop, Recorder, SagaOutcome
+from loadgen.scenarios import MIXED_WEIGHTS, make_plan
+from loadgen.settings import (
     BROWSE,
     FLASH_SALE,
     MIXED,
@@ -19,7 +19,7 @@ from tests.e2e.load.settings import (
     ScenarioSettings,
     resolve,
 )
-from tests.e2e.load.stats import latency_figures, ratios_to, rpc_figures, saga_figures
+from loadgen.stats import latency_figures, ratios_to, rpc_figures, saga_figures
 
 
 async def test_arrivals_start_on_schedule_without_waiting_for_earlier_ones() -> None:

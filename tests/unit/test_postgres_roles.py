@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devstack.postgres_auth import hba
-from tools.trust.postgres_roles import (
+from ops.trust.postgres_roles import (
     ensure_passwords,
     read_password,
     scram_matches,

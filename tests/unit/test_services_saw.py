@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import socket
 
-from tests.e2e.load.report import services_saw_line
-from tools.services_saw import _by, what_services_saw
+from loadgen.report import services_saw_line
+from loadgen.services_saw import _by, what_services_saw
 
 
 def test_rows_become_figures_by_label_with_nan_as_unknown() -> None:

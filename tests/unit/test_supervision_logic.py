@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tools.launcher import InstanceRecord, RestartBackoff, describe_exit, parse_instances
+from devstack.launcher import InstanceRecord, RestartBackoff, describe_exit, parse_instances
 
 
 def test_backoff_doubles_to_its_cap_and_resets_after_a_long_enough_run() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
+from ops.trust.rights import PUBLISHES
 from shared.messaging.envelope import (
     event_catalog,
     event_topics,
@@ -14,7 +15,6 @@ from shared.messaging.envelope import (
 )
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS
 from shop.events.v1 import envelope_pb2, inventory_events_pb2, order_events_pb2, payment_events_pb2
-from tools.trust.rights import PUBLISHES
 
 SAGA_TOPICS = frozenset({ORDERS, INVENTORY, PAYMENTS})
 

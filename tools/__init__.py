@@ -1,1 +1,0 @@
-"""Operator tools: the local launcher (`make run`), the demo seeder and the shop CLI."""
