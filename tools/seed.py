@@ -11,7 +11,7 @@ from typing import Annotated
 import grpc
 import typer
 
-from services.user.admin import ensure_admin
+from services.user.adapters.admin import ensure_admin
 from shared.rpc.client import ServiceClients
 from shared.settings import DEV_TLS_DIR
 from shared.tls import SERVICES

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from services.product.catalog_cache import CatalogCache, catalog_listener
-from services.product.grpc_handlers import ACCESS, ProductServicer, unit_of_work_factory
+from services.product.adapters.catalog_cache import CatalogCache, catalog_listener
+from services.product.grpc_api import ACCESS, ProductServicer, unit_of_work_factory
 from services.product.persistence import ProductReads
 from services.product.settings import ProductSettings
 from shared.config.center import ConfigCenter

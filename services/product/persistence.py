@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.product.catalog_cache import CatalogCache
+from services.product.adapters.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus
 from shared.errors import AlreadyExists
 from shared.messaging.unit_of_work import PostgresUnitOfWork

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from devstack.stack import Stack
-from services.product.grpc_handlers import ProductServicer
+from services.product.grpc_api import ProductServicer
 from shared.auth.identity import Role
 from shared.errors import AlreadyExists, InvalidArgument
 from shop.product.v1 import product_pb2

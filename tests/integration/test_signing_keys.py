@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.stack import Stack
 from services.product.main import SERVICE as PRODUCT
-from services.user.admin import ensure_admin
+from services.user.adapters.admin import ensure_admin
+from services.user.adapters.keyring import SigningKeyring
 from services.user.domain import SigningKeyPolicy
-from services.user.keyring import SigningKeyring
 from services.user.main import SERVICE as USER
 from services.user.persistence import UserUnitOfWork
 from services.user.settings import UserSettings

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher
 
-from services.user.admin import ensure_admin
+from services.user.adapters.admin import ensure_admin
 from services.user.main import SERVICE
 from shared.auth.identity import Role
 from shared.auth.keys import key_id, load_public_key
@@ -412,7 +412,7 @@ async def _admin_cli(dsn: str, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.user.admin",
+        "services.user.adapters.admin",
         *args,
         cwd=REPO_ROOT,
         env={**os.environ, "SHOP_USER_PG_DSN": dsn},

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 import grpc
 
-from services.product.catalog_cache import CatalogCache
+from services.product.adapters.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus, new_product
 from services.product.persistence import ProductReads, ProductUnitOfWork
 from shared.errors import InvalidArgument, NotFound

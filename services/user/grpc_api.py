@@ -8,6 +8,7 @@ from collections.abc import Callable
 import asyncpg
 import grpc
 
+from services.user.adapters.keyring import SigningKeyring
 from services.user.domain import (
     Passwords,
     SigningKeyStatus,
@@ -17,7 +18,6 @@ from services.user.domain import (
     normalise_email,
     offered_password,
 )
-from services.user.keyring import SigningKeyring
 from services.user.persistence import UserUnitOfWork
 from shared.auth.identity import Role, current_identity
 from shared.errors import NotFound, PermissionDenied, Unauthenticated

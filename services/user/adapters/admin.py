@@ -1,4 +1,5 @@
-"""Bootstraps the first admin: ``python -m services.user.admin --email ... --password ...``.
+"""Bootstraps the first admin:
+``python -m services.user.adapters.admin --email ... --password ...``.
 
 There is no RPC that grants the admin role (an admin would be needed to call
 it), so the first one is made here, straight through the service's own domain
@@ -22,7 +23,7 @@ from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
 from shared.errors import AlreadyExists, DomainError
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 async def ensure_admin(dsn: str, email: str, password: str) -> uuid.UUID:
