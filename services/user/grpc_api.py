@@ -1,26 +1,14 @@
-"""UserService over gRPC: validate, call the domain, map back. Nothing else."""
+"""UserService over gRPC: the access policy, and requests and replies mapped to and
+from the use cases. Nothing else."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
-import asyncpg
 import grpc
 
-from services.user.adapters.keyring import SigningKeyring
-from services.user.domain import (
-    Passwords,
-    SigningKeyStatus,
-    User,
-    new_password,
-    new_user,
-    normalise_email,
-    offered_password,
-)
-from services.user.persistence import UserUnitOfWork
+from services.user import use_cases
+from services.user.domain import Passwords, SigningKeyStatus, User
+from services.user.use_cases import SigningKeys, UnitOfWorkFactory
 from shared.auth.identity import Role, current_identity
-from shared.errors import NotFound, PermissionDenied, Unauthenticated
 from shared.rpc.convert import timestamp
 from shared.rpc.interceptors import OPERATOR_ONLY, Access, AccessPolicy
 from shared.validation import parse_uuid
@@ -44,8 +32,6 @@ _ROLE_TO_PROTO = {
     Role.CUSTOMER: user_pb2.ROLE_CUSTOMER,
     Role.ADMIN: user_pb2.ROLE_ADMIN,
 }
-# One message for both causes, so Login cannot be used to find out who has an account.
-_BAD_CREDENTIALS = "email or password is incorrect"
 
 
 def user_to_proto(u: User) -> user_pb2.User:
@@ -68,10 +54,7 @@ def signing_key_to_proto(k: SigningKeyStatus) -> user_pb2.SigningKey:
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(
-        self,
-        unit_of_work: Callable[[], UserUnitOfWork],
-        signing_keys: SigningKeyring,
-        passwords: Passwords,
+        self, unit_of_work: UnitOfWorkFactory, signing_keys: SigningKeys, passwords: Passwords
     ) -> None:
         self._uow = unit_of_work
         self._signing_keys = signing_keys
@@ -80,69 +63,42 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     async def Register(
         self, request: user_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.RegisterResponse:
-        email = normalise_email(request.email)
-        password = new_password(request.password)
-        # argon2 is slow on purpose; on the loop it would stall every other RPC.
-        password_hash = await asyncio.to_thread(self._passwords.hash, password)
-        user = new_user(email=email, password_hash=password_hash)
-        async with self._uow() as uow:
-            await uow.users.add(user)
+        user = await use_cases.register(
+            self._uow, self._passwords, email=request.email, password=request.password
+        )
         return user_pb2.RegisterResponse(user=user_to_proto(user))
 
     async def Login(
         self, request: user_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.LoginResponse:
-        email = normalise_email(request.email)
-        password = offered_password(request.password)
-        # The connection goes back to the pool before hashing: a verify takes far
-        # longer than the query and must not hold one.
-        async with self._uow() as uow:
-            user = await uow.users.get_by_email(email)
-        if user is None:
-            await asyncio.to_thread(self._passwords.verify_decoy, password)
-            raise Unauthenticated(_BAD_CREDENTIALS)
-        if not await asyncio.to_thread(self._passwords.verify, user.password_hash, password):
-            raise Unauthenticated(_BAD_CREDENTIALS)
-        if self._passwords.needs_rehash(user.password_hash):
-            await self._rehash(user, password)
-        token, expires_at = self._signing_keys.issue(user.user_id, user.role)
-        return user_pb2.LoginResponse(
-            access_token=token, expires_at=timestamp(expires_at), user=user_to_proto(user)
+        session = await use_cases.login(
+            self._uow,
+            self._passwords,
+            self._signing_keys,
+            email=request.email,
+            password=request.password,
         )
-
-    async def _rehash(self, user: User, password: str) -> None:
-        """Upgrades a hash made with older parameters, now that the password is known."""
-        password_hash = await asyncio.to_thread(self._passwords.hash, password)
-        async with self._uow() as uow:
-            await uow.users.update_password_hash(
-                user.with_password_hash(password_hash), expected_hash=user.password_hash
-            )
+        return user_pb2.LoginResponse(
+            access_token=session.access_token,
+            expires_at=timestamp(session.expires_at),
+            user=user_to_proto(session.user),
+        )
 
     async def GetUser(
         self, request: user_pb2.GetUserRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.GetUserResponse:
         user_id = parse_uuid(request.user_id, "user_id")
-        caller = current_identity()
-        if not caller.is_admin and caller.user_id != user_id:
-            raise PermissionDenied("only admins may read another user's account")
-        async with self._uow() as uow:
-            user = await uow.users.get(user_id)
-        if user is None:
-            raise NotFound(f"user {user_id} does not exist")
+        user = await use_cases.get_user(self._uow, current_identity(), user_id)
         return user_pb2.GetUserResponse(user=user_to_proto(user))
 
     async def RotateSigningKey(
         self, request: user_pb2.RotateSigningKeyRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.RotateSigningKeyResponse:
-        keys = await self._signing_keys.rotate()
+        keys = await use_cases.rotate_signing_key(self._signing_keys)
         return user_pb2.RotateSigningKeyResponse(keys=[signing_key_to_proto(k) for k in keys])
 
     async def ListSigningKeys(
         self, request: user_pb2.ListSigningKeysRequest, context: grpc.aio.ServicerContext
     ) -> user_pb2.ListSigningKeysResponse:
-        keys = await self._signing_keys.statuses()
+        keys = await use_cases.list_signing_keys(self._signing_keys)
         return user_pb2.ListSigningKeysResponse(keys=[signing_key_to_proto(k) for k in keys])
-
-
-def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], UserUnitOfWork]:
-    return lambda: UserUnitOfWork(pool)

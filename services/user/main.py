@@ -10,7 +10,8 @@ from pathlib import Path
 
 from services.user.adapters.keyring import SigningKeyring
 from services.user.domain import Passwords, SigningKeyPolicy
-from services.user.grpc_api import ACCESS, UserServicer, unit_of_work_factory
+from services.user.grpc_api import ACCESS, UserServicer
+from services.user.persistence import unit_of_work_factory
 from services.user.settings import UserSettings
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
