@@ -13,7 +13,7 @@ import typer
 
 from ops.shop_client import ShopClient, connect
 from pki.identities import SERVICES
-from services.user.admin import ensure_admin
+from services.user.adapters.admin import ensure_admin
 from shared.rpc.client import ServiceClients
 from shared.settings import DEV_TLS_DIR
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from services.product.catalog_cache import CatalogCache, catalog_listener
-from services.product.grpc_handlers import ACCESS, ProductServicer, unit_of_work_factory
-from services.product.persistence import ProductReads
+from services.product.adapters.catalog_cache import CatalogCache, catalog_listener
+from services.product.grpc_api import ACCESS, ProductServicer
+from services.product.persistence import ProductReads, unit_of_work_factory
 from services.product.settings import ProductSettings
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool
@@ -21,26 +21,24 @@ from shop.product.v1 import product_pb2_grpc
 async def bindings(
     settings: ProductSettings, config: ConfigCenter
 ) -> AsyncIterator[list[ServiceBinding]]:
-    async with service_pool(settings) as pool:
-        cache, listener = None, None
+    async with AsyncExitStack() as resources:
+        pool = await resources.enter_async_context(service_pool(settings))
+        cache = None
         if settings.catalog_cache_entries:
             cache = CatalogCache(
                 settings.catalog_cache_entries, settings.catalog_cache_max_age_seconds
             )
+            resources.callback(cache.go_dark)
             listener = catalog_listener(settings.pg_dsn, cache)
             listener.start()  # the cache serves nothing until it listens
-        try:
-            yield [
-                ServiceBinding(
-                    "shop.product.v1.ProductService",
-                    product_pb2_grpc.add_ProductServiceServicer_to_server,
-                    ProductServicer(unit_of_work_factory(pool, cache), ProductReads(pool, cache)),
-                )
-            ]
-        finally:
-            if listener is not None and cache is not None:
-                await listener.stop()
-                cache.go_dark()
+            resources.push_async_callback(listener.stop)
+        yield [
+            ServiceBinding(
+                "shop.product.v1.ProductService",
+                product_pb2_grpc.add_ProductServiceServicer_to_server,
+                ProductServicer(unit_of_work_factory(pool, cache), ProductReads(pool, cache)),
+            )
+        ]
 
 
 SERVICE = ServiceDefinition(

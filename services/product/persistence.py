@@ -1,16 +1,17 @@
-"""The product repository and unit of work over asyncpg."""
+"""The product repository, the read path and the unit of work over asyncpg."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.product.catalog_cache import CatalogCache
+from services.product.adapters.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus
+from services.product.use_cases import PageAfter
 from shared.errors import AlreadyExists
 from shared.messaging.unit_of_work import PostgresUnitOfWork
 from shared.money import Money
@@ -33,7 +34,7 @@ def _product(row: asyncpg.Record) -> Product:
     )
 
 
-class ProductRepository:
+class PostgresProductRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
         self.written: set[uuid.UUID] = set()  # what the catalog cache must forget on commit
@@ -70,11 +71,7 @@ class ProductRepository:
         self.written.add(product.product_id)
 
     async def list_page(
-        self,
-        *,
-        limit: int,
-        status: ProductStatus | None,
-        after: tuple[datetime, uuid.UUID] | None,
+        self, *, limit: int, status: ProductStatus | None, after: PageAfter | None
     ) -> list[Product]:
         """Keyset pagination in (created_at, product_id) order: stable under inserts."""
         where, args = [], list[Any]()
@@ -149,15 +146,15 @@ class ProductReads:
         return [_product(r) for r in rows]
 
 
-class ProductUnitOfWork(PostgresUnitOfWork):
-    products: ProductRepository
+class PostgresProductUnitOfWork(PostgresUnitOfWork):
+    products: PostgresProductRepository
 
     def __init__(self, pool: asyncpg.Pool, cache: CatalogCache | None = None) -> None:
         super().__init__(pool)
         self._cache = cache
 
     def bind(self, connection: PoolConnectionProxy) -> None:
-        self.products = ProductRepository(connection)
+        self.products = PostgresProductRepository(connection)
 
     def committed(self) -> None:
         # This instance's caller reads its own write here at once; the other instances
@@ -165,3 +162,9 @@ class ProductUnitOfWork(PostgresUnitOfWork):
         if self._cache is not None:
             for product_id in self.products.written:
                 self._cache.invalidate(product_id)
+
+
+def unit_of_work_factory(
+    pool: asyncpg.Pool, cache: CatalogCache | None = None
+) -> Callable[[], PostgresProductUnitOfWork]:
+    return lambda: PostgresProductUnitOfWork(pool, cache)

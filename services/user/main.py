@@ -8,9 +8,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
+from services.user.adapters.keyring import SigningKeyring
 from services.user.domain import Passwords, SigningKeyPolicy
-from services.user.grpc_handlers import ACCESS, UserServicer, unit_of_work_factory
-from services.user.keyring import SigningKeyring
+from services.user.grpc_api import ACCESS, UserServicer
+from services.user.persistence import unit_of_work_factory
 from services.user.settings import UserSettings
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool

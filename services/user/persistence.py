@@ -1,9 +1,9 @@
-"""The user repository and unit of work over asyncpg."""
+"""The user and signing-key repositories and the unit of work over asyncpg."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -28,7 +28,7 @@ def _user(row: asyncpg.Record) -> User:
     )
 
 
-class UserRepository:
+class PostgresUserRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
@@ -94,7 +94,7 @@ def _signing_key(row: asyncpg.Record) -> SigningKey:
     )
 
 
-class SigningKeyRepository:
+class PostgresSigningKeyRepository:
     def __init__(self, conn: PoolConnectionProxy) -> None:
         self._conn = conn
 
@@ -136,10 +136,14 @@ class SigningKeyRepository:
         return int(status.split()[-1])
 
 
-class UserUnitOfWork(PostgresUnitOfWork):
-    users: UserRepository
-    signing_keys: SigningKeyRepository
+class PostgresUserUnitOfWork(PostgresUnitOfWork):
+    users: PostgresUserRepository
+    signing_keys: PostgresSigningKeyRepository
 
     def bind(self, connection: PoolConnectionProxy) -> None:
-        self.users = UserRepository(connection)
-        self.signing_keys = SigningKeyRepository(connection)
+        self.users = PostgresUserRepository(connection)
+        self.signing_keys = PostgresSigningKeyRepository(connection)
+
+
+def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], PostgresUserUnitOfWork]:
+    return lambda: PostgresUserUnitOfWork(pool)

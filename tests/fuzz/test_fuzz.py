@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from devstack.launcher import REPO_ROOT
 from devstack.stack import Stack
-from services.product.grpc_handlers import ProductServicer
+from services.product.grpc_api import ProductServicer
 from shared.auth.identity import Role
 from shared.errors import AlreadyExists, InvalidArgument
 from shop.product.v1 import product_pb2

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
-from services.product.catalog_cache import LISTENER_NAME
+from services.product.adapters.catalog_cache import LISTENER_NAME
 from services.product.main import SERVICE
 from shared.auth.identity import Role
 from shop.common.v1 import money_pb2

@@ -1,8 +1,9 @@
-"""ProductService over real gRPC and PostgreSQL: behaviour and every bad input."""
+"""ProductService over real gRPC and PostgreSQL: what only the wire and the database
+prove (the SQL, the SKU's unique index, statuses and the access policy on the wire).
+The rules themselves are proven without either in tests/unit/product/."""
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -54,28 +55,30 @@ async def create(stub: Any, keys: TestKeys, **fields: Any) -> pb.Product:
     return reply.product
 
 
-async def test_admin_creates_and_anyone_signed_in_reads(stub: Any, keys: TestKeys) -> None:
-    created = await create(stub, keys, description="soft")
+async def test_admin_writes_and_anyone_signed_in_reads(stub: Any, keys: TestKeys) -> None:
+    created = await create(stub, keys, title="Before", description="keep me")
     assert created.status == pb.PRODUCT_STATUS_ACTIVE
+    customer = bearer(keys.token(Role.CUSTOMER))
     reply = await stub.GetProduct(
-        pb.GetProductRequest(product_id=created.product_id),
-        metadata=bearer(keys.token(Role.CUSTOMER)),
+        pb.GetProductRequest(product_id=created.product_id), metadata=customer
     )
     assert reply.product == created
     assert reply.product.price.amount_minor == 1999
-
-
-async def test_update_changes_only_the_fields_set(stub: Any, keys: TestKeys) -> None:
-    created = await create(stub, keys, title="Before", description="keep me")
-    reply = await stub.UpdateProduct(
+    updated = await stub.UpdateProduct(
         pb.UpdateProductRequest(
-            product_id=created.product_id, title="After", status=pb.PRODUCT_STATUS_ARCHIVED
+            product_id=created.product_id,
+            title="After",
+            price=usd(2500),
+            status=pb.PRODUCT_STATUS_ARCHIVED,
         ),
         metadata=bearer(keys.token(Role.ADMIN)),
     )
+    reply = await stub.GetProduct(
+        pb.GetProductRequest(product_id=created.product_id), metadata=customer
+    )
+    assert reply.product == updated.product
     assert (reply.product.title, reply.product.description) == ("After", "keep me")
-    assert reply.product.status == pb.PRODUCT_STATUS_ARCHIVED
-    assert reply.product.price == created.price
+    assert (reply.product.price, reply.product.status) == (usd(2500), pb.PRODUCT_STATUS_ARCHIVED)
 
 
 async def test_batch_get_reports_missing_ids(stub: Any, keys: TestKeys) -> None:
@@ -128,63 +131,13 @@ ADMIN, CUSTOMER, NONE, EXPIRED = "admin", "customer", "none", "expired"
 C = grpc.StatusCode
 
 BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
-    # CreateProduct
-    ("create: empty", "CreateProduct", pb.CreateProductRequest(), ADMIN, C.INVALID_ARGUMENT),
+    # What the wire and the database decide: the access policy, tokens, the unique SKU, and
+    # how a refusal travels (its status, nothing written). Each field's own checks are
+    # proven in tests/unit/product/.
     (
         "create: bad sku",
         "CreateProduct",
         pb.CreateProductRequest(sku="bad sku!", title="x", price=usd(1)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: negative price",
-        "CreateProduct",
-        pb.CreateProductRequest(sku="NEG-1", title="x", price=usd(-5)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: zero price",
-        "CreateProduct",
-        pb.CreateProductRequest(sku="ZERO-1", title="x", price=usd(0)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: oversized price",
-        "CreateProduct",
-        pb.CreateProductRequest(sku="BIG-1", title="x", price=usd(10**15)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: bad currency",
-        "CreateProduct",
-        pb.CreateProductRequest(
-            sku="CUR-1", title="x", price=money_pb2.Money(amount_minor=1, currency="usd")
-        ),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: oversized title",
-        "CreateProduct",
-        pb.CreateProductRequest(sku="LONG-1", title="x" * 201, price=usd(1)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: oversized sku",
-        "CreateProduct",
-        pb.CreateProductRequest(sku="S" * 65, title="x", price=usd(1)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "create: unknown status",
-        "CreateProduct",
-        pb.CreateProductRequest(sku="ST-1", title="x", price=usd(1), status=99),  # type: ignore[arg-type]
         ADMIN,
         C.INVALID_ARGUMENT,
     ),
@@ -216,51 +169,12 @@ BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
         EXPIRED,
         C.UNAUTHENTICATED,
     ),
-    # UpdateProduct
-    ("update: empty", "UpdateProduct", pb.UpdateProductRequest(), ADMIN, C.INVALID_ARGUMENT),
-    (
-        "update: not a uuid",
-        "UpdateProduct",
-        pb.UpdateProductRequest(product_id="42"),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
     (
         "update: unknown id",
         "UpdateProduct",
         pb.UpdateProductRequest(product_id=str(uuid.UUID(int=1)), title="x"),
         ADMIN,
         C.NOT_FOUND,
-    ),
-    (
-        "update: negative price",
-        "UpdateProduct",
-        pb.UpdateProductRequest(product_id=EXISTING, price=usd(-1)),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "update: blank title",
-        "UpdateProduct",
-        pb.UpdateProductRequest(product_id=EXISTING, title="  "),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "update: other currency",
-        "UpdateProduct",
-        pb.UpdateProductRequest(
-            product_id=EXISTING, price=money_pb2.Money(amount_minor=5, currency="EUR")
-        ),
-        ADMIN,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "update: oversized description",
-        "UpdateProduct",
-        pb.UpdateProductRequest(product_id=EXISTING, description="d" * 2001),
-        ADMIN,
-        C.INVALID_ARGUMENT,
     ),
     (
         "update: customer",
@@ -283,22 +197,6 @@ BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
         EXPIRED,
         C.UNAUTHENTICATED,
     ),
-    # GetProduct
-    ("get: empty", "GetProduct", pb.GetProductRequest(), CUSTOMER, C.INVALID_ARGUMENT),
-    (
-        "get: not a uuid",
-        "GetProduct",
-        pb.GetProductRequest(product_id="x" * 5000),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "get: unknown id",
-        "GetProduct",
-        pb.GetProductRequest(product_id=str(uuid.UUID(int=2))),
-        CUSTOMER,
-        C.NOT_FOUND,
-    ),
     (
         "get: no token",
         "GetProduct",
@@ -313,28 +211,6 @@ BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
         EXPIRED,
         C.UNAUTHENTICATED,
     ),
-    # BatchGetProducts
-    (
-        "batch: empty",
-        "BatchGetProducts",
-        pb.BatchGetProductsRequest(),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "batch: oversized",
-        "BatchGetProducts",
-        pb.BatchGetProductsRequest(product_ids=[str(uuid.uuid4()) for _ in range(101)]),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "batch: not a uuid",
-        "BatchGetProducts",
-        pb.BatchGetProductsRequest(product_ids=[EXISTING, "nope"]),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
     (
         "batch: no token",
         "BatchGetProducts",
@@ -348,75 +224,6 @@ BAD_INPUTS: list[tuple[str, str, Any, str, grpc.StatusCode]] = [
         pb.BatchGetProductsRequest(product_ids=[EXISTING]),
         EXPIRED,
         C.UNAUTHENTICATED,
-    ),
-    # ListProducts
-    (
-        "list: negative page size",
-        "ListProducts",
-        pb.ListProductsRequest(page_size=-1),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "list: oversized page",
-        "ListProducts",
-        pb.ListProductsRequest(page_size=101),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "list: forged token",
-        "ListProducts",
-        pb.ListProductsRequest(page_token="garbage!"),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "list: token of wrong shape",
-        "ListProducts",
-        pb.ListProductsRequest(page_token="eyJ0IjogMX0="),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        # Found by the fuzzer (tests/fuzz): the driver's UTC conversion overflowed, INTERNAL.
-        "list: token with a time that overflows in UTC",
-        "ListProducts",
-        pb.ListProductsRequest(
-            page_token=base64.urlsafe_b64encode(
-                b'{"t": "0001-01-01T00:00:00+14:00", "id": "e3e70682-c209-4cac-629f-6fbed82c07cd"}'
-            ).decode()
-        ),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        # Found by the fuzzer: JSON nested past the parser's recursion limit, INTERNAL.
-        "list: token of deeply nested JSON",
-        "ListProducts",
-        pb.ListProductsRequest(
-            page_token=base64.urlsafe_b64encode(b"[" * 2001 + b"0" + b"]" * 2001).decode()
-        ),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "list: token with a time without offset",
-        "ListProducts",
-        pb.ListProductsRequest(
-            page_token=base64.urlsafe_b64encode(
-                b'{"t": "9999-12-31T23:59:59", "id": "e3e70682-c209-4cac-629f-6fbed82c07cd"}'
-            ).decode()
-        ),
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
-    ),
-    (
-        "list: unknown status",
-        "ListProducts",
-        pb.ListProductsRequest(status=42),  # type: ignore[arg-type]
-        CUSTOMER,
-        C.INVALID_ARGUMENT,
     ),
     ("list: no token", "ListProducts", pb.ListProductsRequest(), NONE, C.UNAUTHENTICATED),
     ("list: expired", "ListProducts", pb.ListProductsRequest(), EXPIRED, C.UNAUTHENTICATED),

@@ -26,11 +26,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack.stack import Stack
 from services.product.main import SERVICE as PRODUCT
-from services.user.admin import ensure_admin
+from services.user.adapters.admin import ensure_admin
+from services.user.adapters.keyring import SigningKeyring
 from services.user.domain import SigningKeyPolicy
-from services.user.keyring import SigningKeyring
 from services.user.main import SERVICE as USER
-from services.user.persistence import UserUnitOfWork
+from services.user.persistence import PostgresUserUnitOfWork
 from services.user.settings import UserSettings
 from shared.auth.identity import Role
 from shared.auth.jwks import JWKS_KEY, parse_jwks, publish_jwks, read_jwks
@@ -157,7 +157,7 @@ async def test_a_service_starts_without_a_jwks_and_takes_one_when_it_appears(
 def keyring(pool: asyncpg.Pool, etcd: aetcd.Client, bootstrap: Path | None) -> SigningKeyring:
     settings = UserSettings()
     return SigningKeyring(
-        lambda: UserUnitOfWork(pool),
+        lambda: PostgresUserUnitOfWork(pool),
         etcd,
         SigningKeyPolicy(timedelta(seconds=settings.token_ttl_seconds), timedelta(seconds=30)),
         issuer=ISSUER,

@@ -1,4 +1,8 @@
-"""UserService over gRPC against the real PostgreSQL and etcd of the test stack."""
+"""UserService over gRPC against the real PostgreSQL and etcd of the test stack: what
+only they prove (the unique email under concurrent writers, the SQL of a rehash and a
+promotion, real tokens from the real keyring, statuses and the access policy on the
+wire, the admin bootstrap's command line). The rules themselves are proven without
+either in tests/unit/user/."""
 
 from __future__ import annotations
 
@@ -17,12 +21,11 @@ import pytest
 import pytest_asyncio
 from argon2 import PasswordHasher
 
-from services.user.admin import ensure_admin
+from services.user.adapters.admin import ensure_admin
 from services.user.main import SERVICE
 from shared.auth.identity import Role
 from shared.auth.keys import key_id, load_public_key
 from shared.auth.tokens import TokenVerifier
-from shared.errors import InvalidArgument
 from shared.settings import REPO_ROOT
 from shop.user.v1 import user_pb2, user_pb2_grpc
 from tests.support.services import RunningService, recreate_database, run_service
@@ -79,30 +82,6 @@ async def register(
 
 
 # --- Register ------------------------------------------------------------------------------------
-
-
-async def test_register_creates_a_customer_with_normalised_email(stub, service) -> None:
-    before = await service.count("users")
-    email = unique_email("Bob")
-    user = await register(stub, f"  {email.upper()} ", "bob-password")
-    assert user.email == email.lower()
-    assert user.role == user_pb2.ROLE_CUSTOMER
-    uuid.UUID(user.user_id)
-    assert user.created_at.seconds > 0
-    assert await service.count("users") == before + 1
-
-
-async def test_register_stores_an_argon2_hash_not_the_password(stub, service) -> None:
-    user = await register(stub, unique_email(), "plain-text-never")
-    conn = await asyncpg.connect(service.dsn)
-    try:
-        stored = await conn.fetchval(
-            "SELECT password_hash FROM users WHERE user_id = $1", uuid.UUID(user.user_id)
-        )
-    finally:
-        await conn.close()
-    assert stored.startswith("$argon2id$")
-    assert "plain-text-never" not in stored
 
 
 async def test_concurrent_registrations_of_one_email_create_one_account(stub, service) -> None:
@@ -162,16 +141,6 @@ async def test_login_token_works_for_get_user(stub, alice) -> None:
     assert reply.user.created_at == login.user.created_at
 
 
-async def test_login_failure_does_not_say_which_part_was_wrong(stub, alice) -> None:
-    failures = []
-    for email, password in [(alice.email, "wrong-password"), (unique_email(), alice.password)]:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Login(user_pb2.LoginRequest(email=email, password=password))
-        failures.append((caught.value.code(), caught.value.details()))
-    assert failures[0] == failures[1]
-    assert failures[0][0] == grpc.StatusCode.UNAUTHENTICATED
-
-
 async def test_login_rehashes_a_hash_made_with_old_parameters(stub, service) -> None:
     email, password = unique_email("legacy"), "legacy-password"
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(password)
@@ -195,24 +164,6 @@ async def test_login_rehashes_a_hash_made_with_old_parameters(stub, service) -> 
     assert current.verify(stored, password)
     # And the new hash still logs in.
     await stub.Login(user_pb2.LoginRequest(email=email, password=password))
-
-
-# --- GetUser -------------------------------------------------------------------------------------
-
-
-async def test_admin_may_read_any_account(stub, keys, alice) -> None:
-    reply = await stub.GetUser(
-        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(keys.token(Role.ADMIN))
-    )
-    assert reply.user.email == alice.email
-
-
-async def test_customer_may_read_own_account(stub, keys, alice) -> None:
-    token = keys.token(Role.CUSTOMER, user_id=uuid.UUID(alice.user_id))
-    reply = await stub.GetUser(
-        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(token)
-    )
-    assert reply.user.user_id == alice.user_id
 
 
 # --- the bad-input table, every RPC -------------------------------------------------------------
@@ -258,56 +209,24 @@ def get(user_id: str | None = None) -> Request:
 
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
-LONG_EMAIL = "a" * 243 + "@example.com"  # 255 characters
 UNKNOWN_ID = str(uuid.uuid4())
 
 CASES = {
-    "register-empty-email": Case("Register", reg(""), INVALID, field="email"),
-    "register-blank-email": Case("Register", reg("   "), INVALID, field="email"),
-    "register-email-without-at": Case("Register", reg("alice.example.com"), INVALID, field="email"),
-    "register-email-without-domain-dot": Case(
-        "Register", reg("alice@localhost"), INVALID, field="email"
-    ),
-    "register-oversized-email": Case("Register", reg(LONG_EMAIL), INVALID, field="email"),
-    "register-empty-password": Case(
-        "Register", reg("new1@example.com", ""), INVALID, field="password"
-    ),
+    # What the wire decides (tokens, the access policy, how a refusal travels: its status,
+    # the field named first in its details) and the unique email. Each field's own checks
+    # are proven in tests/unit/user/.
     "register-short-password": Case(
         "Register", reg("new2@example.com", "7-chars"), INVALID, field="password"
-    ),
-    "register-oversized-password": Case(
-        "Register", reg("new3@example.com", "p" * 129), INVALID, field="password"
     ),
     "register-duplicate-email": Case(
         "Register",
         lambda a: user_pb2.RegisterRequest(email=a.email.upper(), password="good-password"),
         grpc.StatusCode.ALREADY_EXISTS,
     ),
-    "login-empty-email": Case("Login", login(email=""), INVALID, field="email"),
-    "login-malformed-email": Case("Login", login(email="not-an-email"), INVALID, field="email"),
-    "login-oversized-email": Case("Login", login(email=LONG_EMAIL), INVALID, field="email"),
-    "login-empty-password": Case("Login", login(password=""), INVALID, field="password"),
-    "login-oversized-password": Case("Login", login(password="p" * 129), INVALID, field="password"),
-    "login-unknown-email": Case(
-        "Login", login(email="nobody@example.com"), grpc.StatusCode.UNAUTHENTICATED
-    ),
     "login-wrong-password": Case(
         "Login", login(password="wrong-password"), grpc.StatusCode.UNAUTHENTICATED
     ),
-    "login-short-wrong-password": Case(
-        "Login", login(password="x"), grpc.StatusCode.UNAUTHENTICATED
-    ),
-    "get-empty-id": Case("GetUser", get(""), INVALID, _admin, field="user_id"),
-    "get-malformed-id": Case("GetUser", get("not-a-uuid"), INVALID, _admin, field="user_id"),
-    "get-oversized-id": Case("GetUser", get("9" * 10_000), INVALID, _admin, field="user_id"),
-    "get-negative-looking-id": Case("GetUser", get("-1"), INVALID, _admin, field="user_id"),
     "get-unknown-id-as-admin": Case("GetUser", get(UNKNOWN_ID), grpc.StatusCode.NOT_FOUND, _admin),
-    "get-own-deleted-account": Case(
-        "GetUser",
-        get(UNKNOWN_ID),
-        grpc.StatusCode.NOT_FOUND,
-        lambda k, a: bearer(k.token(Role.CUSTOMER, user_id=uuid.UUID(UNKNOWN_ID))),
-    ),
     "get-missing-token": Case("GetUser", get(), grpc.StatusCode.UNAUTHENTICATED),
     "get-expired-token": Case(
         "GetUser",
@@ -325,9 +244,6 @@ CASES = {
         lambda k, a: (("authorization", "Basic abc"),),
     ),
     "get-another-customer": Case("GetUser", get(), grpc.StatusCode.PERMISSION_DENIED, _stranger),
-    "get-unknown-id-as-customer": Case(
-        "GetUser", get(UNKNOWN_ID), grpc.StatusCode.PERMISSION_DENIED, _stranger
-    ),
 }
 
 
@@ -348,32 +264,7 @@ async def test_bad_input_is_rejected_and_writes_nothing(
 # --- bootstrapping the first admin ---------------------------------------------------------------
 
 
-async def test_ensure_admin_is_idempotent(stub, service, keys, alice) -> None:
-    before = await service.count("users")
-    email = unique_email("root")
-    first = await ensure_admin(service.dsn, email.upper(), "root-password")
-    assert await service.count("users") == before + 1
-    again = await ensure_admin(service.dsn, email, "another-password")
-    assert again == first
-    assert await service.count("users") == before + 1
-
-    # The first password stays: a re-run never resets credentials.
-    reply = await stub.Login(user_pb2.LoginRequest(email=email, password="root-password"))
-    assert reply.user.user_id == str(first)
-    assert reply.user.role == user_pb2.ROLE_ADMIN
-    assert verifier(keys).verify(reply.access_token).role is Role.ADMIN
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Login(user_pb2.LoginRequest(email=email, password="another-password"))
-    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-    # Its token is an admin's: it may read someone else's account.
-    other = await stub.GetUser(
-        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(reply.access_token)
-    )
-    assert other.user.user_id == alice.user_id
-
-
-async def test_ensure_admin_promotes_an_existing_customer(stub, service) -> None:
+async def test_ensure_admin_promotes_an_existing_customer(stub, service, keys, alice) -> None:
     email, password = unique_email("promoted"), "customer-password"
     customer = await register(stub, email, password)
     before = await service.count("users")
@@ -381,6 +272,12 @@ async def test_ensure_admin_promotes_an_existing_customer(stub, service) -> None
     assert await service.count("users") == before
     reply = await stub.Login(user_pb2.LoginRequest(email=email, password=password))
     assert reply.user.role == user_pb2.ROLE_ADMIN
+    assert verifier(keys).verify(reply.access_token).role is Role.ADMIN
+    # Its token is an admin's: it may read someone else's account.
+    other = await stub.GetUser(
+        user_pb2.GetUserRequest(user_id=alice.user_id), metadata=bearer(reply.access_token)
+    )
+    assert other.user.user_id == alice.user_id
 
 
 async def test_concurrent_ensure_admin_creates_one_account(service) -> None:
@@ -393,26 +290,11 @@ async def test_concurrent_ensure_admin_creates_one_account(service) -> None:
     assert await service.count("users") == before + 1
 
 
-@pytest.mark.parametrize(
-    ("email", "password", "field"),
-    [
-        ("not-an-email", "root-password", "email"),
-        ("root@example.com", "short", "password"),
-    ],
-)
-async def test_ensure_admin_rejects_bad_input(service, email, password, field) -> None:
-    before = await service.count("users")
-    with pytest.raises(InvalidArgument) as caught:
-        await ensure_admin(service.dsn, email, password)
-    assert caught.value.field == field
-    assert await service.count("users") == before
-
-
 async def _admin_cli(dsn: str, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "services.user.admin",
+        "services.user.adapters.admin",
         *args,
         cwd=REPO_ROOT,
         env={**os.environ, "SHOP_USER_PG_DSN": dsn},

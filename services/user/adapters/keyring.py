@@ -4,7 +4,8 @@ Every user instance runs one keyring. The private keys live in the service's
 own table ``signing_keys`` (so replicas share them); their public halves go to
 ``/config/auth/jwks`` as a JWK Set, which every verifier watches. The rules
 (which key signs, which are published, when a retired key goes) are
-``SigningKeyPolicy`` in domain.py; this module does the I/O around them:
+``SigningKeyPolicy`` in domain.py; this module does the I/O around them (it is
+the ``SigningKeys`` port of use_cases.py):
 
 - start: on an empty table, import the bootstrap key file (``jwt_private_key_file``)
   or generate a key; then publish, and sign with the newest key.
@@ -38,7 +39,7 @@ from services.user.domain import (
     new_signing_key,
     signing_key_from_pem,
 )
-from services.user.persistence import UserUnitOfWork
+from services.user.use_cases import UnitOfWorkFactory, UserUnitOfWork
 from shared.auth.identity import Role
 from shared.auth.jwks import JwksWatcher, jwks_document, publish_jwks, read_jwks
 from shared.auth.tokens import TokenIssuer
@@ -59,7 +60,7 @@ def _utc_now() -> datetime:
 class SigningKeyring:
     def __init__(
         self,
-        unit_of_work: Callable[[], UserUnitOfWork],
+        unit_of_work: UnitOfWorkFactory,
         etcd: aetcd.Client,
         policy: SigningKeyPolicy,
         *,

@@ -8,7 +8,7 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from services.product.catalog_cache import CatalogCache
+from services.product.adapters.catalog_cache import CatalogCache
 from services.product.domain import ProductStatus, new_product
 from services.product.persistence import ProductReads
 from shared.money import Money

@@ -3,7 +3,7 @@ by PostgreSQL's own change notifications.
 
 A products trigger sends ``NOTIFY product_changed, '<product id>'`` with every insert,
 update and delete; every instance listens, and drops that product when told. This
-instance's own writes drop theirs at commit too (``ProductUnitOfWork.committed``),
+instance's own writes drop theirs at commit too (``PostgresProductUnitOfWork.committed``),
 so a caller reads its own write from the instance it wrote through.
 
 **Why a read that raced a write cannot leave a stale entry.** A reader takes a ticket

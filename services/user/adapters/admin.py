@@ -1,8 +1,9 @@
-"""Bootstraps the first admin: ``python -m services.user.admin --email ... --password ...``.
+"""The first admin, from the command line:
+``python -m services.user.adapters.admin --email ... --password ...``.
 
-There is no RPC that grants the admin role (an admin would be needed to call
-it), so the first one is made here, straight through the service's own domain
-and persistence. Safe to run on every deploy: it never duplicates or demotes.
+A driving adapter, as grpc_api.py is: it opens what the ``ensure_admin`` use case
+needs (the schema, a connection) and prints the admin's id. The seeder and the
+Kubernetes seed Job run it on every deploy; the use case makes that safe.
 """
 
 from __future__ import annotations
@@ -11,18 +12,17 @@ import asyncio
 import uuid
 from pathlib import Path
 
-import asyncpg
 import typer
 
-from services.user.domain import Passwords, new_password, new_user, normalise_email
-from services.user.persistence import UserUnitOfWork
+from services.user import use_cases
+from services.user.domain import Passwords, new_password, normalise_email
+from services.user.persistence import unit_of_work_factory
 from services.user.settings import UserSettings
-from shared.auth.identity import Role
 from shared.db.migrations import apply_migrations
 from shared.db.pool import create_pool
-from shared.errors import AlreadyExists, DomainError
+from shared.errors import DomainError
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent.parent / "migrations"
 
 
 async def ensure_admin(dsn: str, email: str, password: str) -> uuid.UUID:
@@ -30,39 +30,20 @@ async def ensure_admin(dsn: str, email: str, password: str) -> uuid.UUID:
 
     An existing account keeps its password; ``password`` is used only to create one.
     """
+    # Bad input is refused before the database is touched.
     email = normalise_email(email)
     password = new_password(password)
     # The seeder may run before the service ever has: the schema must exist.
     await apply_migrations(dsn, MIGRATIONS)
     pool = await create_pool(dsn, min_size=1, max_size=1)
     try:
-        existing = await _promote(pool, email)
-        if existing is not None:
-            return existing
-        password_hash = await asyncio.to_thread(Passwords().hash, password)
-        admin = new_user(email=email, password_hash=password_hash, role=Role.ADMIN)
-        try:
-            async with UserUnitOfWork(pool) as uow:
-                await uow.users.add(admin)
-        except AlreadyExists:
-            # Someone registered (or bootstrapped) this email while we hashed.
-            raced = await _promote(pool, email)
-            if raced is None:
-                raise
-            return raced
-        return admin.user_id
+        # Passwords hashes its decoy on creation: off the event loop, as every hash.
+        passwords = await asyncio.to_thread(Passwords)
+        return await use_cases.ensure_admin(
+            unit_of_work_factory(pool), passwords, email=email, password=password
+        )
     finally:
         await pool.close()
-
-
-async def _promote(pool: asyncpg.Pool, email: str) -> uuid.UUID | None:
-    async with UserUnitOfWork(pool) as uow:
-        user = await uow.users.get_by_email(email, for_update=True)
-        if user is None:
-            return None
-        if user.role is not Role.ADMIN:
-            await uow.users.update_role(user.promoted_to_admin())
-        return user.user_id
 
 
 app = typer.Typer(add_completion=False, help="Bootstrap the first admin account.")

@@ -1,0 +1,1 @@
+"""What only the product service talks to: the catalog cache kept by PostgreSQL's notifications."""

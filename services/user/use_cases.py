@@ -1,0 +1,211 @@
+"""Accounts' application layer: one function per RPC (and the first admin's bootstrap),
+on the ports declared here.
+
+argon2 is slow on purpose: every hash and verify runs in a worker thread, and never
+while a unit of work holds a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from services.user.domain import (
+    Passwords,
+    SigningKey,
+    SigningKeyStatus,
+    User,
+    new_password,
+    new_user,
+    normalise_email,
+    offered_password,
+)
+from shared.auth.identity import Identity, Role
+from shared.auth.tokens import TokenSigner
+from shared.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
+
+# One message for both causes, so Login cannot be used to find out who has an account.
+BAD_CREDENTIALS = "email or password is incorrect"
+
+
+class UserRepository(Protocol):
+    async def add(self, user: User) -> None:
+        """Raises AlreadyExists if an account has this email."""
+
+    async def get(self, user_id: uuid.UUID) -> User | None: ...
+
+    async def get_by_email(self, email: str, *, for_update: bool = False) -> User | None:
+        """``email`` normalised; ``for_update``: locked until the unit of work ends."""
+
+    async def update_password_hash(self, user: User, *, expected_hash: str) -> bool:
+        """Compare-and-set: writes only the hash, only if it is still ``expected_hash``."""
+
+    async def update_role(self, user: User) -> None: ...
+
+
+class SigningKeyRepository(Protocol):
+    async def lock(self) -> None:
+        """Serialises every change to the key set (and its publishing) until the unit of
+        work ends, across instances."""
+
+    async def all(self) -> list[SigningKey]:
+        """Newest first."""
+
+    async def add(self, key: SigningKey) -> bool:
+        """False (and nothing changed) if a key with this kid exists already."""
+
+    async def retire(self, kids: Sequence[str], at: datetime) -> None:
+        """Only the keys not retired yet."""
+
+    async def remove(self, kids: Sequence[str]) -> int: ...
+
+
+class UserUnitOfWork(Protocol):
+    @property
+    def users(self) -> UserRepository: ...
+
+    @property
+    def signing_keys(self) -> SigningKeyRepository: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+UnitOfWorkFactory = Callable[[], UserUnitOfWork]
+
+
+class SigningKeys(TokenSigner, Protocol):
+    """The token signing keys (adapters/keyring.py): signs with the newest, rotates."""
+
+    async def rotate(self) -> list[SigningKeyStatus]: ...
+
+    async def statuses(self) -> list[SigningKeyStatus]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    user: User
+    access_token: str
+    expires_at: datetime
+
+
+async def register(
+    unit_of_work: UnitOfWorkFactory, passwords: Passwords, *, email: str, password: str
+) -> User:
+    """A customer's account; the email is one account's only."""
+    email = normalise_email(email)
+    password = new_password(password)
+    password_hash = await asyncio.to_thread(passwords.hash, password)
+    user = new_user(email=email, password_hash=password_hash)
+    async with unit_of_work() as uow:
+        await uow.users.add(user)
+    return user
+
+
+async def login(
+    unit_of_work: UnitOfWorkFactory,
+    passwords: Passwords,
+    signer: TokenSigner,
+    *,
+    email: str,
+    password: str,
+) -> Session:
+    """An access token for the right password. An unknown email costs a verify too, and
+    fails the same way, so neither time nor answer tells who has an account."""
+    email = normalise_email(email)
+    password = offered_password(password)
+    # The connection goes back to the pool before hashing: a verify takes far longer
+    # than the query and must not hold one.
+    async with unit_of_work() as uow:
+        user = await uow.users.get_by_email(email)
+    if user is None:
+        await asyncio.to_thread(passwords.verify_decoy, password)
+        raise Unauthenticated(BAD_CREDENTIALS)
+    if not await asyncio.to_thread(passwords.verify, user.password_hash, password):
+        raise Unauthenticated(BAD_CREDENTIALS)
+    if passwords.needs_rehash(user.password_hash):
+        await _rehash(unit_of_work, passwords, user, password)
+    token, expires_at = signer.issue(user.user_id, user.role)
+    return Session(user, token, expires_at)
+
+
+async def _rehash(
+    unit_of_work: UnitOfWorkFactory, passwords: Passwords, user: User, password: str
+) -> None:
+    """Upgrades a hash made with older parameters, now that the password is known. A
+    hash changed meanwhile (a new password) wins: the write is a compare-and-set."""
+    password_hash = await asyncio.to_thread(passwords.hash, password)
+    async with unit_of_work() as uow:
+        await uow.users.update_password_hash(
+            user.with_password_hash(password_hash), expected_hash=user.password_hash
+        )
+
+
+async def get_user(unit_of_work: UnitOfWorkFactory, caller: Identity, user_id: uuid.UUID) -> User:
+    """One's own account; an admin may read anyone's. Permission is decided before the
+    read, so a customer cannot learn which ids exist."""
+    if not caller.is_admin and caller.user_id != user_id:
+        raise PermissionDenied("only admins may read another user's account")
+    async with unit_of_work() as uow:
+        user = await uow.users.get(user_id)
+    if user is None:
+        raise NotFound(f"user {user_id} does not exist")
+    return user
+
+
+async def rotate_signing_key(keys: SigningKeys) -> list[SigningKeyStatus]:
+    return await keys.rotate()
+
+
+async def list_signing_keys(keys: SigningKeys) -> list[SigningKeyStatus]:
+    return await keys.statuses()
+
+
+async def ensure_admin(
+    unit_of_work: UnitOfWorkFactory, passwords: Passwords, *, email: str, password: str
+) -> uuid.UUID:
+    """The id of the admin with this email: created if absent, promoted if a customer.
+
+    There is no RPC that grants the admin role (an admin would be needed to call it),
+    so the first one is made by this, run from the command line. Safe to repeat: it
+    never duplicates or demotes, and an existing account keeps its password
+    (``password`` is used only to create one).
+    """
+    email = normalise_email(email)
+    password = new_password(password)
+    existing = await _promote(unit_of_work, email)
+    if existing is not None:
+        return existing
+    password_hash = await asyncio.to_thread(passwords.hash, password)
+    admin = new_user(email=email, password_hash=password_hash, role=Role.ADMIN)
+    try:
+        async with unit_of_work() as uow:
+            await uow.users.add(admin)
+    except AlreadyExists:
+        # Someone registered (or bootstrapped) this email while we hashed.
+        raced = await _promote(unit_of_work, email)
+        if raced is None:
+            raise
+        return raced
+    return admin.user_id
+
+
+async def _promote(unit_of_work: UnitOfWorkFactory, email: str) -> uuid.UUID | None:
+    async with unit_of_work() as uow:
+        user = await uow.users.get_by_email(email, for_update=True)
+        if user is None:
+            return None
+        if user.role is not Role.ADMIN:
+            await uow.users.update_role(user.promoted_to_admin())
+        return user.user_id
