@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
-from services.product.adapters.catalog_cache import CatalogCache, catalog_listener
 from services.product.grpc_api import ACCESS, ProductServicer
 from services.product.persistence import ProductReads, unit_of_work_factory
+from services.product.persistence.catalog_cache import CatalogCache, catalog_listener
 from services.product.settings import ProductSettings
 from shared.config.center import ConfigCenter
 from shared.db.pool import service_pool

@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
-from services.product.adapters.catalog_cache import LISTENER_NAME
 from services.product.main import SERVICE
+from services.product.persistence.catalog_cache import LISTENER_NAME
 from shared.auth.identity import Role
 from shop.common.v1 import money_pb2
 from shop.product.v1 import product_pb2 as pb

@@ -8,9 +8,9 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from services.product.adapters.catalog_cache import CatalogCache
 from services.product.domain import ProductStatus, new_product
 from services.product.persistence import ProductReads
+from services.product.persistence.catalog_cache import CatalogCache
 from shared.money import Money
 
 

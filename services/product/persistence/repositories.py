@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from services.product.adapters.catalog_cache import CatalogCache
 from services.product.domain import Product, ProductStatus
+from services.product.persistence.catalog_cache import CatalogCache
 from services.product.use_cases import PageAfter
 from shared.errors import AlreadyExists
 from shared.messaging.unit_of_work import PostgresUnitOfWork

@@ -1,1 +1,0 @@
-"""What only the product service talks to: the catalog cache kept by PostgreSQL's notifications."""
