@@ -42,7 +42,8 @@ def goals(
     saga: Mapping[str, Any] | None,
     load: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The issue's goals; ``met`` is None where this run's load cannot tell."""
+    """The performance goals (docs/performance.md); ``met`` is None where this load cannot
+    tell."""
     found: dict[str, Any] = {}
     if "GetProduct" in ratios:
         value = ratios["GetProduct"]["qps"]

@@ -1,4 +1,4 @@
-"""`make bench`: issue 12's performance goals P1-P7, measured on a stack of the bench's own.
+"""`make bench`: the performance goals P1-P7 (docs/performance.md), on a stack of its own.
 
 For each replica count (1, then 2 instances of every service) a fresh system is
 started with everything on (mTLS, tokens, rate limits, breakers, tracing at the
@@ -6,7 +6,7 @@ default sampling, metrics) and measured in this order:
 
 P1 ghz: GetProduct vs health Check on one product instance;
 P4 saga at 20/s (P50);  P2 saga at 100/s (P95);  P3 the ramp on from 50/s;
-A6 (issue 10's goal) the saga's P95 at 50/s, from the ramp;
+A6 (a chaos goal, docs/chaos.md) the saga's P95 at 50/s, from the ramp;
 P7 outbox relay lag at 500 events/s;  P6 resident memory of every instance;
 P5 hot-SKU reservations/s vs pgbench (last: it restarts inventory).
 

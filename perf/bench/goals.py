@@ -1,4 +1,4 @@
-"""Issue 12's performance goals, and how a measured figure is judged and printed: no I/O.
+"""The performance goals (docs/performance.md), and how a figure is judged and printed: no I/O.
 
 Each goal is measured with every service at one instance and again at two
 (``replicas``); a figure is met or NOT met, never rounded into a pass. A goal that
@@ -15,7 +15,7 @@ from typing import Any, Final
 
 @dataclass(frozen=True)
 class Goal:
-    key: str  # P1..P7 (issue 12), A6 (issue 10)
+    key: str  # P1..P7, the performance goals; A6, the saga's latency goal under chaos
     name: str  # as printed: what the figure is
     unit: str  # "" for a ratio
     target: float
@@ -76,8 +76,8 @@ GOALS: Final = (
         "outbox rows committed at 500/s, each from commit to Kafka's acknowledgement",
     ),
 )
-# Issue 10's latency goal, measured on the same ramp; printed with the others, kept out of
-# BENCHMARKS.md's columns (they are issue 12's).
+# The saga's latency goal of the chaos goals (docs/chaos.md), measured on the same ramp;
+# printed with the others, kept out of BENCHMARKS.md's columns (those are P1..P7's).
 SAGA_P95_AT_50: Final = Goal(
     "A6",
     "saga_p95_at_50",
@@ -85,7 +85,7 @@ SAGA_P95_AT_50: Final = Goal(
     300,
     False,
     "steady saga, 50 orders/s, open loop, the provider simulator at its default latency"
-    " (issue 10, section 6)",
+    " (the chaos goals, docs/chaos.md)",
 )
 BY_KEY: Final = {g.key: g for g in (*GOALS, SAGA_P95_AT_50)}
 # P3's bar for a rate to count as sustained.

@@ -242,9 +242,9 @@ def main(
     rounds: Annotated[int, typer.Option(help="ghz rounds per instance")] = 4,
     ghz_seconds: Annotated[float, typer.Option(help="length of each ghz round")] = 5.0,
     concurrency: Annotated[int, typer.Option(help="ghz workers")] = 32,
-    # The figure is at 100/s; on this 2-core machine the saga no longer keeps up at
+    # The goal's figure is at 100/s; on this 2-core machine the saga no longer keeps up at
     # 100/s even bare (P95 of seconds: a queue, whose growth swamps any cost), so the
-    # default measures where it does; `--rate 100` measures the point.
+    # default measures where it does; `--rate 100` measures the goal's point.
     rate: Annotated[float, typer.Option(help="orders/s for the saga")] = 50.0,
     seconds: Annotated[float, typer.Option(help="length of each saga run")] = 15.0,
 ) -> None:

@@ -1,4 +1,4 @@
-"""`make bench-trust`: what trust below the gRPC ports costs (issue 21, section 4).
+"""`make bench-trust`: what trust below the gRPC ports costs (docs/decisions/trust-below-grpc.md).
 
 The same system measured twice in one run, on two stacks one after the other (never
 both at once; each is stopped after use):

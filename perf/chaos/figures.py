@@ -90,7 +90,7 @@ class Figures:
 
 
 def goals(figures: Figures, fault_errors: int = 0) -> dict[str, dict[str, Any]]:
-    """Issue 10's goals, each with its value and whether it was met."""
+    """The chaos goals (docs/chaos.md), each with its value and whether it was met."""
 
     def goal(value: Any, target: str, met: bool) -> dict[str, Any]:
         return {"value": value, "goal": target, "met": met}

@@ -1,4 +1,4 @@
-"""`make bench` end to end, briefly: every goal of issue 12 measured and printed, the
+"""`make bench` end to end, briefly: every performance goal measured and printed, the
 JSON report written. The figures of so short a run mean nothing and are not judged
 (speed is `make bench`'s to report, never a test's to assert); that each phase ran is."""
 
@@ -49,7 +49,7 @@ def test_make_bench_measures_every_goal_and_writes_its_report(stack: Stack) -> N
     assert [r["goal"] for r in report["results"]] == [
         "P1", "P4", "P2", "P3", "A6", "P7", "P6", "P5"
     ]  # fmt: skip
-    # Issue 10's saga goal, printed as the others are.
+    # The chaos goals' saga latency (A6), printed as the others are.
     assert any(
         line.startswith("bench: A6 saga_p95_at_50 ") and "(goal <= 300 ms)" in line
         for line in lines

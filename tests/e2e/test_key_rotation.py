@@ -1,4 +1,4 @@
-"""Signing keys rotate under load (issue 7, part 5), against the whole system.
+"""Signing keys rotate under load, against the whole system (docs/security.md).
 
 A short load run (the `mixed` scenario: product, order with its saga, payment);
 the admin rotates the signing key twice during it, at 1/3 and 2/3 of the measured
