@@ -18,8 +18,7 @@ import logging
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -43,6 +42,7 @@ from services.inventory.domain import (
     reservation_outcome,
 )
 from shared.errors import NotFound
+from shared.messaging.unit_of_work import UnitOfWork
 from shared.money import Money
 from shared.proto_convert import money_from_proto
 from shared.validation import parse_uuid, uuids_in
@@ -146,7 +146,7 @@ class ReservationRepository(Protocol):
     async def get(self, order_id: uuid.UUID) -> Reservation | None: ...
 
 
-class InventoryUnitOfWork(Protocol):
+class InventoryUnitOfWork(UnitOfWork, Protocol):
     @property
     def stock(self) -> StockRepository: ...
 
@@ -156,15 +156,6 @@ class InventoryUnitOfWork(Protocol):
     def record(self, *events: InventoryEvent) -> None:
         """Stages domain events: published if, and only if, the transaction commits."""
         ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 UnitOfWorkFactory = Callable[[], InventoryUnitOfWork]

@@ -17,8 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from services.order.domain import (
     CatalogEntry,
@@ -39,6 +38,7 @@ from services.order.domain import (
 from shared.auth.identity import Identity
 from shared.errors import InvalidArgument, NotFound
 from shared.logs import journal
+from shared.messaging.unit_of_work import UnitOfWork
 from shared.validation import decode_page_token, encode_page_token, page_size, parse_uuid
 from shop.events.v1 import inventory_events_pb2, payment_events_pb2
 
@@ -77,7 +77,7 @@ class OrderRepository(Protocol):
     async def save(self, order: Order) -> None: ...
 
 
-class OrderUnitOfWork(Protocol):
+class OrderUnitOfWork(UnitOfWork, Protocol):
     @property
     def orders(self) -> OrderRepository: ...
 
@@ -88,15 +88,6 @@ class OrderUnitOfWork(Protocol):
     ) -> AbstractAsyncContextManager[None]:
         """Work inside joins each order's own trace (a step no event caused)."""
         ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 class UnitOfWorkFactory(Protocol):

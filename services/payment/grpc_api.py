@@ -6,7 +6,7 @@ import grpc
 
 from services.payment import use_cases
 from services.payment.domain import Wallet
-from services.payment.use_cases import UnitsOfWork
+from services.payment.use_cases import UnitOfWorkFactory
 from shared.auth.identity import current_identity
 from shared.errors import InvalidArgument
 from shared.proto_convert import money_from_proto, money_to_proto, timestamp
@@ -25,7 +25,7 @@ def wallet_to_proto(w: Wallet) -> payment_pb2.Wallet:
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, units: UnitsOfWork, currency: str) -> None:
+    def __init__(self, units: UnitOfWorkFactory, currency: str) -> None:
         self._units = units
         self._currency = currency
 

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Collection
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -40,6 +39,7 @@ from services.payment.domain import (
     settle_refund,
     settle_refusal,
 )
+from shared.messaging.unit_of_work import UnitOfWork
 from shared.money import Money
 from shared.proto_convert import money_from_proto
 from shared.validation import parse_uuid, uuids_in
@@ -98,7 +98,7 @@ class PaymentRepository(Protocol):
         """Stores ``payment`` over the record, which must be in ``source`` (else raises)."""
 
 
-class PaymentUnitOfWork(Protocol):
+class PaymentUnitOfWork(UnitOfWork, Protocol):
     """One transaction: the repositories' changes and the recorded events are kept
     together when the block ends without an exception, or none of them."""
 
@@ -113,17 +113,8 @@ class PaymentUnitOfWork(Protocol):
 
     def record(self, *events: PaymentEvent) -> None: ...
 
-    async def __aenter__(self) -> Self: ...
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-
-UnitsOfWork = Callable[[], PaymentUnitOfWork]
+UnitOfWorkFactory = Callable[[], PaymentUnitOfWork]
 
 
 class ProviderAnswers(Protocol):
@@ -135,7 +126,7 @@ class ProviderAnswers(Protocol):
 
 
 async def top_up(
-    units: UnitsOfWork,
+    units: UnitOfWorkFactory,
     *,
     user_id: uuid.UUID,
     amount: Money,
@@ -174,7 +165,7 @@ async def _book_top_up(uow: PaymentUnitOfWork, entry: LedgerEntry, currency: str
     return wallet
 
 
-async def wallet_of(units: UnitsOfWork, user_id: uuid.UUID, currency: str) -> Wallet:
+async def wallet_of(units: UnitOfWorkFactory, user_id: uuid.UUID, currency: str) -> Wallet:
     """The user's wallet; a user without one has an empty one (reading never creates it)."""
     async with units() as uow:
         wallet = await uow.wallets.get(user_id)

@@ -11,11 +11,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from services.product.domain import Product, ProductStatus, new_product
 from shared.errors import InvalidArgument, NotFound
+from shared.messaging.unit_of_work import UnitOfWork
 from shared.money import Money
 from shared.validation import decode_page_token, encode_page_token, parse_uuid
 
@@ -45,18 +45,9 @@ class ProductReader(Protocol):
         """The products that exist, in no particular order."""
 
 
-class ProductUnitOfWork(Protocol):
+class ProductUnitOfWork(UnitOfWork, Protocol):
     @property
     def products(self) -> ProductRepository: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 UnitOfWorkFactory = Callable[[], ProductUnitOfWork]

@@ -12,8 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 from services.user.domain import (
     Passwords,
@@ -28,6 +27,7 @@ from services.user.domain import (
 from shared.auth.identity import Identity, Role
 from shared.auth.tokens import TokenSigner
 from shared.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
+from shared.messaging.unit_of_work import UnitOfWork
 
 # One message for both causes, so Login cannot be used to find out who has an account.
 BAD_CREDENTIALS = "email or password is incorrect"
@@ -65,21 +65,12 @@ class SigningKeyRepository(Protocol):
     async def remove(self, kids: Sequence[str]) -> int: ...
 
 
-class UserUnitOfWork(Protocol):
+class UserUnitOfWork(UnitOfWork, Protocol):
     @property
     def users(self) -> UserRepository: ...
 
     @property
     def signing_keys(self) -> SigningKeyRepository: ...
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
 
 UnitOfWorkFactory = Callable[[], UserUnitOfWork]

@@ -34,6 +34,22 @@ class Publication(NamedTuple):
 # A service's publishing map: domain event -> Publication.
 Publishing = Callable[[Any], Publication]
 
+
+class UnitOfWork(Protocol):
+    """What a use case sees of a unit of work: a block whose changes are kept together
+    when it ends without an exception, or none of them. Each service's unit-of-work
+    Protocol adds its repositories (and, if it publishes, a typed ``record``)."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
 # What a connection's state raises once an outage cut it (checked by discard_if_broken).
 CONNECTION_STATE_ERRORS = (asyncpg.InterfaceError, asyncpg.InternalClientError)
 
