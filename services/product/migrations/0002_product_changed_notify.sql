@@ -1,5 +1,5 @@
 -- Every change to a product is announced to the instances' catalog caches
--- (services/product/catalog_cache.py). PostgreSQL delivers a notification only once
+-- (services/product/persistence/catalog_cache.py). PostgreSQL delivers a notification only once
 -- its transaction committed, and not at all if it rolled back.
 CREATE FUNCTION product_changed_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

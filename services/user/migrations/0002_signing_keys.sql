@@ -1,4 +1,4 @@
--- The token signing keys (services/user/keyring.py). Every user instance reads them, so
+-- The token signing keys (services/user/adapters/keyring.py). Every user instance reads them, so
 -- replicas share one set; only their public halves leave the service (the JWKS in etcd).
 -- The private keys are stored unencrypted: see the README ("Signing keys and rotation").
 CREATE TABLE signing_keys (
