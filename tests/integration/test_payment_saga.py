@@ -38,7 +38,6 @@ from shared.db.pool import create_pool
 from shared.messaging.envelope import Event, wrap
 from shared.messaging.subscriptions import Subscriptions
 from shared.service import knob_defaults
-from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
 from tests.support.payment_books import (
     FAILED,
@@ -54,6 +53,7 @@ from tests.support.payment_books import (
     state_of,
     wallet_with,
 )
+from tests.support.payment_events import cancelled, reserved
 from tests.support.services import recreate_database
 
 pytestmark = pytest.mark.integration
@@ -80,24 +80,6 @@ def saga() -> ProviderAuthorizer:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def reserved(
-    order_id: uuid.UUID, user_id: uuid.UUID, amount: int, currency: str = "USD"
-) -> inventory_events_pb2.InventoryReserved:
-    return inventory_events_pb2.InventoryReserved(
-        order_id=str(order_id),
-        user_id=str(user_id),
-        total=money_pb2.Money(amount_minor=amount, currency=currency),
-    )
-
-
-def cancelled(
-    order_id: uuid.UUID, user_id: uuid.UUID, reason: str = "cancelled by owner"
-) -> order_events_pb2.OrderCancelled:
-    return order_events_pb2.OrderCancelled(
-        order_id=str(order_id), user_id=str(user_id), reason=reason
-    )
 
 
 async def deliver(pool: asyncpg.Pool, authorizer: ProviderAuthorizer, message: Message) -> None:

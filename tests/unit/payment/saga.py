@@ -11,7 +11,6 @@ from services.payment import use_cases
 from services.payment.domain import PaymentState
 from services.payment.use_cases import ProviderAnswers
 from shared.money import Money
-from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2
 from tests.unit.payment.fakes import FakePaymentUnitOfWork, FixedAnswers, books_disagree
 
@@ -20,24 +19,6 @@ SUCCEEDED = "PaymentSucceeded"
 FAILED = "PaymentFailed"
 REFUNDED = "PaymentRefunded"
 APPROVE_ALL = FixedAnswers()
-
-
-def reserved(
-    order_id: uuid.UUID, user_id: uuid.UUID, amount: int, currency: str = "USD"
-) -> inventory_events_pb2.InventoryReserved:
-    return inventory_events_pb2.InventoryReserved(
-        order_id=str(order_id),
-        user_id=str(user_id),
-        total=money_pb2.Money(amount_minor=amount, currency=currency),
-    )
-
-
-def cancelled(
-    order_id: uuid.UUID, user_id: uuid.UUID, reason: str = "cancelled by owner"
-) -> order_events_pb2.OrderCancelled:
-    return order_events_pb2.OrderCancelled(
-        order_id=str(order_id), user_id=str(user_id), reason=reason
-    )
 
 
 async def funded(uow: FakePaymentUnitOfWork, amount: int) -> uuid.UUID:

@@ -19,6 +19,7 @@ from shared.errors import InvalidArgument
 from shared.money import Money
 from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
+from tests.support.payment_events import cancelled, reserved
 from tests.unit.payment.fakes import FakePaymentUnitOfWork, FixedAnswers
 from tests.unit.payment.saga import (
     FAILED,
@@ -26,11 +27,9 @@ from tests.unit.payment.saga import (
     S,
     announced,
     assert_books_balance,
-    cancelled,
     deliver,
     funded,
     handle,
-    reserved,
 )
 
 # --- charge once --------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 
 from shared.money import Money
 from shop.events.v1 import payment_events_pb2
+from tests.support.payment_events import cancelled, reserved
 from tests.unit.payment.fakes import FakePaymentUnitOfWork, FixedAnswers
 from tests.unit.payment.saga import (
     FAILED,
@@ -19,10 +20,8 @@ from tests.unit.payment.saga import (
     S,
     announced,
     assert_books_balance,
-    cancelled,
     deliver,
     funded,
-    reserved,
 )
 
 # --- compensation -------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from services.payment.subscriptions import subscriptions
 from shared.messaging.envelope import Event, wrap
 from shared.messaging.topics import INVENTORY, ORDERS
 from shop.events.v1 import inventory_events_pb2, order_events_pb2
+from tests.support.payment_events import reserved
 from tests.unit.payment.fakes import FakePaymentUnitOfWork
 from tests.unit.payment.saga import (
     FAILED,
@@ -25,7 +26,6 @@ from tests.unit.payment.saga import (
     assert_books_balance,
     deliver,
     funded,
-    reserved,
 )
 
 # --- the provider, asked before the transaction -------------------------------------------------
