@@ -17,6 +17,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_JWT_DIR = REPO_ROOT / ".stack" / "dev" / "jwt"
 DEV_TLS_DIR = REPO_ROOT / ".stack" / "dev" / "tls"
+# The issuer is the authorization server's public URL (its discovery document says
+# the same): the storefront's origin, where the gateway serves /oauth2/ and
+# /.well-known/ (`make run`, and `make up`'s port-forward, both on port 8080).
+DEFAULT_ISSUER = "http://localhost:8080"
 
 
 class ServiceSettings(BaseSettings):
@@ -56,7 +60,7 @@ class ServiceSettings(BaseSettings):
 
     # Tokens are verified against the JWKS the user service publishes in etcd
     # (/config/auth/jwks, shared/auth/jwks.py); no key file is needed.
-    jwt_issuer: str = "shop-user"
+    jwt_issuer: str = DEFAULT_ISSUER
     jwt_audience: str = "shop"
 
     # ca.pem, <service>.pem and <service>-key.pem (shared/tls.py); mTLS is always on.

@@ -49,7 +49,7 @@ from shared.auth.tokens import TokenIssuer
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
-from shared.settings import REPO_ROOT
+from shared.settings import DEFAULT_ISSUER, REPO_ROOT
 from shared.tls import ClientTLS
 
 REPORTS = REPO_ROOT / "reports"
@@ -322,7 +322,10 @@ async def run(replica_counts: list[int], plan: Plan, profile: str) -> bool:
         jwt_dir = stack.profile_dir / "jwt"
         generate_keypair(jwt_dir)
         issuer = TokenIssuer(
-            load_private_key(jwt_dir / "private.pem"), "shop-user", "shop", ttl=timedelta(hours=2)
+            load_private_key(jwt_dir / "private.pem"),
+            DEFAULT_ISSUER,
+            "shop",
+            ttl=timedelta(hours=2),
         )
         for replicas in replica_counts:
             results += await measure_system(stack, jwt_dir, issuer, replicas, plan)

@@ -43,6 +43,7 @@ from shared.config import store
 from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
+from shared.settings import DEFAULT_ISSUER
 from shared.tls import ClientTLS
 
 GOAL_PERCENT = 10.0
@@ -197,7 +198,10 @@ async def run(
         jwt_dir = stack.profile_dir / "jwt"
         generate_keypair(jwt_dir)
         issuer = TokenIssuer(
-            load_private_key(jwt_dir / "private.pem"), "shop-user", "shop", ttl=timedelta(hours=1)
+            load_private_key(jwt_dir / "private.pem"),
+            DEFAULT_ISSUER,
+            "shop",
+            ttl=timedelta(hours=1),
         )
         await lift_product_rate_limits(stack)
         async with open_directory(stack) as directory:

@@ -54,6 +54,7 @@ from perf.bench.saga import Shop, steady_saga, wait_sagas_ended
 from shared.auth.keys import generate_keypair, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.rpc.client import ServiceClients
+from shared.settings import DEFAULT_ISSUER
 from shared.tls import ClientTLS
 
 OFF: Final = "bench-plain"
@@ -219,7 +220,10 @@ async def measure_stack(profile: str, plan: Plan) -> StackRun:
         jwt_dir = stack.profile_dir / "jwt"
         generate_keypair(jwt_dir)
         issuer = TokenIssuer(
-            load_private_key(jwt_dir / "private.pem"), "shop-user", "shop", ttl=timedelta(hours=1)
+            load_private_key(jwt_dir / "private.pem"),
+            DEFAULT_ISSUER,
+            "shop",
+            ttl=timedelta(hours=1),
         )
         log_path = stack.profile.logs_dir / "bench-trust-services.log"
         with log_path.open("w") as service_log:

@@ -19,10 +19,17 @@ class Role(enum.StrEnum):
 class Identity:
     user_id: uuid.UUID
     role: Role
+    # What the token was granted (shared/auth/scopes.py), and the OAuth2 client it was
+    # issued to ("" for a token from before scopes existed in a test's hands).
+    scopes: frozenset[str] = frozenset()
+    client_id: str = ""
 
     @property
     def is_admin(self) -> bool:
         return self.role is Role.ADMIN
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
 
 # Set by the auth interceptor for the duration of one RPC (each RPC is its own task).

@@ -15,9 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, Pub
 
 from shared.auth.identity import Identity, Role
 from shared.auth.keys import key_id
+from shared.auth.scopes import format_scope, parse_scope, scopes_for
 from shared.errors import Unauthenticated
 
 ALGORITHM = "RS256"
+# The client of tokens that the user service's Login RPC issues (first-party tools).
+LOGIN_CLIENT = "shop-login"
 
 
 @dataclass(frozen=True)
@@ -27,18 +30,30 @@ class TokenIssuer:
     audience: str
     ttl: timedelta
 
-    def issue(self, user_id: uuid.UUID, role: Role) -> tuple[str, datetime]:
+    def issue(
+        self,
+        user_id: uuid.UUID,
+        role: Role,
+        *,
+        scopes: Iterable[str] | None = None,
+        client_id: str = LOGIN_CLIENT,
+        ttl: timedelta | None = None,
+    ) -> tuple[str, datetime]:
+        """``scopes``: None grants everything the role allows (a Login token)."""
         if not isinstance(self.private_key, RSAPrivateKey):
             raise TypeError("tokens are signed with an RSA key")
         now = datetime.now(UTC)
-        expires_at = now + self.ttl
+        expires_at = now + (self.ttl if ttl is None else min(ttl, self.ttl))
         claims = {
             "sub": str(user_id),
             "role": role.value,
+            "scope": format_scope(scopes_for(role) if scopes is None else scopes),
+            "client_id": client_id,
             "iss": self.issuer,
             "aud": self.audience,
             "iat": int(now.timestamp()),
             "exp": int(expires_at.timestamp()),
+            "jti": uuid.uuid4().hex,
         }
         kid = key_id(self.private_key.public_key())
         token = jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": kid})
@@ -48,7 +63,15 @@ class TokenIssuer:
 class TokenSigner(Protocol):
     """What issues tokens: a TokenIssuer, or the user service's rotating keyring."""
 
-    def issue(self, user_id: uuid.UUID, role: Role) -> tuple[str, datetime]: ...
+    def issue(
+        self,
+        user_id: uuid.UUID,
+        role: Role,
+        *,
+        scopes: Iterable[str] | None = None,
+        client_id: str = LOGIN_CLIENT,
+        ttl: timedelta | None = None,
+    ) -> tuple[str, datetime]: ...
 
 
 class TokenVerifier:
@@ -107,14 +130,22 @@ class TokenVerifier:
                 algorithms=[ALGORITHM],
                 issuer=self._issuer,
                 audience=self._audience,
-                options={"require": ["sub", "role", "exp", "iss", "aud"]},
+                options={"require": ["sub", "role", "scope", "exp", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from None
+        scope, client_id = claims["scope"], claims.get("client_id", "")
+        if not isinstance(scope, str) or not isinstance(client_id, str):
+            raise Unauthenticated("token carries a malformed scope or client") from None
         try:
-            identity = Identity(user_id=uuid.UUID(claims["sub"]), role=Role(claims["role"]))
+            identity = Identity(
+                user_id=uuid.UUID(claims["sub"]),
+                role=Role(claims["role"]),
+                scopes=parse_scope(scope),
+                client_id=client_id,
+            )
         except ValueError:
             raise Unauthenticated("token carries an unknown subject or role") from None
         return identity, float(claims["exp"]), kid

@@ -42,6 +42,8 @@ class Instance:
     lease_id: int
     # Where its Prometheus metrics are served ("" if not).
     metrics: str = ""
+    # Where it serves HTTPS beside gRPC ("" if not): the user service's OAuth2 server.
+    http: str = ""
 
 
 def parse_instance(key: bytes, value: bytes, lease_id: int) -> Instance | None:
@@ -58,6 +60,7 @@ def parse_instance(key: bytes, value: bytes, lease_id: int) -> Instance | None:
             str(record.get("version", "")),
             lease_id,
             str(record.get("metrics", "")),
+            str(record.get("http", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -1,7 +1,7 @@
 """Keeps one instance registered under a lease for as long as it runs.
 
 The key ``/services/<name>/<instance-id>`` holds {address, version, started_at,
-metrics}
+metrics, http}
 and lives on a lease kept alive every TTL/3. If the lease is lost (etcd lost
 its state, or this process was paused past the TTL), a new lease is granted
 and the key written again, so the instance heals itself. If etcd is down when
@@ -38,6 +38,7 @@ class ServiceRegistration:
         version: str,
         ttl_seconds: int = 5,
         metrics_address: str = "",
+        http_address: str = "",
     ) -> None:
         self._client = client
         self.key = instance_key(service, instance_id)
@@ -48,6 +49,7 @@ class ServiceRegistration:
                 "started_at": datetime.now(UTC).isoformat(),
                 # Prometheus finds its scrape targets here (devstack/prometheus_targets.py).
                 **({"metrics": metrics_address} if metrics_address else {}),
+                **({"http": http_address} if http_address else {}),
             }
         ).encode()
         self._ttl = ttl_seconds

@@ -64,6 +64,9 @@ class ServiceBinding:
     servicer: Any
     # Run when the instance starts to stop, right after its lease is revoked.
     on_shutdown: Sequence[Callable[[], Awaitable[None]]] = ()
+    # An HTTPS API the same process serves beside this servicer (the user service's
+    # OAuth2 server), registered with the instance so the gateway finds it ("" if none).
+    http_address: str = ""
 
 
 def token_verifier(settings: ServiceSettings) -> TokenVerifier:
@@ -168,6 +171,7 @@ class ServiceHost:
             version=s.version,
             ttl_seconds=s.registry_ttl_seconds,
             metrics_address=self.metrics_address,
+            http_address=next((b.http_address for b in self._bindings if b.http_address), ""),
         )
         await self._health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         for name in self._names:

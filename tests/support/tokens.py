@@ -14,9 +14,10 @@ from shared.auth.jwks import publish_jwks
 from shared.auth.keys import generate_keypair, key_id, load_private_key
 from shared.auth.tokens import TokenIssuer
 from shared.registry.etcd import etcd_client
+from shared.settings import DEFAULT_ISSUER
 from shared.tls import ClientTLS
 
-ISSUER = "shop-user"
+ISSUER = DEFAULT_ISSUER
 AUDIENCE = "shop"
 
 

@@ -11,9 +11,11 @@ import pytest
 
 from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, key_id, load_private_key, load_public_key
-from shared.auth.tokens import TokenIssuer, TokenVerifier
+from shared.auth.scopes import CATALOG_ADMIN, CUSTOMER_SCOPES, ORDERS_READ, ORDERS_WRITE
+from shared.auth.tokens import LOGIN_CLIENT, TokenIssuer, TokenVerifier
 from shared.errors import Unauthenticated
 from shared.rpc.interceptors.auth import Access, AccessPolicy
+from tests.support.tokens import ISSUER
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +28,11 @@ def key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def issuer(
     key_dir: Path, ttl: timedelta = timedelta(minutes=5), audience: str = "shop"
 ) -> TokenIssuer:
-    return TokenIssuer(load_private_key(key_dir / "private.pem"), "shop-user", audience, ttl)
+    return TokenIssuer(load_private_key(key_dir / "private.pem"), ISSUER, audience, ttl)
 
 
 def verifier(key_dir: Path) -> TokenVerifier:
-    return TokenVerifier([load_public_key(key_dir / "public.pem")], "shop-user", "shop")
+    return TokenVerifier([load_public_key(key_dir / "public.pem")], ISSUER, "shop")
 
 
 def test_issued_token_verifies_to_the_same_identity(key_dir: Path) -> None:
@@ -46,7 +48,38 @@ def test_token_carries_the_required_claims_and_kid(key_dir: Path) -> None:
     claims = jwt.decode(token, options={"verify_signature": False})
     assert header["alg"] == "RS256"
     assert header["kid"] == key_id(load_public_key(key_dir / "public.pem"))
-    assert {"sub", "role", "exp", "iss", "aud"} <= claims.keys()
+    assert {"sub", "role", "scope", "client_id", "exp", "iss", "aud", "jti"} <= claims.keys()
+
+
+def test_a_login_token_holds_the_roles_scopes_and_a_granted_token_only_its_own(
+    key_dir: Path,
+) -> None:
+    login = verifier(key_dir).verify(issuer(key_dir).issue(uuid.uuid4(), Role.CUSTOMER)[0])
+    assert login.scopes == CUSTOMER_SCOPES and login.client_id == LOGIN_CLIENT
+    admin = verifier(key_dir).verify(issuer(key_dir).issue(uuid.uuid4(), Role.ADMIN)[0])
+    assert CATALOG_ADMIN in admin.scopes
+    granted, _ = issuer(key_dir).issue(
+        uuid.uuid4(), Role.ADMIN, scopes=[ORDERS_READ], client_id="script"
+    )
+    narrow = verifier(key_dir).verify(granted)
+    assert narrow.scopes == {ORDERS_READ} and narrow.client_id == "script"
+
+
+def test_a_token_without_a_scope_claim_is_refused(key_dir: Path) -> None:
+    key = load_private_key(key_dir / "private.pem")
+    claims: dict[str, object] = {"sub": str(uuid.uuid4()), "role": "customer"}
+    claims |= {"iss": ISSUER, "aud": "shop", "exp": 4_000_000_000}
+    kid = key_id(load_public_key(key_dir / "public.pem"))
+    token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+    with pytest.raises(Unauthenticated, match="scope"):
+        verifier(key_dir).verify(token)
+
+
+def test_a_policy_cannot_ask_a_scope_of_a_public_method() -> None:
+    with pytest.raises(ValueError, match="public"):
+        AccessPolicy({"/s/M": Access.PUBLIC}, scopes={"/s/M": ORDERS_READ})
+    policy = AccessPolicy({}, scopes={"/s/M": ORDERS_WRITE})
+    assert policy.scope_for("/s/M") == ORDERS_WRITE and policy.scope_for("/s/N") is None
 
 
 def test_expired_token_is_rejected(key_dir: Path) -> None:

@@ -17,6 +17,7 @@ from shared.auth.keys import key_id
 from shared.auth.tokens import TokenIssuer, TokenVerifier
 from shared.errors import Unauthenticated
 from shared.tasks import PeriodicTask
+from tests.support.tokens import ISSUER
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def two_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
 
 
 def token(key: rsa.RSAPrivateKey, ttl: timedelta = timedelta(minutes=5)) -> str:
-    return TokenIssuer(key, "shop-user", "shop", ttl).issue(uuid.uuid4(), Role.CUSTOMER)[0]
+    return TokenIssuer(key, ISSUER, "shop", ttl).issue(uuid.uuid4(), Role.CUSTOMER)[0]
 
 
 def test_jwks_is_a_standard_jwk_set_of_public_keys_only(two_keys) -> None:
@@ -49,7 +50,7 @@ def test_jwks_is_a_standard_jwk_set_of_public_keys_only(two_keys) -> None:
 def test_parse_round_trips_and_the_keys_verify(two_keys) -> None:
     a, _ = two_keys
     keys = parse_jwks(jwks_document([a.public_key()]))
-    verifier = TokenVerifier([], "shop-user", "shop")
+    verifier = TokenVerifier([], ISSUER, "shop")
     verifier.replace_keys(keys)
     assert verifier.verify(token(a)).role is Role.CUSTOMER
 
@@ -69,7 +70,7 @@ def test_parse_skips_what_it_cannot_use_and_refuses_what_is_not_a_set(two_keys) 
 
 def test_a_token_is_refused_until_its_key_is_in_the_set(two_keys) -> None:
     a, _ = two_keys
-    verifier = TokenVerifier([], "shop-user", "shop")
+    verifier = TokenVerifier([], ISSUER, "shop")
     signed = token(a)
     with pytest.raises(Unauthenticated, match="unknown key"):
         verifier.verify(signed)
@@ -79,7 +80,7 @@ def test_a_token_is_refused_until_its_key_is_in_the_set(two_keys) -> None:
 
 def test_a_cached_token_stops_verifying_when_its_key_leaves_the_set(two_keys) -> None:
     a, b = two_keys
-    verifier = TokenVerifier([a.public_key(), b.public_key()], "shop-user", "shop")
+    verifier = TokenVerifier([a.public_key(), b.public_key()], ISSUER, "shop")
     old, new = token(a), token(b)
     verifier.verify(old)
     verifier.verify(new)  # both cached as good

@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aetcd
@@ -42,7 +42,7 @@ from services.user.domain import (
 from services.user.use_cases import UnitOfWorkFactory, UserUnitOfWork
 from shared.auth.identity import Role
 from shared.auth.jwks import JwksWatcher, jwks_document, publish_jwks, read_jwks
-from shared.auth.tokens import TokenIssuer
+from shared.auth.tokens import LOGIN_CLIENT, TokenIssuer
 from shared.errors import Unavailable
 from shared.tasks import PeriodicTask
 
@@ -95,11 +95,19 @@ class SigningKeyring:
         await self._watch.stop()
         await self._task.stop()
 
-    def issue(self, user_id: uuid.UUID, role: Role) -> tuple[str, datetime]:
-        """Signs with the newest key (a TokenSigner, as Login wants)."""
+    def issue(
+        self,
+        user_id: uuid.UUID,
+        role: Role,
+        *,
+        scopes: Iterable[str] | None = None,
+        client_id: str = LOGIN_CLIENT,
+        ttl: timedelta | None = None,
+    ) -> tuple[str, datetime]:
+        """Signs with the newest key (a TokenSigner, as Login and the OAuth2 server want)."""
         if self._signer is None:
             raise Unavailable("the signing keys are not loaded yet")
-        return self._signer.issue(user_id, role)
+        return self._signer.issue(user_id, role, scopes=scopes, client_id=client_id, ttl=ttl)
 
     async def statuses(self) -> list[SigningKeyStatus]:
         async with self._uow() as uow:

@@ -27,22 +27,36 @@ class AccessPolicy:
     """Who may call which method, on two layers.
 
     ``rules``: which user (from the JWT) may call; methods not listed need any
-    valid token. ``parties``: which parties (the mTLS client certificate's name:
-    a service or ``operator``) may call; methods not listed take any party whose
-    certificate our CA signed. A stolen admin token is no use from inside the
-    order service, since admin methods take the operator's certificate only.
+    valid token. ``scopes``: the OAuth2 scope (shared/auth/scopes.py) a method's token
+    must carry, on top of its rule, so a client granted less (a script that may only
+    read orders) cannot do more than it was granted. ``parties``: which parties
+    (the mTLS client certificate's name: a service, ``gateway`` or ``operator``) may
+    call; methods not listed take any party whose certificate our CA signed. A stolen
+    admin token is no use from inside the order service, since admin methods take
+    the operator's or the gateway's certificate only.
     """
 
     def __init__(
-        self, rules: Mapping[str, Access], parties: Mapping[str, frozenset[str]] | None = None
+        self,
+        rules: Mapping[str, Access],
+        parties: Mapping[str, frozenset[str]] | None = None,
+        scopes: Mapping[str, str] | None = None,
     ) -> None:
         self._rules = dict(rules)
         self._parties = dict(parties or {})
+        self._scopes = dict(scopes or {})
+        public = {m for m in self._scopes if self._rules.get(m) is Access.PUBLIC}
+        if public:
+            raise ValueError(f"a public method cannot require a scope: {sorted(public)}")
 
     def access_for(self, method: str) -> Access:
         if method.startswith(HEALTH_AND_REFLECTION):
             return Access.PUBLIC
         return self._rules.get(method, Access.AUTHENTICATED)
+
+    def scope_for(self, method: str) -> str | None:
+        """The scope a token needs for this method, or None."""
+        return self._scopes.get(method)
 
     def parties_for(self, method: str) -> frozenset[str] | None:
         """The parties allowed, or None for any party with a certificate of our CA."""
@@ -70,6 +84,9 @@ class AuthInterceptor(AdmissionInterceptor):
         identity = self._authenticate(context.invocation_metadata())
         if access is Access.ADMIN and identity.role is not Role.ADMIN:
             raise PermissionDenied("this call needs the admin role")
+        scope = self._policy.scope_for(method)
+        if scope is not None and not identity.has_scope(scope):
+            raise PermissionDenied(f"this call needs a token with the scope {scope}")
         # The wrapper runs in the call's own task, so this context variable is the
         # caller's for exactly this RPC.
         set_current_identity(identity)

@@ -5,7 +5,7 @@ and etcd's JWKS key for the keyring."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -13,6 +13,7 @@ from typing import Any
 
 from services.user.domain import SigningKey, SigningKeyStatus, User, newest_first
 from shared.auth.identity import Role
+from shared.auth.tokens import LOGIN_CLIENT
 from shared.errors import AlreadyExists
 from tests.support.fake_unit_of_work import FakeUnitOfWork
 
@@ -105,7 +106,15 @@ class FakeSigningKeys:
         self.rotations = 0
         self._statuses = statuses or []
 
-    def issue(self, user_id: uuid.UUID, role: Role) -> tuple[str, datetime]:
+    def issue(
+        self,
+        user_id: uuid.UUID,
+        role: Role,
+        *,
+        scopes: Iterable[str] | None = None,
+        client_id: str = LOGIN_CLIENT,
+        ttl: timedelta | None = None,
+    ) -> tuple[str, datetime]:
         self.issued.append((user_id, role))
         return f"token-for-{user_id}-{role.value}", EXPIRES_AT
 

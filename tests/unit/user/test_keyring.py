@@ -21,9 +21,10 @@ from shared.auth.jwks import JWKS_KEY, parse_jwks
 from shared.auth.keys import key_id
 from shared.auth.tokens import TokenVerifier
 from shared.errors import Unauthenticated, Unavailable
+from tests.support.tokens import ISSUER
 from tests.unit.user.fakes import Clock, FakeEtcd, FakeUserUnitOfWork
 
-ISSUER, AUDIENCE = "shop-user", "shop"
+AUDIENCE = "shop"
 POLICY = SigningKeyPolicy(token_ttl=timedelta(hours=1), leeway=timedelta(seconds=30))
 
 
