@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.auth.identity import Role
 from shared.auth.keys import generate_keypair, key_id, load_private_key, load_public_key
@@ -67,6 +68,7 @@ def test_a_login_token_holds_the_roles_scopes_and_a_granted_token_only_its_own(
 
 def test_a_token_without_a_scope_claim_is_refused(key_dir: Path) -> None:
     key = load_private_key(key_dir / "private.pem")
+    assert isinstance(key, rsa.RSAPrivateKey)
     claims: dict[str, object] = {"sub": str(uuid.uuid4()), "role": "customer"}
     claims |= {"iss": ISSUER, "aud": "shop", "exp": 4_000_000_000}
     kid = key_id(load_public_key(key_dir / "public.pem"))
