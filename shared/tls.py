@@ -2,9 +2,10 @@
 
 Every party proves who it is with a certificate of the project's own CA (issued by
 pki/, outside the runtime kit): each service (its name is the certificate's DNS name,
-which callers check, because discovery gives them only an address) and one
-``operator`` for people and tools. Files are read again when they change, so a renewed
-certificate reaches new connections without a restart.
+which callers check, because discovery gives them only an address), the ``gateway``
+(the edge, a client only) and one ``operator`` for people and tools. Files are read
+again when they change, so a renewed certificate reaches new connections without a
+restart.
 
 Layout of a TLS dir (``.stack/<profile>/tls``, later a mounted Kubernetes Secret):
 ``ca.pem``, and ``<name>.pem`` + ``<name>-key.pem`` per identity; what else the CA
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # The party of people and tools, which admin calls and the config center's writes take.
 OPERATOR = "operator"
+# The party of the edge (gateway/): the storefront and the REST API call the services as
+# it, with the end user's token; the admin methods take it beside the operator.
+GATEWAY = "gateway"
 # The name etcd's server certificate carries, whatever address it is dialled at.
 ETCD = "etcd"
 # How often a client looks at its files; a renewal reaches new connections within this.
@@ -205,5 +209,5 @@ def identity_from_auth_context(auth_context: Mapping[str, Iterable[bytes]]) -> s
 
 
 def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
-    """The calling party, a service name or ``operator``; the user is in the JWT."""
+    """The calling party, a service name, ``gateway`` or ``operator``; the user is in the JWT."""
     return identity_from_auth_context(context.auth_context())

@@ -11,13 +11,25 @@ from services.order.adapters.watch_hub import OrderStatusHub
 from services.order.domain import Order, OrderItem, OrderStatus
 from services.order.use_cases import Catalog, UnitOfWorkFactory
 from shared.auth.identity import current_identity
+from shared.auth.scopes import ORDERS_READ, ORDERS_WRITE
 from shared.proto_convert import money_to_proto, timestamp
 from shared.rpc.client import forwarded_credentials
 from shared.rpc.interceptors.auth import AccessPolicy
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-# Every RPC needs a valid token; which orders a caller sees is decided per order.
-ACCESS = AccessPolicy({})
+_SERVICE = "/shop.order.v1.OrderService/"
+# Every RPC needs a valid token with the scope of what it does; which orders a caller
+# sees is decided per order.
+ACCESS = AccessPolicy(
+    {},
+    scopes={
+        _SERVICE + "PlaceOrder": ORDERS_WRITE,
+        _SERVICE + "CancelOrder": ORDERS_WRITE,
+        _SERVICE + "GetOrder": ORDERS_READ,
+        _SERVICE + "ListOrders": ORDERS_READ,
+        _SERVICE + "WatchOrder": ORDERS_READ,
+    },
+)
 
 # A watcher re-reads its order this often even without a notification, in case
 # one was missed (the hub's listener reconnecting, say).

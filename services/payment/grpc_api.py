@@ -8,13 +8,21 @@ from services.payment import use_cases
 from services.payment.domain import Wallet
 from services.payment.use_cases import UnitOfWorkFactory
 from shared.auth.identity import current_identity
+from shared.auth.scopes import WALLET_READ, WALLET_WRITE
 from shared.errors import InvalidArgument
 from shared.proto_convert import money_from_proto, money_to_proto, timestamp
 from shared.rpc.interceptors.auth import AccessPolicy
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 
-# Every RPC acts on the caller's own wallet, so any valid token will do.
-ACCESS = AccessPolicy({})
+_SERVICE = "/shop.payment.v1.PaymentService/"
+# Every RPC acts on the caller's own wallet, so any valid token with the scope will do.
+ACCESS = AccessPolicy(
+    {},
+    scopes={
+        _SERVICE + "TopUp": WALLET_WRITE,
+        _SERVICE + "GetBalance": WALLET_READ,
+    },
+)
 
 
 def wallet_to_proto(w: Wallet) -> payment_pb2.Wallet:

@@ -8,9 +8,10 @@ import grpc
 from services.product import use_cases
 from services.product.domain import Product, ProductStatus
 from services.product.use_cases import ProductReader, UnitOfWorkFactory
+from shared.auth.scopes import CATALOG_ADMIN
 from shared.errors import InvalidArgument
 from shared.proto_convert import money_from_proto, money_to_proto, timestamp
-from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy
+from shared.rpc.interceptors.auth import OPERATOR_OR_GATEWAY, Access, AccessPolicy
 from shared.tls import OPERATOR
 from shared.validation import page_size, parse_uuid, require_batch
 from shop.product.v1 import product_pb2, product_pb2_grpc
@@ -22,10 +23,15 @@ ACCESS = AccessPolicy(
         _SERVICE + "UpdateProduct": Access.ADMIN,
     },
     parties={
-        _SERVICE + "CreateProduct": OPERATOR_ONLY,
-        _SERVICE + "UpdateProduct": OPERATOR_ONLY,
+        # An admin's tool, or the storefront's admin page on the admin's behalf.
+        _SERVICE + "CreateProduct": OPERATOR_OR_GATEWAY,
+        _SERVICE + "UpdateProduct": OPERATOR_OR_GATEWAY,
         # Of the services, only order prices lines; people and tools may look too.
         _SERVICE + "BatchGetProducts": frozenset({"order", OPERATOR}),
+    },
+    scopes={
+        _SERVICE + "CreateProduct": CATALOG_ADMIN,
+        _SERVICE + "UpdateProduct": CATALOG_ADMIN,
     },
 )
 

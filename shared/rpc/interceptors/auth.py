@@ -10,7 +10,7 @@ from shared.auth.identity import Identity, Role, set_current_identity
 from shared.auth.tokens import TokenVerifier
 from shared.errors import PermissionDenied, Unauthenticated
 from shared.rpc.interceptors.base import HEALTH_AND_REFLECTION, AdmissionInterceptor, Context
-from shared.tls import OPERATOR, peer_identity
+from shared.tls import GATEWAY, OPERATOR, peer_identity
 
 
 class Access(enum.Enum):
@@ -21,6 +21,9 @@ class Access(enum.Enum):
 
 # The party (the client certificate's name) of people and tools; services never do admin work.
 OPERATOR_ONLY = frozenset({OPERATOR})
+# The admin work a person may also do in the storefront's admin page: the gateway calls
+# with the admin's token, which must carry the method's scope as well.
+OPERATOR_OR_GATEWAY = frozenset({OPERATOR, GATEWAY})
 
 
 class AccessPolicy:
