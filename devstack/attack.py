@@ -2,7 +2,10 @@
 stolen credentials and the verifier's certificate from its own files.
 
 python -m devstack.attack --profile dev                   # `make run`'s stack
-python -m devstack.attack --profile dev --attacker order  # another service's credentials
+python -m devstack.attack --profile dev --attacker order  # another party's credentials
+
+By default the stolen credentials are product's (a service that owns none of what is
+attacked) and the gateway's (the pod that faces the outside).
 """
 
 from __future__ import annotations
@@ -13,17 +16,22 @@ import typer
 
 from devstack.stack import Stack
 from ops.trust import __main__ as trust_cli
-from ops.trust.rights import pg_role
+from shared.tls import GATEWAY
 
 app = typer.Typer(add_completion=False)
+ATTACKERS = ["product", GATEWAY]
 
 
 @app.command()
 def main(
     profile: Annotated[str, typer.Option(help="a local stack (make run's is dev)")] = "dev",
     attacker: Annotated[
-        str, typer.Option(help="the service whose credentials are stolen")
-    ] = "product",
+        list[str] | None,
+        typer.Option(
+            help=f"a party whose credentials are stolen, repeat for more"
+            f" (default: {' and '.join(ATTACKERS)})"
+        ),
+    ] = None,
 ) -> None:
     """Forged keys, events and logins against the stack's etcd, Kafka and PostgreSQL; exit 1
     unless every one is refused with nothing changed."""
@@ -32,9 +40,9 @@ def main(
         etcd=stack.etcd_endpoint,
         kafka=stack.kafka_bootstrap,
         postgres=f"127.0.0.1:{stack.postgres.port}",
-        attacker=attacker,
+        attacker=attacker or ATTACKERS,
         attacker_tls_dir=stack.tls_dir,
-        attacker_pg_password_file=stack.postgres.passwords_dir / pg_role(attacker),
+        attacker_pg_passwords_dir=stack.postgres.passwords_dir,
         verifier_tls_dir=stack.tls_dir,
     )
 

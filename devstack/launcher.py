@@ -33,7 +33,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack.containers import ContainerRun
 from devstack.stack import Stack
 from ops.trust.postgres_roles import ensure_database
-from ops.trust.rights import pg_database, pg_role
+from ops.trust.rights import PG_ROLES, pg_database, pg_role
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.tls import ClientTLS, ca_file
@@ -363,10 +363,10 @@ class SystemLauncher:
 async def recreate_database(stack: Stack, name: str) -> str:
     """A fresh, empty database ``name``; returns its DSN.
 
-    A service's database (``shop_<service>``) is owned by the service's role and the DSN
-    is that role's, as in a running system; any other is the administrator's.
+    A service's (or the gateway's) database (``shop_<party>``) is owned by its role and
+    the DSN is that role's, as in a running system; any other is the administrator's.
     """
-    service = next((s for s in SERVICES if pg_database(s) == name), None)
+    service = next((s for s in PG_ROLES if pg_database(s) == name), None)
     admin = await asyncpg.connect(stack.pg_dsn("postgres"))
     try:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -380,13 +380,14 @@ async def recreate_database(stack: Stack, name: str) -> str:
 
 
 async def wipe_system_data(stack: Stack) -> None:
-    """Empty databases for every service and empty saga topics: a system from scratch.
+    """Empty databases for every service (and the gateway) and empty saga topics: a
+    system from scratch.
 
     The topics go too, or a replay from offset 0 would bring a previous system's
     events into databases that never saw them.
     """
-    for service in SERVICES:
-        await recreate_database(stack, f"shop_{service}")
+    for party in PG_ROLES:
+        await recreate_database(stack, pg_database(party))
     await asyncio.to_thread(stack.kafka.reset_topics)
 
 

@@ -1,4 +1,5 @@
-"""PostgreSQL: one cluster per profile, one database and role per service, TLS only.
+"""PostgreSQL: one cluster per profile, one database and role per service (and the
+gateway), TLS only.
 
 Clients connect over TCP with TLS (verify-full against the profile's CA) and a
 password: the administrator ``shop`` (tests and tools), or a service's own role,
@@ -40,7 +41,7 @@ from devstack.process import (
 )
 from ops.trust.postgres_roles import apply as apply_roles
 from ops.trust.postgres_roles import ensure_passwords
-from ops.trust.rights import PG_ADMIN, pg_database, pg_role
+from ops.trust.rights import PG_ADMIN, PG_ROLES, pg_database, pg_role
 from pki.authority import ensure_authority
 from pki.identities import POSTGRES
 from shared.tls import ca_file
@@ -49,8 +50,8 @@ log = logging.getLogger("devstack")
 
 SUPERUSER: Final = PG_ADMIN
 OS_USER: Final = "postgres"
-SERVICES: Final = ("user", "product", "order", "inventory", "payment")
-DATABASES: Final[dict[str, str]] = {svc: pg_database(svc) for svc in SERVICES}
+# Every database the stack's roles own: each service's, and the gateway's (ops/trust).
+DATABASES: Final[dict[str, str]] = {party: pg_database(party) for party in PG_ROLES}
 
 # Rewritten on every start so a port change in config.py takes effect without a re-initdb.
 # No unix socket: the default socket dir may not exist on a fresh machine, a repo-relative one can

@@ -6,9 +6,13 @@ import ipaddress
 
 from cryptography import x509
 
-from shared.tls import ETCD, OPERATOR
+from shared.tls import ETCD, GATEWAY, OPERATOR
 
 SERVICES = ("user", "product", "inventory", "payment", "order")
+# The edge (gateway/) calls the services, the user service's OAuth2 port, etcd and
+# PostgreSQL as itself. It serves plain HTTP behind the cluster's own edge (a
+# port-forward, an Ingress), so its certificate is a client's only.
+EDGE = (GATEWAY,)
 # The parties below the gRPC ports. Each server proves the names its clients dial; a
 # client's certificate name is its user in etcd (common-name authentication), its
 # principal in Kafka (User:<name>). PostgreSQL's clients log in with passwords.
@@ -20,7 +24,7 @@ ETCD_ROOT = "root"
 # Prometheus' target bridge, which reads the registry to find the services' /metrics.
 PROMETHEUS_TARGETS = "prometheus-targets"
 INFRASTRUCTURE = (ETCD, KAFKA, POSTGRES)
-IDENTITIES = (*SERVICES, OPERATOR, *INFRASTRUCTURE, ETCD_ROOT, PROMETHEUS_TARGETS)
+IDENTITIES = (*SERVICES, *EDGE, OPERATOR, *INFRASTRUCTURE, ETCD_ROOT, PROMETHEUS_TARGETS)
 
 # The namespace and Services of deploy/k8s/: a server's certificate names every
 # address a client dials it by, in a local stack (127.0.0.1) and in Kubernetes.
@@ -65,5 +69,5 @@ def subject_alternative_names(name: str) -> list[x509.GeneralName]:
 
 def serves(name: str) -> bool:
     # Services and the infrastructure serve and call (Kafka and etcd call their peers);
-    # the operator, etcd's root and Prometheus' bridge only call.
+    # the gateway, the operator, etcd's root and Prometheus' bridge only call.
     return name in SERVICES or name in INFRASTRUCTURE

@@ -30,7 +30,7 @@ from deploy.tooling.image import STAGES, build, content_tags
 from devstack.containers import Engine, ImageError
 from ops.trust import rights
 from pki.authority import ensure_authority, keystore_file
-from pki.identities import ETCD_ROOT, KAFKA, POSTGRES, SERVICES
+from pki.identities import EDGE, ETCD_ROOT, KAFKA, POSTGRES, SERVICES
 from shared.auth.keys import generate_keypair
 from shared.tls import ETCD, OPERATOR, ca_file, cert_file, key_file
 
@@ -81,7 +81,8 @@ def secret_specs(state: Path = STATE_DIR) -> list[SecretSpec]:
     return [
         # The administrator's password: the PostgreSQL pod and the Job that makes the roles.
         SecretSpec("shop-postgres", {"password": postgres_password(state, rights.PG_ADMIN)}),
-        # Each service's own role; only its pods (and the roles Job) mount it.
+        # Each service's own role, and the gateway's; only its pods (and the roles Job, and
+        # the attack battery for the roles it plays) mount it.
         *(
             SecretSpec(f"shop-postgres-{service}", {"password": postgres_password(state, role)})
             for service, role in rights.PG_ROLES.items()
@@ -92,7 +93,7 @@ def secret_specs(state: Path = STATE_DIR) -> list[SecretSpec]:
         SecretSpec("shop-jwt-bootstrap", {"private.pem": state / "jwt" / "private.pem"}),
         *(
             tls_secret(identity)
-            for identity in (*SERVICES, OPERATOR, ETCD, ETCD_ROOT, KAFKA, POSTGRES)
+            for identity in (*SERVICES, *EDGE, OPERATOR, ETCD, ETCD_ROOT, KAFKA, POSTGRES)
         ),
     ]
 

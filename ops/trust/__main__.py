@@ -172,11 +172,18 @@ def attack(
     kafka: Annotated[str, typer.Option(help="Kafka's host:port")] = "",
     postgres: Annotated[str, typer.Option(help="PostgreSQL's host:port")] = "",
     attacker: Annotated[
-        str, typer.Option(help="the service whose credentials are stolen")
-    ] = "product",
-    attacker_tls_dir: Annotated[Path | None, typer.Option(help="its ca.pem and key pair")] = None,
-    attacker_pg_password_file: Annotated[
-        Path | None, typer.Option(help="its role's password")
+        list[str] | None,
+        typer.Option(help="a party whose credentials are stolen (repeat for more)"),
+    ] = None,
+    attacker_tls_dir: Annotated[
+        Path | None, typer.Option(help="ca.pem and each attacker's key pair")
+    ] = None,
+    attacker_pg_passwords_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="each attacker's role's password, named after the role (shop_<party>):"
+            " a file, or a folder holding `password` (a mounted Secret)"
+        ),
     ] = None,
     verifier_tls_dir: Annotated[
         Path | None, typer.Option(help="the operator's, to read the data before and after")
@@ -189,24 +196,30 @@ def attack(
     # The refusals are the point: gRPC's C core and aiokafka would log each one as an error.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    from ops.trust.attacks import Endpoints, Identity, report, run_attacks
+    from ops.trust.attacks import Attacker, Endpoints, Identity, report, run_attacks
+    from ops.trust.postgres_roles import read_password
+    from ops.trust.rights import pg_role
 
     if not (etcd and kafka and postgres):
         raise typer.BadParameter("give --etcd, --kafka and --postgres")
     where = Endpoints(etcd, kafka, postgres)
-    if attacker_tls_dir is None or verifier_tls_dir is None or attacker_pg_password_file is None:
+    if attacker_tls_dir is None or verifier_tls_dir is None or attacker_pg_passwords_dir is None:
         raise typer.BadParameter(
-            "give the attacker's and the verifier's TLS dirs and the password file"
+            "give the attackers' and the verifier's TLS dirs and the passwords dir"
         )
-    password = attacker_pg_password_file.read_text().strip()
+    try:
+        attackers = [
+            Attacker(
+                Identity(attacker_tls_dir, name),
+                read_password(attacker_pg_passwords_dir, pg_role(name)),
+            )
+            for name in attacker or ["product"]
+        ]
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     try:
         outcomes = asyncio.run(
-            run_attacks(
-                where,
-                Identity(attacker_tls_dir, attacker),
-                password,
-                Identity(verifier_tls_dir, "operator"),
-            )
+            run_attacks(where, attackers, Identity(verifier_tls_dir, "operator"))
         )
     except Exception as error:  # the verifier could not read: nothing was proven
         print(

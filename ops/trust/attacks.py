@@ -1,10 +1,11 @@
 """Every attack on the parts below the gRPC ports, tried from outside: each must be
 refused by the server itself, with nothing changed.
 
-The attacker holds what a compromised pod would: a real service's certificate and its
-database password (``product``, which owns none of what is attacked), or nothing at all,
-or a certificate of a CA of its own under a privileged name. A verifier (the operator)
-reads the data before and after each attempt, so "refused" is checked on the data too.
+The attacker holds what a compromised pod would: a real party's certificate and its
+database password (``product``, which owns none of what is attacked, and the
+``gateway``, the one pod that faces the outside), or nothing at all, or a certificate of
+a CA of its own under a privileged name. A verifier (the operator) reads the data
+before and after each attempt, so "refused" is checked on the data too.
 
     python -m devstack.attack --profile dev        # against `make run`'s stack
     (in Kubernetes, `make k8s-real-check` runs it as the trust-check Job)
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -34,6 +35,9 @@ from shared.messaging.topics import INVENTORY, ORDERS, PAYMENTS, TOPICS
 from shop.events.v1 import inventory_events_pb2
 
 TIMEOUT = 10.0
+# An attempt (its answer: "" when it went through), and a read of what it would change.
+Act = Callable[[], Awaitable[str]]
+State = Callable[[], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,18 @@ class Identity:
             tls.key_file(self.tls_dir, self.name).read_bytes(),
             tls.cert_file(self.tls_dir, self.name).read_bytes(),
         )
+
+
+@dataclass(frozen=True)
+class Attacker:
+    """Stolen credentials: a party's certificate and key, and its database role's password."""
+
+    identity: Identity
+    pg_password: str
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
 
 
 @dataclass(frozen=True)
@@ -188,11 +204,7 @@ def _one_line(exc: BaseException) -> str:
     return text[:200]
 
 
-async def _attempt(
-    attack: str,
-    act: Callable[[], Awaitable[str]],
-    state: Callable[[], Awaitable[object]] | None = None,
-) -> Outcome:
+async def _attempt(attack: str, act: Act, state: State | None = None) -> Outcome:
     before = await state() if state is not None else None
     answer = await act()
     after = await state() if state is not None else None
@@ -223,106 +235,127 @@ async def reachable(where: Endpoints, verifier: Identity, wait: float) -> None:
 
 async def run_attacks(
     where: Endpoints,
-    attacker: Identity,
-    attacker_pg_password: str,
+    attackers: Sequence[Attacker],
     verifier: Identity,
     wait: float = 60.0,
 ) -> list[Outcome]:
+    """The attacks without credentials once, then each attacker's with its own."""
+    if not attackers:
+        raise ValueError("no attacker: name at least one party whose credentials are stolen")
     await reachable(where, verifier, wait)
-    trust = attacker.tls_dir
+    battery = _Battery(where, attackers[0].identity.tls_dir, verifier)
     with tempfile.TemporaryDirectory() as scratch:
         # A CA of the attacker's own, with certificates under every privileged name.
         forged = Path(scratch)
-        authority.ensure_authority(forged)
-        impostor_root = Identity(forged, identities.ETCD_ROOT)
-        impostor_operator = Identity(forged, tls.OPERATOR)
-        return await _battery(
-            where, trust, attacker, attacker_pg_password, verifier, impostor_root, impostor_operator
+        authority.ensure_authority(forged, (identities.ETCD_ROOT, tls.OPERATOR))
+        outcomes = await battery.without_credentials(
+            Identity(forged, identities.ETCD_ROOT), Identity(forged, tls.OPERATOR)
         )
-
-
-async def _battery(
-    where: Endpoints,
-    trust: Path,
-    attacker: Identity,
-    pg_password: str,
-    verifier: Identity,
-    impostor_root: Identity,
-    impostor_operator: Identity,
-) -> list[Outcome]:
-    name = attacker.name
-    jwks, config = rights.JWKS_KEY, f"{rights.CONFIG_PREFIX}global"
-    forged_instance = f"{rights.SERVICES_PREFIX}order/forged"
-
-    def etcd(key: str, who: Identity | None, plain: bool = False) -> Callable[[], Awaitable[str]]:
-        return lambda: _etcd_put(where.etcd, trust, who, key, plain)
-
-    def revision(key: str) -> Callable[[], Awaitable[object]]:
-        return lambda: _etcd_revision(where.etcd, verifier, key)
-
-    def produce(topic: str, who: Identity | None) -> Callable[[], Awaitable[str]]:
-        return lambda: _kafka_produce(where.kafka, trust, who, topic)
-
-    def offsets(topic: str) -> Callable[[], Awaitable[object]]:
-        return lambda: _kafka_end_offsets(where.kafka, verifier, topic)
-
-    own_role, other_db = rights.pg_role(name), rights.pg_database("order")
-    outcomes = [
-        await _attempt(
-            "etcd: a plaintext client writes the JWKS", etcd(jwks, None, True), revision(jwks)
-        ),
-        await _attempt(
-            "etcd: TLS without a client certificate writes the JWKS",
-            etcd(jwks, None),
-            revision(jwks),
-        ),
-        await _attempt(
-            "etcd: another CA's 'root' writes the JWKS", etcd(jwks, impostor_root), revision(jwks)
-        ),
-        await _attempt(f"etcd: {name} writes the JWKS", etcd(jwks, attacker), revision(jwks)),
-        await _attempt(f"etcd: {name} writes {config}", etcd(config, attacker), revision(config)),
-        await _attempt(
-            f"etcd: {name} registers a forged order instance",
-            etcd(forged_instance, attacker),
-            revision(forged_instance),
-        ),
-        await _attempt(
-            f"kafka: a plaintext client produces to {INVENTORY}",
-            produce(INVENTORY, None),
-            offsets(INVENTORY),
-        ),
-        await _attempt(
-            f"kafka: another CA's 'operator' produces to {INVENTORY}",
-            produce(INVENTORY, impostor_operator),
-            offsets(INVENTORY),
-        ),
-    ]
-    for topic in (ORDERS, INVENTORY, PAYMENTS):
-        outcomes.append(
-            await _attempt(
-                f"kafka: {name} produces a forged InventoryReserved to {topic}",
-                produce(topic, attacker),
-                offsets(topic),
-            )
-        )
-
-    def pg(role: str, password: str, db: str, encrypt: bool = True) -> Callable[[], Awaitable[str]]:
-        return lambda: _pg_connect(where.postgres, trust, role, password, db, encrypt=encrypt)
-
-    outcomes += [
-        await _attempt(
-            f"postgres: {own_role} without TLS",
-            pg(own_role, pg_password, rights.pg_database(name), False),
-        ),
-        await _attempt(
-            f"postgres: {own_role} opens {other_db}", pg(own_role, pg_password, other_db)
-        ),
-        await _attempt(
-            f"postgres: {own_role}'s password for the administrator",
-            pg(rights.PG_ADMIN, pg_password, "postgres"),
-        ),
-    ]
+    for attacker in attackers:
+        outcomes += await battery.with_credentials(attacker)
     return outcomes
+
+
+# Whose topic the forged events are written to, and whose database is opened: order's,
+# the saga's hub, which neither attacker owns.
+OTHER_SERVICE = "order"
+
+
+@dataclass(frozen=True)
+class _Battery:
+    where: Endpoints
+    trust: Path  # the CA the attackers trust the servers by
+    verifier: Identity
+
+    def etcd(self, key: str, who: Identity | None, plain: bool = False) -> Act:
+        return lambda: _etcd_put(self.where.etcd, self.trust, who, key, plain)
+
+    def revision(self, key: str) -> State:
+        return lambda: _etcd_revision(self.where.etcd, self.verifier, key)
+
+    def produce(self, topic: str, who: Identity | None) -> Act:
+        return lambda: _kafka_produce(self.where.kafka, self.trust, who, topic)
+
+    def offsets(self, topic: str) -> State:
+        return lambda: _kafka_end_offsets(self.where.kafka, self.verifier, topic)
+
+    def pg(self, role: str, password: str, db: str, encrypt: bool = True) -> Act:
+        return lambda: _pg_connect(
+            self.where.postgres, self.trust, role, password, db, encrypt=encrypt
+        )
+
+    async def without_credentials(
+        self, impostor_root: Identity, impostor_operator: Identity
+    ) -> list[Outcome]:
+        jwks = rights.JWKS_KEY
+        return [
+            await _attempt(
+                "etcd: a plaintext client writes the JWKS",
+                self.etcd(jwks, None, True),
+                self.revision(jwks),
+            ),
+            await _attempt(
+                "etcd: TLS without a client certificate writes the JWKS",
+                self.etcd(jwks, None),
+                self.revision(jwks),
+            ),
+            await _attempt(
+                "etcd: another CA's 'root' writes the JWKS",
+                self.etcd(jwks, impostor_root),
+                self.revision(jwks),
+            ),
+            await _attempt(
+                f"kafka: a plaintext client produces to {INVENTORY}",
+                self.produce(INVENTORY, None),
+                self.offsets(INVENTORY),
+            ),
+            await _attempt(
+                f"kafka: another CA's 'operator' produces to {INVENTORY}",
+                self.produce(INVENTORY, impostor_operator),
+                self.offsets(INVENTORY),
+            ),
+        ]
+
+    async def with_credentials(self, attacker: Attacker) -> list[Outcome]:
+        name, who, password = attacker.name, attacker.identity, attacker.pg_password
+        jwks, config = rights.JWKS_KEY, f"{rights.CONFIG_PREFIX}global"
+        forged_instance = f"{rights.SERVICES_PREFIX}{OTHER_SERVICE}/forged"
+        outcomes = [
+            await _attempt(
+                f"etcd: {name} writes the JWKS", self.etcd(jwks, who), self.revision(jwks)
+            ),
+            await _attempt(
+                f"etcd: {name} writes {config}", self.etcd(config, who), self.revision(config)
+            ),
+            await _attempt(
+                f"etcd: {name} registers a forged {OTHER_SERVICE} instance",
+                self.etcd(forged_instance, who),
+                self.revision(forged_instance),
+            ),
+        ]
+        for topic in (ORDERS, INVENTORY, PAYMENTS):
+            outcomes.append(
+                await _attempt(
+                    f"kafka: {name} produces a forged InventoryReserved to {topic}",
+                    self.produce(topic, who),
+                    self.offsets(topic),
+                )
+            )
+        own_role, other_db = rights.pg_role(name), rights.pg_database(OTHER_SERVICE)
+        outcomes += [
+            await _attempt(
+                f"postgres: {own_role} without TLS",
+                self.pg(own_role, password, rights.pg_database(name), False),
+            ),
+            await _attempt(
+                f"postgres: {own_role} opens {other_db}", self.pg(own_role, password, other_db)
+            ),
+            await _attempt(
+                f"postgres: {own_role}'s password for the administrator",
+                self.pg(rights.PG_ADMIN, password, "postgres"),
+            ),
+        ]
+        return outcomes
 
 
 def report(outcomes: list[Outcome]) -> str:

@@ -30,8 +30,7 @@ from aiokafka.protocol.admin import (
 )
 from aiokafka.protocol.api import Request
 
-from ops.trust.rights import KAFKA_GRANTS
-from pki.identities import SERVICES
+from ops.trust.rights import KAFKA_GRANTS, KAFKA_PARTIES
 from shared.messaging.kafka import KafkaIdentity
 from shared.messaging.topics import TOPICS
 
@@ -112,8 +111,10 @@ def desired_acls() -> set[Acl]:
 
 
 def covered_principals() -> set[str]:
-    """Whose ACLs the table decides entirely: every service, also one with no rights."""
-    return {f"User:{name}" for name in SERVICES} | {f"User:{g.principal}" for g in KAFKA_GRANTS}
+    """Whose ACLs the table decides entirely: every service, also one with no rights, and
+    the gateway, which has none."""
+    principals = {f"User:{name}" for name in KAFKA_PARTIES}
+    return principals | {f"User:{g.principal}" for g in KAFKA_GRANTS}
 
 
 class _DescribeAcls(Request[DescribeAclsRequest_v1]):

@@ -13,7 +13,7 @@ from typing import Final
 
 from pki.identities import ETCD_ROOT, KAFKA, PROMETHEUS_TARGETS, SERVICES
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS
-from shared.tls import OPERATOR
+from shared.tls import GATEWAY, OPERATOR
 
 # --- etcd ------------------------------------------------------------------------------------
 
@@ -44,6 +44,7 @@ class KeyRange:
 
 
 def _service_ranges(service: str) -> tuple[KeyRange, ...]:
+    """A service's, and the gateway's: it registers and applies config as a service does."""
     ranges = [
         # Its own registrations and the config it applied, under its lease.
         KeyRange.prefix(f"{SERVICES_PREFIX}{service}/", write=True),
@@ -61,6 +62,8 @@ def _service_ranges(service: str) -> tuple[KeyRange, ...]:
 # only add, so the operator's write range is /config/ with /config/auth/ cut out.
 ETCD_ROLES: Final[dict[str, tuple[KeyRange, ...]]] = {
     **{service: _service_ranges(service) for service in SERVICES},
+    # The edge: its own registrations and config status; discovery, config and the JWKS.
+    GATEWAY: _service_ranges(GATEWAY),
     OPERATOR: (
         KeyRange(CONFIG_PREFIX, AUTH_PREFIX, write=True),
         KeyRange(prefix_end(AUTH_PREFIX), prefix_end(CONFIG_PREFIX), write=True),
@@ -106,6 +109,9 @@ def _kafka_grants() -> tuple[KafkaGrant, ...]:
 
 
 KAFKA_GRANTS: Final = _kafka_grants()
+# Whose ACLs the table decides entirely: every service, and the gateway, which has none
+# (it uses no Kafka), so an ACL naming it that the table does not list is deleted.
+KAFKA_PARTIES: Final = (*SERVICES, GATEWAY)
 # Kafka's super.users, which no ACL limits: the broker itself (controller and
 # inter-broker traffic) and the operator (people, `make` tools and the Job that creates
 # the topics and writes these ACLs: someone has to hold the right to grant rights).
@@ -118,7 +124,8 @@ PG_ADMIN: Final = "shop"
 
 
 def pg_role(service: str) -> str:
-    """The service's own role, which owns its database (and has the database's name)."""
+    """The service's (or the gateway's) own role, which owns its database (and has the
+    database's name)."""
     return f"shop_{service}"
 
 
@@ -126,7 +133,8 @@ def pg_database(service: str) -> str:
     return f"shop_{service}"
 
 
-PG_ROLES: Final[dict[str, str]] = {service: pg_role(service) for service in SERVICES}
+# Each service's database and role, and the gateway's (its sessions): party -> role.
+PG_ROLES: Final[dict[str, str]] = {party: pg_role(party) for party in (*SERVICES, GATEWAY)}
 # The audit (ops/audit.py: the smoke and load Jobs, `make audit`) reads the saga's
 # databases and may write nothing: PostgreSQL's pg_read_all_data, and CONNECT on them.
 PG_AUDITOR: Final = "shop_audit"

@@ -22,9 +22,9 @@ from ops.trust.etcd_auth import apply_at
 from pki.authority import ensure_authority
 from pki.identities import ETCD_ROOT, KAFKA, PROMETHEUS_TARGETS
 from shared.auth.jwks import JWKS_KEY, publish_jwks
-from shared.config.center import config_key
+from shared.config.center import config_key, status_key
 from shared.registry.etcd import SERVER_NAME, EtcdClient, etcd_client, instance_key
-from shared.tls import OPERATOR, ClientTLS, ca_file, cert_file, key_file
+from shared.tls import GATEWAY, OPERATOR, ClientTLS, ca_file, cert_file, key_file
 from tests.support.tokens import TestKeys
 
 pytestmark = pytest.mark.integration
@@ -131,7 +131,7 @@ async def test_a_certificate_of_our_ca_that_is_no_etcd_user_is_refused(
 # --- authenticated, but without the right ---------------------------------------------------
 
 
-@pytest.mark.parametrize("party", ["product", OPERATOR], indirect=True)
+@pytest.mark.parametrize("party", ["product", GATEWAY, OPERATOR], indirect=True)
 async def test_only_the_user_service_may_write_the_jwks(
     party: EtcdClient, operator: EtcdClient
 ) -> None:
@@ -150,7 +150,7 @@ async def test_the_user_service_writes_the_jwks(
     assert await value_of(operator, JWKS_KEY) == document
 
 
-@pytest.mark.parametrize("party", ["product", "user", PROMETHEUS_TARGETS], indirect=True)
+@pytest.mark.parametrize("party", ["product", "user", GATEWAY, PROMETHEUS_TARGETS], indirect=True)
 async def test_a_service_cannot_write_config(
     party: EtcdClient, operator: EtcdClient, document: tuple[str, bytes]
 ) -> None:
@@ -182,6 +182,33 @@ async def test_a_service_writes_only_its_own_registrations(
         assert await value_of(party, own) is not None  # and it discovers the registry
     finally:
         await party.delete(own.encode())
+
+
+@pytest.mark.parametrize("party", [GATEWAY], indirect=True)
+async def test_the_gateway_registers_itself_and_reads_the_registry_config_and_jwks(
+    stack: Stack, party: EtcdClient, operator: EtcdClient, keys: TestKeys
+) -> None:
+    own = instance_key(GATEWAY, f"trust-{uuid.uuid4().hex[:8]}")
+    status = status_key(GATEWAY, f"trust-{uuid.uuid4().hex[:8]}")
+    forged = instance_key("order", f"trust-{uuid.uuid4().hex[:8]}")
+    user = as_party(stack, "user")
+    try:
+        await party.put(own.encode(), b'{"address": "127.0.0.1:1"}')
+        await party.put(status.encode(), b'{"revision": 1}')
+        assert own.encode() in [bytes(kv.key) for kv in await party.get_prefix(b"/services/")]
+        # The JWKS, which it verifies the storefront's tokens with.
+        document = await publish_jwks(user, [keys.public_key])
+        assert await value_of(party, JWKS_KEY) == document
+        # It cannot pass itself off as a service, nor speak for another party's status.
+        assert await denied(party.put(forged.encode(), b'{"address": "127.0.0.1:1"}')) == DENIED
+        assert await value_of(operator, forged) is None
+        other_status = status_key("order", "forged")
+        assert await denied(party.put(other_status.encode(), b"{}")) == DENIED
+        assert await denied(party.get(b"/config-history/global/1")) == DENIED
+    finally:
+        await party.delete(own.encode())
+        await party.delete(status.encode())
+        await user.close()
 
 
 @pytest.mark.parametrize("party", [PROMETHEUS_TARGETS], indirect=True)

@@ -29,7 +29,7 @@ from shared.messaging.envelope import wrap
 from shared.messaging.kafka import kafka_producer
 from shared.messaging.topics import DEADLETTER, INVENTORY, ORDERS, PAYMENTS, TOPICS
 from shared.messaging.unit_of_work import PostgresUnitOfWork
-from shared.tls import ca_file
+from shared.tls import GATEWAY, ca_file
 from shop.events.v1 import inventory_events_pb2, order_events_pb2
 from tests.support.kafka import identity, options
 
@@ -135,16 +135,34 @@ async def producer_as(stack: Stack) -> AsyncIterator[Any]:
         await producer.stop()
 
 
-async def test_a_service_without_rights_cannot_write_any_saga_topic(
-    stack: Stack, producer_as: Any
+@pytest.mark.parametrize("party", ["product", GATEWAY])
+async def test_a_party_without_rights_cannot_write_any_saga_topic(
+    stack: Stack, producer_as: Any, party: str
 ) -> None:
+    # product publishes nothing; the gateway uses no Kafka at all (no ACL names it).
     before = await end_offsets(stack, SAGA_TOPICS)
-    product = await producer_as("product")
+    producer = await producer_as(party)
     forged = wrap(order_events_pb2.OrderCreated(order_id=str(uuid.uuid4())), "x")
-    for topic in SAGA_TOPICS:
+    for topic in (*SAGA_TOPICS, DEADLETTER):
         with pytest.raises(TopicAuthorizationFailedError):
-            await product.send_and_wait(topic, forged.SerializeToString())
+            await producer.send_and_wait(topic, forged.SerializeToString())
     assert await end_offsets(stack, SAGA_TOPICS) == before
+
+
+async def test_the_gateway_reads_no_topic(stack: Stack) -> None:
+    # Not in a group of its own name (no group is granted to it) ...
+    in_a_group = AIOKafkaConsumer(
+        ORDERS, **options(stack, GATEWAY), group_id=GATEWAY, request_timeout_ms=5000
+    )
+    try:
+        with pytest.raises((GroupAuthorizationFailedError, TopicAuthorizationFailedError)):
+            await in_a_group.start()
+    finally:
+        await in_a_group.stop()
+    # ... nor without one: Kafka does not even show it the topics (no DESCRIBE on any),
+    # which the operator sees.
+    assert not set(TOPICS) & set(await list_topics(**options(stack, GATEWAY)))
+    assert set(TOPICS) <= set(await list_topics(**options(stack)))
 
 
 async def test_payment_cannot_forge_an_inventory_reservation(

@@ -280,17 +280,24 @@ def secret_uses(objs: tuple[Obj, ...]) -> dict[str, set[str]]:
     """Secret name -> the keys the pods read from it (files of a volume, or one key)."""
     used: dict[str, set[str]] = {}
     for _, spec in pod_specs(objs):
-        mounted = {
-            v["name"]: v["secret"]["secretName"] for v in spec.get("volumes", []) if "secret" in v
-        }
+        # volume -> the Secrets it shows, each with the keys it names (none: all of them)
+        mounted: dict[str, list[tuple[str, set[str]]]] = {}
+        for v in spec.get("volumes", []):
+            if "secret" in v:
+                items = {i["key"] for i in v["secret"].get("items", [])}
+                mounted[v["name"]] = [(v["secret"]["secretName"], items)]
+            for source in v.get("projected", {}).get("sources", []):
+                if "secret" in source:
+                    items = {i["key"] for i in source["secret"].get("items", [])}
+                    mounted.setdefault(v["name"], []).append((source["secret"]["name"], items))
         for c in containers(spec):
             for entry in c.get("env", []):
                 ref = entry.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     used.setdefault(ref["name"], set()).add(ref["key"])
             for mount in c.get("volumeMounts", []):
-                if mount["name"] in mounted:
-                    used.setdefault(mounted[mount["name"]], set())
+                for secret, keys in mounted.get(mount["name"], []):
+                    used.setdefault(secret, set()).update(keys)
     return used
 
 

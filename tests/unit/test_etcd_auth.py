@@ -8,7 +8,7 @@ import pytest
 from ops.trust.etcd_auth import READ, READWRITE, desired_roles, permissions, role_change
 from ops.trust.rights import ETCD_ROLES, KeyRange, prefix_end
 from pki.identities import PROMETHEUS_TARGETS, SERVICES
-from shared.tls import OPERATOR
+from shared.tls import GATEWAY, OPERATOR
 
 
 def test_a_prefix_ends_at_its_last_byte_plus_one() -> None:
@@ -38,7 +38,7 @@ def test_the_same_range_read_and_written_is_readwrite_whatever_the_order(order: 
 
 
 def test_every_party_has_a_role_of_its_own_name() -> None:
-    assert set(desired_roles()) == {*SERVICES, OPERATOR, PROMETHEUS_TARGETS}
+    assert set(desired_roles()) == {*SERVICES, GATEWAY, OPERATOR, PROMETHEUS_TARGETS}
     assert desired_roles() == {name: permissions(ranges) for name, ranges in ETCD_ROLES.items()}
 
 
@@ -60,6 +60,19 @@ def test_the_operator_writes_config_around_the_auth_prefix() -> None:
     assert operator[(b"/config/", b"/config/auth/")] == READWRITE
     assert operator[(b"/config/auth0", b"/config0")] == READWRITE
     assert not any(kind == READWRITE for kind in desired_roles()[PROMETHEUS_TARGETS].values())
+
+
+def test_the_gateway_writes_only_its_own_registrations_and_status() -> None:
+    """It discovers the services and reads the config (with the JWKS), registers itself
+    and reports the config it applied, as a service does; nothing else."""
+    gateway = desired_roles()[GATEWAY]
+    written = {span for span, kind in gateway.items() if kind == READWRITE}
+    assert written == {
+        (b"/services/gateway/", b"/services/gateway0"),
+        (b"/config-status/gateway/", b"/config-status/gateway0"),
+    }
+    read = {span for span, kind in gateway.items() if kind == READ}
+    assert read == {(b"/services/", b"/services0"), (b"/config/", b"/config0")}
 
 
 def test_nothing_to_change_when_etcd_matches() -> None:
