@@ -95,10 +95,12 @@ image: deps image-tools ## The OCI images: the services' localhost/shop:dev, sho
 
 # Instances of each service `make run` starts (replica i on the service's port + 100 * i).
 REPLICAS ?= 1
+# The gateway (the storefront on http://localhost:8080/) too; GATEWAY=0 leaves it out.
+GATEWAY ?= 1
 
 .PHONY: run
-run: install ## Everything up: infrastructure, migrations, demo data, five services; Ctrl-C stops
-	$(PY) -m devstack.run --replicas $(REPLICAS)
+run: install ## Everything up: infrastructure, migrations, demo data, five services, the storefront; Ctrl-C stops
+	$(PY) -m devstack.run --replicas $(REPLICAS) $(if $(filter 0,$(GATEWAY)),--no-gateway)
 
 .PHONY: down
 down: deps ## Stop a dev stack left running (e.g. after a crash)

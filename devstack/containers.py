@@ -99,6 +99,9 @@ class ContainerRun:
 
     TLS_DIR: ClassVar[str] = "/etc/shop/tls"
     JWT_DIR: ClassVar[str] = "/etc/shop/jwt"
+    # The OAuth2 clients file and the client secrets (stage_oauth), as the user service's
+    # and the gateway's pods mount them.
+    OAUTH_DIR: ClassVar[str] = "/etc/shop/oauth"
 
     @classmethod
     def prepare(
@@ -120,6 +123,34 @@ class ContainerRun:
             target.chmod(0o644)
         return cls(engine, image, work)
 
+    @property
+    def oauth_dir(self) -> Path:
+        return self.secrets / "oauth"
+
+    def stage_oauth(self, secrets_dir: Path, public_url: str) -> None:
+        """The clients file and the secrets of ``secrets_dir`` copied for the containers:
+        readable by the image's user, the file naming the secrets where they are mounted."""
+        from ops.oauth_clients import oauth_clients, secret_file, write_clients_file
+
+        staged = self.oauth_dir / "secrets"
+        staged.mkdir(parents=True, exist_ok=True)
+        for folder in (self.oauth_dir, staged):
+            folder.chmod(0o755)
+        clients = self.oauth_dir / "clients.json"
+        write_clients_file(
+            clients, public_url, secrets_dir, seen_at=Path(self.OAUTH_DIR, "secrets")
+        )
+        clients.chmod(0o644)
+        for client in oauth_clients(public_url):
+            if client.confidential:
+                target = secret_file(staged, client.client_id)
+                shutil.copyfile(secret_file(secrets_dir, client.client_id), target)
+                target.chmod(0o644)
+
+    def oauth_paths(self, client_id: str) -> tuple[str, str]:
+        """(the clients file, ``client_id``'s secret file) inside a container."""
+        return f"{self.OAUTH_DIR}/clients.json", f"{self.OAUTH_DIR}/secrets/{client_id}"
+
     def argv(
         self,
         name: str,
@@ -127,6 +158,9 @@ class ContainerRun:
         command: Sequence[str],
         volumes: Mapping[Path, str] | None = None,
     ) -> list[str]:
+        oauth = (
+            [f"--volume={self.oauth_dir}:{self.OAUTH_DIR}:ro"] if self.oauth_dir.is_dir() else []
+        )
         return [
             self.engine.name,
             "run",
@@ -139,6 +173,7 @@ class ContainerRun:
             "--security-opt=no-new-privileges",
             f"--volume={self.secrets / 'tls'}:{self.TLS_DIR}:ro",
             f"--volume={self.secrets / 'jwt'}:{self.JWT_DIR}:ro",
+            *oauth,
             *(f"--volume={source}:{target}" for source, target in (volumes or {}).items()),
             *(f"--env={key}={value}" for key, value in sorted(env.items())),
             self.image,

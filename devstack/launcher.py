@@ -1,8 +1,17 @@
-"""Starts the five services as child processes, waits until they are ready, keeps them up.
+"""Starts the five services as child processes, waits until they are ready, keeps them up;
+and the gateway (gateway/) after them, when asked.
 
-Used by `make run` (fixed ports, dev stack, supervised) and by the e2e tests (free
-ports, any number of instances, test stack). Ready means: every instance is
-registered in etcd AND answers SERVING on the gRPC health protocol.
+Used by `make run` (fixed ports, dev stack, supervised, with the gateway) and by the e2e
+tests (free ports, any number of instances, test stack, the gateway only where a test
+asks for it). Ready means: every instance is registered in etcd AND answers SERVING on
+the gRPC health protocol; the gateway, that it answers 200 on ``/healthz/ready``.
+
+The user service serves the OAuth2 authorization server beside its gRPC port (HTTPS, its
+port + 2000 under `make run`); the launcher writes the clients it knows
+(ops/oauth_clients.py) to ``.stack/<profile>/oauth/clients.json``, their secrets made
+once per stack under ``.stack/<profile>/secrets/oauth/``. The gateway's port is chosen
+before anything starts, so its public URL, the storefront's redirect URI in that file
+and the tokens' issuer (which is the storefront's origin) agree from the start.
 
 Supervision works like Kubernetes' ``restartPolicy: Always``: an instance that exits
 without the launcher asking (a crash, a SIGKILL) is started again after a backoff,
@@ -28,17 +37,22 @@ from urllib.parse import quote
 
 import asyncpg
 import grpc
+import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.containers import ContainerRun
 from devstack.stack import Stack
+from ops.oauth_clients import STOREFRONT, secret_file, write_clients_file
 from ops.trust.postgres_roles import ensure_database
 from ops.trust.rights import PG_ROLES, pg_database, pg_role
 from shared.registry.discovery import Instance, ServiceDirectory
 from shared.registry.etcd import etcd_client
-from shared.tls import ClientTLS, ca_file
+from shared.settings import DEFAULT_ISSUER
+from shared.tls import GATEWAY, ClientTLS, ca_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The five gRPC services. The gateway is no service: it is started after them, and only
+# when the launcher is asked to (``gateway=True``).
 SERVICES = ("user", "product", "inventory", "payment", "order")
 # Fixed ports for `make run`, so grpcurl commands in the README work as printed;
 # replica i of a service listens on its port + 100 * i.
@@ -46,6 +60,13 @@ DEV_PORTS = {"user": 50051, "product": 50052, "inventory": 50053, "payment": 500
 REPLICA_PORT_STEP = 100
 # And its metrics port is its gRPC port + 1000 (51051 ...), so its /metrics URL is fixed too.
 METRICS_PORT_OFFSET = 1000
+# The user service's OAuth2 port (HTTPS): its gRPC port + 2000 (52051, 52151 ...).
+OAUTH_PORT_OFFSET = 2000
+# The storefront under `make run`: http://localhost:8080/, the default issuer's origin
+# (shared/settings.py); its metrics on 9080, + 1000 as the services'.
+DEV_GATEWAY_PORT = 8080
+# What the gateway answers 200 to once it can serve (liveness is /healthz/live).
+GATEWAY_READY_PATH = "/healthz/ready"
 STATE_FILE = "instances.json"
 # A supervised instance that exits this often while wait_ready waits is crash-looping:
 # start-up fails at once instead of waiting out the timeout.
@@ -93,6 +114,8 @@ class ServiceProcess:
     reader: asyncio.Task[None] | None = None
     index: int = 0
     port: int = 0  # 0 until wait_ready learns it from the registration (free ports)
+    # The user service's OAuth2 port; kept across restarts, as the port is (0: none).
+    http_port: int = 0
     supervised: bool = False
     restarts: int = 0
     exits: int = 0  # exits the launcher did not ask for
@@ -121,11 +144,52 @@ class SystemLauncher:
     # Spans to the stack's Zipkin and a metrics port per instance; off only for the
     # baseline of the overhead benchmark.
     observe: bool = True
+    # Start the gateway too (start_gateway, or start_all): off unless asked, since most
+    # tests need only the services; `make run` turns it on.
+    gateway: bool = False
+    # Its HTTP port: `make run`'s 8080, else one picked now, before anything starts (0).
+    gateway_port: int = 0
     processes: list[ServiceProcess] = field(default_factory=list)
     _stopping: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _published: str | None = field(default=None, init=False, repr=False)
+    _oauth_written: bool = field(default=False, init=False, repr=False)
 
-    def env_for(self, service: str, instance_id: str, port: int) -> dict[str, str]:
+    def __post_init__(self) -> None:
+        if self.gateway and not self.gateway_port:
+            self.gateway_port = DEV_GATEWAY_PORT if self.fixed_ports else free_port()
+
+    # --- the storefront's origin and the OAuth2 clients --------------------------------------
+
+    @property
+    def public_url(self) -> str:
+        """The storefront's origin: where a browser opens it, where the authorization code
+        comes back (``<public_url>/auth/callback``) and the tokens' issuer. Without the
+        gateway, the default one (shared/settings.py), which the services expect."""
+        return f"http://localhost:{self.gateway_port}" if self.gateway else DEFAULT_ISSUER
+
+    def write_oauth_clients(self) -> Path:
+        """The user service's clients file for this stack and this public URL; the secrets
+        are made once per stack. A container reads its own copy (see ContainerRun)."""
+        path = oauth_clients_file(self.stack)
+        write_clients_file(path, self.public_url, oauth_secrets_dir(self.stack))
+        if self.container:
+            self.container.stage_oauth(oauth_secrets_dir(self.stack), self.public_url)
+        self._oauth_written = True
+        return path
+
+    def _oauth_paths(self) -> tuple[str, str]:
+        """(the clients file, the storefront's secret file) as the process sees them."""
+        if self.container:
+            return self.container.oauth_paths(STOREFRONT)
+        secrets = oauth_secrets_dir(self.stack)
+        return str(oauth_clients_file(self.stack)), str(secret_file(secrets, STOREFRONT))
+
+    # --- environment -------------------------------------------------------------------------
+
+    def env_for(
+        self, service: str, instance_id: str, port: int, http_port: int = 0
+    ) -> dict[str, str]:
+        """What an instance of ``service`` (or the gateway) is started with."""
         prefix = f"SHOP_{service.upper()}_"
         tls_dir, jwt_dir = (
             (self.container.TLS_DIR, self.container.JWT_DIR)
@@ -134,18 +198,34 @@ class SystemLauncher:
         )
         env = {
             f"{prefix}INSTANCE_ID": instance_id,
-            f"{prefix}PORT": str(port),
             f"{prefix}ETCD_ENDPOINT": self.stack.etcd_endpoint,
-            f"{prefix}KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
             f"{prefix}PG_DSN": self._pg_dsn(service, tls_dir),
             f"{prefix}TLS_DIR": tls_dir,
             f"{prefix}REGISTRY_TTL_SECONDS": str(self.registry_ttl_seconds),
             "PYTHONUNBUFFERED": "1",
         }
+        clients_file, storefront_secret = self._oauth_paths()
+        if service == GATEWAY:
+            # Plain HTTP on loopback: the storefront and the REST API, at its public URL.
+            env |= {
+                f"{prefix}HOST": "127.0.0.1",
+                f"{prefix}HTTP_PORT": str(port),
+                f"{prefix}PUBLIC_URL": self.public_url,
+                f"{prefix}OAUTH_CLIENT_ID": STOREFRONT,
+                f"{prefix}OAUTH_CLIENT_SECRET_FILE": storefront_secret,
+            }
+        else:
+            env[f"{prefix}PORT"] = str(port)
+            env[f"{prefix}KAFKA_BOOTSTRAP"] = self.stack.kafka_bootstrap
+        if self.gateway:  # the storefront's origin issues the tokens: everyone agrees on it
+            env[f"{prefix}JWT_ISSUER"] = self.public_url
         if not self.stack.infra_tls:  # bench-plain: etcd and Kafka in plaintext (settings.py)
             env[f"{prefix}INFRA_TLS"] = "false"
         if service == "user":
             env[f"{prefix}JWT_PRIVATE_KEY_FILE"] = f"{jwt_dir}/private.pem"
+            if http_port:
+                env[f"{prefix}OAUTH_PORT"] = str(http_port)
+            env[f"{prefix}OAUTH_CLIENTS_FILE"] = clients_file
         if self.observe:
             env[f"{prefix}TRACE_ENDPOINT"] = self.stack.zipkin.spans_url
             if self.fixed_ports:
@@ -165,23 +245,39 @@ class SystemLauncher:
         return dsn
 
     def port_for(self, service: str, index: int) -> int:
+        if service == GATEWAY:
+            return self.gateway_port
         if self.fixed_ports:
             return DEV_PORTS[service] + REPLICA_PORT_STEP * index
         # A restart must come back on the same port, so a supervised instance gets a
         # concrete one up front; otherwise the service picks a free one itself.
         return free_port() if self.supervise else 0
 
+    def http_port_for(self, service: str, index: int) -> int:
+        """The user service's OAuth2 port: its gRPC port + 2000 under `make run`, else a
+        free one (given, not left to the service: the clients and the gateway find it in
+        etcd either way, and a restart comes back on it). Other services have none."""
+        if service != "user":
+            return 0
+        if self.fixed_ports:
+            return DEV_PORTS[service] + OAUTH_PORT_OFFSET + REPLICA_PORT_STEP * index
+        return free_port()
+
     async def start_instance(self, service: str, index: int = 0) -> ServiceProcess:
         self._stopping.clear()
         instance_id = f"{service}-{index + 1}-{os.urandom(2).hex()}"
         port = self.port_for(service, index)
-        process = await self._spawn(service, instance_id, port)
+        http_port = self.http_port_for(service, index)
+        if service in ("user", GATEWAY) and not self._oauth_written:
+            self.write_oauth_clients()
+        process = await self._spawn(service, instance_id, port, http_port)
         child = ServiceProcess(
             service,
             instance_id,
             process,
             index=index,
             port=port,
+            http_port=http_port,
             supervised=self.supervise,
             started_at=asyncio.get_running_loop().time(),
             backoff=dataclasses.replace(self.restart_backoff),
@@ -191,9 +287,11 @@ class SystemLauncher:
         self._publish()
         return child
 
-    async def _spawn(self, service: str, instance_id: str, port: int) -> asyncio.subprocess.Process:
-        env = self.env_for(service, instance_id, port)
-        command = ["-m", f"services.{service}.main", "serve"]
+    async def _spawn(
+        self, service: str, instance_id: str, port: int, http_port: int = 0
+    ) -> asyncio.subprocess.Process:
+        env = self.env_for(service, instance_id, port, http_port)
+        command = command_for(service)
         if self.container:
             argv = self.container.argv(instance_id, env, ["python", *command])
             env = self.container.engine.env
@@ -243,7 +341,9 @@ class SystemLauncher:
             if self.container:  # a SIGKILLed `podman run` leaves its container behind
                 await asyncio.to_thread(self.container.remove, child.instance_id)
             try:
-                child.process = await self._spawn(child.service, child.instance_id, child.port)
+                child.process = await self._spawn(
+                    child.service, child.instance_id, child.port, child.http_port
+                )
             except OSError as error:
                 self.log_sink(f"{tag} [{child.instance_id} could not be restarted: {error}]")
                 return
@@ -258,17 +358,35 @@ class SystemLauncher:
                 child.process.send_signal(signal.SIGTERM)
 
     async def start_all(self) -> None:
+        """Every service's instances, with the clients file written afresh (its redirect URI
+        follows this launcher's public URL); then the gateway, if this launcher runs one.
+        Its readiness, like theirs, is wait_ready's."""
+        self.write_oauth_clients()
         for service in SERVICES:
             for index in range(self.replicas.get(service, 1)):
                 await self.start_instance(service, index)
+        if self.gateway:
+            await self.start_gateway()
+
+    async def start_gateway(self) -> ServiceProcess:
+        """The gateway: ``python -m gateway serve`` (it migrates its database first)."""
+        if not self.gateway:
+            raise ValueError("this launcher runs no gateway: make it with gateway=True")
+        if not gateway_available():
+            raise GatewayMissing(
+                f"there is no gateway here ({GATEWAY_ENTRY_POINT.relative_to(REPO_ROOT)} is"
+                " missing): start without it"
+            )
+        return await self.start_instance(GATEWAY)
 
     def expected(self) -> dict[str, set[str]]:
-        """Instance ids per service that are up, or will be again (supervised)."""
+        """Instance ids per service (and the gateway) that are up, or will be again."""
         live = [p for p in self.processes if p.process.returncode is None or self._restarts(p)]
-        return {s: {p.instance_id for p in live if p.service == s} for s in SERVICES}
+        return {s: {p.instance_id for p in live if p.service == s} for s in (*SERVICES, GATEWAY)}
 
     async def wait_ready(self, directory: ServiceDirectory, timeout: float = 60.0) -> None:
-        """Every started instance registered and SERVING, or TimeoutError naming the laggards."""
+        """Every started instance registered and SERVING, and the gateway answering its
+        readiness, or TimeoutError naming the laggards."""
         expected = self.expected()
         by_id = {p.instance_id: p for p in self.processes}
         exits_before = {p.instance_id: p.exits for p in self.processes}
@@ -277,6 +395,10 @@ class SystemLauncher:
         while True:
             missing = []
             for service, ids in expected.items():
+                if service == GATEWAY:
+                    ready = [await gateway_ready(by_id[i].port) for i in ids]
+                    missing += [i for i, ok in zip(ids, ready, strict=True) if not ok]
+                    continue
                 registered = {i.instance_id: i for i in directory.instances(service)}
                 for instance_id in ids:
                     instance = registered.get(instance_id)
@@ -389,6 +511,49 @@ async def wipe_system_data(stack: Stack) -> None:
     for party in PG_ROLES:
         await recreate_database(stack, pg_database(party))
     await asyncio.to_thread(stack.kafka.reset_topics)
+
+
+class GatewayMissing(RuntimeError):
+    """Asked to start the gateway where its code is not (gateway/__main__.py)."""
+
+
+GATEWAY_ENTRY_POINT = REPO_ROOT / "gateway" / "__main__.py"
+
+
+def gateway_available() -> bool:
+    """Whether this checkout has the gateway's entry point (``python -m gateway``)."""
+    return GATEWAY_ENTRY_POINT.is_file()
+
+
+def command_for(service: str) -> list[str]:
+    """The arguments after ``python``: a service's module, or the gateway's package."""
+    if service == GATEWAY:
+        return ["-m", "gateway", "serve"]
+    return ["-m", f"services.{service}.main", "serve"]
+
+
+def oauth_clients_file(stack: Stack) -> Path:
+    """The user service's OAuth2 clients (ops/oauth_clients.py), as the launcher wrote them."""
+    return stack.profile_dir / "oauth" / "clients.json"
+
+
+def oauth_secrets_dir(stack: Stack) -> Path:
+    """One secret per confidential client, made once per stack (like PostgreSQL's passwords)."""
+    return stack.profile_dir / "secrets" / "oauth"
+
+
+def gateway_url(port: int, path: str = "") -> str:
+    return f"http://127.0.0.1:{port}{path}"
+
+
+async def gateway_ready(port: int, timeout: float = 1.0) -> bool:
+    """200 on the gateway's readiness path (plain HTTP on loopback)."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            reply = await client.get(gateway_url(port, GATEWAY_READY_PATH))
+    except httpx.HTTPError:
+        return False
+    return reply.status_code == 200
 
 
 async def is_serving(instance: Instance, tls: ClientTLS, timeout: float = 1.0) -> bool:

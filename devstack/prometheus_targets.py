@@ -1,7 +1,8 @@
 """Prometheus' scrape targets, read from the service registry in etcd.
 
 Every instance registers ``/services/<service>/<instance-id>`` with a JSON value whose
-``metrics`` field is the host:port of its /metrics endpoint. This bridge polls that prefix
+``metrics`` field is the host:port of its /metrics endpoint; the gateway too, as
+``/services/gateway/<instance-id>``, so it is scraped under ``service="gateway"``. This bridge polls that prefix
 and writes a file_sd JSON file, one group per instance labelled with its service and
 instance id, so Prometheus finds instances exactly as the services find each other.
 

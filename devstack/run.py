@@ -3,9 +3,10 @@
 Brings up PostgreSQL, etcd and Kafka (dev profile), applies every service's
 migrations, writes the config center's default documents where none is set,
 starts ``--replicas`` instances of each service (supervised: one that crashes is
-restarted), waits until all are registered and SERVING, seeds the demo data,
-prints where everything is, then streams the services' logs until Ctrl-C or
-SIGTERM, and stops it all in order.
+restarted), waits until all are registered and SERVING, then the gateway (the
+storefront, on http://localhost:8080/) until it is ready, seeds the demo data,
+prints where everything is, then streams the logs until Ctrl-C or SIGTERM, and
+stops it all in order.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devstack.launcher import SERVICES, SystemLauncher, open_directory
+from devstack.launcher import SERVICES, SystemLauncher, gateway_available, open_directory
 from devstack.stack import Stack
 from ops.config_admin import load_defaults, seed_defaults
-from ops.seed import seed
+from ops.seed import ADMIN, CUSTOMER, seed
 from ops.table import render_table
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.main import SERVICE as ORDER
@@ -36,7 +37,7 @@ from shared.registry.discovery import ServiceDirectory
 from shared.registry.etcd import etcd_client
 from shared.rpc.client import ServiceClients
 from shared.service import ServiceDefinition
-from shared.tls import ClientTLS
+from shared.tls import GATEWAY, ClientTLS
 
 DEFINITIONS: list[ServiceDefinition[Any]] = [USER, PRODUCT, INVENTORY, PAYMENT, ORDER]
 # Replica i listens on the service's port + 100 * i: ten stays clear of the next block.
@@ -73,22 +74,44 @@ def replicas_argument(text: str) -> int:
     return int(text)
 
 
-def launcher_for(stack: Stack, jwt_dir: Path, replicas: int) -> SystemLauncher:
-    """What `make run REPLICAS=n` starts: n supervised instances of each service."""
+def launcher_for(
+    stack: Stack, jwt_dir: Path, replicas: int, gateway: bool = True
+) -> SystemLauncher:
+    """What `make run REPLICAS=n` starts: n supervised instances of each service, and the
+    gateway (one, supervised too) on http://localhost:8080."""
     return SystemLauncher(
-        stack, jwt_dir, replicas=replica_counts(replicas), fixed_ports=True, supervise=True
+        stack,
+        jwt_dir,
+        replicas=replica_counts(replicas),
+        fixed_ports=True,
+        supervise=True,
+        gateway=gateway,
     )
+
+
+def storefront_line(launcher: SystemLauncher) -> str:
+    """Where to open the storefront, and whom to log in as (ops/seed.py's accounts)."""
+    return (
+        f"Storefront: {launcher.public_url}/  (demo customer {CUSTOMER[0]} / {CUSTOMER[1]},"
+        f" admin {ADMIN[0]} / {ADMIN[1]})"
+    )
+
+
+# The table's rows: the services in the launcher's order, then the gateway.
+ROWS_ORDER = (*SERVICES, GATEWAY)
 
 
 def table_rows(
     stack: Stack, launcher: SystemLauncher, directory: ServiceDirectory
 ) -> list[tuple[str, ...]]:
-    """One row per instance the launcher runs, then the infrastructure."""
-    registered = {i.instance_id: i for s in SERVICES for i in directory.instances(s)}
+    """One row per instance the launcher runs (the gateway last), then the infrastructure."""
+    registered = {i.instance_id: i for s in ROWS_ORDER for i in directory.instances(s)}
     rows: list[tuple[str, ...]] = [("SERVICE", "INSTANCE", "PID", "ADDRESS", "LEASE", "METRICS")]
-    for child in sorted(launcher.processes, key=lambda c: (SERVICES.index(c.service), c.index)):
+    for child in sorted(launcher.processes, key=lambda c: (ROWS_ORDER.index(c.service), c.index)):
         instance = registered.get(child.instance_id)
         address = instance.address if instance else f"127.0.0.1:{child.port}"
+        if child.service == GATEWAY:  # what a browser opens, not a gRPC address
+            address = f"{launcher.public_url}/"
         lease = f"{instance.lease_id:x}" if instance else "-"
         metrics = f"http://{instance.metrics}/metrics" if instance and instance.metrics else "-"
         pid = str(child.process.pid)
@@ -106,7 +129,7 @@ def print_table(stack: Stack, launcher: SystemLauncher, directory: ServiceDirect
         print(line, flush=True)
 
 
-async def run(replicas: int = 1) -> int:
+async def run(replicas: int = 1, gateway: bool = True) -> int:
     started = time.monotonic()
     stack = Stack("dev")
     lock = stack.profile_dir / "run.pid"
@@ -133,7 +156,10 @@ async def run(replicas: int = 1) -> int:
         finally:
             await etcd.close()
         print("config: " + ", ".join(f"{s} {what}" for s, what in outcome.items()), flush=True)
-        launcher = launcher_for(stack, jwt_dir, replicas)
+        if gateway and not gateway_available():
+            print("no gateway/ here (python -m gateway): the storefront is not started", flush=True)
+            gateway = False
+        launcher = launcher_for(stack, jwt_dir, replicas, gateway)
         async with open_directory(stack) as directory:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)
@@ -145,13 +171,16 @@ async def run(replicas: int = 1) -> int:
             print_table(stack, launcher, directory)
             count = sum(len(directory.instances(s)) for s in SERVICES)
             print(
-                f"ready: {count} instances of {len(SERVICES)} services registered "
+                f"ready: {count} instances of {len(SERVICES)} services registered"
+                f"{' and the gateway ready' if gateway else ''} "
                 f"({time.monotonic() - started:.1f}s); crashed instances are restarted; "
                 "Ctrl-C stops everything",
                 flush=True,
             )
+            if gateway:
+                print(storefront_line(launcher), flush=True)
             await stop.wait()
-        print("stopping services ...", flush=True)
+        print("stopping the gateway and the services ...", flush=True)
         await launcher.stop_all()
         launcher = None
         print("stopping PostgreSQL, etcd and Kafka ...", flush=True)
@@ -172,6 +201,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help=f"instances of each service, 1-{MAX_REPLICAS} (make run REPLICAS=n)",
     )
+    parser.add_argument(
+        "--gateway",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="start the gateway, the storefront on http://localhost:8080/ (make run GATEWAY=0:"
+        " --no-gateway)",
+    )
     return parser.parse_args(argv)
 
 
@@ -179,7 +215,7 @@ def main() -> None:
     args = parse_args()
     configure_logging(os.environ.get("SHOP_LOG_LEVEL", "WARNING"))
     try:
-        sys.exit(asyncio.run(run(args.replicas)))
+        sys.exit(asyncio.run(run(args.replicas, args.gateway)))
     except AlreadyRunning as error:
         print(error, file=sys.stderr)
         sys.exit(1)

@@ -44,6 +44,22 @@ def test_one_group_per_instance_with_metrics_sorted_by_service_and_id() -> None:
     ]
 
 
+def test_the_gateway_is_scraped_like_a_service() -> None:
+    """It registers /services/gateway/<id> with its metrics (and HTTP) address, under the
+    role that lets it write there (ops/trust/rights.py): its series carry service=gateway."""
+    kvs = [
+        (
+            "/services/gateway/gateway-1-ab12",
+            value(http="127.0.0.1:8080", metrics="127.0.0.1:9080"),
+        ),
+        ("/services/user/u-1", value(address="127.0.0.1:1", metrics="127.0.0.1:9001")),
+    ]
+    assert file_sd_groups(kvs) == [
+        group("127.0.0.1:9080", "gateway", "gateway-1-ab12"),
+        group("127.0.0.1:9001", "user", "u-1"),
+    ]
+
+
 @pytest.mark.parametrize(
     "raw",
     [
