@@ -2,9 +2,10 @@
 
 Every instance registers ``/services/<service>/<instance-id>`` with a JSON value whose
 ``metrics`` field is the host:port of its /metrics endpoint; the gateway too, as
-``/services/gateway/<instance-id>``, so it is scraped under ``service="gateway"``. This bridge polls that prefix
-and writes a file_sd JSON file, one group per instance labelled with its service and
-instance id, so Prometheus finds instances exactly as the services find each other.
+``/services/gateway/<instance-id>``, so it is scraped under ``service="gateway"``. This
+bridge polls that prefix and writes a file_sd JSON file, one group per instance labelled
+with its service and instance id, so Prometheus finds instances exactly as the services
+find each other.
 
 Polling (not a watch) makes an etcd restart or a compaction a non-event: the next poll
 simply sees the current state. It reads over etcd's gRPC API as ``prometheus-targets``,
