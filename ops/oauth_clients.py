@@ -107,7 +107,8 @@ def ensure_client_secrets(secrets_dir: Path, client_ids: Iterable[str]) -> dict[
                 pass
             else:
                 with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_urlsafe(32) + "\n")
+                    # No newline: the file is the plain secret, byte for byte (a Secret's key).
+                    f.write(secrets.token_urlsafe(32))
         os.chmod(path, 0o600)
         read_client_secret(secrets_dir, client_id)  # not empty
         files[client_id] = path

@@ -322,8 +322,9 @@ def available(kubectl: k8s.Kubectl) -> dict[str, int]:
 
 
 def report(kubectl: k8s.Kubectl, timeout: float = 120) -> None:
-    # The autoscalers lift product and order to their minimum of two (no metrics here).
-    wanted = {**{s: 2 for s in k8s.SERVICES}, "shopctl": 1, "zipkin": 1, "prometheus": 1}
+    # The autoscalers lift product and order to their minimum of two (no metrics here);
+    # the gateway runs two as well.
+    wanted = {**{d: 2 for d in k8s.DEPLOYMENTS}, "shopctl": 1, "zipkin": 1, "prometheus": 1}
     deadline = time.monotonic() + timeout
     while (counts := available(kubectl)) != wanted and time.monotonic() < deadline:
         time.sleep(3)

@@ -2,10 +2,11 @@
 
 ``python -m deploy.tooling.k8s up`` creates the cluster if it is missing, builds the images,
 loads them into the cluster, creates the Secrets from the project's own CA, applies
-the overlay, waits for the infrastructure and then the services, runs the smoke Job
-and prints how to reach the system. Everything it makes locally (the CA, the
-signing key, the database password, the kustomizations that pin the image tags)
-lives in ``.stack/k8s/``; nothing secret is ever committed. Safe to repeat.
+the overlay, waits for the infrastructure, the services and the gateway, runs the smoke
+Job and prints how to reach the system (the storefront through a port-forward).
+Everything it makes locally (the CA, the signing key, the database passwords, the OAuth2
+clients' secrets, the kustomizations that pin the image tags) lives in ``.stack/k8s/``;
+nothing secret is ever committed. Safe to repeat.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import typer
 
 from deploy.tooling.image import STAGES, build, content_tags
 from devstack.containers import Engine, ImageError
+from ops.oauth_clients import STOREFRONT, oauth_clients, secret_file, write_clients_file
+from ops.seed import ADMIN, CUSTOMER
 from ops.trust import rights
 from pki.authority import ensure_authority, keystore_file
 from pki.identities import EDGE, ETCD_ROOT, KAFKA, POSTGRES, SERVICES
@@ -41,6 +44,13 @@ NAMESPACE = "shop"
 CLUSTER_NAME = "shop"
 CLUSTERS = ("kind", "minikube")
 INFRASTRUCTURE = ("postgres", "etcd", "kafka")
+# The Deployments the system serves from: the five services, then the edge.
+DEPLOYMENTS = (*SERVICES, *EDGE)
+# Where a browser opens the storefront: `kubectl port-forward svc/gateway 8080:8080`. The
+# gateway's SHOP_GATEWAY_PUBLIC_URL, the storefront's redirect URI and the tokens' issuer.
+PUBLIC_URL = "http://localhost:8080"
+# Where the user pods mount shop-oauth-clients, and the gateway's pods their one secret.
+OAUTH_MOUNT = Path("/etc/shop/oauth")
 # The overlay's Jobs; each is safe to repeat, and made again by every `make up`.
 JOBS = ("etcd-auth", "postgres-roles", "kafka-topics", "config-defaults", "seed")
 ROLLOUT_TIMEOUT = "600s"
@@ -91,6 +101,22 @@ def secret_specs(state: Path = STATE_DIR) -> list[SecretSpec]:
             "shop-postgres-audit", {"password": postgres_password(state, rights.PG_AUDITOR)}
         ),
         SecretSpec("shop-jwt-bootstrap", {"private.pem": state / "jwt" / "private.pem"}),
+        # The user service's OAuth2 clients (clients.json) and every confidential one's
+        # secret, beside it where the file says; the gateway's pods, the storefront's alone.
+        SecretSpec(
+            "shop-oauth-clients",
+            {
+                "clients.json": oauth_clients_file(state),
+                **{
+                    client.client_id: secret_file(oauth_secrets_dir(state), client.client_id)
+                    for client in oauth_clients(PUBLIC_URL)
+                    if client.confidential
+                },
+            },
+        ),
+        SecretSpec(
+            "shop-oauth-storefront", {"secret": secret_file(oauth_secrets_dir(state), STOREFRONT)}
+        ),
         *(
             tls_secret(identity)
             for identity in (*SERVICES, *EDGE, OPERATOR, ETCD, ETCD_ROOT, KAFKA, POSTGRES)
@@ -102,10 +128,22 @@ def postgres_password(state: Path, role: str) -> Path:
     return state / "postgres" / role
 
 
+def oauth_clients_file(state: Path) -> Path:
+    return state / "oauth" / "clients.json"
+
+
+def oauth_secrets_dir(state: Path) -> Path:
+    return state / "oauth" / "secrets"
+
+
 def ensure_local_secrets(state: Path = STATE_DIR) -> None:
-    """The cluster's own CA and certificates, signing key and database passwords."""
+    """The cluster's own CA and certificates, signing key, database passwords and the
+    OAuth2 clients' secrets (the clients file naming them where the user pods mount them)."""
     ensure_authority(state / "tls")
     generate_keypair(state / "jwt")
+    write_clients_file(
+        oauth_clients_file(state), PUBLIC_URL, oauth_secrets_dir(state), seen_at=OAUTH_MOUNT
+    )
     (state / "postgres").mkdir(mode=0o700, parents=True, exist_ok=True)
     for role in (rights.PG_ADMIN, rights.PG_AUDITOR, *rights.PG_ROLES.values()):
         password = postgres_password(state, role)
@@ -349,9 +387,9 @@ def deploy(
     for job in ("etcd-auth", "postgres-roles", "kafka-topics", "config-defaults"):
         if not kubectl.wait_job(job, 600):
             raise ClusterError(f"job/{job} failed: kubectl -n shop logs job/{job}")
-    say("wait: the services")
-    for service in SERVICES:
-        kubectl("rollout", "status", f"deployment/{service}", f"--timeout={ROLLOUT_TIMEOUT}")
+    say("wait: the services, then the gateway")
+    for deployment in DEPLOYMENTS:
+        kubectl("rollout", "status", f"deployment/{deployment}", f"--timeout={ROLLOUT_TIMEOUT}")
     if not kubectl.wait_job("seed", 600):
         raise ClusterError("job/seed failed: kubectl -n shop logs job/seed")
 
@@ -390,6 +428,10 @@ def print_access(cluster: Cluster) -> None:
     say(
         f"""
 up: the shop runs on the {cluster.kind} cluster {CLUSTER_NAME!r} (namespace {NAMESPACE}).
+
+the storefront, through a port-forward (leave it running), then {PUBLIC_URL}/ in a browser
+(demo customer {CUSTOMER[0]} / {CUSTOMER[1]}, admin {ADMIN[0]} / {ADMIN[1]}):
+  kubectl {ctx} port-forward svc/gateway 8080:8080
 
 shopctl, inside the cluster (discovery hands out pod IPs, which only the cluster can dial):
   kubectl {ctx} exec deploy/shopctl -- python -m ops.shopctl products

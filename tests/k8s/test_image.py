@@ -135,8 +135,9 @@ APART = ["devstack", "tests", "perf", "demos", "deploy.tooling", "matplotlib", "
 
 
 def test_the_services_image_holds_the_services_and_no_tool(engine: Engine) -> None:
-    found = importable(engine, IMAGE, ["services.order.main", "shared", "shop", "ops", "loadgen"])
-    assert found == {"services.order.main": True, "shared": True, "shop": True} | {
+    wanted = ["services.order.main", "gateway", "shared", "shop", "ops", "loadgen"]
+    found = importable(engine, IMAGE, wanted)
+    assert found == {"services.order.main": True, "gateway": True, "shared": True, "shop": True} | {
         "ops": False,
         "loadgen": False,
     }

@@ -1,11 +1,11 @@
 """Zipkin and Prometheus in the cluster against the services and the rules `make run` uses.
 
-Every service pod sends its spans to the Zipkin Service and exposes /metrics where its
-annotations say; Prometheus' scrape job, run here on the pods as its Kubernetes discovery
-would see them, keeps exactly those, with the labels the rules read; the rules are the
-file `make run`'s Prometheus loads; RBAC and the network policies allow those flows
-and nothing more. Rendered as `make up` applies them; no cluster is needed (the control
-plane of `make k8s-cluster-check` admits and rolls them out).
+Every service pod (and the gateway's) sends its spans to the Zipkin Service and exposes
+/metrics where its annotations say; Prometheus' scrape job, run here on the pods as its
+Kubernetes discovery would see them, keeps exactly those, with the labels the rules read;
+the rules are the file `make run`'s Prometheus loads; RBAC and the network policies allow
+those flows and nothing more. Rendered as `make up` applies them; no cluster is needed
+(the control plane of `make k8s-cluster-check` admits and rolls them out).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from tests.k8s.test_manifests import (
 OBSERVABILITY = k8s.K8S_DIR / "observability"
 RULES = OBSERVABILITY / "rules.yml"
 POD_IP = "10.244.1.7"
+# What Prometheus scrapes and Zipkin hears from: the five services and the gateway.
+OBSERVED = (*DEFINITIONS, "gateway")
 
 
 def pod_template(objs: tuple[Obj, ...], kind: str, name: str) -> Obj:
@@ -167,7 +169,7 @@ def test_prometheus_scrapes_every_service_pod_and_nothing_else(name: str) -> Non
     assert job["job_name"] == "shop"
     assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"own_namespace": True}}]
     targets = scraped(config, objs)
-    assert set(targets) == set(DEFINITIONS)
+    assert set(targets) == set(OBSERVED)
     for service, found in targets.items():
         port = int(service_env(objs, service)[f"SHOP_{service.upper()}_METRICS_PORT"])
         # One target a pod (not one per container port), on the metrics port, labelled as
@@ -221,7 +223,7 @@ def test_the_relabelling_check_drops_what_prometheus_would() -> None:
         relabel({}, [{"action": "hashmod", "target_label": "x", "modulus": 2}])
 
 
-@pytest.mark.parametrize("service", sorted(DEFINITIONS))
+@pytest.mark.parametrize("service", sorted(OBSERVED))
 def test_every_service_pod_exposes_its_metrics_and_opts_in(service: str) -> None:
     prefix = f"SHOP_{service.upper()}_"
     for name in OVERLAYS:
@@ -237,7 +239,7 @@ def test_every_service_pod_exposes_its_metrics_and_opts_in(service: str) -> None
         }
 
 
-@pytest.mark.parametrize("service", sorted(DEFINITIONS))
+@pytest.mark.parametrize("service", sorted(OBSERVED))
 def test_every_service_sends_its_spans_to_the_zipkin_service(service: str) -> None:
     for name in OVERLAYS:
         objs = overlay(name)
@@ -355,7 +357,7 @@ def egress_rules(objs: tuple[Obj, ...], workload: str) -> list[Obj]:
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_network_policies_allow_the_observability_flows_and_no_more(name: str) -> None:
     objs = overlay(name)
-    for service in DEFINITIONS:
+    for service in OBSERVED:
         assert allowed(objs, service, "zipkin", 9411)
         assert allowed(objs, "prometheus", service, 9464)
         assert not allowed(objs, "prometheus", service, 50051)
@@ -365,7 +367,10 @@ def test_network_policies_allow_the_observability_flows_and_no_more(name: str) -
     # Prometheus: the metrics ports, and the Kubernetes API on private addresses only.
     service_rule, api_rule = egress_rules(objs, "prometheus")
     assert service_rule == {
-        "to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/component": "service"}}}],
+        "to": [
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "service"}}},
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}},
+        ],
         "ports": [{"protocol": "TCP", "port": 9464}],
     }
     assert {p["ipBlock"]["cidr"] for p in api_rule["to"]} == {

@@ -7,11 +7,13 @@ The steps, each printed with its time:
    and imported into containerd, as `make up` loads them into kind; then kubelet, kube-proxy,
    kube-router, CoreDNS and the volume provisioner;
 3. deploy: `make up`'s own ``deploy()`` with the minikube overlay (its smoke Job included);
-4. ready: every pod Ready, PostgreSQL's five databases, etcd's three members, Kafka's
-   topics, every service replica in etcd, Prometheus scraping, Zipkin healthy;
+4. ready: every pod Ready, PostgreSQL's six databases (the services' and the gateway's),
+   etcd's three members, Kafka's topics, every service and gateway replica in etcd,
+   Prometheus scraping, Zipkin healthy;
 5. smoke: the smoke Job's order CONFIRMED and its audit clean (inside ``deploy()``);
 6. load: `make load-k8s`'s Job with a short profile, its report copied out;
-7. policy: an allowed flow passes and two denied ones (ingress, egress) are refused;
+7. policy: an allowed flow passes and the denied ones (ingress, egress; the gateway to
+   Kafka) are refused;
 8. recoveries: a deleted service pod replaced and registered again; a deleted kafka-0
    and postgres-0 back with their data; the smoke Job again, so the saga and the audit
    pass after them;
@@ -34,10 +36,12 @@ from deploy.tooling.real_check.usage import UsageSampler
 from devstack.containers import Engine
 
 ALLOWED = probes.Flow("deploy/payment", "kafka", 9092)
-# product takes calls from order and from clients only; a client reaches no broker.
+# product takes calls from order, the gateway and clients only; a client reaches no
+# broker, nor does the gateway (it uses no Kafka).
 DENIED = (
     probes.Flow("deploy/payment", "product", 50051),
     probes.Flow("deploy/shopctl", "kafka", 9092),
+    probes.Flow("deploy/gateway", "kafka", 9092),
 )
 
 
@@ -159,20 +163,21 @@ class RealCheck:
         if missing_topics:
             raise CheckFailed(f"topics missing: {sorted(missing_topics)}")
         registered = probes.registered_instances(self.kubectl)
-        for service in k8s.SERVICES:
+        for service in k8s.DEPLOYMENTS:
             wanted = probes.ready_replicas(self.kubectl, service)
             if registered.get(service, 0) != wanted:
                 raise CheckFailed(
                     f"{service}: {wanted} ready, {registered.get(service, 0)} in etcd"
                 )
-        replicas = sum(probes.ready_replicas(self.kubectl, s) for s in k8s.SERVICES)
+        replicas = sum(probes.ready_replicas(self.kubectl, s) for s in k8s.DEPLOYMENTS)
         targets = self.wait_for_scrapes(replicas)
         if not probes.zipkin_healthy(self.kubectl):
             raise CheckFailed("Zipkin is not UP")
         # The default ratio (0.1 %) would leave a short load without a trace to look for.
         applied = probes.trace_everything(self.kubectl)
         return (
-            f"pods ready {ready}/{total}; 5 databases; etcd 3 members, 1 leader; "
+            f"pods ready {ready}/{total}; {len(probes.DATABASES)} databases; etcd 3 members,"
+            " 1 leader; "
             f"{len(probes.TOPICS)} topics; {replicas} replicas registered; Prometheus scrapes "
             f"{targets}; Zipkin UP; {applied}"
         )

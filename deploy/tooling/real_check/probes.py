@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from deploy.tooling import k8s
 
-DATABASES = {f"shop_{name}" for name in k8s.SERVICES}
+# Each service's database and the gateway's.
+DATABASES = {f"shop_{name}" for name in k8s.DEPLOYMENTS}
 TOPICS = {"shop.orders.v1", "shop.inventory.v1", "shop.payments.v1", "shop.deadletter.v1"}
 
 
