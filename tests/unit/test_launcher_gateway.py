@@ -242,3 +242,60 @@ def test_make_run_prints_the_storefront_and_the_demo_accounts(stack: Stack) -> N
     )
     assert parse_args([]).gateway is True
     assert parse_args(["--no-gateway"]).gateway is False
+
+
+# --- a stand-in gateway, started, supervised and stopped as the real one would be --------------
+
+# Serves /healthz/ready on SHOP_GATEWAY_HTTP_PORT once it has every setting the launcher
+# promises gateway/ (and exits 1 at once if one is missing).
+STAND_IN = """
+import os, sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+wanted = ["INSTANCE_ID", "HOST", "HTTP_PORT", "PUBLIC_URL", "OAUTH_CLIENT_ID",
+          "OAUTH_CLIENT_SECRET_FILE", "ETCD_ENDPOINT", "PG_DSN", "TLS_DIR", "JWT_ISSUER"]
+missing = [w for w in wanted if not os.environ.get("SHOP_GATEWAY_" + w)]
+if missing or not open(os.environ["SHOP_GATEWAY_OAUTH_CLIENT_SECRET_FILE"]).read():
+    print("missing", missing, flush=True)
+    sys.exit(1)
+class Ready(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/healthz/ready" else 404)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+print("serving", os.environ["SHOP_GATEWAY_PUBLIC_URL"], flush=True)
+address = (os.environ["SHOP_GATEWAY_HOST"], int(os.environ["SHOP_GATEWAY_HTTP_PORT"]))
+HTTPServer(address, Ready).serve_forever()
+"""
+
+
+class NoServices:
+    """The directory wait_ready reads; no service runs here."""
+
+    def instances(self, service: str) -> list[object]:
+        return []
+
+
+async def test_the_gateway_is_started_waited_for_and_stopped(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pki.authority import ensure_authority
+    from shared.tls import OPERATOR
+
+    ensure_authority(stack.tls_dir, [OPERATOR])  # wait_ready asks the services as it
+    monkeypatch.setattr(launcher, "gateway_available", lambda: True)
+    monkeypatch.setattr(launcher, "command_for", lambda service: ["-c", STAND_IN])
+    logs: list[str] = []
+    run = SystemLauncher(
+        stack, Path("/jwt"), gateway=True, supervise=True, log_sink=logs.append, observe=False
+    )
+    try:
+        child = await run.start_gateway()
+        await run.wait_ready(NoServices(), timeout=30)  # type: ignore[arg-type]
+        assert child.service == "gateway" and child.port == run.gateway_port
+        assert child.supervised and child.process.returncode is None
+        assert run.expected()["gateway"] == {child.instance_id}
+    finally:
+        await run.stop_all(grace=5)
+    assert child.process.returncode is not None and run.processes == []
+    assert any(f"serving {run.public_url}" in line for line in logs), logs
