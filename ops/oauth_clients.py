@@ -3,7 +3,8 @@
 The user service reads them from a JSON file (``SHOP_USER_OAUTH_CLIENTS_FILE``): one
 object per client, a confidential client's secret in a file of its own that the object
 names (``secret_file``), a public client (the command line's, which runs on a person's
-machine and can keep no secret) with none. The gateway logs in to it as ``storefront``
+machine and can keep no secret) with none; ``first_party`` marks the project's own
+storefront, whose users are asked no consent. The gateway logs in to it as ``storefront``
 with the same secret file (``SHOP_GATEWAY_OAUTH_CLIENT_SECRET_FILE``).
 
 The secrets are made once per stack (``secrets.token_urlsafe(32)``), one file each, 0600
@@ -52,6 +53,9 @@ class OAuthClient:
     redirect_uris: tuple[str, ...] = ()
     # A confidential client proves itself with its secret; a public one cannot keep one.
     confidential: bool = True
+    # The project's own storefront: the authorization server asks no consent of a person
+    # signing in to it (a third party's app, or the command line, is asked).
+    first_party: bool = False
 
 
 def oauth_clients(public_url: str) -> tuple[OAuthClient, ...]:
@@ -68,6 +72,7 @@ def oauth_clients(public_url: str) -> tuple[OAuthClient, ...]:
             (AUTHORIZATION_CODE, REFRESH_TOKEN),
             (*_PERSON, *_CUSTOMER, *_ADMIN),
             (public_url.rstrip("/") + CALLBACK_PATH,),
+            first_party=True,
         ),
         OAuthClient(LOADGEN, "Load generator", (CLIENT_CREDENTIALS,), _CUSTOMER),
         OAuthClient(
@@ -144,6 +149,8 @@ def clients_document(
             "grant_types": list(client.grant_types),
             "scopes": list(client.scopes),
         }
+        if client.first_party:
+            entry["first_party"] = True
         document.append(entry)
     return document
 

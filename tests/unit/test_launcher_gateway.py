@@ -144,13 +144,14 @@ def test_the_clients_file_is_the_contract_the_user_service_reads(stack: Stack) -
             "catalog:admin",
             "stock:admin",
         ],
+        "first_party": True,
     }
     loadgen = document["loadgen"]
     assert loadgen["secret_file"] == str(secrets / "loadgen")
     assert loadgen["grant_types"] == ["client_credentials"] and loadgen["redirect_uris"] == []
     assert loadgen["scopes"] == ["orders:read", "orders:write", "wallet:read", "wallet:write"]
     cli = document["shop-cli"]
-    assert "secret_file" not in cli  # a public client
+    assert "secret_file" not in cli and "first_party" not in cli  # public, and asked consent
     assert cli["redirect_uris"] == ["http://127.0.0.1:8976/callback"]
     assert cli["grant_types"] == ["authorization_code", "refresh_token"]
     assert "catalog:admin" not in cli["scopes"] and "openid" in cli["scopes"]
