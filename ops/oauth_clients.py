@@ -63,13 +63,17 @@ def oauth_clients(public_url: str) -> tuple[OAuthClient, ...]:
 
     The storefront may ask for whatever a person may hold (an admin's page needs the admin
     scopes; a customer is granted only the customer's): it is the person's own session.
-    The load generator is a machine, never more than a customer (shared/auth/scopes.py).
+    It also has the client credentials grant: the gateway's own token, which the public
+    pages (the catalog) call the services with for a visitor who has not signed in, since
+    no service takes a call without a token (gateway/oauth_proxy.py). A machine's token
+    never holds more than a customer's scopes (the authorization server caps it).
+    The load generator is a machine too (shared/auth/scopes.py).
     """
     return (
         OAuthClient(
             STOREFRONT,
             "Storefront",
-            (AUTHORIZATION_CODE, REFRESH_TOKEN),
+            (AUTHORIZATION_CODE, REFRESH_TOKEN, CLIENT_CREDENTIALS),
             (*_PERSON, *_CUSTOMER, *_ADMIN),
             (public_url.rstrip("/") + CALLBACK_PATH,),
             first_party=True,

@@ -132,7 +132,8 @@ def test_the_clients_file_is_the_contract_the_user_service_reads(stack: Stack) -
         "name": "Storefront",
         "secret_file": str(secrets / "storefront"),
         "redirect_uris": ["http://localhost:8080/auth/callback"],
-        "grant_types": ["authorization_code", "refresh_token"],
+        # client credentials: the gateway's own token for visitors not signed in
+        "grant_types": ["authorization_code", "refresh_token", "client_credentials"],
         "scopes": [
             "openid",
             "profile",
