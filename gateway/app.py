@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from gateway import storefront
 from gateway.api import api_router, health
 from gateway.idempotency import HEADER
 from gateway.limits import (
@@ -146,6 +147,7 @@ def create_app(settings: GatewaySettings, gateway: Gateway | None = None) -> Fas
     app.include_router(api_router())
     app.include_router(health.router)
     app.include_router(proxy_router())
+    storefront.install(app)
     for error_type in (Problem, grpc.aio.AioRpcError, DomainError):
         app.add_exception_handler(error_type, on_known_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

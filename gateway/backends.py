@@ -39,7 +39,7 @@ class Backends(Protocol):
     """What the routes need of the services (the unit tests give a fake of it)."""
 
     async def list_products(
-        self, auth: Auth, page_size: int, page_token: str, status: int
+        self, auth: Auth, page_size: int, page_token: str, status: int, query: str = ""
     ) -> product_pb2.ListProductsResponse: ...
     async def get_product(self, auth: Auth, product_id: str) -> product_pb2.Product: ...
     async def create_product(
@@ -100,12 +100,13 @@ class GrpcBackends:
     # --- product ---------------------------------------------------------------------------
 
     async def list_products(
-        self, auth: Auth, page_size: int, page_token: str, status: int
+        self, auth: Auth, page_size: int, page_token: str, status: int, query: str = ""
     ) -> product_pb2.ListProductsResponse:
         request = product_pb2.ListProductsRequest(
             page_size=page_size,
             page_token=page_token,
             status=status,  # type: ignore[arg-type]
+            query=query,
         )
         reply: product_pb2.ListProductsResponse = await self._call(
             "product",
