@@ -16,6 +16,7 @@ from dataclasses import replace
 import pytest
 from google.protobuf.message import Message
 
+from ops import shopctl
 from services.order import use_cases
 from services.order.domain import (
     Order,
@@ -31,12 +32,14 @@ from services.order.domain import (
     settle,
     time_out,
 )
+from services.order.grpc_api import order_to_proto
 from services.order.publishing import order_created
 from services.order.subscriptions import SUBSCRIPTIONS
 from shared.errors import InvalidArgument
 from shared.messaging.envelope import Event, wrap
 from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, payment_events_pb2
+from shop.order.v1 import order_pb2
 from tests.unit.order.fakes import (
     CUSTOMER,
     FakeOrderUnitOfWork,
@@ -113,6 +116,20 @@ def test_what_each_final_status_leaves_as_the_step(step: OrderStep) -> None:
     # A cancel keeps the furthest step reached.
     assert cancel_by_customer(at(step)).step is step
     assert time_out(at(step)).step is step
+
+
+def test_every_step_reaches_the_proto_and_shopctl_prints_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    names = []
+    for step in STEPS:
+        reply = order_to_proto(at(step))
+        names.append(order_pb2.OrderStep.Name(reply.step))
+        shopctl.show(reply)  # `shopctl orders` and `place-order` print each order so
+        assert f'"step": "{names[-1]}"' in capsys.readouterr().out
+    assert names == [f"ORDER_STEP_{step.name}" for step in STEPS]
+    # Every value but UNSPECIFIED, which no order the service returns carries.
+    assert set(names) == set(order_pb2.OrderStep.keys()) - {"ORDER_STEP_UNSPECIFIED"}
 
 
 # --- through the subscriptions, on the fake unit of work --------------------------------
