@@ -8,7 +8,7 @@ import grpc
 
 from services.order import use_cases
 from services.order.adapters.watch_hub import OrderStatusHub
-from services.order.domain import Order, OrderItem, OrderStatus
+from services.order.domain import Order, OrderItem, OrderStatus, OrderStep
 from services.order.use_cases import Catalog, UnitOfWorkFactory
 from shared.auth.identity import current_identity
 from shared.proto_convert import money_to_proto, timestamp
@@ -28,6 +28,12 @@ _STATUS_TO_PROTO = {
     OrderStatus.CONFIRMED: order_pb2.ORDER_STATUS_CONFIRMED,
     OrderStatus.REJECTED: order_pb2.ORDER_STATUS_REJECTED,
     OrderStatus.CANCELLED: order_pb2.ORDER_STATUS_CANCELLED,
+}
+_STEP_TO_PROTO = {
+    OrderStep.PLACED: order_pb2.ORDER_STEP_PLACED,
+    OrderStep.RESERVED: order_pb2.ORDER_STEP_RESERVED,
+    OrderStep.CHARGED: order_pb2.ORDER_STEP_CHARGED,
+    OrderStep.COMMITTED: order_pb2.ORDER_STEP_COMMITTED,
 }
 
 
@@ -51,6 +57,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         updated_at=timestamp(order.updated_at),
         status_reason=order.status_reason,
         priced_from_cache=order.priced_from_cache,
+        step=_STEP_TO_PROTO[order.step],
     )
 
 
