@@ -72,17 +72,19 @@ def status_name(order: order_pb2.Order) -> str:
     return _STATUS.get(order.status, "unknown")
 
 
+_STEP_DONE = {
+    order_pb2.ORDER_STEP_PLACED: 1,
+    order_pb2.ORDER_STEP_RESERVED: 2,
+    order_pb2.ORDER_STEP_CHARGED: 3,
+    order_pb2.ORDER_STEP_COMMITTED: 3,
+}
+
+
 def step_reached(order: order_pb2.Order) -> int:
-    """How many of STEPS are done: 1 once placed, up to 4 when confirmed."""
-    status = status_name(order)
-    if status == "confirmed":
+    """How many of STEPS are done: 1 once placed, all of them when confirmed."""
+    if status_name(order) == "confirmed":
         return len(STEPS)
-    step = getattr(order, "step", 0)
-    name = order_pb2.OrderStep.Name(step) if hasattr(order_pb2, "OrderStep") else ""
-    for index, (key, _label) in enumerate(STEPS):
-        if name.endswith(key.upper()):
-            return index + 1
-    return 1
+    return _STEP_DONE.get(order.step, 1)
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,19 @@ def test_csrf_tokens_match_only_their_secret() -> None:
     assert csrf.matches(secret, secret)
     assert not csrf.matches(secret, csrf.new_secret())
     assert not csrf.matches(None, secret) and not csrf.matches(secret, "")
+
+
+def test_the_steps_follow_the_saga_as_it_goes() -> None:
+    pending = order(order_pb2.ORDER_STATUS_PENDING)
+    seen = []
+    for step in (
+        order_pb2.ORDER_STEP_PLACED,
+        order_pb2.ORDER_STEP_RESERVED,
+        order_pb2.ORDER_STEP_CHARGED,
+    ):
+        pending.step = step
+        seen.append([s.state for s in views.steps(pending)].count("done"))
+    assert seen == [1, 2, 3]
+    cancelled = order(order_pb2.ORDER_STATUS_CANCELLED, "payment failed: declined")
+    cancelled.step = order_pb2.ORDER_STEP_RESERVED
+    assert [s.state for s in views.steps(cancelled)] == ["done", "done", "failed", ""]
