@@ -263,8 +263,19 @@ test-unit: deps ## The unit tests only (no stack)
 test-integration: install grpc-tools ## The integration and e2e tests (real PostgreSQL, etcd, Kafka)
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
+# The browser the storefront's tests drive: Debian's chromium (Playwright's own download
+# needs a host this machine cannot reach; tests/browser/chromium.py finds it on PATH).
+.PHONY: browser-tools
+browser-tools: ## Debian's chromium for the browser tests, if missing
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+
+.PHONY: test-browser
+test-browser: install browser-tools ## The storefront in a real browser: sign in, buy, watch it confirm (reports/storefront-*.png)
+	$(VENV)/bin/pytest tests/browser -q
+
 .PHONY: test
-test: install grpc-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, the k8s checks (a real node too), unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools browser-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, the k8s checks (a real node too), unit, integration, e2e and browser tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q --ignore=tests/k8s
 
 .PHONY: clean
