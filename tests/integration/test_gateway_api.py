@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ import pytest
 import pytest_asyncio
 from opentelemetry import trace
 
+from devstack.config import REPO_ROOT
 from devstack.launcher import recreate_database, wipe_system_data
 from devstack.stack import Stack
 from gateway.carts import MAX_LINES, CartLine
@@ -319,6 +321,41 @@ async def test_the_stores_on_postgresql(edge: Edge) -> None:
         assert await carts.remove(owner, "S-0") and not await carts.remove(owner, "S-0")
     finally:
         await pool.close()
+
+
+def block_under_marker(page: str) -> str:
+    """The bash block under the page's "run line for line" marker."""
+    text = (REPO_ROOT / "docs" / page).read_text()
+    after = text[text.index("run line for line by tests/integration/test_gateway_api.py") :]
+    body = after[after.index("```bash\n") + len("```bash\n") :]
+    return body[: body.index("\n```")]
+
+
+async def test_the_manuals_curl_lines(edge: Edge) -> None:
+    block = block_under_marker("gateway.md")
+    assert block.startswith("GATEWAY=http://localhost:8080\n")
+    user = edge.customer()
+    funded = await edge.http.post(
+        "/api/v1/wallet/top-ups",
+        json={"amount": {"amount_minor": 50_000, "currency": "USD"}},
+        headers={**user, "Idempotency-Key": "docs-funds"},
+    )
+    assert funded.status_code == 200
+    script = block.replace("http://localhost:8080", edge.server.url, 1)
+    env = {**os.environ, "TOKEN": user["Authorization"].removeprefix("Bearer ")}
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-euo", "pipefail", "-c", script,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert len(lines) >= 5, out.decode()
+    assert lines[2].startswith('{"status":"in_stock"'), lines
+    assert lines[3] == "https://shop.local/problems/unauthenticated"
+    statuses = [json.loads(line[6:])["status"] for line in lines if line.startswith("data: ")]
+    assert statuses[0] == "pending" and statuses[-1] == "confirmed", out.decode()
 
 
 async def test_a_product_page_without_inventory_still_answers(edge: Edge) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import grpc
 import pytest
 
+from devstack.config import REPO_ROOT
 from gateway.problems import (
     INTERNAL,
     MEDIA_TYPE,
@@ -139,3 +142,15 @@ async def test_a_bug_in_the_gateway_is_a_500_problem_without_a_stack(gw: FakeGat
     assert SECRET not in reply.text and "RuntimeError" not in reply.text
     assert reply.json()["trace_id"]
     assert reply.headers["x-content-type-options"] == "nosniff"  # headers even on a crash
+
+
+def test_the_manuals_table_is_the_codes_table() -> None:
+    page = (REPO_ROOT / "docs" / "gateway.md").read_text()
+    rows = re.findall(r"^\| ([A-Z_]+) \| ([A-Z_]+|any) \| (\d{3}) \| `([a-z-]+)` \|$", page, re.M)
+    documented = {
+        (code, None if reason == "any" else reason): (int(status), slug)
+        for code, reason, status, slug in rows
+    }
+    assert documented == {
+        (code.name, reason): (rule.status, rule.slug) for (code, reason), rule in RULES.items()
+    }
