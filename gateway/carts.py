@@ -56,7 +56,7 @@ class PostgresCartStore:
         """Adds the line, or sets the quantity of the SKU's line."""
         async with self._pool.acquire() as conn, conn.transaction():
             # One cart changes one request at a time: the count below stays true.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", user_id)
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", str(user_id))
             count = await conn.fetchval(
                 "SELECT count(*) FROM cart_items WHERE user_id = $1 AND sku <> $2",
                 user_id,
@@ -78,7 +78,7 @@ class PostgresCartStore:
         if len(lines) > MAX_LINES:
             raise too_many_lines()
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1::text))", user_id)
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", str(user_id))
             await conn.execute("DELETE FROM cart_items WHERE user_id = $1", user_id)
             await conn.executemany(
                 "INSERT INTO cart_items (user_id, sku, product_id, quantity)"

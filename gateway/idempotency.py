@@ -34,6 +34,7 @@ from gateway.problems import (
     IDEMPOTENCY_KEY_REUSED,
     MEDIA_TYPE,
     Problem,
+    as_problem,
 )
 from shared.errors import InvalidArgument
 from shared.validation import require_idempotency_key
@@ -126,13 +127,14 @@ async def run_once(
     try:
         try:
             status, answer, headers = await handler()
-        except Problem as problem:
-            if _retryable(problem):
+        except Exception as error:
+            problem = as_problem(error)
+            if problem is None or _retryable(problem):
                 raise
             instance = request.url.path
             await store.complete(user, key, problem.status, problem.body(instance), {})
             done = True
-            raise
+            raise problem from None
         kept = {name: headers[name] for name in KEPT_HEADERS if name in headers}
         await store.complete(user, key, status, answer, kept)
         done = True

@@ -48,13 +48,22 @@ def when(ts: Timestamp) -> datetime | None:
     return ts.ToDatetime(tzinfo=UTC) if ts.seconds or ts.nanos else None
 
 
-class Money(Strict):
-    amount_minor: int = Field(ge=0, le=MAX_AMOUNT_MINOR, examples=[1999])
-    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["USD"])
+class Money(BaseModel):
+    """An amount as the services answer it."""
+
+    amount_minor: int = Field(examples=[1999])
+    currency: str = Field(examples=["USD"])
 
     @classmethod
     def of(cls, money: money_pb2.Money) -> Money:
         return cls(amount_minor=money.amount_minor, currency=money.currency)
+
+
+class MoneyIn(Strict):
+    """An amount in a request: integer minor units of an ISO 4217 currency."""
+
+    amount_minor: int = Field(ge=0, le=MAX_AMOUNT_MINOR, examples=[1999])
+    currency: str = Field(pattern=r"^[A-Z]{3}$", examples=["USD"])
 
     def proto(self) -> money_pb2.Money:
         return money_pb2.Money(amount_minor=self.amount_minor, currency=self.currency)
@@ -232,7 +241,7 @@ class PlaceOrderIn(Strict):
 
 
 class TopUpIn(Strict):
-    amount: Money
+    amount: MoneyIn
 
     @model_validator(mode="after")
     def positive(self) -> TopUpIn:
@@ -245,14 +254,14 @@ class CreateProductIn(Strict):
     sku: str = Field(pattern=SKU_PATTERN)
     title: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=4000)
-    price: Money
+    price: MoneyIn
     status: ProductStatus = "active"
 
 
 class UpdateProductIn(Strict):
     title: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=4000)
-    price: Money | None = None
+    price: MoneyIn | None = None
     status: ProductStatus | None = None
 
 
