@@ -9,9 +9,6 @@ inventory service is Online Boutique's issue 149).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import logging
 from typing import Annotated
 
@@ -21,8 +18,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from gateway.api.common import PageSize, PageToken, errors, link_next
 from gateway.api.models import PRODUCT_STATUS, Product, ProductDetail, ProductPage, StockView
 from gateway.auth import Caller, optional_caller
-from gateway.backends import Auth, Backends
-from gateway.problems import VALIDATION, Problem, as_problem, from_domain_error
+from gateway.backends import Auth
+from gateway.problems import as_problem, from_domain_error
 from gateway.state import GatewayDep
 from shared.auth.scopes import CATALOG_ADMIN
 from shared.errors import NotFound
@@ -31,62 +28,7 @@ from shop.product.v1 import product_pb2
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["catalog"])
 
-# A search walks at most this many pages of the catalog per request.
-SEARCH_PAGES = 5
-SEARCH_PAGE_SIZE = 100
-SEARCH_TOKEN_PREFIX = "q."
 ACTIVE = product_pb2.PRODUCT_STATUS_ACTIVE
-
-
-def matches(product: product_pb2.Product, q: str) -> bool:
-    needle = q.casefold()
-    return needle in product.title.casefold() or needle in product.sku.casefold()
-
-
-def search_token(backend_token: str, skip: int) -> str:
-    raw = json.dumps({"t": backend_token, "s": skip}).encode()
-    return SEARCH_TOKEN_PREFIX + base64.urlsafe_b64encode(raw).decode()
-
-
-def parse_search_token(token: str) -> tuple[str, int]:
-    if not token:
-        return "", 0
-    try:
-        if not token.startswith(SEARCH_TOKEN_PREFIX):
-            raise ValueError("not a search token")
-        cursor = json.loads(base64.urlsafe_b64decode(token[len(SEARCH_TOKEN_PREFIX) :]))
-        backend, skip = cursor["t"], cursor["s"]
-        if not isinstance(backend, str) or not isinstance(skip, int) or skip < 0:
-            raise ValueError("malformed cursor")
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise Problem(
-            VALIDATION,
-            "page_token is not a token of this search",
-            errors=[{"field": "page_token", "detail": "not a token of this search"}],
-        ) from None
-    return backend, skip
-
-
-async def search(
-    backends: Backends, auth: Auth, q: str, page_size: int, page_token: str
-) -> tuple[list[product_pb2.Product], str]:
-    """Up to ``page_size`` active products whose title or SKU holds ``q``. The token
-    resumes inside a catalog page: (the catalog's token of that page, items to skip)."""
-    token, skip = parse_search_token(page_token)
-    found: list[product_pb2.Product] = []
-    for _ in range(SEARCH_PAGES):
-        reply = await backends.list_products(auth, SEARCH_PAGE_SIZE, token, ACTIVE)
-        page = list(reply.products)
-        for index in range(skip, len(page)):
-            if matches(page[index], q):
-                found.append(page[index])
-                if len(found) == page_size:
-                    more = index + 1 < len(page) or reply.next_page_token
-                    return found, search_token(token, index + 1) if more else ""
-        if not reply.next_page_token:
-            return found, ""
-        token, skip = reply.next_page_token, 0
-    return found, search_token(token, 0)
 
 
 @router.get(
@@ -103,16 +45,15 @@ async def list_products(
     page_size: PageSize = 20,
     page_token: PageToken = "",
     q: Annotated[
-        str | None, Query(min_length=1, max_length=100, description="Title or SKU contains")
-    ] = None,
+        str,
+        Query(max_length=100, description="Words that each appear in the title or SKU"),
+    ] = "",
 ) -> ProductPage:
-    """Active products, a page at a time; follow `next_page_token` (or the `Link` header)."""
+    """Active products, a page at a time; follow `next_page_token` (or the `Link` header).
+    With `q`, only those whose title or SKU holds every word of it (case-insensitive)."""
     auth = await gateway.credentials(caller)
-    if q:
-        products, next_token = await search(gateway.backends, auth, q, page_size, page_token)
-    else:
-        reply = await gateway.backends.list_products(auth, page_size, page_token, ACTIVE)
-        products, next_token = list(reply.products), reply.next_page_token
+    reply = await gateway.backends.list_products(auth, page_size, page_token, ACTIVE, query=q)
+    products, next_token = list(reply.products), reply.next_page_token
     return ProductPage(
         products=[Product.of(p) for p in products],
         next_page_token=link_next(request, response, next_token),

@@ -121,10 +121,16 @@ class FakeBackends:
         return product
 
     async def list_products(
-        self, auth: Auth, page_size: int, page_token: str, status: int
+        self, auth: Auth, page_size: int, page_token: str, status: int, query: str = ""
     ) -> product_pb2.ListProductsResponse:
         await self._enter("ListProducts", auth)
-        chosen = [p for p in self.products.values() if not status or p.status == status]
+        words = query.lower().split()  # the product service's rule (domain.matches)
+        chosen = [
+            p
+            for p in self.products.values()
+            if (not status or p.status == status)
+            and all(w in p.title.lower() or w in p.sku.lower() for w in words)
+        ]
         start = int(page_token or 0)
         page = chosen[start : start + page_size]
         more = start + page_size < len(chosen)
