@@ -59,9 +59,10 @@ def json_response(response: OAuthResponse) -> JSONResponse:
     if "description" in content:
         content["error_description"] = content.pop("description")
     content.pop("refresh_token_expires_in", None)
-    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    headers = {k.lower(): v for k, v in response.headers.items() if k.lower() != "content-type"}
+    headers.update({"cache-control": "no-store", "pragma": "no-cache"})
     status = 200 if response.status_code == 204 else int(response.status_code)
-    return JSONResponse(content, status, headers={**headers, "Cache-Control": "no-store"})
+    return JSONResponse(content, status, headers=headers)
 
 
 def redirect_error(

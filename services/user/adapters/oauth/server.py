@@ -90,6 +90,7 @@ class HttpsListener:
             http=_PartiesOnly,
             lifespan="off",
             log_config=None,
+            log_level="warning",  # no access log: a request line may carry a code or a state
             access_log=False,
             server_header=False,
             proxy_headers=False,  # X-Forwarded-* are read where they are meant (app.py)
