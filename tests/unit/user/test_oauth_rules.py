@@ -204,7 +204,7 @@ def test_a_short_secret_or_a_duplicate_client_is_refused(tmp_path: Path) -> None
     entry = {"client_id": "m", "secret_file": str(tmp_path / "secret")}
     with pytest.raises(ValueError, match="shorter than"):
         load_clients(_write(tmp_path, [{**entry, "grant_types": ["client_credentials"]}]))
-    twice = {"client_id": "c", "grant_types": ["authorization_code"]}
+    twice: dict[str, object] = {"client_id": "c", "grant_types": ["authorization_code"]}
     twice["redirect_uris"] = ["https://a.example/cb"]
     with pytest.raises(ValueError, match="more than once"):
         load_clients(_write(tmp_path, [twice, twice]))
