@@ -13,7 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +43,8 @@ GATEWAY = "gateway"
 PARTIES = frozenset({GATEWAY, OPERATOR})
 PURGE_SECONDS = 600.0
 STOP_SECONDS = 5.0
+# How often the listener looks at its certificate files (a renewal reaches new connections).
+TLS_CHECK_SECONDS = 5.0
 
 
 def peer_name(cert: dict[str, Any] | None) -> str | None:
@@ -79,14 +81,19 @@ class _Server(uvicorn.Server):
 
 
 class HttpsListener:
+    """uvicorn on a socket of our own (port 0 gives a free one), and its TLS context kept so
+    a renewed certificate is loaded into it: new handshakes use it, no restart needed."""
+
     def __init__(self, app: FastAPI, settings: UserSettings) -> None:
         tls, name = settings.tls_dir, settings.service_name
+        self._files = (cert_file(tls, name), key_file(tls, name), ca_file(tls))
         self._config = uvicorn.Config(
             app,
-            ssl_certfile=str(cert_file(tls, name)),
-            ssl_keyfile=str(key_file(tls, name)),
-            ssl_ca_certs=str(ca_file(tls)),
+            ssl_certfile=str(self._files[0]),
+            ssl_keyfile=str(self._files[1]),
+            ssl_ca_certs=str(self._files[2]),
             ssl_cert_reqs=ssl.CERT_REQUIRED,
+            ssl_context_factory=self._first_context,
             http=_PartiesOnly,
             lifespan="off",
             log_config=None,
@@ -98,7 +105,44 @@ class HttpsListener:
         self._host, self._port = settings.host, settings.oauth_port
         self._server = _Server(self._config)
         self._task: asyncio.Task[None] | None = None
+        self._context: ssl.SSLContext | None = None
+        self._seen: tuple[tuple[int, int], ...] | None = None
+        self._renewals = PeriodicTask(
+            "oauth2 tls files", self._check_files, interval=TLS_CHECK_SECONDS
+        )
         self.port = 0
+
+    def _signature(self) -> tuple[tuple[int, int], ...] | None:
+        try:
+            return tuple((f.stat().st_mtime_ns, f.stat().st_ino) for f in self._files)
+        except OSError:
+            return None
+
+    def _first_context(
+        self, config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+    ) -> ssl.SSLContext:
+        self._seen, self._context = self._signature(), default()
+        self._context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return self._context
+
+    def reload_if_changed(self) -> bool:
+        """Loads changed files into the live context; a half-renewed pair waits a round."""
+        signature = self._signature()
+        if self._context is None or signature is None or signature == self._seen:
+            return False
+        cert, key, ca = (str(f) for f in self._files)
+        try:
+            self._context.load_cert_chain(cert, key)
+            self._context.load_verify_locations(ca)
+        except (OSError, ssl.SSLError) as error:
+            log.warning("the OAuth2 listener's TLS files are not a pair yet (%s)", error)
+            return False
+        self._seen = signature
+        log.info("TLS files of the OAuth2 listener changed; new connections use them")
+        return True
+
+    async def _check_files(self) -> None:
+        self.reload_if_changed()
 
     async def start(self) -> int:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
@@ -112,9 +156,11 @@ class HttpsListener:
                 self._task.result()  # the reason it did not start
                 raise RuntimeError("the OAuth2 listener stopped before it started")
             await asyncio.sleep(0.01)
+        self._renewals.start()
         return self.port
 
     async def stop(self) -> None:
+        await self._renewals.stop()
         if self._task is None:
             return
         self._server.should_exit = True
