@@ -225,6 +225,20 @@ def jti_of(access_token: str) -> str:
     return str(jwt.decode(access_token, options={"verify_signature": False})["jti"])
 
 
+async def revocable(
+    unit_of_work: UnitOfWorkFactory, client: OAuthClient, *, token: str, jti: str | None
+) -> RefreshToken | None:
+    """The refresh token a revocation names: itself, or the one issued beside an access token
+    (``jti``, once verified); None if unknown or another client's (RFC 7009 tells nothing)."""
+    async with unit_of_work() as uow:
+        stored = await uow.refresh_tokens.get(secret_hash(token))
+        if stored is None and jti:
+            stored = await uow.refresh_tokens.find_by_access_jti(jti)
+    if stored is None or stored.client_id != client.client_id or stored.family_id is None:
+        return None
+    return stored
+
+
 async def revoke(
     unit_of_work: UnitOfWorkFactory,
     client: OAuthClient,
@@ -233,15 +247,11 @@ async def revoke(
     jti: str | None,
     now: datetime,
 ) -> bool:
-    """RFC 7009: a refresh token, or the access token issued with one (``jti``, once
-    verified), revokes its family. Unknown or another client's: nothing happens, and the
-    caller is told nothing either. True if something was revoked."""
+    """RFC 7009: what ``revocable`` finds revokes its whole family. True if any was live."""
+    stored = await revocable(unit_of_work, client, token=token, jti=jti)
+    if stored is None or stored.family_id is None:
+        return False
     async with unit_of_work() as uow:
-        stored = await uow.refresh_tokens.get(secret_hash(token))
-        if stored is None and jti:
-            stored = await uow.refresh_tokens.find_by_access_jti(jti)
-        if stored is None or stored.client_id != client.client_id or stored.family_id is None:
-            return False
         return await uow.refresh_tokens.revoke_family(stored.family_id, now) > 0
 
 

@@ -122,18 +122,23 @@ class OAuthStorage(BaseStorage):
         access_token: str | None = None,
         refresh_token: str | None = None,
     ) -> Token | None:
-        # Looked up for real when revoked (issuing.revoke): this only lets aioauth go on.
-        token = refresh_token or access_token
-        if not token:
+        """For a revocation: the refresh token named (or issued with the access token named)."""
+        token = refresh_token or access_token or ""
+        jti = self._jti(access_token)
+        found = await issuing.revocable(
+            self.unit_of_work, domain_client(request), token=token, jti=jti
+        )
+        if found is None:
             return None
         return Token(
-            access_token="",
-            refresh_token=None,
-            scope="",
+            access_token="",  # never read back: only the refresh token's hash is stored
+            refresh_token=refresh_token,
+            scope=format_scope(found.scopes),
             issued_at=int(time.time()),
             expires_in=0,
-            refresh_token_expires_in=0,
-            client_id=client_id,
+            refresh_token_expires_in=int(found.expires_at.timestamp() - time.time()),
+            client_id=found.client_id,
+            revoked=found.revoked_at is not None,
         )
 
     async def revoke_token(
