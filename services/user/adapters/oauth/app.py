@@ -45,7 +45,7 @@ from services.user.adapters.oauth.protocol import (
 from services.user.adapters.oauth.storage import CLIENT, SIGNED_IN, OAuthStorage
 from services.user.domain import OAuthClient, Passwords
 from shared.auth.scopes import OPENID, parse_scope
-from shared.errors import DomainError, RateLimited, Unauthenticated
+from shared.errors import InvalidArgument, RateLimited, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def create_app(storage: OAuthStorage, passwords: Passwords, jwks: Callable[[], b
                 message=TOO_MANY,
                 headers=retry,
             )
-        except (Unauthenticated, DomainError):
+        except (Unauthenticated, InvalidArgument):  # a malformed email is just wrong too
             return login_page(
                 request, client, authorize_query, status=401, email=email, message=SIGN_IN_FAILED
             )
