@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -48,6 +49,12 @@ class SessionStore(Protocol):
     async def rotate(self, session_id: str) -> Session | None: ...
     async def delete(self, session_id: str) -> None: ...
     async def purge_expired(self) -> int: ...
+    def refreshing(self, session_id: str) -> AbstractAsyncContextManager[None]:
+        """Held while one request refreshes the session's tokens, across instances: a
+        refresh token is single-use, and two requests refreshing with the same one
+        would look like theft to the authorization server (which then revokes the
+        family and signs the person out)."""
+        ...
 
 
 class PostgresSessionStore:
@@ -103,6 +110,16 @@ class PostgresSessionStore:
 
     async def delete(self, session_id: str) -> None:
         await self._pool.execute("DELETE FROM sessions WHERE id_hash = $1", id_hash(session_id))
+
+    @asynccontextmanager
+    async def refreshing(self, session_id: str) -> AsyncIterator[None]:
+        key = int.from_bytes(id_hash(session_id)[:8], "big", signed=True)
+        async with self._pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", key)
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     async def purge_expired(self) -> int:
         status: str = await self._pool.execute("DELETE FROM sessions WHERE expires_at <= now()")

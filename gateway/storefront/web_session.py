@@ -144,13 +144,21 @@ async def _refreshed(gateway: Gateway, session: Session) -> str | None:
     refresh_token = session.data.get("refresh_token")
     if not isinstance(refresh_token, str) or not refresh_token:
         return None
-    try:
-        tokens = await token_client(gateway).refresh(refresh_token)
-    except Refused as refused:
-        log.info("refresh refused (%s): signed out", refused.error)
-        await _sign_out_data(gateway, session)
-        return None
-    await gateway.sessions.update(session.id, {**session.data, **tokens.as_data()})
+    async with gateway.sessions.refreshing(session.id):
+        now = await gateway.sessions.get(session.id)
+        if now is not None and now.data.get("refresh_token") != refresh_token:
+            # Another request refreshed while this one waited: its tokens are the ones.
+            session.data.clear()
+            session.data.update(now.data)
+            token = now.data.get("access_token")
+            return token if isinstance(token, str) else None
+        try:
+            tokens = await token_client(gateway).refresh(refresh_token)
+        except Refused as refused:
+            log.info("refresh refused (%s): signed out", refused.error)
+            await _sign_out_data(gateway, session)
+            return None
+        await gateway.sessions.update(session.id, {**session.data, **tokens.as_data()})
     session.data.update(tokens.as_data())
     return tokens.access_token
 

@@ -11,6 +11,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -248,6 +249,7 @@ class MemorySessions:
     def __init__(self, ttl: timedelta = timedelta(hours=1)) -> None:
         self.rows: dict[str, Session] = {}
         self.ttl = ttl
+        self.locks: dict[str, asyncio.Lock] = {}
 
     async def create(self, data: Mapping[str, Any] | None = None) -> Session:
         session = Session(new_session_id(), datetime.now(UTC) + self.ttl, dict(data or {}))
@@ -275,6 +277,11 @@ class MemorySessions:
 
     async def delete(self, session_id: str) -> None:
         self.rows.pop(session_id, None)
+
+    @asynccontextmanager
+    async def refreshing(self, session_id: str) -> AsyncIterator[None]:
+        async with self.locks.setdefault(session_id, asyncio.Lock()):
+            yield
 
     async def purge_expired(self) -> int:
         expired = [k for k, s in self.rows.items() if s.expires_at <= datetime.now(UTC)]
