@@ -247,6 +247,12 @@ lint: deps $(BUF) lint-imports ## ruff, the import contracts, and buf lint on th
 	$(VENV)/bin/ruff format --check .
 	cd protos && $(BUF) lint
 
+# The gateway's REST contract, generated from its routes; tests/unit/gateway/test_openapi.py
+# fails while the committed document differs from what the routes make.
+.PHONY: openapi
+openapi: deps ## Write docs/openapi.json, the gateway's OpenAPI document, from its routes
+	$(PY) -m gateway openapi > docs/openapi.json
+
 # The architecture's rules ([tool.importlinter] in pyproject.toml): the kit knows no
 # service, has no cycles; services are independent; nothing imports the tests.
 .PHONY: lint-imports
@@ -265,8 +271,19 @@ test-unit: deps ## The unit tests only (no stack)
 test-integration: install grpc-tools ## The integration and e2e tests (real PostgreSQL, etcd, Kafka)
 	$(VENV)/bin/pytest tests/integration tests/e2e -q
 
+# The browser the storefront's tests drive: Debian's chromium (Playwright's own download
+# needs a host this machine cannot reach; tests/browser/chromium.py finds it on PATH).
+.PHONY: browser-tools
+browser-tools: ## Debian's chromium for the browser tests, if missing
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+
+.PHONY: test-browser
+test-browser: install browser-tools ## The storefront in a real browser: sign in, buy, watch it confirm (reports/storefront-*.png)
+	$(VENV)/bin/pytest tests/browser -q
+
 .PHONY: test
-test: install grpc-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, the k8s checks (a real node too), unit, integration and e2e tests (real PG/etcd/Kafka)
+test: install grpc-tools browser-tools lint typecheck k8s-check k8s-cluster-check k8s-real-check ## Lint, type-check, the k8s checks (a real node too), unit, integration, e2e and browser tests (real PG/etcd/Kafka)
 	$(VENV)/bin/pytest -q --ignore=tests/k8s
 
 .PHONY: clean

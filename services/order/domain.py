@@ -4,7 +4,8 @@ An order is born PENDING, priced from the catalog at that moment, and the saga
 (inventory, payment) later moves it to exactly one final status. Placing an order
 starts the saga (OrderPlaced); cancelling one, by its owner or by the saga timeout,
 asks the others to undo their part (OrderCancelled). Settling an outcome the others
-decided announces nothing.
+decided announces nothing. Beside its status an order keeps its saga step, how far
+the saga has got, for the customer to watch (OrderStep).
 """
 
 from __future__ import annotations
@@ -46,6 +47,23 @@ TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
 }
 # Statuses that only make sense with a why; the others must carry none.
 _EXPLAINED = frozenset({OrderStatus.REJECTED, OrderStatus.CANCELLED})
+
+
+class OrderStep(enum.StrEnum):
+    """How far the saga's forward path got, apart from the status (proto OrderStep).
+
+    Only forward, only while PENDING; a final status keeps the furthest step reached,
+    and a CONFIRMED order is COMMITTED. Listed in the order the saga takes them.
+    """
+
+    PLACED = "placed"  # stored, OrderCreated staged; inventory has not answered
+    RESERVED = "reserved"  # inventory holds every line (InventoryReserved)
+    CHARGED = "charged"  # payment charged the wallet (PaymentSucceeded)
+    COMMITTED = "committed"  # inventory sold the stock (InventoryCommitted): CONFIRMED
+
+    def at_least(self, other: OrderStep) -> bool:
+        steps = list(OrderStep)
+        return steps.index(self) >= steps.index(other)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +126,7 @@ class Order:
     # service was unreachable (degraded mode), not from a live lookup. The total is
     # still what the customer is charged.
     priced_from_cache: bool = False
+    step: OrderStep = OrderStep.PLACED
 
     @property
     def is_final(self) -> bool:
@@ -123,7 +142,11 @@ class Order:
             reason = require_text(reason, "reason", max_len=MAX_REASON)
         elif reason:
             raise InvalidArgument("reason", f"a {to} order carries no reason")
-        return replace(self, status=to, status_reason=reason, updated_at=datetime.now(UTC))
+        # Confirmed means sold: the saga went all the way, whichever steps were heard.
+        step = OrderStep.COMMITTED if to is OrderStatus.CONFIRMED else self.step
+        return replace(
+            self, status=to, status_reason=reason, step=step, updated_at=datetime.now(UTC)
+        )
 
     def confirm(self) -> Order:
         return self.transition(OrderStatus.CONFIRMED)
@@ -145,6 +168,8 @@ class SagaOutcome:
 
     status: OrderStatus
     reason: str = ""
+    # The furthest step the event shows the saga reached, heard of or not.
+    reached: OrderStep = OrderStep.PLACED
 
 
 def _explained(prefix: str, detail: str) -> str:
@@ -162,7 +187,10 @@ def inventory_rejected(sku: str) -> SagaOutcome:
 
 
 def payment_failed(reason: str) -> SagaOutcome:
-    return SagaOutcome(OrderStatus.CANCELLED, _explained("payment failed", reason))
+    # Payment only charges a reserved order: the order got that far.
+    return SagaOutcome(
+        OrderStatus.CANCELLED, _explained("payment failed", reason), OrderStep.RESERVED
+    )
 
 
 def settle(order: Order, outcome: SagaOutcome) -> Order | None:
@@ -174,7 +202,20 @@ def settle(order: Order, outcome: SagaOutcome) -> Order | None:
     """
     if order.is_final:
         return None
-    return order.transition(outcome.status, outcome.reason)
+    settled = order.transition(outcome.status, outcome.reason)
+    return replace(settled, step=max(settled.step, outcome.reached, key=list(OrderStep).index))
+
+
+def progress(order: Order, step: OrderStep) -> Order | None:
+    """The order at saga step ``step``, or None when that changes nothing.
+
+    The step only moves forward and only while the order is PENDING: a redelivery,
+    an event overtaken by a later one from the other topic (PaymentSucceeded may
+    arrive before InventoryReserved) or one for a final order leaves it as it is.
+    """
+    if order.is_final or order.step.at_least(step):
+        return None
+    return replace(order, step=step, updated_at=datetime.now(UTC))
 
 
 def cancel_by_customer(order: Order) -> Order:

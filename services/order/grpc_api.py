@@ -8,7 +8,7 @@ import grpc
 
 from services.order import use_cases
 from services.order.adapters.watch_hub import OrderStatusHub
-from services.order.domain import Order, OrderItem, OrderStatus
+from services.order.domain import Order, OrderItem, OrderStatus, OrderStep
 from services.order.use_cases import Catalog, UnitOfWorkFactory
 from shared.auth.identity import current_identity
 from shared.auth.scopes import ORDERS_READ, ORDERS_WRITE
@@ -41,6 +41,12 @@ _STATUS_TO_PROTO = {
     OrderStatus.REJECTED: order_pb2.ORDER_STATUS_REJECTED,
     OrderStatus.CANCELLED: order_pb2.ORDER_STATUS_CANCELLED,
 }
+_STEP_TO_PROTO = {
+    OrderStep.PLACED: order_pb2.ORDER_STEP_PLACED,
+    OrderStep.RESERVED: order_pb2.ORDER_STEP_RESERVED,
+    OrderStep.CHARGED: order_pb2.ORDER_STEP_CHARGED,
+    OrderStep.COMMITTED: order_pb2.ORDER_STEP_COMMITTED,
+}
 
 
 def order_item_to_proto(item: OrderItem) -> order_pb2.OrderItem:
@@ -63,6 +69,7 @@ def order_to_proto(order: Order) -> order_pb2.Order:
         updated_at=timestamp(order.updated_at),
         status_reason=order.status_reason,
         priced_from_cache=order.priced_from_cache,
+        step=_STEP_TO_PROTO[order.step],
     )
 
 

@@ -11,7 +11,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from prometheus_client import Counter, Histogram
 
-from services.order.domain import Order, OrderItem, OrderStatus
+from services.order.domain import Order, OrderItem, OrderStatus, OrderStep
 from services.order.publishing import publication
 from shared.errors import AlreadyExists
 from shared.messaging.outbox import first_traceparents
@@ -35,7 +35,7 @@ SAGA_SECONDS = Histogram(
 _IDEMPOTENCY_CONSTRAINT = "orders_user_idempotency_key"
 _COLUMNS = (
     "order_id, user_id, status, total_minor, currency, idempotency_key, status_reason,"
-    " created_at, updated_at, priced_from_cache"
+    " created_at, updated_at, priced_from_cache, step"
 )
 _ITEM_COLUMNS = "order_id, product_id, sku, quantity, unit_price_minor, currency"
 
@@ -52,6 +52,7 @@ def _order(row: asyncpg.Record, items: Sequence[OrderItem]) -> Order:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         priced_from_cache=row["priced_from_cache"],
+        step=OrderStep(row["step"]),
     )
 
 
@@ -81,7 +82,7 @@ class OrderRepository:
             async with self._conn.transaction():
                 await self._conn.execute(
                     f"INSERT INTO orders ({_COLUMNS}, placed_clock)"
-                    f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10, ({SagaClock.NOW}))",
+                    f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11, ({SagaClock.NOW}))",
                     order.order_id,
                     order.user_id,
                     order.status.value,
@@ -92,6 +93,7 @@ class OrderRepository:
                     order.created_at,
                     order.updated_at,
                     order.priced_from_cache,
+                    order.step.value,
                 )
                 await self._conn.executemany(
                     f"INSERT INTO order_items ({_ITEM_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
@@ -182,13 +184,15 @@ class OrderRepository:
         return await self._with_items(rows)
 
     async def save(self, order: Order) -> None:
-        """Writes a status change; items and total never change after placing."""
+        """Writes a change of status or saga step; items and total never change after
+        placing."""
         await self._conn.execute(
-            "UPDATE orders SET status = $2, status_reason = $3, updated_at = $4"
+            "UPDATE orders SET status = $2, status_reason = $3, step = $4, updated_at = $5"
             " WHERE order_id = $1",
             order.order_id,
             order.status.value,
             order.status_reason,
+            order.step.value,
             order.updated_at,
         )
         if order.status is not OrderStatus.PENDING:

@@ -23,6 +23,7 @@ from services.order.domain import (
     CatalogEntry,
     Order,
     OrderPlaced,
+    OrderStep,
     SagaOutcome,
     cancel_by_customer,
     cancel_events,
@@ -31,6 +32,7 @@ from services.order.domain import (
     order_request,
     payment_failed,
     place_order,
+    progress,
     replay,
     settle,
     time_out,
@@ -172,8 +174,8 @@ async def cancel(uow: UnitOfWorkFactory, order_id: str, user_id: uuid.UUID) -> O
 async def watch(
     uow: UnitOfWorkFactory, hub: StatusHub, order_id: str, caller: Identity, recheck: float
 ) -> AsyncIterator[Order]:
-    """The order now, then each status it moves to, until a final one. ``recheck``:
-    seconds between reads without a notification, in case one was missed."""
+    """The order now, then each change of its status or saga step, until a final status.
+    ``recheck``: seconds between reads without a notification, in case one was missed."""
     wanted = parse_uuid(order_id, "order_id")
     # Watching before the first read: a change committed in between still wakes us.
     with hub.watch(wanted) as status_changed:
@@ -182,7 +184,7 @@ async def watch(
         while not order.is_final:
             await status_changed.wait(recheck)
             latest = await _read(uow, wanted, caller)
-            if latest.status is not order.status:
+            if (latest.status, latest.step) != (order.status, order.step):
                 yield latest
             order = latest
 
@@ -203,7 +205,19 @@ async def list_page(
     return orders, encode_page_token({"t": last.created_at.isoformat(), "id": str(last.order_id)})
 
 
-# --- the saga's outcomes, decided by inventory and payment -----------------------------
+# --- the saga's steps and outcomes, decided by inventory and payment -------------------
+
+
+async def on_inventory_reserved(
+    uow: OrderUnitOfWork, reserved: inventory_events_pb2.InventoryReserved
+) -> None:
+    await _progress(uow, reserved.order_id, OrderStep.RESERVED)
+
+
+async def on_payment_succeeded(
+    uow: OrderUnitOfWork, succeeded: payment_events_pb2.PaymentSucceeded
+) -> None:
+    await _progress(uow, succeeded.order_id, OrderStep.CHARGED)
 
 
 async def on_inventory_committed(
@@ -236,6 +250,23 @@ async def _settle(uow: OrderUnitOfWork, order_id_text: str, outcome: SagaOutcome
         return
     await uow.orders.save(settled)
     log.info("order %s is %s", order_id, settled.status)
+
+
+async def _progress(uow: OrderUnitOfWork, order_id_text: str, step: OrderStep) -> None:
+    order_id = parse_uuid(order_id_text, "order_id")
+    # Locked like _settle: an outcome of the other topic may be settling it right now.
+    order = await uow.orders.get(order_id, for_update=True)
+    if order is None:
+        log.debug("saga step for unknown order %s; ignored", order_id)
+        return
+    moved = progress(order, step)
+    if moved is None:
+        log.debug(
+            "saga step %s for order %s, %s at %s; ignored", step, order_id, order.status, order.step
+        )
+        return
+    await uow.orders.save(moved)
+    log.debug("order %s is %s", order_id, step)
 
 
 # --- the saga timeout ----------------------------------------------------------------

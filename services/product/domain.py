@@ -15,6 +15,8 @@ from shared.validation import require_text
 SKU_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{1,63}$")
 MAX_TITLE = 200
 MAX_DESCRIPTION = 2000
+MAX_QUERY = 100
+MAX_QUERY_WORDS = 5
 
 
 class ProductStatus(enum.StrEnum):
@@ -85,3 +87,20 @@ def new_product(
         created_at=now,
         updated_at=now,
     )
+
+
+def search_words(query: str) -> tuple[str, ...]:
+    """ListProducts' query as the words every match must contain, lower-cased; none for
+    an empty query."""
+    if len(query) > MAX_QUERY:
+        raise InvalidArgument("query", f"must be at most {MAX_QUERY} characters")
+    words = tuple(dict.fromkeys(query.lower().split()))
+    if len(words) > MAX_QUERY_WORDS:
+        raise InvalidArgument("query", f"must hold at most {MAX_QUERY_WORDS} words")
+    return words
+
+
+def matches(product: Product, words: tuple[str, ...]) -> bool:
+    """Whether every word is in the product's title or SKU (what the SQL asks too)."""
+    haystack = (product.title.lower(), product.sku.lower())
+    return all(any(word in field for field in haystack) for word in words)

@@ -125,6 +125,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             limit=page_size(request.page_size),
             status=_status(request.status),
             page_token=request.page_token,
+            query=request.query,
         )
         return product_pb2.ListProductsResponse(
             products=[product_to_proto(p) for p in page.products],

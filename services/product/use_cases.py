@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from services.product.domain import Product, ProductStatus, new_product
+from services.product.domain import Product, ProductStatus, new_product, search_words
 from shared.errors import InvalidArgument, NotFound
 from shared.messaging.unit_of_work import UnitOfWork
 from shared.money import Money
@@ -33,9 +33,16 @@ class ProductRepository(Protocol):
     async def save(self, product: Product) -> None: ...
 
     async def list_page(
-        self, *, limit: int, status: ProductStatus | None, after: PageAfter | None
+        self,
+        *,
+        limit: int,
+        status: ProductStatus | None,
+        after: PageAfter | None,
+        words: tuple[str, ...] = (),
     ) -> list[Product]:
-        """Up to ``limit`` products in (created_at, product_id) order, after ``after``."""
+        """Up to ``limit`` products in (created_at, product_id) order, after ``after``;
+        with ``words``, only those each word is in the title or SKU of
+        (``domain.matches``)."""
 
 
 class ProductReader(Protocol):
@@ -118,13 +125,21 @@ async def batch_get_products(
 
 
 async def list_products(
-    unit_of_work: UnitOfWorkFactory, *, limit: int, status: ProductStatus | None, page_token: str
+    unit_of_work: UnitOfWorkFactory,
+    *,
+    limit: int,
+    status: ProductStatus | None,
+    page_token: str,
+    query: str = "",
 ) -> ProductPage:
     """Keyset pages: a product added meanwhile never shifts what the next page holds."""
     after = page_after(page_token)
+    words = search_words(query)
     async with unit_of_work() as uow:
         # One extra row tells whether another page exists.
-        products = await uow.products.list_page(limit=limit + 1, status=status, after=after)
+        products = await uow.products.list_page(
+            limit=limit + 1, status=status, after=after, words=words
+        )
     if len(products) <= limit:
         return ProductPage(products, "")
     products = products[:limit]

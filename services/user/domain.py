@@ -1,4 +1,4 @@
-"""Accounts and credentials, in plain Python with no I/O.
+"""Accounts, credentials, signing keys and OAuth2 grants, in plain Python with no I/O.
 
 Hashing is pure computation but slow on purpose (argon2); callers on an event
 loop run ``Passwords`` methods in a worker thread.
@@ -6,12 +6,15 @@ loop run ``Passwords`` methods in a worker thread.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -20,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from shared.auth.identity import Role
 from shared.auth.keys import key_id
+from shared.auth.scopes import OIDC_SCOPES, scopes_for
 from shared.errors import FailedPrecondition, InvalidArgument
 
 MAX_EMAIL = 254  # RFC 5321's limit on a forward path
@@ -116,19 +120,14 @@ class Passwords:
         return self._hasher.check_needs_rehash(password_hash)
 
 
-# --- token signing keys --------------------------------------------------------------------------
-#
-# The newest key signs; a rotation adds a key and retires every other one at that moment.
-# A retired key stays published (its tokens keep verifying) for the longest token lifetime
-# plus a leeway, then it is removed: out of the JWKS, its private key out of the table.
+# --- token signing keys (the rules are SigningKeyPolicy's) ---------------------------------------
 
 # A JWKS every verifier holds in memory and re-reads on each change: keep it small.
 MAX_PUBLISHED_KEYS = 8
 RSA_KEY_BITS = 2048
 # How often every user instance checks for keys due for removal: a quarter of the token
 # lifetime, within these bounds (the check also runs when a removal falls due).
-MIN_CHECK_SECONDS = 1.0
-MAX_CHECK_SECONDS = 30.0
+MIN_CHECK_SECONDS, MAX_CHECK_SECONDS = 1.0, 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,3 +275,76 @@ class SigningKeyPolicy:
             )
             for k in self.published(keys, now)
         ]
+
+
+# --- OAuth2 (adapters/oauth/): each secret handed out is random, kept only as its SHA-256 ---------
+CODE_TTL = timedelta(seconds=60)
+# Failed sign-ins within the window, per email and per client IP: past either, none is checked.
+LOGIN_WINDOW, MAX_FAILURES_PER_EMAIL, MAX_FAILURES_PER_IP = timedelta(minutes=15), 5, 20
+Redemption = Literal["grant", "replay", "invalid"]  # replay: revoke everything it gave
+
+
+def secret_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthClient:
+    client_id: str
+    name: str
+    secret_hash: str | None  # None: a public client (browser app, CLI); PKCE is its proof
+    redirect_uris: tuple[str, ...]
+    grant_types: frozenset[str]
+    scopes: frozenset[str]
+    first_party: bool = False  # the project's own app: no consent page
+
+    def authenticates(self, secret: str) -> bool:
+        if self.secret_hash is None:
+            return not secret
+        return hmac.compare_digest(self.secret_hash, secret_hash(secret))
+
+    def redirects_to(self, uri: str) -> bool:
+        """Exact string match: no prefix, pattern or normalisation (RFC 9700 §4.1.3)."""
+        return uri in self.redirect_uris
+
+    def grantable(self, requested: frozenset[str], role: Role) -> frozenset[str]:
+        """What a person of this role may grant this client: within both."""
+        return requested & self.scopes & (scopes_for(role) | OIDC_SCOPES)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Issued:  # a code or a refresh token as stored: by its hash, single-use
+    hash: str
+    client_id: str
+    user_id: uuid.UUID
+    scopes: frozenset[str]
+    auth_time: datetime  # when the person signed in
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    family_id: uuid.UUID | None = None  # the refresh tokens' chain (a code's: those it gave)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthorizationCode(Issued):
+    redirect_uri: str
+    code_challenge: str  # S256 only
+    nonce: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshToken(Issued):
+    access_jti: str  # the access token issued with it
+
+
+def redeem(item: Issued | None, client_id: str, now: datetime) -> Redemption:
+    """Presenting a code or a refresh token. Another client's is refused, not burnt."""
+    if item is None or item.client_id != client_id or item.revoked_at is not None:
+        return "invalid"
+    if item.used_at is not None:
+        return "replay"
+    return "grant" if now < item.expires_at else "invalid"
+
+
+def login_blocked(email_failures: int, ip_failures: int) -> bool:
+    return email_failures >= MAX_FAILURES_PER_EMAIL or ip_failures >= MAX_FAILURES_PER_IP

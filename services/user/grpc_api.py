@@ -7,7 +7,7 @@ import grpc
 
 from services.user import use_cases
 from services.user.domain import Passwords, SigningKeyStatus, User
-from services.user.use_cases import SigningKeys, UnitOfWorkFactory
+from services.user.ports import SigningKeys, UnitOfWorkFactory
 from shared.auth.identity import Role, current_identity
 from shared.proto_convert import timestamp
 from shared.rpc.interceptors.auth import OPERATOR_ONLY, Access, AccessPolicy

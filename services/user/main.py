@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from services.user.adapters.keyring import SigningKeyring
+from services.user.adapters.oauth.server import authorization_server
 from services.user.domain import Passwords, SigningKeyPolicy
 from services.user.grpc_api import ACCESS, UserServicer
 from services.user.persistence import unit_of_work_factory
@@ -49,11 +50,16 @@ async def bindings(
         )
         await keyring.start()
         resources.push_async_callback(keyring.stop)
+        # The OAuth2 / OpenID Connect server: HTTPS beside gRPC, registered with the instance.
+        http_address = await resources.enter_async_context(
+            authorization_server(settings, uow_factory, keyring, passwords, etcd, pool)
+        )
         yield [
             ServiceBinding(
                 "shop.user.v1.UserService",
                 user_pb2_grpc.add_UserServiceServicer_to_server,
                 UserServicer(uow_factory, keyring, passwords),
+                http_address=http_address,
             )
         ]
 

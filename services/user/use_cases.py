@@ -1,5 +1,6 @@
-"""Accounts' application layer: one function per RPC (and the first admin's bootstrap),
-on the ports declared here.
+"""Accounts' application layer: one function per RPC (and the first admin's bootstrap), and
+one per step of the OAuth2 authorization server (adapters/oauth/ drives those), on the ports
+of ports.py.
 
 argon2 is slow on purpose: every hash and verify runs in a worker thread, and never
 while a unit of work holds a connection.
@@ -8,80 +9,39 @@ while a unit of work holds a connection.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
 
 from services.user.domain import (
+    LOGIN_WINDOW,
+    OAuthClient,
     Passwords,
-    SigningKey,
     SigningKeyStatus,
     User,
+    login_blocked,
     new_password,
     new_user,
     normalise_email,
     offered_password,
+    secret_hash,
 )
+from services.user.ports import SigningKeys, UnitOfWorkFactory, UserUnitOfWork
 from shared.auth.identity import Identity, Role
 from shared.auth.tokens import TokenSigner
-from shared.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
-from shared.messaging.unit_of_work import UnitOfWork
+from shared.errors import (
+    AlreadyExists,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unauthenticated,
+)
+
+__all__ = ["SigningKeys", "UnitOfWorkFactory", "UserUnitOfWork"]  # the ports, as before
 
 # One message for both causes, so Login cannot be used to find out who has an account.
 BAD_CREDENTIALS = "email or password is incorrect"
-
-
-class UserRepository(Protocol):
-    async def add(self, user: User) -> None:
-        """Raises AlreadyExists if an account has this email."""
-
-    async def get(self, user_id: uuid.UUID) -> User | None: ...
-
-    async def get_by_email(self, email: str, *, for_update: bool = False) -> User | None:
-        """``email`` normalised; ``for_update``: locked until the unit of work ends."""
-
-    async def update_password_hash(self, user: User, *, expected_hash: str) -> bool:
-        """Compare-and-set: writes only the hash, only if it is still ``expected_hash``."""
-
-    async def update_role(self, user: User) -> None: ...
-
-
-class SigningKeyRepository(Protocol):
-    async def lock(self) -> None:
-        """Serialises every change to the key set (and its publishing) until the unit of
-        work ends, across instances."""
-
-    async def all(self) -> list[SigningKey]:
-        """Newest first."""
-
-    async def add(self, key: SigningKey) -> bool:
-        """False (and nothing changed) if a key with this kid exists already."""
-
-    async def retire(self, kids: Sequence[str], at: datetime) -> None:
-        """Only the keys not retired yet."""
-
-    async def remove(self, kids: Sequence[str]) -> int: ...
-
-
-class UserUnitOfWork(UnitOfWork, Protocol):
-    @property
-    def users(self) -> UserRepository: ...
-
-    @property
-    def signing_keys(self) -> SigningKeyRepository: ...
-
-
-UnitOfWorkFactory = Callable[[], UserUnitOfWork]
-
-
-class SigningKeys(TokenSigner, Protocol):
-    """The token signing keys (adapters/keyring.py): signs with the newest, rotates."""
-
-    async def rotate(self) -> list[SigningKeyStatus]: ...
-
-    async def statuses(self) -> list[SigningKeyStatus]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +74,14 @@ async def login(
 ) -> Session:
     """An access token for the right password. An unknown email costs a verify too, and
     fails the same way, so neither time nor answer tells who has an account."""
-    email = normalise_email(email)
+    user = await _authenticate(unit_of_work, passwords, normalise_email(email), password)
+    token, expires_at = signer.issue(user.user_id, user.role)
+    return Session(user, token, expires_at)
+
+
+async def _authenticate(
+    unit_of_work: UnitOfWorkFactory, passwords: Passwords, email: str, password: str
+) -> User:
     password = offered_password(password)
     # The connection goes back to the pool before hashing: a verify takes far longer
     # than the query and must not hold one.
@@ -127,8 +94,7 @@ async def login(
         raise Unauthenticated(BAD_CREDENTIALS)
     if passwords.needs_rehash(user.password_hash):
         await _rehash(unit_of_work, passwords, user, password)
-    token, expires_at = signer.issue(user.user_id, user.role)
-    return Session(user, token, expires_at)
+    return user
 
 
 async def _rehash(
@@ -200,3 +166,60 @@ async def _promote(unit_of_work: UnitOfWorkFactory, email: str) -> uuid.UUID | N
         if user.role is not Role.ADMIN:
             await uow.users.update_role(user.promoted_to_admin())
         return user.user_id
+
+
+# --- signing in to the OAuth2 authorization server (adapters/oauth/: its grants are there) -------
+
+
+async def sign_in(
+    unit_of_work: UnitOfWorkFactory,
+    passwords: Passwords,
+    *,
+    email: str,
+    password: str,
+    ip: str,
+    now: datetime,
+) -> User:
+    """The login page's check: Login's, behind a limit on failures per email and per IP
+    (counted in the database, so every instance sees them). Past it no password is checked."""
+    email = normalise_email(email)
+    async with unit_of_work() as uow:
+        failures = await uow.login_attempts.failures(email=email, ip=ip, since=now - LOGIN_WINDOW)
+    if login_blocked(*failures):
+        raise RateLimited("too many failed sign-ins", int(LOGIN_WINDOW.total_seconds() * 1000))
+    try:
+        return await _authenticate(unit_of_work, passwords, email, password)
+    except Unauthenticated:
+        async with unit_of_work() as uow:
+            await uow.login_attempts.record_failure(email, ip, now)
+        raise
+
+
+async def open_session(
+    unit_of_work: UnitOfWorkFactory, user: User, *, ttl: timedelta, now: datetime
+) -> str:
+    """The sign-in cookie's value; only its hash is stored."""
+    session = secrets.token_urlsafe(32)
+    async with unit_of_work() as uow:
+        await uow.login_sessions.add(secret_hash(session), user.user_id, now, now + ttl)
+    return session
+
+
+async def signed_in(
+    unit_of_work: UnitOfWorkFactory, session: str, now: datetime
+) -> tuple[User, datetime] | None:
+    """Who the cookie signed in, and when; None if absent, unknown or expired."""
+    if not session:
+        return None
+    async with unit_of_work() as uow:
+        return await uow.login_sessions.get(secret_hash(session), now)
+
+
+async def get_client(unit_of_work: UnitOfWorkFactory, client_id: str) -> OAuthClient | None:
+    async with unit_of_work() as uow:
+        return await uow.oauth_clients.get(client_id)
+
+
+async def replace_clients(unit_of_work: UnitOfWorkFactory, clients: list[OAuthClient]) -> None:
+    async with unit_of_work() as uow:
+        await uow.oauth_clients.replace_all(clients)

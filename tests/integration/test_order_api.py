@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 
 from devstack.stack import Stack
+from services.order.domain import OrderStep, progress
 from services.order.main import SERVICE as ORDER
 from services.order.persistence import unit_of_work_factory
 from services.order.subscriptions import SUBSCRIPTIONS
@@ -281,6 +282,7 @@ async def test_place_order_prices_from_the_catalog(world: World) -> None:
     )
     order = reply.order
     assert order.status == pb.ORDER_STATUS_PENDING
+    assert order.step == pb.ORDER_STEP_PLACED  # the saga has only just started
     assert order.user_id == str(user)
     assert order.status_reason == ""
     assert order.total == money(3 * 250 + 2 * 1999)
@@ -396,8 +398,8 @@ async def test_product_deadline_answers_unavailable(world: World) -> None:
 # --- GetOrder ---------------------------------------------------------------------------
 
 
-async def test_status_changes_persist(world: World) -> None:
-    """The saga's write path: load for update, transition, save."""
+async def test_status_and_step_changes_persist(world: World) -> None:
+    """The saga's write path: load for update, a step or a transition, save."""
     placed = await world.orders.PlaceOrder(
         place_request([(world.usd[1].product_id, 1)]), metadata=world.token()
     )
@@ -406,7 +408,20 @@ async def test_status_changes_persist(world: World) -> None:
     try:
         async with unit_of_work_factory(pool)() as uow:
             order = await uow.orders.get(order_id, for_update=True)
-            assert order is not None
+            assert order is not None and order.step is OrderStep.PLACED
+            charged = progress(order, OrderStep.CHARGED)
+            assert charged is not None
+            await uow.orders.save(charged)
+        got = await world.orders.GetOrder(
+            pb.GetOrderRequest(order_id=str(order_id)), metadata=world.token()
+        )
+        assert (got.order.status, got.order.step) == (
+            pb.ORDER_STATUS_PENDING,
+            pb.ORDER_STEP_CHARGED,
+        )
+        async with unit_of_work_factory(pool)() as uow:
+            order = await uow.orders.get(order_id, for_update=True)
+            assert order is not None and order.step is OrderStep.CHARGED
             await uow.orders.save(order.cancel("customer changed their mind"))
     finally:
         await pool.close()
@@ -414,6 +429,7 @@ async def test_status_changes_persist(world: World) -> None:
         pb.GetOrderRequest(order_id=str(order_id)), metadata=world.token()
     )
     assert got.order.status == pb.ORDER_STATUS_CANCELLED
+    assert got.order.step == pb.ORDER_STEP_CHARGED  # the furthest step reached stays
     assert got.order.status_reason == "customer changed their mind"
     assert got.order.updated_at.ToDatetime() > got.order.created_at.ToDatetime()
     assert got.order.items == placed.order.items
@@ -439,6 +455,7 @@ async def test_list_orders_pages_newest_first(world: World) -> None:
         pages += 1
         assert len(reply.orders) <= 2
         assert all(o.user_id == str(user) and len(o.items) == 1 for o in reply.orders)
+        assert all(o.step == pb.ORDER_STEP_PLACED for o in reply.orders)
         seen.extend(o.order_id for o in reply.orders)
         token = reply.next_page_token
         if not token:

@@ -1,9 +1,10 @@
 """The order's side of the saga on the real PostgreSQL (and Kafka, etcd): what only a real
 database, broker or server proves. A batch of events in one transaction, the running
-service consuming its topic, CancelOrder racing the saga on the order's row lock, the
-saga timeout shared by several instances (SKIP LOCKED), and WatchOrder over the wire with
-its three ways of ending early. The rules themselves (each outcome, redeliveries, events
-out of order, cancelling twice) are unit tests: tests/unit/order/test_saga_use_cases.py.
+service consuming its topics, CancelOrder racing the saga on the order's row lock, the
+saga timeout shared by several instances (SKIP LOCKED), and WatchOrder over the wire: each
+saga step the running service hears on Kafka, and its three ways of ending early. The
+rules themselves (each outcome and step, redeliveries, events out of order, cancelling
+twice) are unit tests: tests/unit/order/test_saga_use_cases.py, test_saga_steps.py.
 
 Orders are written straight into the database (no PlaceOrder, so no OrderCreated reaches
 the shared test Kafka, where another engineer's inventory service could settle them).
@@ -18,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import asyncpg
@@ -41,11 +43,12 @@ from services.order.main import SERVICE as ORDER
 from services.order.persistence import PostgresOrderUnitOfWork, unit_of_work_factory
 from services.order.subscriptions import SUBSCRIPTIONS
 from shared.auth.identity import Role
-from shared.messaging.envelope import Event, unwrap, wrap
+from shared.messaging.envelope import Event, topic_of, unwrap, wrap
 from shared.messaging.kafka import KafkaIdentity, kafka_producer
-from shared.messaging.topics import INVENTORY, ORDERS
+from shared.messaging.topics import ORDERS
 from shared.messaging.unit_of_work import UnitOfWorkFactory
 from shared.money import Money
+from shop.common.v1 import money_pb2
 from shop.events.v1 import inventory_events_pb2, order_events_pb2, payment_events_pb2
 from shop.order.v1 import order_pb2 as pb
 from shop.order.v1 import order_pb2_grpc
@@ -121,6 +124,8 @@ Outcome = (
     | inventory_events_pb2.InventoryRejected
     | payment_events_pb2.PaymentFailed
 )
+# Every event the order subscribes to: the saga's steps and its outcomes.
+Heard = Outcome | inventory_events_pb2.InventoryReserved | payment_events_pb2.PaymentSucceeded
 
 
 async def deliver(saga: Saga, *messages: Outcome) -> None:
@@ -171,6 +176,29 @@ async def cancelled_payload(saga: Saga, order_id: uuid.UUID) -> order_events_pb2
     return got.payload
 
 
+@contextlib.asynccontextmanager
+async def publisher(saga: Saga) -> AsyncIterator[Callable[[Heard], Awaitable[Event]]]:
+    """Publishes events on their topics as the operator (keyed by order id, as their
+    owners do), for the running service's consumer to read."""
+    operator = KafkaIdentity.operator(saga.stack.tls_dir)
+    producer = kafka_producer(saga.stack.kafka_bootstrap, operator)
+    await producer.start()
+
+    async def publish(message: Heard) -> Event:
+        topic = topic_of(type(message))
+        assert topic is not None
+        delivered = event(message, message.order_id)
+        await producer.send_and_wait(
+            topic, delivered.envelope.SerializeToString(), key=message.order_id.encode()
+        )
+        return delivered
+
+    try:
+        yield publish
+    finally:
+        await producer.stop()
+
+
 def hub_of(service: RunningService) -> OrderStatusHub:
     hub = service.host._bindings[0].servicer.hub
     assert isinstance(hub, OrderStatusHub)
@@ -209,16 +237,8 @@ async def test_a_batch_of_events_in_one_transaction(saga: Saga) -> None:
 async def test_the_running_service_consumes_the_inventory_topic(saga: Saga) -> None:
     """The wiring: an InventoryCommitted on Kafka reaches the running instance's handler."""
     order = await new_order(saga)
-    operator = KafkaIdentity.operator(saga.stack.tls_dir)
-    producer = kafka_producer(saga.stack.kafka_bootstrap, operator)
-    await producer.start()
-    try:
-        delivered = event(committed(order.order_id), order.order_id)
-        await producer.send_and_wait(
-            INVENTORY, delivered.envelope.SerializeToString(), key=str(order.order_id).encode()
-        )
-    finally:
-        await producer.stop()
+    async with publisher(saga) as publish:
+        delivered = await publish(committed(order.order_id))
 
     async def is_confirmed() -> bool:
         return (await stored(saga, order.order_id)).status is OrderStatus.CONFIRMED
@@ -429,6 +449,47 @@ async def test_watch_streams_pending_then_confirmed_then_ends(saga: Saga) -> Non
     assert second.order.status == pb.ORDER_STATUS_CONFIRMED
     assert await call.read() == EOF
     assert await call.code() == C.OK
+    await until(lambda: _no_watchers(saga.order))
+
+
+async def test_watch_streams_each_saga_step_the_service_hears_on_kafka(saga: Saga) -> None:
+    """PLACED, RESERVED, CHARGED, then CONFIRMED (step COMMITTED): each message pushed as
+    the running instance consumes the step's event from the inventory or payments topic."""
+    user = uuid.uuid4()
+    order = await new_order(saga, user)
+    order_id = str(order.order_id)
+    total = money_pb2.Money(amount_minor=order.total.amount_minor, currency="USD")
+    steps: list[tuple[Heard, tuple[int, int]]] = [
+        (
+            inventory_events_pb2.InventoryReserved(
+                order_id=order_id, user_id=str(user), total=total
+            ),
+            (pb.ORDER_STATUS_PENDING, pb.ORDER_STEP_RESERVED),
+        ),
+        (
+            payment_events_pb2.PaymentSucceeded(order_id=order_id, charge_id="ch-1", amount=total),
+            (pb.ORDER_STATUS_PENDING, pb.ORDER_STEP_CHARGED),
+        ),
+        (committed(order.order_id), (pb.ORDER_STATUS_CONFIRMED, pb.ORDER_STEP_COMMITTED)),
+    ]
+    call = watch(saga, order.order_id, saga.token(user))
+    seen = [(await call.read()).order]
+    assert (seen[0].status, seen[0].step) == (pb.ORDER_STATUS_PENDING, pb.ORDER_STEP_PLACED)
+    async with publisher(saga) as publish:
+        # One at a time: the two topics keep no order between them (the unit tests take
+        # every arrival order), and each step is to be seen on the stream.
+        for message, _ in steps:
+            await publish(message)
+            # The first may wait for the consumer group's first rebalance.
+            seen.append((await asyncio.wait_for(call.read(), 30)).order)
+    assert [(o.status, o.step) for o in seen[1:]] == [want for _, want in steps]
+    assert all(a.updated_at.ToDatetime() < b.updated_at.ToDatetime() for a, b in pairwise(seen))
+    assert await call.read() == EOF
+    assert await call.code() == C.OK
+    got = await saga.orders.GetOrder(
+        pb.GetOrderRequest(order_id=order_id), metadata=saga.token(user)
+    )
+    assert got.order == seen[-1]
     await until(lambda: _no_watchers(saga.order))
 
 

@@ -271,3 +271,26 @@ async def test_bad_input_is_rejected_with_the_right_code_and_writes_nothing(
         pb.GetProductRequest(product_id=existing.product_id), metadata=metadata_for(ADMIN, keys)
     )
     assert unchanged.product == existing
+
+
+async def test_a_query_matches_title_or_sku_words_case_insensitively_and_literally(
+    stub: Any, keys: TestKeys
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    mug = await create(stub, keys, title=f"Blue {tag} Mug")
+    tee = await create(stub, keys, sku=f"TEE-{tag.upper()}", title="Plain")
+    await create(stub, keys, title=f"Blue {tag[:4]}%{tag[5:]} odd")  # % must not be a wildcard
+    token = bearer(keys.token())
+
+    async def found(query: str) -> set[str]:
+        reply = await stub.ListProducts(
+            pb.ListProductsRequest(page_size=100, query=query), metadata=token
+        )
+        return {p.product_id for p in reply.products}
+
+    assert await found(tag.upper()) == {mug.product_id, tee.product_id}
+    assert await found(f"mug {tag}") == {mug.product_id}
+    assert await found(f"{tag[:4]}_{tag[5:]}") == set()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await found("x" * 101)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -135,7 +135,7 @@ def test_the_readme_draws_the_architecture_pages_diagram() -> None:
 # A repository path in backticks in prose: `services/order/use_cases.py`, `shared/rpc/`,
 # `ops/trust/rights.py`, possibly followed by a symbol (`path` `Name`) that is not checked.
 CODE_PATH = re.compile(
-    r"`((?:services|shared|tools|devstack|deploy|pki|tests|protos|docs|ops|perf|demos|loadgen)"
+    r"`((?:services|shared|gateway|tools|devstack|deploy|pki|tests|protos|docs|ops|perf|demos|loadgen)"
     r"/[\w./-]*)(?:[:#][^`]*)?`"
 )
 

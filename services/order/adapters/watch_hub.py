@@ -1,8 +1,8 @@
 """WatchOrder's wake-ups: one LISTEN connection per instance, fanned out to watchers.
 
-A trigger on ``orders`` NOTIFYs ``order_status`` with the order id whenever a
-status changes, on commit, whoever changed it: this instance, another one, or
-an event handler. So a watcher on any instance hears every change without
+A trigger on ``orders`` NOTIFYs ``order_status`` with the order id whenever its
+status or saga step changes, on commit, whoever changed it: this instance, another
+one, or an event handler. So a watcher on any instance hears every change without
 polling. Notifications can still be missed (the listener reconnects), which is
 why a watcher also re-reads on a slow timer: the hub only says *when* to read.
 """

@@ -71,10 +71,18 @@ class PostgresProductRepository:
         self.written.add(product.product_id)
 
     async def list_page(
-        self, *, limit: int, status: ProductStatus | None, after: PageAfter | None
+        self,
+        *,
+        limit: int,
+        status: ProductStatus | None,
+        after: PageAfter | None,
+        words: tuple[str, ...] = (),
     ) -> list[Product]:
         """Keyset pagination in (created_at, product_id) order: stable under inserts."""
         where, args = [], list[Any]()
+        for word in words:
+            args.append(f"%{_like_escaped(word)}%")
+            where.append(f"(title ILIKE ${len(args)} OR sku ILIKE ${len(args)})")
         if status is not None:
             args.append(status.value)
             where.append(f"status = ${len(args)}")
@@ -89,6 +97,11 @@ class PostgresProductRepository:
             *args,
         )
         return [_product(r) for r in rows]
+
+
+def _like_escaped(word: str) -> str:
+    """A word that LIKE matches literally: its own % _ and \\ are not wildcards."""
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _values(p: Product) -> tuple[Any, ...]:

@@ -24,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aetcd
+import jwt
 from aetcd.exceptions import ClientError
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
@@ -39,10 +41,10 @@ from services.user.domain import (
     new_signing_key,
     signing_key_from_pem,
 )
-from services.user.use_cases import UnitOfWorkFactory, UserUnitOfWork
+from services.user.ports import UnitOfWorkFactory, UserUnitOfWork
 from shared.auth.identity import Role
 from shared.auth.jwks import JwksWatcher, jwks_document, publish_jwks, read_jwks
-from shared.auth.tokens import LOGIN_CLIENT, TokenIssuer
+from shared.auth.tokens import ALGORITHM, LOGIN_CLIENT, TokenIssuer
 from shared.errors import Unavailable
 from shared.tasks import PeriodicTask
 
@@ -108,6 +110,14 @@ class SigningKeyring:
         if self._signer is None:
             raise Unavailable("the signing keys are not loaded yet")
         return self._signer.issue(user_id, role, scopes=scopes, client_id=client_id, ttl=ttl)
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Any claims (an OpenID Connect ID token) as a JWT signed by the newest key."""
+        key = self._private_keys.get(self.signing_kid or "")
+        if key is None:
+            raise Unavailable("the signing keys are not loaded yet")
+        headers = {"kid": self.signing_kid}
+        return jwt.encode(dict(claims), key, ALGORITHM, headers=headers)
 
     async def statuses(self) -> list[SigningKeyStatus]:
         async with self._uow() as uow:

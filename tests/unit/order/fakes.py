@@ -6,9 +6,10 @@ what the SQL in services/order/persistence.py does where a use case can tell:
 - ``list_page`` is the same keyset: newest first by (created_at, order_id);
 - ``lock_overdue`` picks pending orders by the saga clock or the wall-clock ceiling,
   oldest first, skipping rows another transaction holds (SKIP LOCKED);
-- ``save`` writes only the status, its reason and updated_at;
+- ``save`` writes only the status, its reason, the saga step and updated_at;
 - changes and recorded events survive only a block that ends without an exception,
-  and a committed status change wakes the order's watchers (the NOTIFY trigger).
+  and a committed change of status or step wakes the order's watchers (the NOTIFY
+  trigger).
 
 A single task cannot wait on a row lock, so the fake refuses instead of waiting: a
 row marked as held elsewhere raises ``RowLockWouldWait`` when locked. It is also
@@ -65,7 +66,7 @@ class FakeOrderRepository:
         self.placed_clock: dict[uuid.UUID, float] = {}
         # Rows another transaction has locked (an event handler, another instance).
         self.held_elsewhere: set[uuid.UUID] = set()
-        # Orders whose status this transaction changed: their watchers wake on commit.
+        # Orders whose status or step this transaction changed: watchers wake on commit.
         self.status_changed: list[uuid.UUID] = []
         self.writable = True
 
@@ -134,9 +135,10 @@ class FakeOrderRepository:
             stored,
             status=order.status,
             status_reason=order.status_reason,
+            step=order.step,
             updated_at=order.updated_at,
         )
-        if order.status is not stored.status:
+        if (order.status, order.step) != (stored.status, stored.step):
             self.status_changed.append(order.order_id)
 
     def _check_writable(self) -> None:

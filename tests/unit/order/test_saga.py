@@ -18,6 +18,7 @@ from services.order.domain import (
     CatalogEntry,
     Order,
     OrderStatus,
+    OrderStep,
     SagaOutcome,
     cancel_by_customer,
     inventory_committed,
@@ -146,8 +147,9 @@ def test_the_timeout_only_cancels_pending_orders(status: OrderStatus) -> None:
 def test_outcomes_of_the_events() -> None:
     assert inventory_committed() == SagaOutcome(OrderStatus.CONFIRMED)
     assert inventory_rejected("ABC-1") == SagaOutcome(OrderStatus.REJECTED, "out of stock: ABC-1")
+    # Payment charges only a reserved order: a failed payment shows the order got that far.
     assert payment_failed("card declined") == SagaOutcome(
-        OrderStatus.CANCELLED, "payment failed: card declined"
+        OrderStatus.CANCELLED, "payment failed: card declined", OrderStep.RESERVED
     )
 
 
@@ -199,9 +201,11 @@ def test_order_cancelled_carries_the_reason() -> None:
 # --- what the order listens to -------------------------------------------------------------
 
 
-def test_subscriptions_are_the_three_settling_events() -> None:
+def test_subscriptions_are_the_two_steps_and_the_three_settling_events() -> None:
     assert list(SUBSCRIPTIONS.topics) == [INVENTORY, PAYMENTS]
     assert set(SUBSCRIPTIONS.handlers) == {
+        "shop.events.v1.InventoryReserved",
+        "shop.events.v1.PaymentSucceeded",
         "shop.events.v1.InventoryCommitted",
         "shop.events.v1.InventoryRejected",
         "shop.events.v1.PaymentFailed",
@@ -214,12 +218,7 @@ def test_subscriptions_are_the_three_settling_events() -> None:
         if topic_of(message) in SUBSCRIPTIONS.topics
     }
     ignored = on_those_topics - set(SUBSCRIPTIONS.handlers)
-    assert {
-        "shop.events.v1.InventoryReserved",
-        "shop.events.v1.InventoryReleased",
-        "shop.events.v1.PaymentSucceeded",
-        "shop.events.v1.PaymentRefunded",
-    } == ignored
+    assert {"shop.events.v1.InventoryReleased", "shop.events.v1.PaymentRefunded"} == ignored
 
 
 # --- the WatchOrder hub's bookkeeping (no connection needed) ------------------------------

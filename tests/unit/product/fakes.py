@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.product.domain import Product, ProductStatus
+from services.product.domain import Product, ProductStatus, matches
 from services.product.use_cases import PageAfter
 from shared.errors import AlreadyExists
 from tests.support.fake_unit_of_work import FakeUnitOfWork
@@ -32,9 +32,15 @@ class FakeProductRepository:
             self.rows[product.product_id] = product
 
     async def list_page(
-        self, *, limit: int, status: ProductStatus | None, after: PageAfter | None
+        self,
+        *,
+        limit: int,
+        status: ProductStatus | None,
+        after: PageAfter | None,
+        words: tuple[str, ...] = (),
     ) -> list[Product]:
         rows = sorted(self.rows.values(), key=lambda p: (p.created_at, p.product_id))
+        rows = [p for p in rows if matches(p, words)]
         if status is not None:
             rows = [p for p in rows if p.status is status]
         if after is not None:

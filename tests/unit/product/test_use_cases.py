@@ -253,3 +253,26 @@ async def test_a_page_token_this_service_did_not_issue_is_refused(uow, page_toke
         await use_cases.list_products(uow, limit=10, status=None, page_token=page_token)
     assert refused.value.field == "page_token"
     assert uow.commits == 0  # refused before any unit of work
+
+
+async def test_a_query_keeps_the_products_whose_title_or_sku_holds_every_word(uow) -> None:
+    mug = await create(uow, title="Blue Coffee Mug", sku="MUG-1")
+    await create(uow, title="Blue T-shirt", sku="TEE-1")
+    cup = await create(uow, title="Espresso cup", sku="BLUE-CUP")
+    page = await use_cases.list_products(uow, limit=10, status=None, page_token="", query="blue")
+    assert len(page.products) == 3
+    page = await use_cases.list_products(
+        uow, limit=10, status=None, page_token="", query="  MUG   blue "
+    )
+    assert page.products == [mug]
+    page = await use_cases.list_products(uow, limit=10, status=None, page_token="", query="cup")
+    assert page.products == [cup]
+    assert not (
+        await use_cases.list_products(uow, limit=10, status=None, page_token="", query="50%")
+    ).products
+
+
+@pytest.mark.parametrize("query", ["x" * 101, "a b c d e f"])
+async def test_a_query_too_long_or_of_too_many_words_is_refused(uow, query: str) -> None:
+    with pytest.raises(InvalidArgument, match="query"):
+        await use_cases.list_products(uow, limit=10, status=None, page_token="", query=query)

@@ -156,3 +156,20 @@ async def test_a_rotation_etcd_did_not_hear_of_is_not_committed(uow, etcd, clock
     # Verifiers never learnt of the new key, so no instance may sign with it.
     assert uow.signing_keys.keys == before
     assert ring.signing_kid in before
+
+
+async def test_any_claims_are_signed_by_the_signing_key_and_verify_with_the_jwks(
+    uow, etcd, clock
+) -> None:
+    ring = keyring(uow, etcd, clock)
+    with pytest.raises(Unavailable):
+        ring.sign({"sub": "x"})  # nothing loaded yet
+    await ring.maintain()
+    id_token = ring.sign({"iss": ISSUER, "aud": "shop-cli", "sub": "someone", "nonce": "n"})
+    kid = jwt.get_unverified_header(id_token)["kid"]
+    assert kid == ring.signing_kid
+    key = parse_jwks(etcd.values[JWKS_KEY.encode()])[kid]
+    claims = jwt.decode(id_token, key, algorithms=["RS256"], audience="shop-cli", issuer=ISSUER)
+    assert (claims["sub"], claims["nonce"]) == ("someone", "n")
+    await ring.rotate()
+    assert jwt.get_unverified_header(ring.sign({"sub": "x"}))["kid"] == ring.signing_kid != kid

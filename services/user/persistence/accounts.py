@@ -1,9 +1,9 @@
-"""The user and signing-key repositories and the unit of work over asyncpg."""
+"""The accounts' and the signing keys' repositories over asyncpg."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 
 import asyncpg
@@ -12,12 +12,11 @@ from asyncpg.pool import PoolConnectionProxy
 from services.user.domain import SigningKey, User
 from shared.auth.identity import Role
 from shared.errors import AlreadyExists
-from shared.messaging.unit_of_work import PostgresUnitOfWork
 
-_COLUMNS = "user_id, email, password_hash, role, created_at, updated_at"
+USER_COLUMNS = "user_id, email, password_hash, role, created_at, updated_at"
 
 
-def _user(row: asyncpg.Record) -> User:
+def user_from_row(row: asyncpg.Record) -> User:
     return User(
         user_id=row["user_id"],
         email=row["email"],
@@ -35,7 +34,7 @@ class PostgresUserRepository:
     async def add(self, user: User) -> None:
         try:
             await self._conn.execute(
-                f"INSERT INTO users ({_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
+                f"INSERT INTO users ({USER_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6)",
                 user.user_id,
                 user.email,
                 user.password_hash,
@@ -47,16 +46,18 @@ class PostgresUserRepository:
             raise AlreadyExists(f"an account for {user.email} already exists") from None
 
     async def get(self, user_id: uuid.UUID) -> User | None:
-        row = await self._conn.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE user_id = $1", user_id)
-        return _user(row) if row else None
+        row = await self._conn.fetchrow(
+            f"SELECT {USER_COLUMNS} FROM users WHERE user_id = $1", user_id
+        )
+        return user_from_row(row) if row else None
 
     async def get_by_email(self, email: str, *, for_update: bool = False) -> User | None:
         """``email`` must already be normalised: the column stores it that way."""
         lock = " FOR UPDATE" if for_update else ""
         row = await self._conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM users WHERE email = $1{lock}", email
+            f"SELECT {USER_COLUMNS} FROM users WHERE email = $1{lock}", email
         )
-        return _user(row) if row else None
+        return user_from_row(row) if row else None
 
     async def update_password_hash(self, user: User, *, expected_hash: str) -> bool:
         """Compare-and-set, because a login's rehash reads outside any lock: a hash
@@ -134,16 +135,3 @@ class PostgresSigningKeyRepository:
             "DELETE FROM signing_keys WHERE kid = ANY($1)", list(kids)
         )
         return int(status.split()[-1])
-
-
-class PostgresUserUnitOfWork(PostgresUnitOfWork):
-    users: PostgresUserRepository
-    signing_keys: PostgresSigningKeyRepository
-
-    def bind(self, connection: PoolConnectionProxy) -> None:
-        self.users = PostgresUserRepository(connection)
-        self.signing_keys = PostgresSigningKeyRepository(connection)
-
-
-def unit_of_work_factory(pool: asyncpg.Pool) -> Callable[[], PostgresUserUnitOfWork]:
-    return lambda: PostgresUserUnitOfWork(pool)
