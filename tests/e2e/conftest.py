@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ class RunningSystem:
     clients: ServiceClients
     products: dict[str, str]  # sku -> product id
     logs: list[str]
+    # The storefront's origin when the system runs the gateway ("" without it).
+    gateway_url: str = ""
 
 
 @contextlib.asynccontextmanager
@@ -38,8 +41,11 @@ async def running_system(
     replicas: Mapping[str, int] | None = None,
     extra_env: Mapping[str, str] | None = None,
     supervise: bool = False,
+    gateway: bool = False,
 ) -> AsyncIterator[RunningSystem]:
-    """Fresh databases and topics, every service as its own process, the demo data seeded."""
+    """Fresh databases and topics, every service as its own process, the demo data seeded;
+    with ``gateway``, the gateway too, on a free port. Its origin is then the tokens'
+    issuer, so the keys the system yields sign for it."""
     await wipe_system_data(stack)
     logs: list[str] = []
     launcher = SystemLauncher(
@@ -50,14 +56,20 @@ async def running_system(
         extra_env=extra_env or {},
         log_sink=logs.append,
         supervise=supervise,
+        gateway=gateway,
     )
+    if gateway:
+        keys = dataclasses.replace(keys, issuer_url=launcher.public_url)
     async with open_directory(stack) as directory:
         clients = ServiceClients(directory, ClientTLS.operator(stack.tls_dir))
         try:
             await launcher.start_all()
             await launcher.wait_ready(directory, timeout=90)
             products = await seed(clients, stack.pg_service_dsn("user"))
-            yield RunningSystem(stack, keys, launcher, directory, clients, products, logs)
+            gateway_url = launcher.public_url if gateway else ""
+            yield RunningSystem(
+                stack, keys, launcher, directory, clients, products, logs, gateway_url
+            )
         finally:
             await clients.close()
             await launcher.stop_all()

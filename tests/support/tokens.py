@@ -26,6 +26,9 @@ class TestKeys:
     __test__ = False  # a helper, not a test class
 
     directory: Path
+    # The tokens' issuer: the default, which the services verify, unless the system runs a
+    # gateway on a port of its own (the storefront's origin is then the issuer).
+    issuer_url: str = ISSUER
 
     @property
     def public_key_file(self) -> Path:
@@ -56,7 +59,7 @@ class TestKeys:
             await client.close()
 
     def issuer(self, ttl: timedelta = timedelta(minutes=30)) -> TokenIssuer:
-        return TokenIssuer(load_private_key(self.private_key_file), ISSUER, AUDIENCE, ttl)
+        return TokenIssuer(load_private_key(self.private_key_file), self.issuer_url, AUDIENCE, ttl)
 
     def token(
         self,
