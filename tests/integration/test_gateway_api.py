@@ -10,9 +10,9 @@ statuses over SSE until confirmed, the problems of a refused token, the body and
 limits, a trace from the HTTP request into the services, and the stores on PostgreSQL.
 The rules themselves are unit tests (tests/unit/gateway/).
 
-Until the gateway's identity is in the project's tables (pki, etcd roles, PostgreSQL
-roles), the fixture issues its certificate with the stack's CA, grants its etcd role
-(as etcd's root, restored afterwards), and gives it a database of the administrator.
+The gateway runs as its own party, as deployed: the stack gives it its certificate
+(pki/identities.py), its etcd role and its PostgreSQL role owning ``shop_gateway``
+(ops/trust/rights.py).
 """
 
 from __future__ import annotations
@@ -42,9 +42,6 @@ from gateway.server import GatewayServer
 from gateway.sessions import PostgresSessionStore, id_hash
 from gateway.settings import GatewaySettings
 from ops.shop_client import ShopClient, connect
-from ops.trust import etcd_auth
-from ops.trust.rights import ETCD_ROLES, _service_ranges
-from pki import authority
 from services.inventory.main import SERVICE as INVENTORY
 from services.order.main import SERVICE as ORDER
 from services.payment.main import SERVICE as PAYMENT
@@ -52,8 +49,6 @@ from services.product.main import SERVICE as PRODUCT
 from shared.auth.identity import Role
 from shared.auth.scopes import ORDERS_READ
 from shared.errors import InvalidArgument
-from shared.registry.etcd import etcd_client
-from shared.tls import ClientTLS
 from tests.support.services import RunningService, run_service
 from tests.support.tokens import TestKeys
 from tests.support.tracing import RecentSpans
@@ -82,16 +77,6 @@ class Edge:
         return {"Authorization": f"Bearer {token}"}
 
 
-async def grant_gateway_in_etcd(stack: Stack, grant: bool) -> None:
-    """The gateway's etcd role (its registrations; reads of /services/ and /config/)."""
-    table = {**ETCD_ROLES, GATEWAY: _service_ranges(GATEWAY)} if grant else ETCD_ROLES
-    client = etcd_client(stack.etcd_endpoint, tls=ClientTLS(stack.tls_dir, "root"))
-    try:
-        await etcd_auth.apply(client, table)
-    finally:
-        await client.close()
-
-
 async def seed(stack: Stack, keys: TestKeys) -> dict[str, str]:
     async with connect(stack.etcd_endpoint, stack.tls_dir) as clients:
         admin = ShopClient(clients, keys.token(Role.ADMIN))
@@ -105,10 +90,8 @@ async def seed(stack: Stack, keys: TestKeys) -> dict[str, str]:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def edge(stack: Stack, keys: TestKeys) -> AsyncIterator[Edge]:
-    authority.ensure_authority(stack.tls_dir, [GATEWAY])
-    await grant_gateway_in_etcd(stack, True)
     await wipe_system_data(stack)
-    gateway_dsn = await recreate_database(stack, "shop_gateway")
+    gateway_dsn = await recreate_database(stack, "shop_gateway")  # as its role, shop_gateway
     async with contextlib.AsyncExitStack() as running:
         for definition in (PRODUCT, PAYMENT):
             await running.enter_async_context(run_service(definition, stack, keys))
@@ -147,7 +130,6 @@ async def edge(stack: Stack, keys: TestKeys) -> AsyncIterator[Edge]:
         server.gateway.anonymous_token = own_token
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
             yield Edge(stack, keys, server, http, products, order, inventory, gateway_dsn)
-    await grant_gateway_in_etcd(stack, False)
 
 
 async def test_it_registers_and_is_ready(edge: Edge) -> None:
