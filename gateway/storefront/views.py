@@ -121,7 +121,7 @@ def order_view(order: order_pb2.Order) -> dict[str, Any]:
         "final": status in {"confirmed", "rejected", "cancelled"},
         "cancellable": status == "pending",
         "steps": steps(order),
-        "items": [
+        "lines": [
             {"sku": i.sku, "quantity": i.quantity, "unit_price": money(i.unit_price)}
             for i in order.items
         ],

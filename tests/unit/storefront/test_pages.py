@@ -181,3 +181,14 @@ async def test_a_top_up_takes_an_exact_amount_only(gw: FakeGateway) -> None:
         "/wallet/top-ups", data={"amount": "12.50", "idempotency_key": "k", "csrf_token": secret}
     )
     assert good.status_code == 303 and gw.backends.placed == ["k"]
+
+
+async def test_an_order_page_lists_its_items_and_its_steps(gw: FakeGateway) -> None:
+    product = gw.backends.add_product("MUG-1", "Saga mug")
+    order = await gw.backends.place_order((), [(product.product_id, 3)], "k")
+    await sign_in(gw)
+    page = await gw.client.get(f"/orders/{order.order_id}")
+    assert page.status_code == 200
+    assert "MUG-1" in page.text and "Pending" in page.text and 'sse-connect="' in page.text
+    history = await gw.client.get("/orders")
+    assert history.status_code == 200 and order.order_id[:8] in history.text
