@@ -117,7 +117,9 @@ async def callback(
 @router.post("/auth/logout")
 async def logout(request: Request, current: VisitDep) -> Response:
     gateway = current.gateway
-    response: Response = RedirectResponse("/", status_code=303)
+    # Then the authorization server ends its own sign-in session (RP-initiated logout),
+    # or the next "Sign in" would come straight back signed in, without a password.
+    response: Response = RedirectResponse(token_client(gateway).logout_url(), status_code=303)
     if current.session is None:
         return response
     if current.caller is not None:

@@ -76,6 +76,11 @@ class TokenClient:
         self._client_id = client_id
         self._secret_file = secret_file
         self.redirect_uri = public_url.rstrip("/") + CALLBACK_PATH
+        self.home = public_url.rstrip("/") + "/"
+
+    def logout_url(self) -> str:
+        query = urlencode({"client_id": self._client_id, "post_logout_redirect_uri": self.home})
+        return f"/oauth2/logout?{query}"
 
     def start_login(self) -> LoginStart:
         state, verifier, nonce = (secrets.token_urlsafe(32) for _ in range(3))

@@ -205,6 +205,13 @@ async def open_session(
     return session
 
 
+async def sign_out(unit_of_work: UnitOfWorkFactory, session: str) -> None:
+    """Ends the sign-in cookie's session: the next authorize asks for the password."""
+    if session:
+        async with unit_of_work() as uow:
+            await uow.login_sessions.remove(secret_hash(session))
+
+
 async def signed_in(
     unit_of_work: UnitOfWorkFactory, session: str, now: datetime
 ) -> tuple[User, datetime] | None:

@@ -260,6 +260,7 @@ async def test_discovery_names_the_issuer_and_every_endpoint(http) -> None:
         ("token_endpoint", "/oauth2/token"),
         ("revocation_endpoint", "/oauth2/revoke"),
         ("userinfo_endpoint", "/oauth2/userinfo"),
+        ("end_session_endpoint", "/oauth2/logout"),
         ("jwks_uri", "/.well-known/jwks.json"),
     ]:
         assert document[name] == DEFAULT_ISSUER + path
@@ -543,6 +544,28 @@ async def test_storefront_is_first_party_and_authenticates_with_its_secret(
     assert reply.status_code == 200, reply.text
     # A customer cannot grant an admin scope, whatever the client may hold.
     assert reply.json()["scope"] == "openid orders:read"
+
+
+async def test_logout_ends_the_sign_in_and_returns_only_to_the_clients_origin(http, alice) -> None:
+    _, challenge = pkce()
+    await get_code(http, "storefront", STOREFRONT_CALLBACK, "openid", challenge)
+    params = authorize_params("storefront", STOREFRONT_CALLBACK, "openid", challenge)
+    signed_in = await http.get("/oauth2/authorize", params=params)
+    assert signed_in.status_code == 302  # first party, still signed in: straight back
+    elsewhere = await http.get(
+        "/oauth2/logout",
+        params={"client_id": "storefront", "post_logout_redirect_uri": "https://evil.example/"},
+    )
+    assert elsewhere.status_code == 200 and "signed out" in elsewhere.text.lower()
+    assert "location" not in elsewhere.headers
+    await get_code(http, "storefront", STOREFRONT_CALLBACK, "openid", challenge)
+    home = "http://localhost:8080/"
+    back = await http.get(
+        "/oauth2/logout", params={"client_id": "storefront", "post_logout_redirect_uri": home}
+    )
+    assert back.status_code == 303 and back.headers["location"] == home
+    page = await http.get("/oauth2/authorize", params=params)
+    assert page.status_code == 200 and 'id="email"' in page.text  # the password again
 
 
 async def test_the_consent_page_can_deny(http, alice) -> None:

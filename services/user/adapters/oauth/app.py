@@ -23,6 +23,7 @@ from services.user import use_cases
 from services.user.adapters.oauth import discovery, issuing
 from services.user.adapters.oauth.grants import authorization_server
 from services.user.adapters.oauth.pages import (
+    COOKIE_PATH,
     SCOPE_TEXT,
     SECURITY_HEADERS,
     SESSION_COOKIE,
@@ -40,6 +41,7 @@ from services.user.adapters.oauth.protocol import (
     json_response,
     oauth_request,
     redirect_error,
+    returns_after_logout,
     single,
 )
 from services.user.adapters.oauth.storage import CLIENT, SIGNED_IN, OAuthStorage
@@ -257,6 +259,26 @@ def create_app(storage: OAuthStorage, passwords: Passwords, jwks: Callable[[], b
                 "the person declined",
             )
         return await finish(client, state, signed)
+
+    @app.get("/oauth2/logout")
+    async def logout(request: Request) -> Response:
+        """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): ends this
+        server's sign-in session, then back to the client if it names a place of its own."""
+        await use_cases.sign_out(uow, request.cookies.get(SESSION_COOKIE, ""))
+        params = single(
+            request.query_params.multi_items(), ("client_id", "post_logout_redirect_uri", "state")
+        )
+        target = (params or {}).get("post_logout_redirect_uri", "")
+        client = await use_cases.get_client(uow, (params or {}).get("client_id", ""))
+        response: Response
+        if client is not None and returns_after_logout(client.redirect_uris, target):
+            response = RedirectResponse(target, 303)
+        else:
+            response = error_page("Signed out", "You are signed out.", status=200)
+        response.delete_cookie(
+            SESSION_COOKIE, path=COOKIE_PATH, secure=secure_cookies, httponly=True
+        )
+        return response
 
     @app.post("/oauth2/token")
     async def token(request: Request) -> Response:

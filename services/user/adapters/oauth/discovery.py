@@ -11,6 +11,7 @@ AUTHORIZE = "/oauth2/authorize"
 TOKEN = "/oauth2/token"
 REVOKE = "/oauth2/revoke"
 USERINFO = "/oauth2/userinfo"
+LOGOUT = "/oauth2/logout"
 JWKS = "/.well-known/jwks.json"
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
@@ -23,6 +24,7 @@ def document(issuer: str) -> dict[str, Any]:
         "token_endpoint": issuer + TOKEN,
         "revocation_endpoint": issuer + REVOKE,
         "userinfo_endpoint": issuer + USERINFO,
+        "end_session_endpoint": issuer + LOGOUT,
         "jwks_uri": issuer + JWKS,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

@@ -90,3 +90,13 @@ def bearer_error(status: int, error: str) -> Response:
     return JSONResponse(
         body, status, headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"}
     )
+
+
+def returns_after_logout(redirect_uris: tuple[str, ...], uri: str) -> bool:
+    """Where RP-initiated logout may send the browser back to: the root of the origin of
+    one of the client's registered redirect URIs, exactly (no open redirect)."""
+    for registered in redirect_uris:
+        parts = urlsplit(registered)
+        if uri == urlunsplit((parts.scheme, parts.netloc, "/", "", "")):
+            return True
+    return False
