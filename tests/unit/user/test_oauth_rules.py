@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.user.adapters.oauth import discovery, pages
+from services.user.adapters.oauth import discovery, pages, protocol
 from services.user.adapters.oauth.clients import load_clients
 from services.user.adapters.oauth.server import PARTIES, peer_name
 from services.user.domain import (
@@ -216,7 +216,7 @@ def test_a_short_secret_or_a_duplicate_client_is_refused(tmp_path: Path) -> None
 def test_discovery_builds_every_url_from_the_issuer() -> None:
     document = discovery.document("https://shop.example")
     urls = [v for k, v in document.items() if k.endswith(("_endpoint", "_uri"))]
-    assert len(urls) == 5 and all(u.startswith("https://shop.example/") for u in urls)
+    assert len(urls) == 6 and all(u.startswith("https://shop.example/") for u in urls)
     assert document["code_challenge_methods_supported"] == ["S256"]
 
 
@@ -237,3 +237,20 @@ def test_only_the_gateway_and_the_operator_may_connect() -> None:
     assert peer_name(cert(None, "operator")) in PARTIES
     assert peer_name(cert("order", "gateway")) == "order"  # the SAN wins, as in gRPC
     assert peer_name(None) is None
+
+
+@pytest.mark.parametrize(
+    ("uri", "allowed"),
+    [
+        ("http://localhost:8080/", True),
+        ("http://localhost:8080", False),
+        ("http://localhost:8080/auth/callback", False),
+        ("http://localhost:8081/", False),
+        ("https://localhost:8080/", False),
+        ("https://evil.example/", False),
+        ("", False),
+    ],
+)
+def test_logout_returns_only_to_the_root_of_a_registered_origin(uri: str, allowed: bool) -> None:
+    registered = ("http://localhost:8080/auth/callback",)
+    assert protocol.returns_after_logout(registered, uri) is allowed
