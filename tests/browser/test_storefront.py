@@ -17,9 +17,12 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from deploy.tooling import browser_journey
 from devstack.stack import Stack
 from ops.seed import CUSTOMER
-from tests.browser.chromium import launch_options
+from ops.shop_client import ShopClient
+from shared.auth.identity import Role
+from shop.order.v1 import order_pb2
 from tests.e2e.conftest import RunningSystem, running_system
 from tests.support.saga import new_product
 from tests.support.tokens import TestKeys
@@ -27,7 +30,6 @@ from tests.support.tokens import TestKeys
 pytestmark = pytest.mark.e2e
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
-SAGA_SECONDS = 60_000  # Playwright's timeouts are in milliseconds
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -39,7 +41,7 @@ async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[RunningSystem]:
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(**launch_options())
+        launched = await playwright.chromium.launch(**browser_journey.launch_options())
         yield launched
         await launched.close()
 
@@ -53,21 +55,7 @@ async def page(browser: Browser) -> AsyncIterator[Page]:
 
 
 async def shot(page: Page, name: str) -> None:
-    REPORTS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(REPORTS / f"storefront-{name}.png"), full_page=True)
-
-
-async def sign_in(page: Page, base: str, email: str, password: str) -> None:
-    await page.goto(base + "/")
-    await page.click("#login")
-    await expect(page.locator("#email")).to_be_visible()
-    await page.fill("#email", email)
-    await page.fill("#password", password)
-    await page.get_by_role("button", name="Sign in").click()
-    allow = page.get_by_role("button", name="Allow")
-    if await allow.count():
-        await allow.click()
-    await expect(page.locator("#signed-in-as")).to_have_text(email)
+    await browser_journey.shot(page, REPORTS, f"storefront-{name}")
 
 
 async def buy(page: Page, base: str, product_id: str, quantity: int = 1) -> str:
@@ -83,45 +71,14 @@ async def buy(page: Page, base: str, product_id: str, quantity: int = 1) -> str:
 
 
 async def test_a_person_signs_in_buys_and_watches_the_order_confirm_live(
-    system: RunningSystem, page: Page
+    system: RunningSystem, browser: Browser
 ) -> None:
-    base = system.gateway_url
-    await page.goto(base + "/")
-    await expect(page.locator("#products")).to_contain_text("Saga mug")
-    await shot(page, "1-catalog")
-
-    await sign_in(page, base, *CUSTOMER)
-    await page.fill("#search", "mug")
-    await page.get_by_role("button", name="Search").click()
-    await expect(page.locator("#products .product")).to_have_count(1)
-    await page.get_by_role("link", name="Saga mug").click()
-    await expect(page.locator("#stock")).to_contain_text("In stock")
-    await shot(page, "2-product")
-
-    await page.get_by_role("button", name="Add to cart").click()
-    await expect(page.locator("#cart")).to_contain_text("Saga mug")
-    await shot(page, "3-cart")
-    await page.click("#checkout")
-    await page.get_by_role("button", name="Place order").click()
-    await expect(page).to_have_url(re.compile(r"/orders/[0-9a-f-]{36}$"))
-    order_id = page.url.rsplit("/", 1)[1]
-
-    # A mark in this document: if the page were reloaded, it would be gone.
-    await page.evaluate("window.stillTheSamePage = true")
-    await expect(page.locator("#status")).to_have_text("Confirmed", timeout=SAGA_SECONDS)
-    assert await page.evaluate("window.stillTheSamePage === true")
-    await expect(page.locator("ol.steps li.done")).to_have_count(4)
-    await shot(page, "4-order-confirmed")
-
-    await page.goto(base + "/orders")
-    await expect(page.locator("#orders")).to_contain_text(order_id[:8])
-    await expect(page.locator("#orders")).to_contain_text("Confirmed")
-    await shot(page, "5-order-history")
-
-    await page.click("#logout")
-    await expect(page.locator("#login")).to_be_visible()
-    await page.goto(base + "/orders")  # signed out: back to the sign-in
-    await expect(page.locator("#email")).to_be_visible()
+    order_id = await browser_journey.journey(
+        browser, system.gateway_url, *CUSTOMER, REPORTS, prefix="storefront-"
+    )
+    admin = ShopClient(system.clients, token=system.keys.token(Role.ADMIN))
+    order = await admin.get_order(order_id)
+    assert order.status == order_pb2.ORDER_STATUS_CONFIRMED
 
 
 async def test_an_order_beyond_the_stock_is_rejected_and_says_why(
@@ -129,9 +86,9 @@ async def test_an_order_beyond_the_stock_is_rejected_and_says_why(
 ) -> None:
     base = system.gateway_url
     product_id, sku = await new_product(system.clients, system.keys, units=1, prefix="RARE")
-    await sign_in(page, base, *CUSTOMER)
+    await browser_journey.sign_in(page, base, *CUSTOMER)
     await buy(page, base, product_id, quantity=2)
-    await expect(page.locator("#status")).to_have_text("Rejected", timeout=SAGA_SECONDS)
+    await expect(page.locator("#status")).to_have_text("Rejected", timeout=browser_journey.SAGA_MS)
     await expect(page.locator("#status-reason")).to_contain_text("out of stock")
     await expect(page.locator("#status-reason")).to_contain_text(sku)
     await shot(page, "6-order-rejected")
