@@ -11,6 +11,8 @@ The steps, each printed with its time:
    etcd's three members, Kafka's topics, every service and gateway replica in etcd,
    Prometheus scraping, Zipkin healthy;
 5. smoke: the smoke Job's order CONFIRMED and its audit clean (inside ``deploy()``);
+   then the storefront: a real browser through `make up`'s port-forward signs in, buys,
+   watches the order turn CONFIRMED live and signs out (storefront.py);
 6. load: `make load-k8s`'s Job with a short profile, its report copied out;
 7. policy: an allowed flow passes and the denied ones (ingress, egress; the gateway to
    Kafka) are refused;
@@ -218,6 +220,11 @@ class RealCheck:
         traced = self.wait_for_traces()
         return f"profile {self.profile} passed; Zipkin holds traces of {sorted(traced)}"
 
+    def storefront(self) -> str:
+        from deploy.tooling.real_check.storefront import check_storefront
+
+        return check_storefront(self.kubectl, self.reports)
+
     def policy(self) -> str:
         if not probes.flow_open(self.kubectl, ALLOWED):
             raise CheckFailed(f"allowed flow refused: {ALLOWED}")
@@ -240,12 +247,13 @@ class RealCheck:
         steps.run("node", self.node_agents)
         steps.run("deploy", self.deploy)
         steps.run("ready", self.ready)
+        steps.run("storefront", self.storefront)
         steps.run("load", self.load)
         steps.run("policy", self.policy)
         steps.run("recoveries", self.recoveries)
         _, total = probes.wait_all_ready(self.kubectl, 300)
         return (
-            f"k8s-real-check: pods ready {total}/{total} · smoke ok · load ok · "
+            f"k8s-real-check: pods ready {total}/{total} · smoke ok · storefront ok · load ok · "
             "policy enforced · recoveries ok · audit ok"
         )
 
