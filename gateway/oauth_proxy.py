@@ -30,6 +30,7 @@ import httpx
 from fastapi import APIRouter, Request, Response
 
 from gateway.problems import BAD_GATEWAY, Problem, from_domain_error
+from shared.auth.scopes import CATALOG_READ
 from shared.registry.discovery import Instance, NoInstanceAvailable, ServiceDirectory
 from shared.tls import ca_file, cert_file, key_file
 
@@ -151,7 +152,8 @@ class ClientCredentials:
             ("content-type", "application/x-www-form-urlencoded"),
             ("authorization", f"Basic {basic}"),
         ]
-        body = urlencode({"grant_type": "client_credentials"}).encode()
+        # The catalog's reads alone: a visitor who is not signed in may do nothing else.
+        body = urlencode({"grant_type": "client_credentials", "scope": CATALOG_READ}).encode()
         reply = await self._proxy.send("POST", "/oauth2/token", headers, body)
         if reply.status_code != 200:
             log.warning("client credentials grant refused: %s", reply.status_code)

@@ -40,7 +40,13 @@ REFRESH_TOKEN: Final = "refresh_token"
 CLIENT_CREDENTIALS: Final = "client_credentials"
 
 _PERSON = (scopes.OPENID, scopes.PROFILE, scopes.EMAIL)
-_CUSTOMER = (scopes.ORDERS_READ, scopes.ORDERS_WRITE, scopes.WALLET_READ, scopes.WALLET_WRITE)
+_CUSTOMER = (
+    scopes.CATALOG_READ,
+    scopes.ORDERS_READ,
+    scopes.ORDERS_WRITE,
+    scopes.WALLET_READ,
+    scopes.WALLET_WRITE,
+)
 _ADMIN = (scopes.CATALOG_ADMIN, scopes.STOCK_ADMIN)
 
 

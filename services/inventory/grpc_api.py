@@ -7,7 +7,7 @@ import grpc
 from services.inventory import use_cases
 from services.inventory.domain import Stock
 from services.inventory.use_cases import UnitOfWorkFactory
-from shared.auth.scopes import STOCK_ADMIN
+from shared.auth.scopes import CATALOG_READ, STOCK_ADMIN
 from shared.proto_convert import timestamp
 from shared.rpc.interceptors.auth import OPERATOR_OR_GATEWAY, Access, AccessPolicy
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
@@ -19,7 +19,11 @@ ACCESS = AccessPolicy(
     },
     # An admin's tool, or the storefront's admin page on the admin's behalf.
     parties={_SERVICE + "SetStock": OPERATOR_OR_GATEWAY},
-    scopes={_SERVICE + "SetStock": STOCK_ADMIN},
+    scopes={
+        _SERVICE + "SetStock": STOCK_ADMIN,
+        _SERVICE + "GetStock": CATALOG_READ,
+        _SERVICE + "BatchGetStock": CATALOG_READ,
+    },
 )
 
 

@@ -8,7 +8,7 @@ import grpc
 from services.product import use_cases
 from services.product.domain import Product, ProductStatus
 from services.product.use_cases import ProductReader, UnitOfWorkFactory
-from shared.auth.scopes import CATALOG_ADMIN
+from shared.auth.scopes import CATALOG_ADMIN, CATALOG_READ
 from shared.errors import InvalidArgument
 from shared.proto_convert import money_from_proto, money_to_proto, timestamp
 from shared.rpc.interceptors.auth import OPERATOR_OR_GATEWAY, Access, AccessPolicy
@@ -32,6 +32,9 @@ ACCESS = AccessPolicy(
     scopes={
         _SERVICE + "CreateProduct": CATALOG_ADMIN,
         _SERVICE + "UpdateProduct": CATALOG_ADMIN,
+        _SERVICE + "GetProduct": CATALOG_READ,
+        _SERVICE + "BatchGetProducts": CATALOG_READ,
+        _SERVICE + "ListProducts": CATALOG_READ,
     },
 )
 

@@ -13,6 +13,9 @@ from typing import Final
 
 from shared.auth.identity import Role
 
+# Reading the catalog and its stock: all a visitor who is not signed in needs (the
+# gateway's own client-credentials token asks for this one alone).
+CATALOG_READ: Final = "catalog:read"
 ORDERS_READ: Final = "orders:read"
 ORDERS_WRITE: Final = "orders:write"
 WALLET_READ: Final = "wallet:read"
@@ -24,7 +27,9 @@ OPENID: Final = "openid"
 PROFILE: Final = "profile"
 EMAIL: Final = "email"
 
-CUSTOMER_SCOPES: Final = frozenset({ORDERS_READ, ORDERS_WRITE, WALLET_READ, WALLET_WRITE})
+CUSTOMER_SCOPES: Final = frozenset(
+    {CATALOG_READ, ORDERS_READ, ORDERS_WRITE, WALLET_READ, WALLET_WRITE}
+)
 ADMIN_SCOPES: Final = CUSTOMER_SCOPES | {CATALOG_ADMIN, STOCK_ADMIN}
 OIDC_SCOPES: Final = frozenset({OPENID, PROFILE, EMAIL})
 ALL_SCOPES: Final = ADMIN_SCOPES | OIDC_SCOPES

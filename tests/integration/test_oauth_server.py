@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 STOREFRONT_CALLBACK = "http://localhost:8080/auth/callback"
 CLI_CALLBACK = "http://127.0.0.1:8976/callback"
-CUSTOMER = ["orders:read", "orders:write", "wallet:read", "wallet:write"]
+CUSTOMER = ["catalog:read", "orders:read", "orders:write", "wallet:read", "wallet:write"]
 PASSWORD = "correct-horse-battery"
 
 

@@ -48,8 +48,15 @@ SCOPES: dict[str, dict[str, str]] = {
     "product": {
         "CreateProduct": scopes.CATALOG_ADMIN,
         "UpdateProduct": scopes.CATALOG_ADMIN,
+        "GetProduct": scopes.CATALOG_READ,
+        "BatchGetProducts": scopes.CATALOG_READ,
+        "ListProducts": scopes.CATALOG_READ,
     },
-    "inventory": {"SetStock": scopes.STOCK_ADMIN},
+    "inventory": {
+        "SetStock": scopes.STOCK_ADMIN,
+        "GetStock": scopes.CATALOG_READ,
+        "BatchGetStock": scopes.CATALOG_READ,
+    },
     "payment": {"TopUp": scopes.WALLET_WRITE, "GetBalance": scopes.WALLET_READ},
     "order": {
         "PlaceOrder": scopes.ORDERS_WRITE,

@@ -138,6 +138,7 @@ def test_the_clients_file_is_the_contract_the_user_service_reads(stack: Stack) -
             "openid",
             "profile",
             "email",
+            "catalog:read",
             "orders:read",
             "orders:write",
             "wallet:read",
@@ -150,7 +151,13 @@ def test_the_clients_file_is_the_contract_the_user_service_reads(stack: Stack) -
     loadgen = document["loadgen"]
     assert loadgen["secret_file"] == str(secrets / "loadgen")
     assert loadgen["grant_types"] == ["client_credentials"] and loadgen["redirect_uris"] == []
-    assert loadgen["scopes"] == ["orders:read", "orders:write", "wallet:read", "wallet:write"]
+    assert loadgen["scopes"] == [
+        "catalog:read",
+        "orders:read",
+        "orders:write",
+        "wallet:read",
+        "wallet:write",
+    ]
     cli = document["shop-cli"]
     assert "secret_file" not in cli and "first_party" not in cli  # public, and asked consent
     assert cli["redirect_uris"] == ["http://127.0.0.1:8976/callback"]

@@ -131,7 +131,7 @@ async def test_the_gateways_own_token_is_fetched_once(gw: FakeGateway, tmp_path:
     assert [await token(), await token()] == ["t-1", "t-1"]
     [sent] = upstream.seen
     assert sent.url.path == "/oauth2/token"
-    assert sent.content == b"grant_type=client_credentials"
+    assert sent.content == b"grant_type=client_credentials&scope=catalog%3Aread"
     assert sent.headers["authorization"] == "Basic c3RvcmVmcm9udDpzM2NyZXQ="
 
 
