@@ -24,7 +24,7 @@ from gateway.problems import BAD_GATEWAY, Problem
 CALLBACK_PATH = "/auth/callback"
 # Everything the storefront may do; the server grants the part the person's role allows.
 SCOPES = (
-    "openid profile email orders:read orders:write wallet:read wallet:write"
+    "openid profile email catalog:read orders:read orders:write wallet:read wallet:write"
     " catalog:admin stock:admin"
 )
 

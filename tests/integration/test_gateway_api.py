@@ -47,7 +47,7 @@ from services.order.main import SERVICE as ORDER
 from services.payment.main import SERVICE as PAYMENT
 from services.product.main import SERVICE as PRODUCT
 from shared.auth.identity import Role
-from shared.auth.scopes import ORDERS_READ
+from shared.auth.scopes import CATALOG_READ, ORDERS_READ
 from shared.errors import InvalidArgument
 from tests.support.services import RunningService, run_service
 from tests.support.tokens import TestKeys
@@ -121,7 +121,7 @@ async def edge(stack: Stack, keys: TestKeys) -> AsyncIterator[Edge]:
         # A visitor without a token reads the catalog with the gateway's own token; here
         # one of the test keys (the OAuth2 client credentials grant is the user service's).
         anonymous = keys.issuer().issue(
-            uuid.uuid4(), Role.CUSTOMER, scopes=[], client_id="storefront"
+            uuid.uuid4(), Role.CUSTOMER, scopes=[CATALOG_READ], client_id="storefront"
         )[0]
 
         async def own_token() -> str:
