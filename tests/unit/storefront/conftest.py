@@ -1,20 +1,5 @@
-from __future__ import annotations
+"""The storefront's pages run on the same app and fakes as the gateway's routes."""
 
-from collections.abc import AsyncIterator
+from tests.unit.gateway.conftest import gw, keys
 
-import pytest
-import pytest_asyncio
-
-from tests.unit.gateway.fakes import FakeGateway, Keys, fake_gateway
-
-
-@pytest.fixture(scope="session")
-def keys() -> Keys:
-    return Keys()
-
-
-@pytest_asyncio.fixture
-async def gw(keys: Keys) -> AsyncIterator[FakeGateway]:
-    fake = fake_gateway(keys)
-    async with fake.client:
-        yield fake
+__all__ = ["gw", "keys"]
