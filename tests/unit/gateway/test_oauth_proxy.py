@@ -93,7 +93,7 @@ async def test_the_target_and_the_headers_go_on_byte_for_byte(gw: FakeGateway) -
     upstream = Upstream()
     proxied(gw, upstream, user_instance())
     reply = await gw.client.post(
-        "/oauth2/token", content=b"grant_type=x", headers={"authorization": b"Basic \xe9"}
+        "/oauth2/token", content=b"grant_type=x", headers={b"authorization": b"Basic \xe9"}
     )
     assert reply.status_code == 200, reply.text
     sent = [(name.lower(), value) for name, value in upstream.seen[-1].headers.raw]
