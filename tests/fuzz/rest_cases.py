@@ -111,6 +111,8 @@ def _realistic(node: Any, draw: Draw, aim: Aim) -> Any:
             out["sku"] = sku
     elif "sku" in out and draw(st.integers(0, 3)):
         out["sku"] = draw(st.sampled_from(list(aim.skus)))
+    if "items" in out and "from_cart" in out and draw(st.integers(0, 3)):
+        del out["from_cart"]  # the model takes one or the other, which no schema says
     if "currency" in out and draw(st.integers(0, 3)):
         out["currency"] = "USD"
     if "quantity" in out and draw(st.integers(0, 2)):
