@@ -170,9 +170,11 @@ FUZZ_MINUTES ?= 10
 FUZZ_EXAMPLES ?= 25
 FUZZ_PROFILE ?= fuzz
 FUZZ_SEED ?=
+# grpc (the five services' RPCs), edge (the gateway's REST routes and the OAuth2 endpoints), all.
+FUZZ_SURFACE ?= all
 .PHONY: fuzz
-fuzz: install ## Fuzz every RPC on its own stack for FUZZ_MINUTES (10); exit 1 if a property broke
-	$(PY) -m tests.fuzz --minutes $(FUZZ_MINUTES) --examples $(FUZZ_EXAMPLES) --profile $(FUZZ_PROFILE) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
+fuzz: install ## Fuzz every RPC, REST route and OAuth2 endpoint on its own stack for FUZZ_MINUTES (10); exit 1 if a property broke
+	$(PY) -m tests.fuzz --minutes $(FUZZ_MINUTES) --examples $(FUZZ_EXAMPLES) --profile $(FUZZ_PROFILE) --surface $(FUZZ_SURFACE) $(if $(FUZZ_SEED),--seed $(FUZZ_SEED))
 
 # --- the cluster path (kind or minikube: K8S=kind|minikube picks one) ----------------------
 

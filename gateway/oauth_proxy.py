@@ -23,13 +23,14 @@ import itertools
 import logging
 import ssl
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import APIRouter, Request, Response
 
-from gateway.problems import BAD_GATEWAY, Problem, from_domain_error
+from gateway.problems import BAD_GATEWAY, BAD_REQUEST, Problem, from_domain_error
 from shared.auth.scopes import CATALOG_READ
 from shared.registry.discovery import Instance, NoInstanceAvailable, ServiceDirectory
 from shared.tls import ca_file, cert_file, key_file
@@ -52,6 +53,9 @@ DROPPED_RESPONSE = frozenset(
     }
 )  # fmt: skip
 UPSTREAM_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+# What a path or query may hold as it is (RFC 3986's unreserved, sub-delims, ":", "@",
+# "/" and "%", so an escape the client sent stays one); anything else is escaped.
+URL_SAFE = "/%:@!$&'()*+,;=-._~"
 
 
 def upstream_context(tls_dir: Path, identity: str = "gateway") -> ssl.SSLContext:
@@ -79,7 +83,7 @@ class OAuthProxy:
         self,
         method: str,
         path_and_query: str,
-        headers: list[tuple[str, str]],
+        headers: Sequence[tuple[str, str]] | Sequence[tuple[bytes, bytes]],
         body: bytes,
     ) -> httpx.Response:
         """One request to a user instance; a 502 problem if it cannot be had."""
@@ -95,34 +99,53 @@ class OAuthProxy:
                 # The certificate names the service, not the address dialled.
                 extensions={"sni_hostname": USER},
             )
+        except httpx.InvalidURL:  # a target no URL can hold, even escaped
+            raise Problem(BAD_REQUEST, "the request's target cannot be passed on") from None
         except httpx.HTTPError as error:
             log.warning("authorization server at %s failed: %r", instance.http, error)
             raise Problem(BAD_GATEWAY, "the authorization server did not answer") from None
 
     async def forward(self, request: Request) -> Response:
-        headers = [
+        # As received: the raw header bytes (a value need not be ASCII) and the path still
+        # percent-encoded (decoded, ``%3F`` would become a query and ``%1F`` a control
+        # character in the upstream URL).
+        headers: list[tuple[bytes, bytes]] = [
             (name, value)
-            for name, value in request.headers.items()
-            if name.lower() not in DROPPED_REQUEST
+            for name, value in request.headers.raw
+            if name.decode("latin-1").lower() not in DROPPED_REQUEST
         ]
+        # The gateway is the edge: the address it saw is the client's, and a chain the
+        # client sent is not passed on (it could pick the IP the sign-in limit counts).
         client = request.client.host if request.client else ""
-        prior = request.headers.get("x-forwarded-for")
         if client:
-            headers.append(("x-forwarded-for", f"{prior}, {client}" if prior else client))
-        headers.append(("x-forwarded-host", request.headers.get("host", "")))
-        headers.append(("x-forwarded-proto", request.url.scheme))
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        upstream = await self.send(request.method, path, headers, await request.body())
+            headers.append((b"x-forwarded-for", client.encode("latin-1")))
+        headers.append((b"x-forwarded-host", request.headers.get("host", "").encode("latin-1")))
+        headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
+        upstream = await self.send(
+            request.method, path_and_query(request), headers, await request.body()
+        )
         response = Response(content=upstream.content, status_code=upstream.status_code)
         response.raw_headers = [
             *(
-                (name.lower().encode(), value.encode())
-                for name, value in upstream.headers.multi_items()
-                if name.lower() not in DROPPED_RESPONSE
+                (name.lower(), value)
+                for name, value in upstream.headers.raw
+                if name.decode("latin-1").lower() not in DROPPED_RESPONSE
             ),
             (b"content-length", str(len(upstream.content)).encode()),
         ]
         return response
+
+
+def path_and_query(request: Request) -> str:
+    """The request's target as the client sent it, percent-encoded: a byte that may not
+    stand in a URL as it is (a space, a control, a non-ASCII byte) encoded, and every
+    escape (``%2F``, ``%3F``) kept, so the upstream reads the very same path and query."""
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    path = quote(raw_path.decode("latin-1"), safe=URL_SAFE, encoding="latin-1")
+    query = request.scope.get("query_string", b"")
+    if query:
+        path += "?" + quote(query.decode("latin-1"), safe=URL_SAFE + "?", encoding="latin-1")
+    return path
 
 
 class ClientCredentials:

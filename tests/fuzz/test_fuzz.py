@@ -26,6 +26,7 @@ from shared.auth.identity import Role
 from shared.errors import AlreadyExists, InvalidArgument
 from shop.product.v1 import product_pb2
 from shop.user.v1 import user_pb2
+from tests.fuzz import rest_cases
 from tests.fuzz import rpcs as rpc_list
 from tests.fuzz.harness import (
     Caller,
@@ -228,10 +229,14 @@ def test_make_fuzz_runs_and_reports(stack: Stack) -> None:
         "FUZZ_PROFILE": stack.profile.name,
     }
     done = subprocess.run(
-        ["make", "fuzz"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=240
+        ["make", "fuzz"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=420
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     out = done.stdout
     assert "seed 7" in out and "every property held" in out
     for rpc in rpc_list.discover():
         assert f"\n{rpc.label} " in out, f"{rpc.label} missing from the report:\n{out}"
+    # The edge too: every route of the OpenAPI document, the OAuth2 endpoints, the audit.
+    for label in [*map(rest_cases.label_of, rest_cases.operations()), "POST /oauth2/token"]:
+        assert f"\n{label} " in out, f"{label} missing from the report:\n{out}"
+    assert "audit: ok" in out

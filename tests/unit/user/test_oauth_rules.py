@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from starlette.requests import Request
 
 from services.user.adapters.oauth import discovery, pages, protocol
 from services.user.adapters.oauth.clients import load_clients
@@ -226,6 +227,21 @@ def test_a_csrf_token_is_bound_to_its_cookie_page_and_request() -> None:
     assert token != pages.csrf_token("j" * 43, "login", "client_id=a&state=1")
     assert token != pages.csrf_token("k" * 43, "consent", "client_id=a&state=1")
     assert token != pages.csrf_token("k" * 43, "login", "client_id=a&state=2")
+
+
+def test_a_csrf_token_that_is_not_ascii_is_refused_not_a_crash() -> None:
+    """Found by the edge fuzzer: ``csrf_token=%C2%80`` on /oauth2/consent (or login) was a 500
+    (hmac.compare_digest takes no str with a non-ASCII character)."""
+    cookie = b"shop_oauth_csrf=" + b"k" * 43
+    request = Request({"type": "http", "method": "POST", "headers": [(b"cookie", cookie)]})
+    for offered in (
+        "\x80",
+        "\u202e" * 43,
+        "\udcff",
+        pages.csrf_token("k" * 43, "consent", "\udcff"),
+    ):
+        assert not pages.csrf_ok(request, "login", "client_id=a", offered)
+    assert pages.csrf_ok(request, "login", "é", pages.csrf_token("k" * 43, "login", "é"))
 
 
 def test_only_the_gateway_and_the_operator_may_connect() -> None:

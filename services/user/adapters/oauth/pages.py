@@ -102,7 +102,8 @@ def csrf_secret(request: Request) -> tuple[str, bool]:
 
 
 def csrf_token(secret: str, page_name: str, authorize: str) -> str:
-    mac = hmac.new(secret.encode(), f"{page_name}\n{authorize}".encode(), hashlib.sha256)
+    message = f"{page_name}\n{authorize}".encode("utf-8", "surrogatepass")
+    mac = hmac.new(secret.encode("utf-8", "surrogatepass"), message, hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
 
 
@@ -110,7 +111,9 @@ def csrf_ok(request: Request, page_name: str, authorize: str, offered: str) -> b
     secret = request.cookies.get(CSRF_COOKIE, "")
     if len(secret) < 32 or not offered:
         return False
-    return hmac.compare_digest(csrf_token(secret, page_name, authorize), offered)
+    # As bytes: compare_digest takes no str with a non-ASCII character, and a form can hold any.
+    expected = csrf_token(secret, page_name, authorize).encode()
+    return hmac.compare_digest(expected, offered.encode("utf-8", "surrogatepass"))
 
 
 def form_page(
