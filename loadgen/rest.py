@@ -70,8 +70,15 @@ def jwt_claims(token: str) -> dict[str, Any]:
 class ClientToken:
     """The client credentials grant's access token, fetched again before it expires."""
 
-    def __init__(self, base_url: str, client_id: str, secret: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        secret: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._transport = transport  # the tests' stand-in for the network
         self.client_id = client_id
         self._basic = httpx.BasicAuth(client_id, secret)
         self._token = ""
@@ -89,7 +96,9 @@ class ClientToken:
         return self._token
 
     async def _fetch(self) -> None:
-        async with httpx.AsyncClient(base_url=self.base_url, timeout=15.0) as http:
+        async with httpx.AsyncClient(
+            base_url=self.base_url, timeout=15.0, transport=self._transport
+        ) as http:
             reply = await http.post(
                 TOKEN_PATH, data={"grant_type": "client_credentials"}, auth=self._basic
             )
