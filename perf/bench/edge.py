@@ -30,7 +30,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -190,7 +190,7 @@ def loadgen_scenarios(plan: Plan) -> tuple[ScenarioSettings, ...]:
     chosen: list[ScenarioSettings] = []
     for round_ in range(plan.loadgen_rounds):
         for settings in (browse, saga):
-            pair = edge_pair(replace(settings, seed=1 + round_))
+            pair = edge_pair(settings)  # the same plan every round: the pairs are averaged
             chosen += pair if round_ % 2 == 0 else pair[::-1]
     return tuple(chosen)
 
