@@ -107,6 +107,13 @@ def compare(reports: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "rpcs": _average([compare_pair(g, r) for g, r in pairs]),
             "files": [[g["files"]["json"], r["files"]["json"]] for g, r in pairs],
             "gateway_rate_limited": sum(r["edge"]["rate_limited"] for _, r in pairs),
+            # The load generator's own CPU per arrival, each way (its HTTP client's cost).
+            "generator_cpu_ms_per_arrival": {
+                side: _mean(
+                    r["load"].get("generator_cpu_ms_per_arrival") for r in found[side][: len(pairs)]
+                )
+                for side in (GRPC, REST)
+            },
             "audit_ok": all(g["audit"]["ok"] and r["audit"]["ok"] for g, r in pairs),
         }
     return scenarios
@@ -135,6 +142,11 @@ def lines(scenarios: Mapping[str, Any], prefix: str = "edge") -> list[str]:
                 f" {'/'.join(_ms(r[k]) for k in PERCENTILES)} ms · REST adds {added} ms"
                 f" · throughput ratio {'-' if ratio is None else f'{ratio:.2f}'}"
             )
+        cpu = found["generator_cpu_ms_per_arrival"]
+        out.append(
+            f"{prefix}: {name}: the load generator's own CPU per arrival: gRPC"
+            f" {_ms(cpu[GRPC])} ms, REST {_ms(cpu[REST])} ms"
+        )
         if found["gateway_rate_limited"]:
             out.append(
                 f"{prefix}: {name}: the gateway refused {found['gateway_rate_limited']}"

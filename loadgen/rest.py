@@ -131,18 +131,31 @@ class ClientToken:
         )
 
 
-def http_client(base_url: str, concurrency: int) -> httpx.AsyncClient:
-    """Keep-alive, and a pool as large as the in-flight cap."""
+def http_client(base_url: str, concurrency: int, *, keep_alive: bool = True) -> httpx.AsyncClient:
+    """A pool as large as the in-flight cap; its connections kept alive, or (the event
+    streams' client) each closed when its stream ends."""
     return httpx.AsyncClient(
         base_url=base_url,
-        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+        limits=httpx.Limits(
+            max_connections=concurrency,
+            max_keepalive_connections=concurrency if keep_alive else 0,
+        ),
         timeout=httpx.Timeout(UNARY_DEADLINE),
     )
 
 
 class RestCalls:
-    def __init__(self, http: httpx.AsyncClient, token: ClientToken, recorder: Recorder) -> None:
+    """``http`` takes the requests, ``streams`` (``http`` if None) the event streams."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        token: ClientToken,
+        recorder: Recorder,
+        streams: httpx.AsyncClient | None = None,
+    ) -> None:
         self.http = http
+        self.streams = streams or http
         self.token = token
         self.recorder = recorder
 
@@ -236,24 +249,25 @@ class RestCalls:
             while terminal is None and loop.time() < give_up:
                 try:
                     async with asyncio.timeout(give_up - loop.time()):
-                        async with self.http.stream(
+                        async with self.streams.stream(
                             "GET", path, headers=await self.headers(), timeout=None
                         ) as stream:
                             code = code_of(stream.status_code)
                             if code != "OK":
                                 await stream.aread()
                             else:
+                                # Read to the stream's end (the gateway ends it after a
+                                # final status): the connection goes back to the pool
+                                # instead of being closed under a half-read answer.
                                 async for event, data in events(stream):
                                     if event == "error":
                                         code = f"HTTP_{data.get('status', 500)}"
-                                        break
-                                    if first is None:
-                                        first = loop.time()
-                                    state = FINAL.get(str(data.get("status")))
-                                    if state is not None:
-                                        terminal, terminal_at = state, loop.time()
-                                        reason = str(data.get("status_reason", ""))
-                                        break
+                                    elif terminal is None:
+                                        first = first or loop.time()
+                                        state = FINAL.get(str(data.get("status")))
+                                        if state is not None:
+                                            terminal, terminal_at = state, loop.time()
+                                            reason = str(data.get("status_reason", ""))
                 except TimeoutError:
                     code = "DEADLINE_EXCEEDED"
                     break

@@ -31,6 +31,7 @@ def test_make_bench_edge_measures_both_edges_and_writes_its_report(stack: Stack)
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "make bench-edge " in (REPO_ROOT / "docs" / "performance.md").read_text()
     lines = done.stdout.splitlines()
     saturated = [line for line in lines if " at saturation (c=" in line]
     assert {line.split()[1] for line in saturated} == {"GetProduct", "GetStock"}, lines

@@ -62,6 +62,7 @@ async def test_the_rest_profile_reports_successes_and_leaves_a_clean_audit(
         assert report["baseline"]["ok"] > 0
         assert report["edge"]["client_id"] == "loadgen" and report["edge"]["tokens_fetched"] >= 1
         assert report["edge"]["rate_limited"] == 0
+        assert report["load"]["generator_cpu_ms_per_arrival"] > 0
     # Every order through the gateway reached its end as the one buyer, who could pay.
     saga = rest[1]["saga"]
     assert saga["orders"] == rest[1]["rpcs"]["PlaceOrder"]["ok"] > 0
@@ -80,7 +81,7 @@ async def test_the_rest_profile_reports_successes_and_leaves_a_clean_audit(
         for row in found["rpcs"].values():
             assert row["rest"]["qps"] > 0 and row["grpc"]["qps"] > 0
             assert all(v is not None for v in row["added_ms"].values())
-    assert len(edge.lines(compared)) == 4
+    assert len(edge.lines(compared)) == 4 + 2  # a line per RPC, one per scenario
 
     # And afterwards, with everything settled, the audit of the whole system is clean.
     after = await audit(target.audit_dsns, settle=10)

@@ -185,6 +185,7 @@ def report(via: str, p50: float, qps: float, offered: float = 10.0) -> dict[str,
         "files": {"json": f"{via}.json"},
         "audit": {"ok": True},
         "edge": {"rate_limited": 3 if via == REST else 0},
+        "load": {"generator_cpu_ms_per_arrival": 2.0 if via == REST else 1.0},
     }
 
 
@@ -196,7 +197,9 @@ def test_the_comparison_is_rest_minus_grpc_and_the_share_served_averaged_over_ro
     assert row["grpc"]["p50_ms"] == 3 and row["rest"]["p50_ms"] == 6
     assert row["added_ms"] == {"p50_ms": 3, "p95_ms": 6, "p99_ms": 9}
     assert row["throughput_ratio"] == pytest.approx(0.85)
-    [line, warning] = edge.lines(edge.compare(runs))
+    assert found["generator_cpu_ms_per_arrival"] == {"grpc": 1.0, "rest": 2.0}
+    [line, cpu, warning] = edge.lines(edge.compare(runs))
+    assert cpu.endswith("own CPU per arrival: gRPC 1.0 ms, REST 2.0 ms")
     assert line.startswith("edge: browse GetProduct: gRPC 10.0/s p50/p95/p99 3.0/6.0/9.0 ms")
     assert "REST adds +3.0/+6.0/+9.0 ms · throughput ratio 0.85" in line
     assert "refused 6 requests (429)" in warning
