@@ -90,18 +90,30 @@ async def prepare_scenario(
     if len(buyers) < settings.users:
         raise ValueError(f"{name} needs {settings.users} buyers, got {len(buyers)}")
     key = f"load-{run_id}-{name}"
+    operations: Operations | RestOperations
     if rest is not None:
         await warm_rest(rest, catalog)
         funded = await fund_rest(rest, plan, catalog, key)
-        operations: Operations | RestOperations = RestOperations(settings, rest, catalog, run_id)
-        return Prepared(
-            settings,
-            run_id,
-            plan,
-            catalog,
-            operations,
-            _setup(setup_started, settings, catalog, funded),
-        )
+        operations = RestOperations(settings, rest, catalog, run_id)
+    else:
+        funded = await _warm_and_fund(settings, target, buyers, plan, catalog, key, token_cache)
+        users = buyers[: settings.users]
+        operations = Operations(settings, Calls(target.clients, recorder), users, catalog, run_id)
+    setup = _setup(setup_started, settings, catalog, funded)
+    return Prepared(settings, run_id, plan, catalog, operations, setup)
+
+
+async def _warm_and_fund(
+    settings: ScenarioSettings,
+    target: Target,
+    buyers: list[Buyer],
+    plan: list[Arrival],
+    catalog: list[CatalogItem],
+    key: str,
+    token_cache: TokenCache | None,
+) -> int:
+    """Over gRPC: the buyers warmed (replaced in ``buyers`` if their token was stale), then
+    funded by what their planned orders cost; returns the total."""
     if settings.identity == ACCOUNTS:
         buyers[: settings.users] = await refresh_rejected(
             target.clients,
@@ -111,17 +123,7 @@ async def prepare_scenario(
         )
     else:  # the client's token, fresh from the authorization server: nothing to replace
         await warm(target, buyers[0], catalog)
-    users = buyers[: settings.users]
-    funded = await fund_buyers(plan, catalog, users, target.clients, key)
-    operations = Operations(settings, Calls(target.clients, recorder), users, catalog, run_id)
-    return Prepared(
-        settings,
-        run_id,
-        plan,
-        catalog,
-        operations,
-        _setup(setup_started, settings, catalog, funded),
-    )
+    return await fund_buyers(plan, catalog, buyers[: settings.users], target.clients, key)
 
 
 def _setup(
