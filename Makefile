@@ -8,6 +8,7 @@ UV_VERSION := 0.9.0
 BUF_VERSION := v1.75.0
 GRPCURL_VERSION := v1.9.4
 GHZ_VERSION := v0.93.0
+HEY_VERSION := v0.1.4
 KUBE_SCORE_VERSION := v1.20.0
 # The control plane of `make k8s-cluster-check` (versions in deploy/k8s/cluster-check/*/go.mod).
 KUBERNETES_VERSION := v1.34.2
@@ -17,6 +18,7 @@ UV := $(TOOLS)/bin/uv
 BUF := $(TOOLS)/bin/buf
 GRPCURL := $(TOOLS)/bin/grpcurl
 GHZ := $(TOOLS)/bin/ghz
+HEY := $(TOOLS)/bin/hey
 KUBE_SCORE := $(TOOLS)/bin/kube-score
 KUBE_APISERVER := $(TOOLS)/bin/kube-apiserver
 ETCD_36 := $(TOOLS)/bin/etcd-3.6
@@ -66,6 +68,10 @@ $(GRPCURL):
 
 $(GHZ):
 	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+# ghz's counterpart for HTTP: `make bench-edge` drives the gateway's REST routes with it.
+$(HEY):
+	GOBIN=$(TOOLS)/bin GOFLAGS=-mod=mod go install github.com/rakyll/hey@$(HEY_VERSION)
 
 # The manifests' linter (kustomize itself comes with kubectl).
 $(KUBE_SCORE):
@@ -126,6 +132,10 @@ bench-observability: install $(GHZ) ## What tracing and metrics cost: observed v
 bench-trust: install ## What TLS and auth on etcd/Kafka/PostgreSQL cost: saga P50/P95, relay lag, consumer drain, off vs on
 	$(PY) -m perf.bench.trust_cost $(BENCH_TRUST_ARGS)
 
+.PHONY: bench-edge
+bench-edge: install $(GHZ) $(HEY) ## What the REST edge costs: gRPC vs REST through the gateway (ghz vs hey, and the loadgen's pairs)
+	$(PY) -m perf.bench.edge $(BENCH_EDGE_ARGS)
+
 .PHONY: bench-tls
 bench-tls: deps $(GHZ) ## What mTLS costs: health Check throughput over mTLS vs plaintext (ghz)
 	$(PY) -m perf.bench.tls $(BENCH_TLS_ARGS)
@@ -157,7 +167,7 @@ demo-ratelimit: deps ## A per-user rate limit set live: one buyer refused (RESOU
 PROFILE ?= smoke
 LOAD_ARGS ?=
 .PHONY: load
-load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|full
+load: install ## Load test `make run` (started if down): PROFILE=smoke|flash-sale|mixed|steady-saga|browse-peak|edge|full
 	$(PY) -m loadgen --profile $(PROFILE) $(LOAD_ARGS)
 
 # PROFILE is `make load`'s too (default smoke); chaos defaults to full unless one is given.

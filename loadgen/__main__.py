@@ -12,6 +12,7 @@ from typing import Annotated
 import grpc
 import typer
 
+from loadgen import edge
 from loadgen.buyers import TokenCache
 from loadgen.runner import ScenarioResult, run_scenarios
 from loadgen.settings import PROFILES, SCENARIOS, ScenarioSettings, resolve
@@ -45,16 +46,30 @@ async def run(
         results = await run_scenarios(
             scenarios, target, reports, profile=profile, token_cache=cache
         )
+    compare_edges(results, reports / f"edge-{stamp}.json")
     return verdict(results)
 
 
+def compare_edges(results: list[ScenarioResult], path: Path) -> None:
+    """Where a scenario ran over gRPC and REST both: what the edge added (loadgen/edge.py)."""
+    compared = edge.compare([r.report for r in results])
+    if not compared:
+        return
+    print()
+    for line in edge.lines(compared):
+        print(line)
+    edge.write({"kind": "edge", "scenarios": compared}, path)
+    print(f"edge: report {path}")
+
+
 def verdict(results: list[ScenarioResult]) -> int:
-    failed = [r.report["scenario"] for r in results if not r.ok]
+    failed = [r.json_path.name.rsplit("-", 1)[0] for r in results if not r.ok]
     print()
     for r in results:
         v = r.report["verdict"]
+        name = r.json_path.name.rsplit("-", 1)[0]
         print(
-            f"{r.report['scenario']:<12} {'PASS' if r.ok else 'FAIL'}  audit "
+            f"{name:<17} {'PASS' if r.ok else 'FAIL'}  audit "
             f"{'ok' if v['audit_ok'] else 'FAILED'}, error rate {v['error_rate']:.2%} "
             f"(max {v['max_error_rate']:.2%})  {r.json_path}"
         )

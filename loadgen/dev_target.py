@@ -17,10 +17,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from devstack.audit import stack_dsns
-from devstack.launcher import REPO_ROOT, SERVICES, is_serving, open_directory
+from devstack.launcher import REPO_ROOT, SERVICES, is_serving, oauth_secrets_dir, open_directory
 from devstack.stack import Stack
 from loadgen.buyers import TokenCache
 from loadgen.target import Target
+from ops.oauth_clients import LOADGEN, secret_file
 from shared.registry.discovery import ServiceDirectory
 from shared.rpc.client import ServiceClients
 from shared.tls import ClientTLS, cert_file
@@ -29,9 +30,26 @@ START_TIMEOUT = 240.0  # a first start may install PostgreSQL and fetch Kafka
 STOP_TIMEOUT = 90.0
 
 
-def stack_target(stack: Stack, clients: ServiceClients, directory: ServiceDirectory) -> Target:
-    """The system running on a devstack profile: its databases audited, its Prometheus read."""
-    return Target(stack.profile.name, clients, directory, stack_dsns(stack), stack.prometheus.url)
+# A gateway this run starts serves the load unthrottled: its per-client rate limit
+# (20/s) would otherwise be what a REST scenario measures (docs/load-tests.md).
+UNLIMITED_GATEWAY = {"SHOP_GATEWAY_RATE_LIMIT_ENABLED": "false"}
+
+
+def stack_target(
+    stack: Stack, clients: ServiceClients, directory: ServiceDirectory, gateway_url: str = ""
+) -> Target:
+    """The system running on a devstack profile: its databases audited, its Prometheus read,
+    its gateway (``gateway_url``, else the one in etcd) reached with the loadgen client's
+    secret of this stack."""
+    return Target(
+        stack.profile.name,
+        clients,
+        directory,
+        stack_dsns(stack),
+        stack.prometheus.url,
+        gateway_url,
+        secret_file(oauth_secrets_dir(stack), LOADGEN),
+    )
 
 
 async def all_serving(directory: ServiceDirectory, tls: ClientTLS) -> bool:
@@ -91,7 +109,7 @@ async def background_run(
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, **UNLIMITED_GATEWAY, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,  # our Ctrl-C is ours; we stop it in order below
     )
     ready = asyncio.Event()

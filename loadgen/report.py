@@ -182,8 +182,10 @@ def services_saw_line(saw: Mapping[str, Any]) -> str:
 
 def summary(report: Mapping[str, Any], json_path: Path, png_path: Path) -> str:
     s, load = report["settings"], report["load"]
+    via = " via REST (gateway)" if s.get("via") == "rest" else ""
     head = (
-        f"== {report['scenario']} ({report['profile']}) · {s['rate']:g}/s for {s['duration']:g}s"
+        f"== {report['scenario']}{via} ({report['profile']}) · {s['rate']:g}/s for"
+        f" {s['duration']:g}s"
         f" · cap {s['concurrency']} in flight · {s['users']} users · seed {s['seed']} "
     )
     lines = [head.ljust(100, "=")]
@@ -204,12 +206,18 @@ def summary(report: Mapping[str, Any], json_path: Path, png_path: Path) -> str:
             f"{_errors(f)}"
         )
 
-    lines.append(row("Check (baseline)", report["baseline"], None))
+    bare = "healthz/live" if via else "Check"
+    lines.append(row(f"{bare} (baseline)", report["baseline"], None))
     for name, figures in report["rpcs"].items():
         lines.append(row(name, figures, report["ratios"][name]))
     lines.append(
-        "ms; x: ratio to the baseline Check (for qps: of the share of offered load served)"
+        f"ms; x: ratio to the baseline {bare} (for qps: of the share of offered load served)"
     )
+    if (edge := report.get("edge")) is not None and edge["rate_limited"]:
+        lines.append(
+            f"edge  the gateway refused {edge['rate_limited']} requests (429): its rate limit,"
+            " not the edge, was measured (docs/load-tests.md)"
+        )
     saga = report["saga"]
     if saga and saga["orders"]:
         states = " · ".join(f"{k} {v}" for k, v in saga["terminal"].items())

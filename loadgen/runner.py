@@ -7,12 +7,15 @@
     report       reports/<scenario>-<timestamp>.json and .png, and a summary
 
 Nothing in setup is measured. Tests call ``run_scenarios`` directly; `make
-load` calls it through the CLI (``python -m loadgen``).
+load` calls it through the CLI (``python -m loadgen``). A REST scenario (``via rest``)
+sends its arrivals to the gateway (loadgen/rest.py) and its baseline is the gateway's
+bare ``GET /healthz/live``; its one buyer is the loadgen OAuth2 client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -20,34 +23,26 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from loadgen import plot, report
-from loadgen.buyers import Buyer, TokenCache, refresh_rejected, sign_in_buyers
+from loadgen.buyers import Buyer, TokenCache, sign_in_buyers
 from loadgen.calls import CHECK, PLACE_ORDER_DEADLINE, Calls
 from loadgen.driver import DriveResult, OpenLoop, Recorder
+from loadgen.prepare import prepare_scenario
+from loadgen.rest import ROUTES, RestCalls, http_client
 from loadgen.scenarios import (
     SERVICE_OF,
     Arrival,
-    CatalogItem,
-    Operations,
-    fund_buyers,
     intended_states,
-    make_plan,
     new_run_id,
-    prepare_catalog,
 )
 from loadgen.services_saw import what_services_saw
-from loadgen.settings import FLASH_SALE, ScenarioSettings
+from loadgen.settings import ACCOUNTS, FLASH_SALE, REST, ScenarioSettings
 from loadgen.stats import all_rpc_figures, saga_figures
 from loadgen.target import Target
 from ops.audit import audit
-from ops.seed import ADMIN
-from ops.shop_client import DEADLINE, ShopClient
-from shop.payment.v1 import payment_pb2, payment_pb2_grpc
-from shop.product.v1 import product_pb2, product_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -80,95 +75,31 @@ def _machine() -> dict[str, Any]:
     }
 
 
-async def _warm(target: Target, buyer: Buyer, catalog: Sequence[CatalogItem]) -> None:
-    """One call per service the scenario uses, so every service has verified (and cached)
-    the buyer's token and has its channels and pools up before anything is measured."""
-    metadata = (("authorization", f"Bearer {buyer.token}"),)
-    clients = target.clients
-    await clients.call(
-        "payment",
-        payment_pb2_grpc.PaymentServiceStub,
-        lambda s: s.GetBalance(
-            payment_pb2.GetBalanceRequest(), timeout=DEADLINE, metadata=metadata
-        ),
-    )
-    request = product_pb2.GetProductRequest(product_id=catalog[0].product_id)
-    await clients.call(
-        "product",
-        product_pb2_grpc.ProductServiceStub,
-        lambda s: s.GetProduct(request, timeout=DEADLINE, metadata=metadata),
-    )
-    await ShopClient(clients, token=buyer.token).list_orders(page_size=1)
-
-
 async def _drive_baseline(
-    settings: ScenarioSettings, plan: Sequence[Arrival], target: Target
+    settings: ScenarioSettings, plan: Sequence[Arrival], target: Target, rest: RestCalls | None
 ) -> tuple[Recorder, dict[str, Any]]:
-    """The bare Check, arrival by arrival on the service the scenario's arrival would hit."""
+    """The bare Check, arrival by arrival on the service the scenario's arrival would hit;
+    over REST, the gateway's bare liveness instead (recorded under the same name)."""
     count = max(1, round(settings.rate * settings.baseline_seconds))
     services = [SERVICE_OF[plan[i % len(plan)].kind] for i in range(count)]
     recorder = Recorder()
     calls = Calls(target.clients, recorder)
+    bare = RestCalls(rest.http, rest.token, recorder) if rest is not None else None
+
+    async def op(service: str, started: float) -> bool:
+        if bare is not None:
+            return await bare.live(started)
+        return await calls.check(service, started)
+
     loop = OpenLoop[str](
         rate=settings.rate,
         concurrency=settings.concurrency,
-        op=calls.check,
+        op=op,
         on_drop=lambda _service: recorder.drop(CHECK),
         drain_timeout=10.0,
     )
     result = await loop.run(services, recorder)
     return recorder, report.load_figures(result, settings)
-
-
-@dataclass
-class Prepared:
-    """A scenario set up and ready to measure: nothing here was measured."""
-
-    settings: ScenarioSettings
-    run_id: str
-    plan: list[Arrival]
-    catalog: list[CatalogItem]
-    operations: Operations
-    setup: dict[str, Any]
-
-
-async def prepare_scenario(
-    settings: ScenarioSettings,
-    target: Target,
-    buyers: list[Buyer],
-    recorder: Recorder,
-    *,
-    run_id: str,
-    token_cache: TokenCache | None = None,
-    say: Say = print,
-) -> Prepared:
-    """Catalog and stock, buyers warmed (replaced in ``buyers`` if their token was stale)
-    and funded; its operations record into ``recorder``."""
-    name = settings.scenario
-    setup_started = time.monotonic()
-    say(f"{name}: setting up (catalog, {settings.users} buyers) ...")
-    admin = ShopClient(target.clients)
-    await admin.login(*ADMIN)
-    plan = make_plan(settings)
-    catalog = await prepare_catalog(settings, plan, admin, run_id)
-    if len(buyers) < settings.users:
-        raise ValueError(f"{name} needs {settings.users} buyers, got {len(buyers)}")
-    buyers[: settings.users] = await refresh_rejected(
-        target.clients,
-        buyers[: settings.users],
-        partial(_warm, target, catalog=catalog),
-        token_cache,
-    )
-    users = buyers[: settings.users]
-    funded = await fund_buyers(plan, catalog, users, target.clients, f"load-{run_id}-{name}")
-    setup = {
-        "seconds": round(time.monotonic() - setup_started, 2),
-        "catalog": [item.sku for item in catalog],
-        "stock": settings.stock if name == FLASH_SALE else None,
-        "funded_minor": funded,
-    }
-    operations = Operations(settings, Calls(target.clients, recorder), users, catalog, run_id)
-    return Prepared(settings, run_id, plan, catalog, operations, setup)
 
 
 async def measure(
@@ -214,24 +145,60 @@ async def run_scenario(
     token_cache: TokenCache | None = None,
     say: Say = print,
 ) -> ScenarioResult:
-    """Runs one scenario; ``buyers[:users]`` are used, and replaced if their token was stale."""
-    started_at, run_id = _now(), new_run_id()
-    name = settings.scenario
-    machine = _machine()
+    """Runs one scenario; ``buyers[:users]`` are used, and replaced if their token was stale.
+    A REST scenario gets an HTTP client of its own, its pool as large as its in-flight cap."""
     recorder = Recorder()
+    async with contextlib.AsyncExitStack() as scope:
+        rest = None
+        if settings.via == REST:
+            url, cap = target.gateway(), settings.concurrency
+            http = await scope.enter_async_context(http_client(url, cap))
+            # The event streams on a client of their own, a connection each, closed when its
+            # stream ends: httpx's pool does work in the square of the connections it holds
+            # for every request it places (httpcore 1.0), and one pool holding a connection
+            # per order in flight made the generator, not the gateway, set the pace.
+            streams = await scope.enter_async_context(http_client(url, cap, keep_alive=False))
+            rest = RestCalls(http, target.client_token(), recorder, streams)
+        return await _run_scenario(
+            settings, target, buyers, reports_dir, recorder, rest, profile, token_cache, say
+        )
+
+
+async def _run_scenario(
+    settings: ScenarioSettings,
+    target: Target,
+    buyers: list[Buyer],
+    reports_dir: Path,
+    recorder: Recorder,
+    rest: RestCalls | None,
+    profile: str,
+    token_cache: TokenCache | None,
+    say: Say,
+) -> ScenarioResult:
+    started_at, run_id = _now(), new_run_id()
+    name = settings.label
+    machine = _machine()
     prepared = await prepare_scenario(
-        settings, target, buyers, recorder, run_id=run_id, token_cache=token_cache, say=say
+        settings,
+        target,
+        buyers,
+        recorder,
+        run_id=run_id,
+        token_cache=token_cache,
+        say=say,
+        rest=rest,
     )
     plan, setup = prepared.plan, prepared.setup
 
-    say(f"{name}: baseline Check at {settings.rate:g}/s for {settings.baseline_seconds:g}s ...")
-    baseline_recorder, baseline_load = await _drive_baseline(settings, plan, target)
+    bare = "GET /healthz/live" if rest else "Check"
+    say(f"{name}: baseline {bare} at {settings.rate:g}/s for {settings.baseline_seconds:g}s ...")
+    baseline_recorder, baseline_load = await _drive_baseline(settings, plan, target, rest)
     baseline_rpcs = all_rpc_figures(
         baseline_recorder.calls, baseline_recorder.dropped, settings.baseline_seconds
     )
 
     say(f"{name}: measuring at {settings.rate:g}/s for {settings.duration:g}s ...")
-    measured_from = time.time()
+    measured_from, cpu_from = time.time(), time.process_time()
     result, _ = await measure(
         settings.rate,
         settings.concurrency,
@@ -243,6 +210,11 @@ async def run_scenario(
     )
     machine = machine | {"loadavg_1m_after": round(os.getloadavg()[0], 2)}
     load = report.load_figures(result, settings)
+    # What the generator itself spent (CPU of this process, all threads) per arrival: the
+    # client's own cost, which differs between gRPC and REST.
+    load["generator_cpu_ms_per_arrival"] = round(
+        1000 * (time.process_time() - cpu_from) / settings.arrivals, 3
+    )
     rpcs = all_rpc_figures(recorder.calls, recorder.dropped, settings.duration)
     saga = None
     if "PlaceOrder" in rpcs:
@@ -253,7 +225,7 @@ async def run_scenario(
             intended_states(settings),
             offered=placed["count"] + placed["dropped"],
         )
-        if name == FLASH_SALE:
+        if settings.scenario == FLASH_SALE:
             ok_orders = saga["orders"]
             saga["expected_confirmed"] = min(settings.stock, ok_orders)
             saga["sold_as_expected"] = (
@@ -284,6 +256,9 @@ async def run_scenario(
         load=load,
         audit=audit_figures,
     )
+    if rest is not None:
+        document["baseline"]["rpc"] = ROUTES[CHECK]
+        document["edge"] = edge_figures(rest, rpcs)
     if target.prometheus_url:
         document["services_saw"] = await asyncio.to_thread(
             what_services_saw, target.prometheus_url, measured_from, time.time()
@@ -299,6 +274,20 @@ async def run_scenario(
     return ScenarioResult(document, json_path, png_path, text)
 
 
+def edge_figures(rest: RestCalls, rpcs: dict[str, Any]) -> dict[str, Any]:
+    """What a REST report adds: where the load went, as whom, and whether the gateway's
+    rate limit refused any of it (then the run measured the limit, not the edge)."""
+    refused = sum(f["errors"].get("HTTP_429", 0) for f in rpcs.values())
+    return {
+        "via": REST,
+        "gateway": str(rest.http.base_url),
+        "routes": {name: ROUTES[name] for name in rpcs if name in ROUTES},
+        "client_id": rest.token.client_id,
+        "tokens_fetched": rest.token.fetched,
+        "rate_limited": refused,
+    }
+
+
 async def run_scenarios(
     scenarios: Sequence[ScenarioSettings],
     target: Target,
@@ -308,21 +297,28 @@ async def run_scenarios(
     token_cache: TokenCache | None = None,
     say: Say = print,
 ) -> list[ScenarioResult]:
-    """Signs the buyers in once (the most any scenario needs), then runs each scenario."""
-    count = max(s.users for s in scenarios)
-    say(f"signing in {count} buyers (Register/Login through the user service) ...")
-    started = time.monotonic()
-    buyers = await sign_in_buyers(target.clients, count, token_cache)
-    say(f"buyers ready in {time.monotonic() - started:.1f}s")
-    return [
-        await run_scenario(
-            settings,
-            target,
-            buyers,
-            reports_dir,
-            profile=profile,
-            token_cache=token_cache,
-            say=say,
+    """Signs the buyers in once (the most any scenario needs), then runs each scenario; a
+    scenario of the loadgen client gets its one buyer, with a fresh token, just before."""
+    count = max((s.users for s in scenarios if s.identity == ACCOUNTS), default=0)
+    buyers: list[Buyer] = []
+    if count:
+        say(f"signing in {count} buyers (Register/Login through the user service) ...")
+        started = time.monotonic()
+        buyers = await sign_in_buyers(target.clients, count, token_cache)
+        say(f"buyers ready in {time.monotonic() - started:.1f}s")
+    results = []
+    for settings in scenarios:
+        client = settings.identity != ACCOUNTS
+        chosen = [await target.client_token().buyer()] if client else buyers
+        results.append(
+            await run_scenario(
+                settings,
+                target,
+                chosen,
+                reports_dir,
+                profile=profile,
+                token_cache=token_cache,
+                say=say,
+            )
         )
-        for settings in scenarios
-    ]
+    return results

@@ -12,6 +12,19 @@ STEADY_SAGA = "steady-saga"
 # Check baseline turns the throughput ratio into a capacity comparison.
 BROWSE = "browse"
 SCENARIOS = (FLASH_SALE, MIXED, STEADY_SAGA, BROWSE)
+# How the load reaches the system: gRPC to the services (found in etcd), or REST/JSON
+# through the gateway (loadgen/rest.py). REST has GetProduct and PlaceOrder (followed by
+# the order's event stream), so the scenarios made of those two only.
+GRPC = "grpc"
+REST = "rest"
+VIAS = (GRPC, REST)
+REST_SCENARIOS = (FLASH_SALE, STEADY_SAGA, BROWSE)
+# Who buys: real accounts (Register + Login through the user service), or the load
+# generator's own OAuth2 client (client credentials, ops/oauth_clients.py): one machine
+# token, whose subject is one pseudo-user, so such a scenario has exactly one buyer.
+ACCOUNTS = "accounts"
+CLIENT = "client"
+IDENTITIES = (ACCOUNTS, CLIENT)
 
 
 @dataclass(frozen=True)
@@ -36,10 +49,23 @@ class ScenarioSettings:
     stock: int = 100
     # How long one order may take to reach a terminal state before it counts as unfinished.
     saga_deadline: float = 45.0
+    # grpc or rest (through the gateway); a REST scenario buys as the client (one buyer).
+    via: str = GRPC
+    identity: str = ACCOUNTS
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {self.scenario!r} (known: {', '.join(SCENARIOS)})")
+        if self.via not in VIAS or self.identity not in IDENTITIES:
+            raise ValueError(f"via is one of {VIAS}, identity one of {IDENTITIES}")
+        if self.via == REST and self.scenario not in REST_SCENARIOS:
+            raise ValueError(
+                f"{self.scenario} has no REST form (REST: {', '.join(REST_SCENARIOS)})"
+            )
+        if self.via == REST and self.identity != CLIENT:
+            raise ValueError("a REST scenario buys with the client's token (identity client)")
+        if self.identity == CLIENT and self.users != 1:
+            raise ValueError("the client's token is one buyer: users must be 1")
         if not (self.rate > 0 and self.duration > 0):
             raise ValueError("rate and duration must be positive")
         if self.concurrency < 1 or self.users < 1:
@@ -48,6 +74,11 @@ class ScenarioSettings:
     @property
     def arrivals(self) -> int:
         return max(1, round(self.rate * self.duration))
+
+    @property
+    def label(self) -> str:
+        """The scenario's name in reports: ``browse``, or ``browse-rest`` through the gateway."""
+        return self.scenario if self.via == GRPC else f"{self.scenario}-{self.via}"
 
     @property
     def baseline_seconds(self) -> float:
@@ -114,6 +145,25 @@ PROFILES["browse-peak"] = (
         # Overload is the point of a peak probe: its drops and deadlines are the
         # measurement, so only the audit decides whether it passes.
         max_error_rate=1.0,
+    ),
+)
+
+
+def edge_pair(settings: ScenarioSettings) -> tuple[ScenarioSettings, ScenarioSettings]:
+    """The same plan twice, as the client's one buyer: straight to the services, then
+    through the gateway. The rates of ``edge`` stay under the services' per-caller limit
+    (100/s a method, shared/config/models.py), which one buyer would otherwise meet."""
+    grpc = replace(settings, users=1, identity=CLIENT, via=GRPC)
+    return grpc, replace(grpc, via=REST)
+
+
+# What the REST edge costs: each scenario over gRPC and over REST, in one run.
+PROFILES["edge"] = (
+    *edge_pair(
+        ScenarioSettings(BROWSE, rate=80, duration=15, baseline_duration=5, settle=5),
+    ),
+    *edge_pair(
+        ScenarioSettings(STEADY_SAGA, rate=30, duration=15, baseline_duration=5, settle=20),
     ),
 )
 PROFILES["full"] = (

@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 import typer
@@ -43,10 +43,10 @@ def write_protoset(path: Path) -> Path:
     return path
 
 
-async def ghz_rps(
+async def ghz_report(
     args: list[str], seconds: float, concurrency: int, call: str = CALL, data: str = "{}"
-) -> float:
-    """Calls per second ghz reached over one connection; raises if any call failed."""
+) -> dict[str, Any]:
+    """ghz's JSON report of a run over one connection; raises if any call failed."""
     process = await asyncio.create_subprocess_exec(
         str(GHZ),
         f"--call={call}",
@@ -63,11 +63,18 @@ async def ghz_rps(
     out, err = await process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"ghz failed: {err.decode()}{out.decode()[:500]}")
-    report = json.loads(out)
+    report: dict[str, Any] = json.loads(out)
     errors = {k: v for k, v in (report.get("statusCodeDistribution") or {}).items() if k != "OK"}
     if errors:
         raise RuntimeError(f"ghz saw errors: {errors} {report.get('errorDistribution')}")
-    return float(report["rps"])
+    return report
+
+
+async def ghz_rps(
+    args: list[str], seconds: float, concurrency: int, call: str = CALL, data: str = "{}"
+) -> float:
+    """Calls per second ghz reached over one connection; raises if any call failed."""
+    return float((await ghz_report(args, seconds, concurrency, call, data))["rps"])
 
 
 async def new_connection_rate(

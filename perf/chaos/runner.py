@@ -25,8 +25,9 @@ from devstack.stack import Stack
 from loadgen.buyers import TokenCache, sign_in_buyers
 from loadgen.calls import PLACE_ORDER_DEADLINE
 from loadgen.driver import Recorder, SagaOutcome
+from loadgen.prepare import Prepared, prepare_scenario
 from loadgen.report import services_saw_line, write_json
-from loadgen.runner import Prepared, measure, prepare_scenario
+from loadgen.runner import measure
 from loadgen.scenarios import Arrival, new_run_id
 from loadgen.services_saw import what_services_saw
 from loadgen.settings import FLASH_SALE, STEADY_SAGA, ScenarioSettings
