@@ -146,7 +146,8 @@ class HttpsListener:
 
     async def start(self) -> int:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # IPPROTO_TCP by name, so asyncio turns Nagle off (see gateway.server.http_listener).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self._host, self._port))
         self.port = sock.getsockname()[1]
