@@ -60,6 +60,8 @@ async def system(stack: Stack, keys: TestKeys) -> AsyncIterator[Supervised]:
     launcher = dataclasses.replace(
         run.launcher_for(stack, keys.directory, replicas=2),
         fixed_ports=False,
+        # A free port for the gateway too: a `make run` beside the tests keeps 8080.
+        gateway_port=0,
         registry_ttl_seconds=E2E_TTL,
         log_sink=logs.append,
     )
@@ -138,12 +140,15 @@ async def test_two_of_each_register_and_the_state_file_lists_them(system: Superv
         for child in children:  # the port a restart reuses is the one it registered
             assert registered[child.instance_id].address == f"127.0.0.1:{child.port}"
     listed = read_instances(system.stack)
-    assert len(listed) == 2 * len(SERVICES)
+    assert len([r for r in listed if r.service in SERVICES]) == 2 * len(SERVICES)
+    assert [r.service for r in listed if r.service not in SERVICES] == ["gateway"]
     assert sorted(listed, key=str) == sorted(records(system.launcher), key=str)
     for record in listed:
         os.kill(record.pid, 0)  # alive (ProcessLookupError otherwise)
     rows = run.table_rows(system.stack, system.launcher, system.directory)
-    assert {row[1] for row in rows[1:] if row[0] in SERVICES} == {r.instance_id for r in listed}
+    assert {row[1] for row in rows[1:] if row[0] in (*SERVICES, "gateway")} == {
+        r.instance_id for r in listed
+    }
 
 
 async def test_a_sigkilled_instance_restarts_with_its_id_and_port(system: Supervised) -> None:
