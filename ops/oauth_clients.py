@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ops.secret_files import ensure_secret_file, private_dir
 from shared.auth import scopes
 
 STOREFRONT: Final = "storefront"
@@ -109,22 +110,12 @@ def secret_file(secrets_dir: Path, client_id: str) -> Path:
 
 def ensure_client_secrets(secrets_dir: Path, client_ids: Iterable[str]) -> dict[str, Path]:
     """Each client's secret file, made if missing (0600 in a 0700 folder); never changed."""
-    secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(secrets_dir, 0o700)
+    private_dir(secrets_dir)
     files = {}
     for client_id in client_ids:
         path = secret_file(secrets_dir, client_id)
-        if not path.exists():
-            # O_EXCL: two processes making it at once keep the first one's secret.
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    # No newline: the file is the plain secret, byte for byte (a Secret's key).
-                    f.write(secrets.token_urlsafe(32))
-        os.chmod(path, 0o600)
+        # No newline: the file is the plain secret, byte for byte (a Secret's key).
+        ensure_secret_file(path, lambda: secrets.token_urlsafe(32))
         read_client_secret(secrets_dir, client_id)  # not empty
         files[client_id] = path
     return files

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Final
 
 import asyncpg
 
+from ops.secret_files import ensure_secret_file, private_dir
 from ops.trust.rights import AUDITED, PG_ADMIN, PG_AUDITOR, PG_ROLES, pg_database
 
 SCRAM_ITERATIONS: Final = 4096
@@ -51,21 +51,10 @@ def read_password(passwords_dir: Path, role: str) -> str:
 
 def ensure_passwords(passwords_dir: Path, roles: Iterable[str] = ALL_ROLES) -> dict[str, str]:
     """Every role's password, generating the missing ones (files 0600 in a 0700 dir)."""
-    passwords_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(passwords_dir, 0o700)
+    private_dir(passwords_dir)
     passwords = {}
     for role in roles:
-        path = password_file(passwords_dir, role)
-        if not path.exists():
-            # O_EXCL: two processes generating at once keep the first one's password.
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_hex(24) + "\n")
-        os.chmod(path, 0o600)
+        ensure_secret_file(password_file(passwords_dir, role), lambda: secrets.token_hex(24) + "\n")
         passwords[role] = read_password(passwords_dir, role)
     return passwords
 
